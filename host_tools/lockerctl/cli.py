@@ -6,8 +6,9 @@ from .clibase import UserError, cli
 
 # Each module registers its commands on `cli` when imported.
 _COMMAND_MODULES = [
-    "lockerctl.cmd_store",  # serve, export, audit, roster, locker, timetable, card, grant, open
-    "lockerctl.cmd_broker",  # broker config
+    "lockerctl.cmd_store",  # export, audit, roster, locker add, timetable, card, grant
+    "lockerctl.cmd_serve",  # serve, open (the MQTT side)
+    "lockerctl.cmd_broker",  # broker config, locker rekey
     "lockerctl.cmd_sim",  # sim tap/door/state: the simulated lockers' control ports
     "lockerctl.cmd_web",  # user add (dashboard accounts)
 ]
