@@ -1,0 +1,94 @@
+# The simulated board (`board: sim`) for the MicroPython unix port.
+#
+# Flash: a littlefs image file in `data_dir` with an ESP32 partition's geometry (4096-byte blocks),
+# mounted at /flash through a block device that counts wear and can be made to fail or tear
+# (hal/simflash.py). Locks, reeds, LED and buzzer are plain state the control port shows. The
+# real-time clock is unknown until set (`clock` on the control port, as NTP would) and then
+# advances with real time.
+
+import os
+import time
+
+from hal import simflash
+
+MOUNTPOINT = "/flash"
+_FEEDBACK_KEEP = 16
+
+
+def _makedirs(path):
+    cur = ""
+    for part in path.split("/"):
+        cur = (cur + "/" + part) if cur or path.startswith("/") else part
+        if not part:
+            continue
+        try:
+            os.mkdir(cur)
+        except OSError:
+            pass
+
+
+class Board:
+    def __init__(self, device, settings):
+        self.nbays = int(device["bays"])
+        if not 1 <= self.nbays <= 64:
+            raise ValueError("device.json: bays must be 1..64")
+        # Outputs first: every lock is off (locked) from power-on, before anything else runs.
+        self.locks = [False] * self.nbays
+        self.doors = [0] * self.nbays  # bays.CLOSED / OPEN / UNKNOWN
+        self.led = "off"
+        self.buzzer = 0  # beeps so far
+        self.feedback_log = []
+        self._clock_offset = None
+
+        host_dir = device.get("data_dir") or "var/" + device["locker_id"]
+        _makedirs(host_dir)
+        self.flash = simflash.mount(host_dir + "/flash.img", MOUNTPOINT,
+                                    block_count=settings["flash_blocks"])
+        self.data_dir = MOUNTPOINT
+
+    # -- the board interface (docs/architecture.md) ---------------------------------------------
+
+    def now(self):
+        if self._clock_offset is None:
+            return None
+        return int(time.time()) + self._clock_offset
+
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def set_lock(self, bay, unlocked):
+        self.locks[bay - 1] = bool(unlocked)
+
+    def door_open(self, bay):
+        reading = self.doors[bay - 1]
+        return None if reading == 2 else reading == 1
+
+    def feedback(self, outcome):
+        self.led = outcome
+        self.buzzer += 1
+        self.feedback_log.append(outcome)
+        if len(self.feedback_log) > _FEEDBACK_KEEP:
+            self.feedback_log.pop(0)
+
+    def poll_card(self):
+        return None  # cards come from the control port
+
+    # -- what the control port drives and shows -------------------------------------------------
+
+    def set_clock(self, unix_seconds):
+        self._clock_offset = int(unix_seconds) - int(time.time())
+
+    def set_door(self, bay, reading):
+        self.doors[bay - 1] = reading
+
+    def outputs(self):
+        return {
+            "locks": ["unlocked" if on else "locked" for on in self.locks],
+            "led": self.led,
+            "buzzer": self.buzzer,
+            "feedback": self.feedback_log[-4:],
+            "flash": {
+                "bytes_programmed": self.flash.bytes_programmed,
+                "blocks_erased": self.flash.blocks_erased,
+            },
+        }

@@ -1,0 +1,65 @@
+# One asyncio main: the ticker, the card reader and reed poll (real boards), the network link and,
+# on the simulated board, the control port. Nothing here waits on the network: the link is a task
+# of its own and the locker's decisions never await it.
+
+import asyncio
+import gc
+
+from hal import make_board
+from locker import settings as settings_mod
+from locker.core import Locker
+
+
+async def _ticker(locker, period_ms):
+    while True:
+        await asyncio.sleep_ms(period_ms)
+        try:
+            locker.tick()
+        except Exception as e:  # one bad tick must not stop the time-driven checks
+            import sys
+
+            sys.print_exception(e)
+
+
+async def _reader(locker, board):
+    """Real boards: poll the card reader and the reed switches."""
+    doors = [board.door_open(n) for n in range(1, board.nbays + 1)]
+    while True:
+        uid = board.poll_card()
+        if uid is not None:
+            locker.tap(uid)
+        for n in range(1, board.nbays + 1):
+            now = board.door_open(n)
+            if now != doors[n - 1]:
+                doors[n - 1] = now
+                locker.door(n, 2 if now is None else (1 if now else 0))
+        await asyncio.sleep_ms(50)
+
+
+async def main(device):
+    settings = settings_mod.load(device)
+    board = make_board(device, settings)
+    locker = Locker(board, device, settings)
+    gc.collect()
+    tasks = [asyncio.create_task(_ticker(locker, settings["tick_ms"]))]
+    if device.get("board", "sim") == "sim":
+        from locker import control
+
+        port = int((device.get("sim") or {}).get("control_port", 7101))
+        await control.serve(locker, board, port)
+    else:
+        tasks.append(asyncio.create_task(_reader(locker, board)))
+    if device.get("broker"):
+        from locker.link import Link
+
+        link = Link(locker, device, settings)
+        tasks.append(asyncio.create_task(link.run()))
+    board.feedback("boot")
+    print("locker {} ready: {} bays, config {}".format(locker.locker_id, board.nbays,
+                                                       locker.config_version))
+    while True:
+        await asyncio.sleep(3600)
+
+
+def run(device):
+    asyncio.run(main(device))

@@ -1,0 +1,186 @@
+# One state machine per bay, and the door reed switch that drives it.
+#
+#   FREE --grant deposit--> OPEN_DEPOSIT --door opened, closed--> OCCUPIED (locked)
+#   OCCUPIED --grant retrieve--> OPEN_RETRIEVE --door opened, closed--> FREE
+#   OPEN_* --door not opened within grant_lapse_s--> back where it was (the grant is `cancelled`)
+#
+# Every bay is locked except while a grant is open. The Bay does no I/O: it says what to do
+# (lock, unlock, which event) and the Locker journals and drives the outputs.
+
+try:
+    from micropython import const
+except ImportError:  # CPython, for the tests shared with the host
+
+    def const(x):
+        return x
+
+
+FREE = const(0)
+OPEN_DEPOSIT = const(1)
+OCCUPIED = const(2)
+OPEN_RETRIEVE = const(3)
+
+STATE_NAMES = ("free", "open_deposit", "occupied", "open_retrieve")
+
+# Door readings: the reed switch says closed or open; a failed switch says nothing we can trust.
+CLOSED = const(0)
+OPEN = const(1)
+UNKNOWN = const(2)
+DOOR_NAMES = ("closed", "open", "unknown")
+
+
+class Bay:
+    __slots__ = (
+        "number",
+        "state",
+        "holder",
+        "holder_role",
+        "last_holder",
+        "door",
+        "granted_ms",
+        "door_opened",
+        "door_open_since_ms",
+        "left_open_raised",
+        "uncollected_day",
+        "previous_holder",
+        "previous_role",
+    )
+
+    def __init__(self, number):
+        self.number = number
+        self.state = FREE
+        self.holder = None  # person whose phone is in the bay (or is being deposited)
+        self.holder_role = None  # role of the card that deposited it
+        self.last_holder = None  # a person goes back to their own bay
+        self.door = CLOSED
+        self.granted_ms = None
+        self.door_opened = False
+        self.door_open_since_ms = None
+        self.left_open_raised = False
+        self.uncollected_day = 0
+        self.previous_holder = None  # restored when a retrieval lapses
+        self.previous_role = None
+
+    @property
+    def locked(self):
+        return self.state in (FREE, OCCUPIED)
+
+    @property
+    def occupied(self):
+        return self.state in (OCCUPIED, OPEN_RETRIEVE)
+
+    # -- grants ---------------------------------------------------------------------------------
+
+    def grant_deposit(self, person, role, now_ms):
+        self.state = OPEN_DEPOSIT
+        self.holder = person
+        self.holder_role = role
+        self.last_holder = person
+        self._granted(now_ms)
+
+    def grant_retrieve(self, now_ms):
+        self.previous_holder = self.holder
+        self.previous_role = self.holder_role
+        self.state = OPEN_RETRIEVE
+        self._granted(now_ms)
+
+    def _granted(self, now_ms):
+        self.granted_ms = now_ms
+        self.door_opened = self.door == OPEN
+        self.uncollected_day = 0
+
+    def lapse_due(self, now_ms, lapse_ms):
+        """True when an open grant's door was never opened in time (the grant lapses)."""
+        return (
+            self.state in (OPEN_DEPOSIT, OPEN_RETRIEVE)
+            and not self.door_opened
+            and now_ms - self.granted_ms >= lapse_ms
+        )
+
+    def lapse(self):
+        """The grant lapses. Returns what lapsed ("deposit" or "retrieve"); the bay relocks as it
+        was. With a failed reed switch nobody can tell whether the door was used, so the grant is
+        taken as completed instead (returns None): a phone is never stranded as "free"."""
+        was = self.state
+        if self.door == UNKNOWN:
+            self.complete()
+            return None
+        if was == OPEN_DEPOSIT:
+            self.state = FREE
+            self.holder = self.holder_role = None
+            return "deposit"
+        self.state = OCCUPIED
+        self.holder, self.holder_role = self.previous_holder, self.previous_role
+        return "retrieve"
+
+    def complete(self):
+        """The door closed after being opened under a grant: the phone is in, or out."""
+        if self.state == OPEN_DEPOSIT:
+            self.state = OCCUPIED
+        elif self.state == OPEN_RETRIEVE:
+            self.state = FREE
+            self.holder = self.holder_role = None
+        self.granted_ms = None
+
+    # -- the reed switch ------------------------------------------------------------------------
+
+    def door_changed(self, reading, now_ms):
+        """The reed switch reads `reading`. Returns an event word or None:
+        "door_forced" when a locked door opens, "closed" when an open grant completes."""
+        if reading == self.door:
+            return None
+        self.door = reading
+        if reading == OPEN:
+            self.door_open_since_ms = now_ms
+            self.left_open_raised = False
+            if self.locked:
+                return "door_forced"
+            self.door_opened = True
+            return None
+        self.door_open_since_ms = None
+        if reading == CLOSED and self.state in (OPEN_DEPOSIT, OPEN_RETRIEVE) and self.door_opened:
+            self.complete()
+            return "closed"
+        return None
+
+    def left_open_due(self, now_ms, limit_ms):
+        if self.door == OPEN and not self.left_open_raised and self.door_open_since_ms is not None:
+            if now_ms - self.door_open_since_ms >= limit_ms:
+                self.left_open_raised = True
+                return True
+        return False
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    def restore(self, holder, role, last_holder):
+        """Boot: the bay comes back locked, with its phone if the journal says so."""
+        self.state = OCCUPIED if holder else FREE
+        self.holder = holder
+        self.holder_role = role
+        self.last_holder = last_holder
+        self.granted_ms = None
+
+    def view(self):
+        return {
+            "bay": self.number,
+            "locked": self.locked,
+            "door": DOOR_NAMES[self.door],
+            "holder": self.holder if self.occupied or self.state == OPEN_DEPOSIT else None,
+        }
+
+
+def choose_free_bay(bays, person):
+    """The bay a deposit goes to: the person's own bay if free, else a never-used free bay,
+    else the lowest free one. None when every bay is taken."""
+    fallback = None
+    unused = None
+    for bay in bays:
+        if bay.state != FREE:
+            continue
+        if bay.last_holder == person:
+            return bay
+        if unused is None and bay.last_holder is None:
+            unused = bay
+        if fallback is None:
+            fallback = bay
+    return unused or fallback

@@ -1,0 +1,410 @@
+# The locker: what happens when a card is tapped, a door moves, time passes or the host speaks.
+#
+# Ties the card registry, the school's rules (policy), the bays and the journal together. The one
+# rule this module exists to keep: every event is appended to the journal and committed to flash
+# *before* the action it records takes effect (a bay unlocks only after its grant is durable).
+# No I/O but through `board` and the journal; no networking (the link calls in).
+
+import json
+from binascii import unhexlify
+
+from locker import bays as B
+from locker import policy
+from locker.bundle import Bundle, BundleError, Receiver
+from locker.cmdauth import CommandError, Counter, verify
+from locker.journal import Journal
+from locker.mac import derive
+from locker.registry import Registry, parse_uid
+from locker.timetable import Timetable
+
+ROLE_OF_FOB = "slt"
+
+
+def _denied(reason):
+    return {"result": "denied", "reason": reason}
+
+
+def _granted(action, bay):
+    return {"result": "granted", "action": action, "bay": bay}
+
+
+class Locker:
+    def __init__(self, board, device, settings):
+        self.board = board
+        self.settings = settings
+        self.locker_id = device["locker_id"]
+        self.site = device.get("site", "school")
+        secret = unhexlify(device["secret"])
+        if len(secret) != 32:
+            raise ValueError("device.json: secret must be 64 hex digits")
+        self.config_key = derive(secret, b"classlocker config")
+        self.cmd_key = derive(secret, b"classlocker cmd")
+        self.registry = Registry(derive(secret, b"classlocker card"))
+        del secret
+
+        self.bays = [B.Bay(n) for n in range(1, board.nbays + 1)]
+        self.dir = board.data_dir
+        self.bundle = None
+        self.timetable = Timetable(None)
+        self.grants = ()
+        self._load_config()
+        self.commands = Counter(self.dir + "/cmd_counter")
+
+        self.override_by = None  # person id of the SLT fob that armed an override
+        self.override_until_ms = 0
+        self.last_fob = None  # (person, ms) of the last SLT fob tap, for the double tap
+        self.online = False
+        self.state_rev = 0
+        self.on_commit = None  # the link sets this to be woken when events are durable
+        self._near_full_raised = False
+
+        self.journal = Journal(
+            self.dir + "/journal",
+            self._snapshot,
+            segment_bytes=settings["journal_segment_bytes"],
+        )
+        snapshot, events = self.journal.open()
+        self._recover(snapshot, events)
+        self._record("boot", None, reason=None)
+        self._commit()
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def _load_config(self):
+        try:
+            bundle = Bundle.load(self.dir)
+        except BundleError:
+            bundle = None  # a damaged config.bin is never trusted; wait for the host's next one
+        self.bundle = bundle
+        self.registry.use(bundle)
+        self.timetable = Timetable(bundle.timetable if bundle else None)
+        self.grants = bundle.grants if bundle else ()
+
+    @property
+    def config_version(self):
+        return self.bundle.version if self.bundle else None
+
+    def config_receiver(self, length):
+        """A sink for an incoming `config` payload of `length` bytes, or None to discard it."""
+        if length > self.settings["max_config_bytes"]:
+            self._record("config_rejected", None, reason="too_large")
+            self._commit()
+            return None
+        return _ConfigSink(self, length)
+
+    def _config_finished(self, receiver, complete):
+        try:
+            if not complete:
+                receiver.abort()
+                raise BundleError("truncated")
+            version = receiver.finish()
+        except BundleError as e:
+            reason = e.args[0] if e.args else "malformed"
+            if reason == "stale":
+                return  # the retained copy of what we already run: nothing to say
+            self._record("config_rejected", None, reason=reason)
+            self._commit()
+            return
+        self._load_config()
+        self._record("config_applied", None, reason=str(version))
+        self._commit()
+
+    # -- taps ---------------------------------------------------------------------------------
+
+    def tap_text(self, uid_text):
+        """A tap from the control port: UID as 8 or 14 hex digits."""
+        return self.tap(parse_uid(uid_text))
+
+    def tap(self, uid):
+        if self.journal.full:
+            self.board.feedback("alarm")
+            return _denied("journal_full")
+        now = self.board.now()
+        now_ms = self.board.ticks_ms()
+        card = self.registry.lookup(uid)
+        self._expire_override(now_ms)
+
+        if card is not None and card.role == ROLE_OF_FOB and not card.revoked:
+            return self._fob(card, now, now_ms)
+
+        bay = self._bay_of(card.person) if card is not None else None
+        override_by = self.override_by
+        granted = (
+            card is not None
+            and now is not None
+            and bay is not None
+            and policy.grant_covers(self.grants, card.person, now)
+        )
+        action, reason, flag = policy.decide(card, now, self.timetable, bay is not None,
+                                             override_by, granted)
+        if override_by is not None and card is not None:
+            self.override_by = None  # the override releases exactly one card
+            if action == "deposit":
+                action, reason, flag = "denied", "not_holder", None
+
+        if action == "denied":
+            self._record("denied", now, person=card.person if card else None, reason=reason)
+            self._commit()
+            self.board.feedback("denied")
+            return _denied(reason)
+
+        if action == "deposit":
+            if bay is None:
+                bay = B.choose_free_bay(self.bays, card.person)
+            if bay is None:
+                self._record("denied", now, person=card.person, reason="no_free_bay")
+                self._commit()
+                self.board.feedback("denied")
+                return _denied("no_free_bay")
+            if bay.state == B.OPEN_DEPOSIT:  # a second tap while the door is still to be opened
+                return _granted("deposit", bay.number)
+            self._record("deposit", now, bay=bay.number, person=card.person, reason=card.role)
+            if flag:
+                self._record(flag, now, bay=bay.number, person=card.person, reason="phone_not_allowed")
+            self._commit()
+            bay.grant_deposit(card.person, card.role, now_ms)
+            self._unlock(bay)
+            self.board.feedback("granted")
+            return _granted("deposit", bay.number)
+
+        # retrieve or override: the person's phone is in `bay`
+        if bay.state == B.OPEN_RETRIEVE:
+            return _granted(action, bay.number)
+        if bay.state == B.OPEN_DEPOSIT:  # tapped again before the door was even opened
+            return _granted("deposit", bay.number)
+        if action == "override":
+            self._record("override", now, bay=bay.number, person=card.person, by=override_by)
+        elif granted:
+            self._record("retrieve", now, bay=bay.number, person=card.person, reason="grant")
+        else:
+            self._record("retrieve", now, bay=bay.number, person=card.person)
+        self._commit()
+        bay.grant_retrieve(now_ms)
+        self._unlock(bay)
+        self.board.feedback("override" if action == "override" else "granted")
+        return _granted(action, bay.number)
+
+    def _fob(self, card, now, now_ms):
+        """An SLT fob: arm an override; a second tap within double_tap_s opens every occupied bay."""
+        last = self.last_fob
+        if last is not None and last[0] == card.person:
+            if now_ms - last[1] <= self.settings["double_tap_s"] * 1000:
+                self.last_fob = None
+                self.override_by = None
+                self.emergency_open(self._occupied(), now, card.person, "double_tap")
+                return _granted("override", None)
+        self.last_fob = (card.person, now_ms)
+        self.override_by = card.person
+        self.override_until_ms = now_ms + self.settings["override_s"] * 1000
+        self.board.feedback("override")
+        return _granted("override", None)
+
+    def _expire_override(self, now_ms):
+        if self.override_by is not None and now_ms - self.override_until_ms >= 0:
+            self.override_by = None
+
+    def _bay_of(self, person):
+        for bay in self.bays:
+            if bay.holder == person and (bay.occupied or bay.state == B.OPEN_DEPOSIT):
+                return bay
+        return None
+
+    def _occupied(self):
+        return [bay for bay in self.bays if bay.state == B.OCCUPIED]
+
+    # -- opening bays on someone's authority ----------------------------------------------------
+
+    def emergency_open(self, bays, now, by, reason):
+        """Open `bays` (occupied ones) for retrieval: all journaled in one commit, then unlocked."""
+        if not bays:
+            self._record("emergency_open", now, by=by, reason=reason)
+            self._commit()
+            return []
+        for bay in bays:
+            self._record("emergency_open", now, bay=bay.number, person=bay.holder, by=by,
+                         reason=reason)
+        self._commit()
+        now_ms = self.board.ticks_ms()
+        for bay in bays:
+            bay.grant_retrieve(now_ms)
+            self._unlock(bay)
+        self.board.feedback("alarm")
+        return [bay.number for bay in bays]
+
+    def command(self, payload):
+        """A signed command from the host (`cmd` topic)."""
+        now = self.board.now()
+        try:
+            cmd = verify(payload, self.cmd_key, self.locker_id, self.commands.last, now)
+            if cmd.get("op") != "open":
+                raise CommandError("malformed")
+            targets = self._targets(cmd.get("bay"))
+        except CommandError as e:
+            self.command_rejected(e.args[0] if e.args else "malformed")
+            return False
+        self.commands.advance(cmd["id"])  # before acting: a replay fails even after a reboot
+        self.emergency_open(targets, now, cmd.get("by"), cmd.get("reason"))
+        return True
+
+    def command_rejected(self, reason):
+        self._record("cmd_rejected", self.board.now(), reason=reason)
+        self._commit()
+
+    def _targets(self, which):
+        if which == "all":
+            return self._occupied()
+        if which == "staff":
+            return [b for b in self._occupied() if b.holder_role in ("staff", "office")]
+        if isinstance(which, int) and not isinstance(which, bool) and 1 <= which <= len(self.bays):
+            bay = self.bays[which - 1]
+            return [bay] if bay.state == B.OCCUPIED else []
+        raise CommandError("no_such_bay")
+
+    # -- doors and time -------------------------------------------------------------------------
+
+    def door(self, number, reading):
+        """The reed switch of bay `number` reads B.OPEN, B.CLOSED or B.UNKNOWN."""
+        bay = self.bays[number - 1]
+        now_ms = self.board.ticks_ms()
+        was_holder = bay.holder
+        outcome = bay.door_changed(reading, now_ms)
+        if outcome == "door_forced":
+            self._record("door_forced", self.board.now(), bay=number, person=was_holder)
+            self._commit()
+            self.board.feedback("alarm")
+        elif outcome == "closed":
+            self.board.set_lock(number, False)
+        self.state_rev += 1
+
+    def tick(self):
+        """Time-driven checks: lapsed grants, doors left open, override expiry, uncollected."""
+        now_ms = self.board.ticks_ms()
+        now = self.board.now()
+        self._expire_override(now_ms)
+        dirty = False
+        lapse_ms = self.settings["grant_lapse_s"] * 1000
+        open_ms = self.settings["door_left_open_s"] * 1000
+        for bay in self.bays:
+            if bay.lapse_due(now_ms, lapse_ms):
+                person = bay.holder
+                what = bay.lapse()
+                self.board.set_lock(bay.number, False)
+                if what is not None:
+                    self._record("cancelled", now, bay=bay.number, person=person, reason=what)
+                    dirty = True
+                self.state_rev += 1
+            if bay.left_open_due(now_ms, open_ms):
+                self._record("door_left_open", now, bay=bay.number, person=bay.holder)
+                dirty = True
+        if now is not None:
+            dirty = self._uncollected(now) or dirty
+        if self.journal.near_full and not self._near_full_raised:
+            self._near_full_raised = True
+            self._record("journal_near_full", now)
+            dirty = True
+        if dirty:
+            self._commit()
+
+    def _uncollected(self, now):
+        due = self.timetable.uncollected_ts(now)
+        if due is None or now < due:
+            return False
+        day = self.timetable.local(now)[0]
+        raised = False
+        for bay in self.bays:
+            if bay.state == B.OCCUPIED and bay.uncollected_day != day:
+                bay.uncollected_day = day
+                self._record("uncollected", now, bay=bay.number, person=bay.holder)
+                raised = True
+        return raised
+
+    def clock_set(self):
+        """The RTC was set (sim `clock`, NTP): nothing to journal, but the state changes."""
+        self.state_rev += 1
+
+    def acknowledged(self, seq):
+        """The host stored every event up to `seq` (the link checked it was sent)."""
+        before = self.journal.acked
+        self.journal.ack(seq)
+        if self.journal.acked != before:
+            self.state_rev += 1
+
+    # -- the journal ----------------------------------------------------------------------------
+
+    def _record(self, kind, ts, bay=None, person=None, by=None, reason=None):
+        self.journal.append(kind, ts, bay, person, by, reason)
+
+    def _commit(self):
+        self.journal.commit()
+        self.state_rev += 1
+        if self.on_commit is not None:
+            self.on_commit()
+
+    def _unlock(self, bay):
+        self.board.set_lock(bay.number, True)
+
+    def _snapshot(self):
+        """Bay state for the journal's snapshot record (see _recover)."""
+        return json.dumps(
+            [[b.holder if b.occupied else None, b.holder_role, b.last_holder] for b in self.bays]
+        ).encode()
+
+    def _recover(self, snapshot, events):
+        """Rebuild holders from the latest snapshot and the events after it. Every bay comes back
+        locked: a grant open at the moment of power loss is taken as used for a retrieval (the
+        phone is assumed gone) and as not yet used for a deposit (the bay keeps its holder, who
+        can tap again), so no phone is ever recorded as free while it may be in a bay."""
+        if snapshot:
+            try:
+                rows = json.loads(snapshot)
+            except ValueError:
+                rows = []
+            for bay, row in zip(self.bays, rows):
+                bay.restore(row[0], row[1], row[2])
+        lapsed = {}
+        for ev in events:
+            if ev.bay is None or not 1 <= ev.bay <= len(self.bays):
+                continue
+            bay = self.bays[ev.bay - 1]
+            kind = ev.type
+            if kind == "deposit":
+                bay.restore(ev.person, ev.reason, ev.person)
+            elif kind in ("retrieve", "override", "emergency_open"):
+                lapsed[ev.bay] = (bay.holder, bay.holder_role)
+                bay.restore(None, None, bay.last_holder)
+            elif kind == "cancelled":
+                if ev.reason == "deposit":
+                    bay.restore(None, None, bay.last_holder)
+                elif ev.bay in lapsed:
+                    holder, role = lapsed[ev.bay]
+                    bay.restore(holder, role, bay.last_holder)
+
+    # -- what the host and the control port see ---------------------------------------------------
+
+    def state(self):
+        return {
+            "locker": self.locker_id,
+            "clock_ok": self.board.now() is not None,
+            "online": self.online,
+            "pending": self.journal.pending,
+            "config": self.config_version,
+            "bays": [bay.view() for bay in self.bays],
+        }
+
+
+class _ConfigSink:
+    """Streams a `config` payload to flash; the bundle is checked and swapped in on close."""
+
+    def __init__(self, locker, length):
+        self.locker = locker
+        self.expected = length
+        self.received = 0
+        self.receiver = Receiver(locker.dir, locker.config_key, locker.locker_id,
+                                 locker.config_version or 0, locker.settings["max_config_bytes"])
+
+    def write(self, chunk):
+        self.received += len(chunk)
+        self.receiver.write(chunk)
+
+    def close(self):
+        self.locker._config_finished(self.receiver, self.received == self.expected)

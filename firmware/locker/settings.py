@@ -1,0 +1,35 @@
+# Every tunable of the locker with its default; device.json's "settings" object overrides them.
+# One place to read what the locker's timings are (CONTRACT §3 fixes the first five).
+
+DEFAULTS = {
+    "override_s": 20,  # an SLT fob arms an override for this long
+    "double_tap_s": 3,  # two taps of an SLT fob within this: emergency open of every occupied bay
+    "grant_lapse_s": 30,  # a granted bay whose door is not opened relocks after this
+    "door_left_open_s": 60,  # a door open longer than this raises door_left_open
+    "tick_ms": 1000,  # time-driven checks (CONTRACT: at least every 2 s)
+    "flash_blocks": 128,  # simulated flash: 128 x 4096 bytes = a 512 KB ESP32 partition
+    "journal_segment_bytes": 16384,
+    "max_config_bytes": 131072,  # a config larger than this is discarded unread
+    "max_cmd_bytes": 1024,
+    "ack_timeout_s": 10,  # events not acknowledged within this are sent again
+    "keepalive_s": 30,
+}
+
+
+REQUIRED = (("locker_id", str), ("bays", int), ("secret", str))
+
+
+def load(device):
+    """Settings for this board; raises ValueError naming what is wrong in device.json."""
+    if not isinstance(device, dict):
+        raise ValueError("device.json: expected a JSON object")
+    for key, kind in REQUIRED:
+        if not isinstance(device.get(key), kind):
+            raise ValueError("device.json: {} missing or not a {}".format(key, kind.__name__))
+    settings = dict(DEFAULTS)
+    extra = device.get("settings") or {}
+    for key in extra:
+        if key not in DEFAULTS:
+            raise ValueError("device.json: unknown setting {!r}".format(key))
+        settings[key] = extra[key]
+    return settings

@@ -1,0 +1,96 @@
+"""`lockerctl sim ...`: talk to a simulated locker's control port (CONTRACT §2) from a shell.
+
+    lockerctl sim tap L1 04A1B2C3
+    lockerctl sim door L1 3 open
+    lockerctl sim state L1
+
+The locker's control port is found in its device file: `--device FILE`, or `<ID>.json` in
+`$LOCKER_SIM_DIR` (default `var/demo`, where `make demo` writes them), or given with `--port`.
+"""
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import click
+
+from .clibase import UserError, cli
+
+
+def _port(locker: str, device: str | None, port: int | None) -> int:
+    if port:
+        return port
+    path = Path(device) if device else Path(os.environ.get("LOCKER_SIM_DIR", "var/demo")) / f"{locker}.json"
+    try:
+        return int(json.loads(path.read_text())["sim"]["control_port"])
+    except FileNotFoundError:
+        raise UserError(f"no device file for {locker} at {path} (use --device or --port)") from None
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: no sim.control_port in it") from None
+
+
+def request(port: int, line: str, timeout: float = 10.0) -> dict:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(line.encode() + b"\n")
+            reply = s.makefile("rb").readline()
+    except OSError as e:
+        raise UserError(f"cannot reach the simulated locker on port {port}: {e}") from None
+    if not reply:
+        raise UserError(f"the simulated locker on port {port} closed the connection")
+    return json.loads(reply)
+
+
+def _locker_options(fn):
+    fn = click.option("--port", type=int, default=None, help="Control port (default: from the "
+                      "device file).")(fn)
+    fn = click.option("--device", default=None, help="The locker's device.json.")(fn)
+    return fn
+
+
+@cli.group()
+def sim():
+    """Drive a simulated locker's control port (tap a card, open a door, read its state)."""
+
+
+def _show(reply: dict) -> None:
+    click.echo(json.dumps(reply))
+    if "error" in reply:
+        raise SystemExit(1)
+
+
+@sim.command()
+@click.argument("locker")
+@click.argument("uid")
+@_locker_options
+def tap(locker, uid, device, port):
+    """Present card UID (8 or 14 hex digits) to LOCKER's reader."""
+    _show(request(_port(locker, device, port), f"tap {uid}"))
+
+
+@sim.command()
+@click.argument("locker")
+@click.argument("bay", type=int)
+@click.argument("action", type=click.Choice(["open", "close", "fail"]))
+@_locker_options
+def door(locker, bay, action, device, port):
+    """Open or close BAY's door (its reed switch), or make its switch fail."""
+    _show(request(_port(locker, device, port), f"door {bay} {action}"))
+
+
+@sim.command()
+@click.argument("locker")
+@click.argument("unix_seconds", type=int)
+@_locker_options
+def clock(locker, unix_seconds, device, port):
+    """Set LOCKER's real-time clock (UTC seconds), as NTP would."""
+    _show(request(_port(locker, device, port), f"clock {unix_seconds}"))
+
+
+@sim.command()
+@click.argument("locker")
+@_locker_options
+def state(locker, device, port):
+    """Print LOCKER's state: clock, link, pending events, bays."""
+    _show(request(_port(locker, device, port), "state"))
