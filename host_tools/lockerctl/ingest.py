@@ -1,0 +1,341 @@
+"""MQTT ingest: lockers' events into the audit store exactly once, acknowledged after the commit.
+
+The MQTT network thread only parses and queues (`Ingestor.handle`); one writer thread owns every
+write to the store. It gathers what arrived into a batch (up to `max_batch` events or `max_wait`
+seconds after the first), commits the batch with one `Store.ingest` call and only then publishes
+each locker's `ack`. Whatever happens between the commit and the ack (a crash, a lost message) is
+repaired by the locker resending: the store counts the resent events as duplicates and the next
+ack covers them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("lockerctl.serve")
+
+# The fields of an `event` payload (CONTRACT §4). `seq`, `ts` and `type` must be present; the
+# others may be absent, which means null.
+REQUIRED_FIELDS = ("seq", "ts", "type")
+OPTIONAL_FIELDS = ("bay", "person", "by", "reason")
+MAX_TEXT = 200  # longest person/by/reason accepted (reasons are free text typed by the office)
+_TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
+_LOCKER_RE = re.compile(r"[A-Za-z0-9._-]{1,28}\Z")
+MAX_SEQ = 2**63 - 1
+MAX_TS = 2**40  # far beyond any real clock; catches garbage without a calendar check
+
+
+class BadPayload(ValueError):
+    """An event payload that is not a well-formed CONTRACT §4 event: logged, counted, dropped."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_event(payload: bytes) -> dict:
+    """The event in `payload` as a dict with exactly the seven CONTRACT fields; BadPayload if the
+    payload is not JSON, not an object, lacks a required field or has a wrong type."""
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise BadPayload(f"not JSON ({e.__class__.__name__})") from None
+    if not isinstance(obj, dict):
+        raise BadPayload("not a JSON object")
+    for name in REQUIRED_FIELDS:
+        if name not in obj:
+            raise BadPayload(f"missing field {name!r}")
+    seq, ts, etype = obj["seq"], obj["ts"], obj["type"]
+    if not _is_int(seq) or not 1 <= seq <= MAX_SEQ:
+        raise BadPayload(f"seq must be a positive integer, not {seq!r}")
+    if ts is not None and not (_is_int(ts) and 0 <= ts < MAX_TS):
+        raise BadPayload(f"ts must be unix seconds or null, not {ts!r}")
+    if not isinstance(etype, str) or not _TYPE_RE.match(etype):
+        raise BadPayload(f"type must be an event word, not {etype!r}")
+    event = {"seq": seq, "ts": ts, "type": etype}
+    bay = obj.get("bay")
+    if bay is not None and not (_is_int(bay) and 1 <= bay <= 255):
+        raise BadPayload(f"bay must be a bay number or null, not {bay!r}")
+    event["bay"] = bay
+    for name in ("person", "by", "reason"):
+        value = obj.get(name)
+        if value is not None and not (isinstance(value, str) and len(value) <= MAX_TEXT):
+            raise BadPayload(f"{name} must be a string of at most {MAX_TEXT} characters or null")
+        event[name] = value
+    return event
+
+
+def parse_topic(topic: str, site: str) -> tuple[str, str] | None:
+    """`lockers/<site>/<locker>/<kind>` -> (locker, kind), or None for any other topic."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != "lockers" or parts[1] != site:
+        return None
+    if not _LOCKER_RE.match(parts[2]):
+        return None
+    return parts[2], parts[3]
+
+
+class Stats:
+    """Counters the service logs on exit (and tests read)."""
+
+    def __init__(self):
+        self.received = 0  # well-formed events handed to the store
+        self.bad = 0  # payloads rejected by validation
+        self.unknown_locker = 0  # events from lockers the store does not know
+        self.batches = 0
+        self.failed_batches = 0
+        self.acks = 0
+
+    def as_dict(self) -> dict:
+        return dict(vars(self))
+
+
+_STOP = object()
+
+
+class Ingestor:
+    """Queues what the lockers publish and writes it to the store from one thread.
+
+    `store` needs `ingest(site, batch) -> {locker: ack_seq}`, `set_locker_status(site, locker,
+    online=None, state=None)` and `lockers(site)`. `publish_ack(locker, seq)` is called after each
+    commit for every locker with events in the batch.
+    """
+
+    max_batch = 500
+    max_wait = 0.02  # seconds from the first queued event to the commit
+    retry_delay = 0.5
+
+    def __init__(
+        self,
+        store,
+        site: str,
+        publish_ack: Callable[[str, int], None],
+        max_batch: int | None = None,
+        max_wait: float | None = None,
+    ):
+        self.store = store
+        self.site = site
+        self.publish_ack = publish_ack
+        if max_batch:
+            self.max_batch = max_batch
+        if max_wait is not None:
+            self.max_wait = max_wait
+        self.stats = Stats()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._known: set[str] = set()
+        self._known_at = 0.0
+        self._accepting = True
+        self.idle = threading.Event()  # set whenever the queue has been drained and committed
+
+    # -- called from the MQTT network thread ---------------------------------------------------
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """One incoming message. Never raises: a bad payload is logged and counted."""
+        if not self._accepting:
+            return  # shutting down: the locker resends what we do not ack
+        where = parse_topic(topic, self.site)
+        if where is None:
+            return
+        locker, kind = where
+        try:
+            if kind == "event":
+                item = ("event", locker, parse_event(payload))
+            elif kind == "status":
+                item = ("status", locker, _parse_status(payload))
+            elif kind == "state":
+                item = ("state", locker, _parse_state(payload))
+            else:
+                return
+        except BadPayload as e:
+            self.stats.bad += 1
+            log.warning("bad %s on %s: %s", kind, topic, e)
+            return
+        self.idle.clear()
+        self._queue.put(item)
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    def start(self) -> Ingestor:
+        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stops accepting, commits and acks everything already queued, then returns."""
+        self._accepting = False
+        self._queue.put(_STOP)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            try:
+                first = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                self.idle.set()
+                continue
+            if first is _STOP:
+                break
+            items = [first]
+            nevents = 1 if first[0] == "event" else 0
+            deadline = time.monotonic() + self.max_wait
+            while nevents < self.max_batch:
+                remaining = deadline - time.monotonic()
+                try:
+                    item = (
+                        self._queue.get(timeout=remaining)
+                        if remaining > 0
+                        else (self._queue.get_nowait())
+                    )
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                items.append(item)
+                if item[0] == "event":
+                    nevents += 1
+            self._write(items)
+            if self._queue.empty():
+                self.idle.set()
+        # Whatever is still queued after the stop marker arrived was accepted before it: commit
+        # it too, so nothing already received waits for the locker's resend.
+        rest = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                rest.append(item)
+        if rest:
+            self._write(rest)
+        self.idle.set()
+
+    def _write(self, items: list) -> None:
+        batch = [(locker, ev) for kind, locker, ev in items if kind == "event"]
+        if batch:
+            self._ingest(batch)
+        # Status and state after the events: only the latest of each per locker matters.
+        latest: dict[tuple[str, str], object] = {}
+        for kind, locker, value in items:
+            if kind != "event":
+                latest[(kind, locker)] = value
+        for (kind, locker), value in latest.items():
+            if not self._is_known(locker):
+                continue
+            try:
+                if kind == "status":
+                    self.store.set_locker_status(self.site, locker, online=value)
+                else:
+                    self.store.set_locker_status(self.site, locker, state=value)
+            except Exception as e:  # the store is down or refused: the next message retries
+                log.error("could not record %s of %s: %s", kind, locker, _one_line(e))
+
+    def _ingest(self, batch: list) -> None:
+        known = []
+        for locker, ev in batch:
+            if self._is_known(locker):
+                known.append((locker, ev))
+            else:
+                self.stats.unknown_locker += 1
+                log.warning(
+                    "event seq %s from unregistered locker %s on site %s: dropped",
+                    ev["seq"],
+                    locker,
+                    self.site,
+                )
+        if not known:
+            return
+        acks = self._commit(known)
+        if acks is None:
+            return
+        self.stats.batches += 1
+        self.stats.received += len(known)
+        self._send_acks(acks, {locker for locker, _ in known})
+
+    def _commit(self, batch: list) -> dict | None:
+        """One transaction; on failure one retry, then event by event so that one event the store
+        refuses cannot hold back the others. None when nothing could be committed."""
+        for attempt in (1, 2):
+            try:
+                return self.store.ingest(self.site, batch)
+            except Exception as e:
+                log.error(
+                    "commit of %d events failed (attempt %d): %s",
+                    len(batch),
+                    attempt,
+                    _one_line(e),
+                )
+                time.sleep(self.retry_delay)
+        self.stats.failed_batches += 1
+        if len(batch) == 1:
+            return None
+        acks: dict[str, int] = {}
+        for locker, ev in batch:
+            try:
+                acks.update(self.store.ingest(self.site, [(locker, ev)]))
+            except Exception as e:
+                log.error("event seq %s of %s not stored: %s", ev["seq"], locker, _one_line(e))
+        return acks or None
+
+    def _send_acks(self, acks: dict, lockers: set) -> None:
+        for locker in sorted(lockers):
+            seq = acks.get(locker)
+            if not seq:  # nothing stored from 1 onwards yet: there is nothing to acknowledge
+                continue
+            try:
+                self.publish_ack(locker, int(seq))
+                self.stats.acks += 1
+            except Exception as e:
+                log.error("ack %s to %s not sent: %s", seq, locker, _one_line(e))
+
+    def _is_known(self, locker: str) -> bool:
+        if locker in self._known:
+            return True
+        now = time.monotonic()
+        if now - self._known_at > 1.0:  # a locker added by another process since the last look
+            self._known_at = now
+            try:
+                self._known = {_row_id(row) for row in self.store.lockers(self.site)}
+            except Exception as e:
+                log.error("could not list lockers: %s", _one_line(e))
+        return locker in self._known
+
+
+def _row_id(row) -> str:
+    if isinstance(row, dict):
+        return row["id"]
+    return getattr(row, "id", None) or row[0]
+
+
+def _parse_status(payload: bytes) -> bool:
+    word = payload.decode("utf-8", "replace").strip()
+    if word == "online":
+        return True
+    if word == "offline":
+        return False
+    raise BadPayload(f"status must be online or offline, not {word[:40]!r}")
+
+
+def _parse_state(payload: bytes) -> dict:
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise BadPayload(f"not JSON ({e.__class__.__name__})") from None
+    if not isinstance(obj, dict):
+        raise BadPayload("not a JSON object")
+    return obj
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{e.__class__.__name__}: {text[0] if text else ''}"[:300]

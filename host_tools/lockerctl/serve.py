@@ -1,0 +1,501 @@
+"""The long-running host service (`lockerctl serve`): MQTT ingest, config publishing, remote opens.
+
+Threads, each with its own `Store` (SQLite connections are not shared between threads):
+- paho's network thread: receives `event`, `status`, `state` and hands them to the `Ingestor`;
+- the ingest writer (`ingest.Ingestor`): batch commit, then `ack`;
+- the config publisher: publishes every locker's signed bundle, retained, on start, after every
+  (re)connect to the broker and whenever `Store.config_version(site)` changes (polled every second,
+  so a change made by another `lockerctl` process reaches the lockers within a few seconds);
+- the dashboard, when `--http` is given and `lockerctl.web` is installed.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+
+from .clibase import Site
+from .ingest import Ingestor
+
+log = logging.getLogger("lockerctl.serve")
+
+TOPIC_ROOT = "lockers/{site}/{locker}/"
+SUBSCRIPTIONS = ("event", "status", "state")
+DEFAULT_EXPIRES = 60
+
+
+def topic(site: str, locker: str, leaf: str) -> str:
+    return TOPIC_ROOT.format(site=site, locker=locker) + leaf
+
+
+def open_store(url: str):
+    from .store import Store
+
+    return Store.open(url)
+
+
+def broker_auth(site: Site, store) -> tuple[str | None, str | None]:
+    """`--user/--password` when given, else the host account `broker config` recorded, else
+    anonymous."""
+    if site.user:
+        return site.user, site.password
+    creds = None
+    getter = getattr(store, "broker_credentials", None)
+    if getter is not None:
+        creds = getter(site.site)
+    if creds:
+        return creds[0], creds[1]
+    return None, None
+
+
+def make_client(
+    client_id: str, user: str | None, password: str | None, clean_session: bool = True
+) -> mqtt.Client:
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session
+    )
+    if user:
+        client.username_pw_set(user, password)
+    client.max_inflight_messages_set(200)
+    client.max_queued_messages_set(0)
+    client.reconnect_delay_set(min_delay=1, max_delay=15)
+    return client
+
+
+# -- config bundles ---------------------------------------------------------------------------
+
+
+def _field(row, name, index=None):
+    if isinstance(row, dict):
+        return row[name]
+    if hasattr(row, "_mapping"):
+        return row._mapping[name]
+    if hasattr(row, name):
+        return getattr(row, name)
+    return row[index]
+
+
+def card_tuple(row) -> tuple:
+    """A store card row as the (uid_hex, person_id, role, year, walk_home, revoked) tuple
+    `build_bundle` takes."""
+    if isinstance(row, tuple) and not hasattr(row, "_mapping"):
+        return row
+    return (
+        _field(row, "uid"),
+        _field(row, "person_id"),
+        _field(row, "role"),
+        _field(row, "year") or 0,
+        bool(_field(row, "walk_home")),
+        bool(_field(row, "revoked")),
+    )
+
+
+def locker_secret(row) -> bytes:
+    secret = _field(row, "secret")
+    return bytes.fromhex(secret) if isinstance(secret, str) else bytes(secret)
+
+
+def build_locker_bundle(store, site: str, locker_row, version: int, now: int) -> bytes:
+    """The signed config bundle for one locker at this version (docs/protocol.md `config`)."""
+    from .bundle import build_bundle
+    from .timetable import compile_timetable
+
+    locker_id = _field(locker_row, "id")
+    cards, timetable, grants = store.config_inputs(site, locker_id)
+    compiled = compile_timetable(timetable, now) if timetable else None
+    return build_bundle(
+        locker_secret(locker_row),
+        locker_id,
+        site,
+        version,
+        now,
+        compiled,
+        [card_tuple(c) for c in cards],
+        list(grants),
+    )
+
+
+class ConfigPublisher:
+    """Publishes each locker's bundle, retained, whenever the site's configuration changes."""
+
+    poll_interval = 1.0
+
+    def __init__(self, store, site: str, publish, poll_interval: float | None = None):
+        self.store = store
+        self.site = site
+        self.publish = publish  # publish(topic, payload: bytes) -> None (retained, QoS 1)
+        if poll_interval:
+            self.poll_interval = poll_interval
+        self.published_version: int | None = None
+        self.published: dict[str, int] = {}  # locker -> version of its last published bundle
+        self._force = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def republish(self) -> None:
+        """Publish everything again at the next poll (after a reconnect: the broker may have
+        restarted and lost its retained messages)."""
+        self._force.set()
+
+    def start(self) -> ConfigPublisher:
+        self._thread = threading.Thread(target=self._run, name="config-publisher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._force.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+            except Exception as e:
+                log.error("config publishing failed: %s", _one_line(e))
+            self._force.wait(self.poll_interval)
+
+    def poll_once(self) -> int:
+        """Publishes what changed; returns how many bundles were published."""
+        force = self._force.is_set()
+        self._force.clear()
+        version = int(self.store.config_version(self.site))
+        lockers = list(self.store.lockers(self.site))
+        ids = {_field(row, "id") for row in lockers}
+        if not force and version == self.published_version and ids <= set(self.published):
+            return 0
+        now = int(time.time())
+        count = 0
+        for row in lockers:
+            locker_id = _field(row, "id")
+            if not force and self.published.get(locker_id) == version:
+                continue
+            try:
+                payload = build_locker_bundle(self.store, self.site, row, version, now)
+            except Exception as e:  # one locker's bad data must not hold back the others
+                log.error("config v%d for %s not built: %s", version, locker_id, _one_line(e))
+                self.published[locker_id] = version  # retried at the next change
+                continue
+            self.publish(topic(self.site, locker_id, "config"), payload)
+            self.published[locker_id] = version
+            count += 1
+        if count:
+            log.info("published config v%d to %d locker(s)", version, count)
+        self.published_version = version
+        return count
+
+
+# -- the service ------------------------------------------------------------------------------
+
+
+class Service:
+    """`lockerctl serve` without the command line: `start()`, then `wait()` until `stop()`."""
+
+    def __init__(
+        self,
+        site: Site,
+        client_id: str | None = None,
+        poll_interval: float = 1.0,
+        max_batch: int | None = None,
+        max_wait: float | None = None,
+        store_factory=None,
+    ):
+        self.site = site
+        self.client_id = client_id or f"lockerctl-serve-{site.site}"
+        self._store_factory = store_factory or (lambda: open_store(site.db))
+        self.store = self._store_factory()  # main thread: credentials, dashboard
+        self.ingestor = Ingestor(
+            self._store_factory(),
+            site.site,
+            self._publish_ack,
+            max_batch=max_batch,
+            max_wait=max_wait,
+        )
+        self.configs = ConfigPublisher(
+            self._store_factory(), site.site, self._publish_config, poll_interval=poll_interval
+        )
+        user, password = broker_auth(site, self.store)
+        self.client = make_client(self.client_id, user, password, clean_session=False)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.connected = threading.Event()
+        self._stopping = threading.Event()
+        self._pending = collections.deque(maxlen=10000)  # recent QoS 1 publishes, for shutdown
+        self._lock = threading.Lock()
+        self.dashboard = None
+
+    # paho callbacks (network thread)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.error(
+                "broker %s:%d refused the connection: %s",
+                self.site.broker_host,
+                self.site.broker_port,
+                reason_code,
+            )
+            return
+        prefix = topic(self.site.site, "+", "")
+        client.subscribe([(prefix + leaf, 1) for leaf in SUBSCRIPTIONS])
+        log.info(
+            "connected to %s:%d as %s",
+            self.site.broker_host,
+            self.site.broker_port,
+            self.client_id,
+        )
+        self.connected.set()
+        self.configs.republish()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.connected.clear()
+        if not self._stopping.is_set():
+            log.warning("disconnected from the broker (%s); reconnecting", reason_code)
+
+    def _on_message(self, client, userdata, msg):
+        self.ingestor.handle(msg.topic, msg.payload)
+
+    # publishing (any thread)
+
+    def _publish(self, topic_name: str, payload, retain: bool = False) -> None:
+        info = self.client.publish(topic_name, payload, qos=1, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
+            raise OSError(f"publish to {topic_name} failed: {mqtt.error_string(info.rc)}")
+        with self._lock:
+            self._pending.append(info)
+
+    def _publish_ack(self, locker: str, seq: int) -> None:
+        self._publish(topic(self.site.site, locker, "ack"), json.dumps({"seq": seq}))
+
+    def _publish_config(self, topic_name: str, payload: bytes) -> None:
+        self._publish(topic_name, payload, retain=True)
+
+    def publish_command(self, locker: str, payload: bytes) -> None:
+        """A signed command (see `prepare_open`) on the locker's `cmd` topic, QoS 1, not
+        retained: for the dashboard, which shares this connection."""
+        self._publish(topic(self.site.site, locker, "cmd"), payload)
+
+    # life cycle
+
+    def start(self, http: tuple[str, int] | None = None) -> Service:
+        self.ingestor.start()
+        self.client.connect_async(self.site.broker_host, self.site.broker_port, keepalive=30)
+        self.client.loop_start()
+        self.configs.start()
+        if http:
+            self.dashboard = start_dashboard(self, http)
+        return self
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stopping.wait(timeout)
+
+    def stop(self) -> None:
+        """Finishes the current batch, sends its acks, then disconnects."""
+        self._stopping.set()
+        if self.dashboard is not None:
+            try:
+                self.dashboard.stop()
+            except Exception as e:
+                log.error("dashboard stop: %s", _one_line(e))
+        self.configs.stop()
+        self.ingestor.stop()
+        deadline = time.monotonic() + 5
+        with self._lock:
+            pending = list(self._pending)
+        for info in pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.connected.is_set():
+                break
+            if not info.is_published():
+                try:
+                    info.wait_for_publish(remaining)
+                except (RuntimeError, ValueError):
+                    pass
+        self.client.disconnect()
+        self.client.loop_stop()
+        s = self.ingestor.stats
+        log.info(
+            "stopped: %d events stored in %d batches, %d acks, %d bad payloads, "
+            "%d from unregistered lockers",
+            s.received,
+            s.batches,
+            s.acks,
+            s.bad,
+            s.unknown_locker,
+        )
+
+
+def start_dashboard(service: Service, http: tuple[str, int]):
+    """The dashboard (`lockerctl.web`), if this installation has it: `web.start(service, host,
+    port)` must return an object with `stop()`."""
+    try:
+        from . import web
+    except ModuleNotFoundError:
+        log.warning("no dashboard in this installation (lockerctl.web missing): --http ignored")
+        return None
+    return web.start(service, http[0], http[1])
+
+
+# -- remote open ------------------------------------------------------------------------------
+
+
+def parse_bay(value: str, bays: int) -> int | str:
+    """`all`, `staff` or a bay number 1..bays; ValueError with the reason otherwise."""
+    word = str(value).strip().lower()
+    if word in ("all", "staff"):
+        return word
+    try:
+        bay = int(word)
+    except ValueError:
+        raise ValueError(f"bay must be a number 1-{bays} or 'all', not {value!r}") from None
+    if not 1 <= bay <= bays:
+        raise ValueError(f"bay {bay} does not exist (the locker has bays 1-{bays})")
+    return bay
+
+
+def known_person(store, site: str, person_id: str) -> bool:
+    getter = getattr(store, "person", None)
+    if getter is not None:
+        return getter(site, person_id) is not None
+    for locker in store.lockers(site):
+        cards, _, _ = store.config_inputs(site, _field(locker, "id"))
+        return any(card_tuple(c)[1] == person_id for c in cards)
+    return False
+
+
+def prepare_open(
+    store,
+    site: str,
+    locker_id: str,
+    bay,
+    by: str,
+    reason: str,
+    expires: int = DEFAULT_EXPIRES,
+    actor: str | None = None,
+    now: int | None = None,
+) -> tuple[str, bytes, dict]:
+    """Validates an office open, records it in the trail and signs it: (topic, payload, detail).
+    ValueError (one line, nothing recorded) for a bad request."""
+    from .commands import sign_command
+
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValueError("a reason is required (--reason TEXT)")
+    if expires <= 0:
+        raise ValueError(f"--expires must be a positive number of seconds, not {expires}")
+    row = store.locker(site, locker_id)
+    if row is None:
+        raise ValueError(f"no locker {locker_id!r} on site {site!r}")
+    target = parse_bay(bay, int(_field(row, "bays")))
+    if not by or not known_person(store, site, by):
+        raise ValueError(f"--by {by!r} is not a person on the roster of site {site!r}")
+    now = int(time.time()) if now is None else now
+    cmd_id = store.next_command_id(site, locker_id)
+    exp = now + int(expires)
+    payload = sign_command(locker_secret(row), locker_id, cmd_id, "open", target, by, reason, exp)
+    detail = {
+        "locker": locker_id,
+        "bay": target,
+        "by": by,
+        "reason": reason,
+        "cmd_id": cmd_id,
+        "exp": exp,
+    }
+    store.record_action(site, actor or by, "open", detail)
+    return topic(site, locker_id, "cmd"), payload, detail
+
+
+OUTCOME_TYPES = ("emergency_open", "override", "cmd_rejected")
+
+
+def send_open(
+    site: Site,
+    store,
+    locker_id: str,
+    bay,
+    by: str,
+    reason: str,
+    expires: int = DEFAULT_EXPIRES,
+    wait: float = 0.0,
+    timeout: float = 10.0,
+):
+    """`lockerctl open`: publish the signed command; with `wait`, the outcome events (list of
+    event dicts, empty when none arrived). OSError when the broker cannot be reached."""
+    topic_name, payload, detail = prepare_open(
+        store, site.site, locker_id, bay, by, reason, expires
+    )
+    user, password = broker_auth(site, store)
+    client = make_client(f"lockerctl-open-{uuid.uuid4().hex[:12]}", user, password)
+    outcomes: list[dict] = []
+    got = threading.Event()
+    subscribed = threading.Event()
+    connected: dict = {}
+
+    def on_connect(c, userdata, flags, reason_code, properties):
+        connected["rc"] = reason_code
+        if reason_code.is_failure:
+            subscribed.set()
+            return
+        if wait:
+            c.subscribe(topic(site.site, locker_id, "event"), qos=1)
+        else:
+            subscribed.set()
+
+    def on_subscribe(c, userdata, mid, reason_codes, properties):
+        subscribed.set()
+
+    def on_message(c, userdata, msg):
+        try:
+            ev = json.loads(msg.payload)
+        except ValueError:
+            return
+        if not isinstance(ev, dict) or ev.get("type") not in OUTCOME_TYPES:
+            return
+        if ev.get("type") != "cmd_rejected" and ev.get("by") not in (None, by):
+            return
+        outcomes.append(ev)
+        got.set()
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    try:
+        client.connect(site.broker_host, site.broker_port, keepalive=30)
+    except OSError as e:
+        raise OSError(
+            f"cannot reach the broker at {site.broker_host}:{site.broker_port}: {e.strerror or e}"
+        ) from None
+    client.loop_start()
+    try:
+        if not subscribed.wait(timeout):
+            raise OSError(f"no answer from the broker at {site.broker_host}:{site.broker_port}")
+        rc = connected.get("rc")
+        if rc is not None and rc.is_failure:
+            raise OSError(f"the broker refused the connection: {rc}")
+        info = client.publish(topic_name, payload, qos=1, retain=False)
+        info.wait_for_publish(timeout)
+        if not info.is_published():
+            raise OSError("the broker did not accept the command")
+        if wait:
+            got.wait(wait)
+            if got.is_set():
+                time.sleep(0.5)  # `all` opens several bays: gather their events too
+        return detail, list(outcomes)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{e.__class__.__name__}: {text[0] if text else ''}"[:300]
