@@ -85,6 +85,7 @@ class Stats:
     """Counters the service logs on exit (and tests read)."""
 
     def __init__(self):
+        self.queued = 0  # well-formed events and status/state messages taken from the broker
         self.received = 0  # well-formed events handed to the store
         self.bad = 0  # payloads rejected by validation
         self.unknown_locker = 0  # events from lockers the store does not know
@@ -158,6 +159,7 @@ class Ingestor:
             log.warning("bad %s on %s: %s", kind, topic, e)
             return
         self.idle.clear()
+        self.stats.queued += 1
         self._queue.put(item)
 
     # -- the writer thread ---------------------------------------------------------------------
@@ -169,6 +171,8 @@ class Ingestor:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stops accepting, commits and acks everything already queued, then returns."""
+        if not self._accepting:
+            return
         self._accepting = False
         self._queue.put(_STOP)
         if self._thread is not None:

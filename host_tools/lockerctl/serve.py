@@ -101,24 +101,63 @@ def locker_secret(row) -> bytes:
     return bytes.fromhex(secret) if isinstance(secret, str) else bytes(secret)
 
 
-def build_locker_bundle(store, site: str, locker_row, version: int, now: int) -> bytes:
-    """The signed config bundle for one locker at this version (docs/protocol.md `config`)."""
+def build_locker_bundle(
+    store, site: str, locker_row, version: int, now: int, compiled: dict | None = None
+) -> bytes:
+    """The signed config bundle for one locker at this version (docs/protocol.md `config`).
+    `compiled` caches compiled timetables between lockers (keyed by the timetable's JSON)."""
     from .bundle import build_bundle
     from .timetable import compile_timetable
 
     locker_id = _field(locker_row, "id")
     cards, timetable, grants = store.config_inputs(site, locker_id)
-    compiled = compile_timetable(timetable, now) if timetable else None
+    tt = None
+    if timetable:
+        key = json.dumps(timetable, sort_keys=True, default=str)
+        cache = compiled if compiled is not None else {}
+        if key not in cache:
+            cache[key] = compile_timetable(timetable, now)
+        tt = cache[key]
     return build_bundle(
         locker_secret(locker_row),
         locker_id,
         site,
         version,
         now,
-        compiled,
+        tt,
         [card_tuple(c) for c in cards],
-        list(grants),
+        [grant_dict(g) for g in grants],
     )
+
+
+_GRANT_NAMES = {
+    "id": ("id", "grant_id"),
+    "person": ("person", "person_id"),
+    "from": ("from", "from_ts", "starts", "valid_from"),
+    "until": ("until", "until_ts", "ends", "valid_until"),
+    "by": ("by", "by_person", "granted_by"),
+}
+
+
+def grant_dict(row) -> dict:
+    """A store grant row as the bundle header's grant object (docs/protocol.md)."""
+    if hasattr(row, "_mapping"):
+        row = row._mapping
+    elif not isinstance(row, dict):
+        row = vars(row)
+    out = {}
+    for name, candidates in _GRANT_NAMES.items():
+        for c in candidates:
+            if c in row:
+                out[name] = row[c]
+                break
+        else:
+            raise ValueError(f"grant {dict(row)!r} has no {name!r}")
+    for name in ("from", "until"):
+        if not isinstance(out[name], int):
+            value = out[name]
+            out[name] = int(value.timestamp()) if hasattr(value, "timestamp") else int(value)
+    return out
 
 
 class ConfigPublisher:
@@ -169,16 +208,19 @@ class ConfigPublisher:
         version = int(self.store.config_version(self.site))
         lockers = list(self.store.lockers(self.site))
         ids = {_field(row, "id") for row in lockers}
+        if version <= 0:  # nothing configured yet (a bundle's version is at least 1)
+            return 0
         if not force and version == self.published_version and ids <= set(self.published):
             return 0
         now = int(time.time())
+        compiled: dict = {}
         count = 0
         for row in lockers:
             locker_id = _field(row, "id")
             if not force and self.published.get(locker_id) == version:
                 continue
             try:
-                payload = build_locker_bundle(self.store, self.site, row, version, now)
+                payload = build_locker_bundle(self.store, self.site, row, version, now, compiled)
             except Exception as e:  # one locker's bad data must not hold back the others
                 log.error("config v%d for %s not built: %s", version, locker_id, _one_line(e))
                 self.published[locker_id] = version  # retried at the next change
@@ -231,6 +273,7 @@ class Service:
         self._pending = collections.deque(maxlen=10000)  # recent QoS 1 publishes, for shutdown
         self._lock = threading.Lock()
         self.dashboard = None
+        self._stopped = False
 
     # paho callbacks (network thread)
 
@@ -301,6 +344,9 @@ class Service:
 
     def stop(self) -> None:
         """Finishes the current batch, sends its acks, then disconnects."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._stopping.set()
         if self.dashboard is not None:
             try:

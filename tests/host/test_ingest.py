@@ -1,0 +1,303 @@
+"""Ingest against a real mosquitto and a real SQLite store: each event stored exactly once,
+duplicates counted, bad payloads survived, `ack` only after the commit and only up to the first
+gap. The service runs in this process (lockerctl.serve.Service) so that a test can wrap its store;
+the lockers are played by a paho client publishing the CONTRACT §4 payloads."""
+
+import json
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness import lockerctl, wait_for  # noqa: E402
+from lockerctl.clibase import Site  # noqa: E402
+from lockerctl.serve import Service, open_store  # noqa: E402
+
+SITE = "school"
+
+
+def event(seq, type_="deposit", bay=1, person="P001", **kw):
+    ev = {
+        "seq": seq,
+        "ts": 1790000000 + seq,
+        "type": type_,
+        "bay": bay,
+        "person": person,
+        "by": None,
+        "reason": None,
+    }
+    ev.update(kw)
+    return json.dumps(ev)
+
+
+class Locker:
+    """A paho client publishing as lockers and recording every ack the host sends."""
+
+    def __init__(self, broker):
+        self.acks: dict[str, list[int]] = {}
+        self.on_ack = None
+        self.cond = threading.Condition()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}"
+        )
+        self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.client.subscribe(f"lockers/{SITE}/+/ack", qos=1)
+        assert subscribed.wait(5)
+
+    def _on_message(self, client, userdata, msg):
+        locker = msg.topic.split("/")[2]
+        seq = json.loads(msg.payload)["seq"]
+        if self.on_ack:
+            self.on_ack(locker, seq)
+        with self.cond:
+            self.acks.setdefault(locker, []).append(seq)
+            self.cond.notify_all()
+
+    def publish(self, locker, payload, leaf="event", retain=False):
+        self.client.publish(
+            f"lockers/{SITE}/{locker}/{leaf}", payload, qos=1, retain=retain
+        ).wait_for_publish(5)
+
+    def wait_ack(self, locker, seq, timeout=10):
+        with self.cond:
+            ok = self.cond.wait_for(lambda: seq in self.acks.get(locker, []), timeout)
+        assert ok, f"no ack {seq} for {locker}; got {self.acks.get(locker)}"
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def site(db_url, broker):
+    for locker in ("L1", "L2"):
+        lockerctl("locker", "add", locker, "--bays", "8", db=db_url)
+    return Site(db=db_url, site=SITE, broker_host=broker.host, broker_port=broker.port)
+
+
+@pytest.fixture
+def locker(broker):
+    lk = Locker(broker)
+    yield lk
+    lk.close()
+
+
+@pytest.fixture
+def start_service(site):
+    started = []
+
+    def start(store_factory=None, **kw):
+        svc = Service(
+            site,
+            client_id=f"serve-{uuid.uuid4().hex[:8]}",
+            max_wait=0.02,
+            store_factory=store_factory,
+            **kw,
+        )
+        svc.ingestor.retry_delay = 0.05
+        svc.start()
+        assert svc.connected.wait(10), "service did not connect"
+        time.sleep(0.2)  # its SUBSCRIBE is answered before the test publishes
+        started.append(svc)
+        return svc
+
+    yield start
+    for svc in started:
+        svc.stop()
+
+
+def stored(db_url, locker):
+    st = open_store(db_url)
+    return sorted(ev["seq"] for ev in _events(st, locker))
+
+
+def _events(st, locker):
+    for row in st.events(SITE, locker=locker):
+        yield row if isinstance(row, dict) else dict(row._mapping)
+
+
+def test_each_event_stored_once_and_resends_counted(site, db_url, locker, start_service):
+    start_service()
+    for seq in range(1, 51):
+        locker.publish("L1", event(seq))
+    locker.wait_ack("L1", 50)
+    for seq in range(1, 51):  # the locker lost the ack and sends everything again
+        locker.publish("L1", event(seq))
+    wait_for(lambda: locker.acks["L1"].count(50) >= 2, what="second ack")
+    assert stored(db_url, "L1") == list(range(1, 51))
+    assert open_store(db_url).duplicates(SITE) == 50
+
+
+def test_bad_payloads_are_dropped_and_the_service_goes_on(site, db_url, locker, start_service):
+    svc = start_service()
+    bad = [
+        b"not json",
+        b"\xff\xfe",
+        b"[1, 2]",
+        json.dumps({"ts": 1, "type": "deposit"}),  # no seq
+        event(0),
+        event("1"),
+        event(True),
+        event(2, type_=5),
+        event(2, type_="Deposit; DROP TABLE"),
+        event(2, bay="3"),
+        event(2, ts="yesterday"),
+        event(2, person=["P1"]),
+        event(2, reason="x" * 1000),
+    ]
+    for payload in bad:
+        locker.publish("L1", payload)
+    locker.publish("L1", b"maybe", leaf="status")
+    locker.publish("L1", b"{", leaf="state")
+    locker.publish("L1", event(1))
+    locker.wait_ack("L1", 1)
+    assert stored(db_url, "L1") == [1]
+    assert svc.ingestor.stats.bad == len(bad) + 2
+
+
+def test_ack_covers_only_events_stored_without_a_gap(site, db_url, locker, start_service):
+    start_service()
+    for seq in (1, 2, 4, 5):
+        locker.publish("L1", event(seq))
+    locker.wait_ack("L1", 2)
+    time.sleep(0.3)
+    assert max(locker.acks["L1"]) == 2  # 4 and 5 are stored but 3 is missing
+    assert stored(db_url, "L1") == [1, 2, 4, 5]
+    locker.publish("L1", event(3))
+    locker.wait_ack("L1", 5)
+    assert stored(db_url, "L1") == [1, 2, 3, 4, 5]
+
+
+def test_each_locker_gets_its_own_ack(site, db_url, locker, start_service):
+    start_service()
+    for seq in range(1, 4):
+        locker.publish("L1", event(seq))
+    locker.publish("L2", event(1))
+    locker.wait_ack("L1", 3)
+    locker.wait_ack("L2", 1)
+    assert max(locker.acks["L2"]) == 1
+
+
+def test_ack_is_sent_only_after_the_commit(site, db_url, locker, start_service):
+    """When an ack arrives, a separate connection to the store already sees every event it
+    covers."""
+    seen_at_ack = []
+    locker.on_ack = lambda lk, seq: seen_at_ack.append((seq, stored(db_url, lk)))
+    start_service()
+    for seq in range(1, 201):
+        locker.publish("L1", event(seq))
+    locker.wait_ack("L1", 200)
+    assert seen_at_ack
+    for seq, present in seen_at_ack:
+        assert present[:seq] == list(range(1, seq + 1)), f"ack {seq} before its commit"
+
+
+class FailingStore:
+    """The real store, except that `ingest` fails in a chosen way a number of times."""
+
+    def __init__(self, url, fail_before=0, fail_after=0):
+        self.real = open_store(url)
+        self.fail_before = fail_before  # the commit does not happen
+        self.fail_after = fail_after  # the commit happens, then the process "dies"
+
+    def ingest(self, site, batch):
+        if self.fail_before:
+            self.fail_before -= 1
+            raise OSError("disk I/O error")
+        acks = self.real.ingest(site, batch)
+        if self.fail_after:
+            self.fail_after -= 1
+            raise OSError("killed after commit")
+        return acks
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_no_ack_when_the_commit_fails(site, db_url, locker, start_service):
+    failing = FailingStore(db_url, fail_before=2)  # the batch and its retry
+    start_service(store_factory=lambda: failing)
+    locker.publish("L1", event(1))
+    wait_for(lambda: failing.fail_before == 0, what="commit attempts")
+    time.sleep(0.2)
+    assert "L1" not in locker.acks
+    assert stored(db_url, "L1") == []
+    # the disk is back; the locker resends what was not acknowledged
+    locker.publish("L1", event(1))
+    locker.wait_ack("L1", 1)
+    assert stored(db_url, "L1") == [1]
+
+
+def test_lost_ack_after_commit_is_repaired_by_the_resend(site, db_url, locker, start_service):
+    failing = FailingStore(db_url, fail_after=2)  # the batch and its single-event retry
+    start_service(store_factory=lambda: failing)
+    locker.publish("L1", event(1))
+    wait_for(lambda: failing.fail_after == 0, what="the failed commit")
+    time.sleep(0.2)
+    assert "L1" not in locker.acks
+    assert stored(db_url, "L1") == [1]  # committed, not acknowledged
+    locker.publish("L1", event(1))  # the locker resends
+    locker.wait_ack("L1", 1)
+    assert stored(db_url, "L1") == [1]
+    assert open_store(db_url).duplicates(SITE) >= 1
+
+
+def test_unregistered_locker_is_not_stored(site, db_url, locker, start_service):
+    svc = start_service()
+    locker.publish("L9", event(1))
+    locker.publish("L1", event(1))
+    locker.wait_ack("L1", 1)
+    wait_for(lambda: svc.ingestor.stats.unknown_locker == 1, what="the unknown locker counted")
+    assert "L9" not in locker.acks
+
+
+def test_status_and_state_are_recorded(site, db_url, locker, start_service):
+    start_service()
+    state = {
+        "locker": "L1",
+        "clock_ok": True,
+        "online": True,
+        "pending": 0,
+        "config": 3,
+        "bays": [],
+    }
+    locker.publish("L1", b"online", leaf="status", retain=True)
+    locker.publish("L1", json.dumps(state), leaf="state", retain=True)
+
+    def row():
+        r = open_store(db_url).locker(SITE, "L1")
+        return r if isinstance(r, dict) else r._mapping
+
+    wait_for(lambda: row()["online"], what="L1 online")
+    wait_for(lambda: _state(row()) == state, what="L1 state")
+    locker.publish("L1", b"offline", leaf="status", retain=True)
+    wait_for(lambda: not row()["online"], what="L1 offline")
+
+
+def _state(row):
+    for name in ("state", "last_state"):
+        if name in row:
+            value = row[name]
+            return json.loads(value) if isinstance(value, str) else value
+    raise AssertionError(f"no state column in {list(row)}")
+
+
+def test_stop_commits_and_acks_what_was_received(site, db_url, locker, start_service):
+    svc = start_service(max_batch=5)
+    svc.ingestor.max_wait = 0.2
+    for seq in range(1, 101):
+        locker.publish("L1", event(seq))
+    wait_for(lambda: svc.ingestor.stats.queued == 100, what="all 100 received")
+    svc.stop()
+    assert stored(db_url, "L1") == list(range(1, 101))
+    locker.wait_ack("L1", 100)
