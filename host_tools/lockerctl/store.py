@@ -1,0 +1,973 @@
+"""The host's store: SQLAlchemy Core schema, named migrations and every read and write the host
+tools make (ingest, configuration inputs, lockers, grants, the audit trail).
+
+SQLite (the default) runs with WAL and foreign keys on; every write transaction starts with
+`BEGIN IMMEDIATE`, so two processes (`serve` and a command) never fail upgrading a read lock.
+Nothing here is SQLite-only: types are portable and the chain's head row is read `FOR UPDATE`, which
+serialises appends on PostgreSQL.
+
+Schema changes are named migrations (`MIGRATIONS`), each applied once, in its own transaction, and
+recorded in the `migrations` table. The Table objects below are the schema of `0001_initial`; a
+later change is a new migration (`register_migration`), never an edit of these definitions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+
+from . import trail
+
+PERSON_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,28}\Z")
+LOCKER_ID_RE = PERSON_ID_RE
+ROLES = ("pupil", "staff", "slt", "office")
+MAX_TEXT = 200
+
+metadata = sa.MetaData()
+
+migrations = sa.Table(
+    "migrations", metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("applied_at", sa.BigInteger, nullable=False),
+)
+
+sites = sa.Table(
+    "sites", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("config_version", sa.BigInteger, nullable=False, default=0),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+people = sa.Table(
+    "people", metadata,
+    sa.Column("site", sa.String(64), sa.ForeignKey("sites.name"), primary_key=True),
+    sa.Column("person_id", sa.String(28), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    # The role on the person's first roster row (what an export shows next to the name).
+    sa.Column("role", sa.String(16), nullable=False),
+    # False once a re-import no longer lists the person: kept so old events still show a name
+    # until the retention job removes it.
+    sa.Column("active", sa.Boolean, nullable=False, default=True),
+)
+
+cards = sa.Table(
+    "cards", metadata,
+    sa.Column("site", sa.String(64), primary_key=True),
+    sa.Column("uid", sa.String(14), primary_key=True),  # upper-case hex, 8 or 14 digits
+    sa.Column("person_id", sa.String(28), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("year", sa.Integer, nullable=False, default=0),  # 1-6 for pupils, else 0
+    sa.Column("walk_home", sa.Boolean, nullable=False, default=False),
+    sa.Column("revoked", sa.Boolean, nullable=False, default=False),
+    sa.ForeignKeyConstraint(["site", "person_id"], ["people.site", "people.person_id"]),
+)
+
+lockers = sa.Table(
+    "lockers", metadata,
+    sa.Column("site", sa.String(64), sa.ForeignKey("sites.name"), primary_key=True),
+    sa.Column("id", sa.String(28), primary_key=True),
+    sa.Column("bays", sa.Integer, nullable=False),
+    sa.Column("board", sa.String(16), nullable=False, default="sim"),
+    sa.Column("secret", sa.LargeBinary(32), nullable=False),
+    sa.Column("broker_password", sa.String(100), nullable=False),
+    sa.Column("cmd_counter", sa.BigInteger, nullable=False, default=0),
+    sa.Column("online", sa.Boolean, nullable=True),  # None: never heard from
+    sa.Column("last_seen", sa.Float, nullable=True),
+    sa.Column("state", sa.JSON, nullable=True),  # the locker's last retained `state`
+    sa.Column("control_port", sa.Integer, nullable=True),
+    sa.Column("data_dir", sa.String(300), nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+timetables = sa.Table(
+    "timetables", metadata,
+    sa.Column("site", sa.String(64), sa.ForeignKey("sites.name"), primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),  # the TOML text as given
+    sa.Column("parsed", sa.JSON, nullable=False),  # what parse_timetable made of it
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+grants = sa.Table(
+    "grants", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("site", sa.String(64), sa.ForeignKey("sites.name"), nullable=False),
+    sa.Column("person_id", sa.String(28), nullable=False),
+    sa.Column("locker_id", sa.String(28), nullable=True),  # None: every locker of the site
+    sa.Column("from_ts", sa.BigInteger, nullable=False),
+    sa.Column("until_ts", sa.BigInteger, nullable=False),
+    sa.Column("by", sa.String(28), nullable=False),
+    sa.Column("reason", sa.String(MAX_TEXT), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("revoked_at", sa.BigInteger, nullable=True),
+    sa.Index("ix_grants_site_until", "site", "until_ts"),
+)
+
+events = sa.Table(
+    "events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("locker_id", sa.String(28), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=True),  # None: the locker's clock was not trusted
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("bay", sa.Integer, nullable=True),
+    sa.Column("person", sa.String(MAX_TEXT), nullable=True),
+    sa.Column("by", sa.String(MAX_TEXT), nullable=True),
+    sa.Column("reason", sa.String(MAX_TEXT), nullable=True),
+    sa.Column("received_at", sa.BigInteger, nullable=False),
+    # `ts`, or `received_at` when the ts is unknown: what exports order and filter by.
+    sa.Column("sort_ts", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("site", "locker_id", "seq", name="uq_events_site_locker_seq"),
+    sa.Index("ix_events_site_sort", "site", "sort_ts"),
+    sa.Index("ix_events_site_person", "site", "person"),
+)
+
+# Per locker: the acknowledged watermark and the duplicates counted (events from lockers that
+# are not (yet) registered are still stored, so this is not a column of `lockers`).
+ingest_marks = sa.Table(
+    "ingest_marks", metadata,
+    sa.Column("site", sa.String(64), primary_key=True),
+    sa.Column("locker_id", sa.String(28), primary_key=True),
+    sa.Column("ack_seq", sa.BigInteger, nullable=False, default=0),
+    sa.Column("duplicates", sa.BigInteger, nullable=False, default=0),
+)
+
+trail_entries = sa.Table(
+    "trail", metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),  # "event" or "action"
+    sa.Column("event_id", sa.Integer, nullable=True),  # events.id for kind "event"
+    sa.Column("content", sa.Text, nullable=True),  # canonical JSON for kind "action"
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("redacted", sa.Boolean, nullable=False, default=False),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    sa.Index("ix_trail_event", "event_id"),
+)
+
+# One row (id 1): the last entry written. Read FOR UPDATE to serialise appends; compared by
+# `audit verify` to catch a truncated tail.
+trail_head = sa.Table(
+    "trail_head", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+broker_accounts = sa.Table(
+    "broker_accounts", metadata,
+    sa.Column("site", sa.String(64), sa.ForeignKey("sites.name"), primary_key=True),
+    sa.Column("user", sa.String(100), nullable=False),
+    sa.Column("password", sa.String(200), nullable=False),
+)
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("username", sa.String(64), nullable=False),
+    sa.Column("password_hash", sa.String(300), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),  # office, slt, admin
+    sa.Column("person_id", sa.String(28), nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False),
+    sa.UniqueConstraint("site", "username", name="uq_users_site_username"),
+)
+
+_INITIAL_TABLES = [
+    sites, people, cards, lockers, timetables, grants, events, ingest_marks, trail_entries,
+    trail_head, broker_accounts, users,
+]
+
+
+def _m0001_initial(conn):
+    for table in _INITIAL_TABLES:
+        table.create(conn, checkfirst=True)
+    conn.execute(trail_head.insert().values(id=1, last_id=0, hash=trail.GENESIS))
+
+
+# (name, function(connection)) in the order they apply. Names are recorded; never rename one.
+MIGRATIONS: list[tuple[str, Callable]] = [("0001_initial", _m0001_initial)]
+
+
+def register_migration(name: str, fn: Callable) -> None:
+    """Adds a named migration (another module's schema change); applied by the next `open`."""
+    if any(n == name for n, _ in MIGRATIONS):
+        return
+    MIGRATIONS.append((name, fn))
+
+
+class StoreError(Exception):
+    """A request the store refuses (unknown locker, bad value): the message is for the user."""
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _text(value, limit=MAX_TEXT):
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = str(value)
+    return value[:limit]
+
+
+def _int_or_none(value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+class Store:
+    """The store behind `lockerctl`. Open with `Store.open(url)`."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+        self.url = engine.url
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, migrate: bool = True) -> Store:
+        """Connects to `url`, creating a new SQLite file owner-only, and applies migrations."""
+        try:
+            parsed = sa.engine.make_url(url)
+        except sa.exc.ArgumentError:
+            raise StoreError(f"bad database URL {url!r}") from None
+        if parsed.get_backend_name() == "sqlite":
+            engine = _sqlite_engine(parsed)
+        else:
+            engine = sa.create_engine(parsed, pool_pre_ping=True)
+        store = cls(engine)
+        if migrate:
+            store.migrate()
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @contextmanager
+    def _write(self):
+        """A write transaction (BEGIN IMMEDIATE on SQLite)."""
+        with self.engine.connect().execution_options(classlocker_write=True) as conn:
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _read(self):
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield conn
+
+    def migrate(self) -> list[str]:
+        """Applies the migrations not yet recorded; returns their names."""
+        with self._write() as conn:
+            migrations.create(conn, checkfirst=True)
+        applied = []
+        for name, fn in MIGRATIONS:
+            with self._write() as conn:
+                done = conn.execute(
+                    sa.select(migrations.c.name).where(migrations.c.name == name)
+                ).first()
+                if done:
+                    continue
+                fn(conn)
+                conn.execute(migrations.insert().values(name=name, applied_at=_now()))
+                applied.append(name)
+        return applied
+
+    def applied_migrations(self) -> list[str]:
+        with self._read() as conn:
+            return list(conn.execute(sa.select(migrations.c.name).order_by(migrations.c.name))
+                        .scalars())
+
+    # -- sites and configuration versions ------------------------------------------------------
+
+    def _ensure_site(self, conn, site: str) -> None:
+        if conn.execute(sa.select(sites.c.name).where(sites.c.name == site)).first() is None:
+            conn.execute(sites.insert().values(name=site, config_version=0, created_at=_now()))
+
+    def config_version(self, site: str) -> int:
+        with self._read() as conn:
+            v = conn.execute(
+                sa.select(sites.c.config_version).where(sites.c.name == site)
+            ).scalar()
+        return v or 0
+
+    def _bump(self, conn, site: str) -> int:
+        self._ensure_site(conn, site)
+        conn.execute(
+            sites.update().where(sites.c.name == site)
+            .values(config_version=sites.c.config_version + 1)
+        )
+        return conn.execute(
+            sa.select(sites.c.config_version).where(sites.c.name == site)
+        ).scalar()
+
+    def bump_config(self, site: str) -> int:
+        """Marks the site's configuration changed; returns the new version."""
+        with self._write() as conn:
+            return self._bump(conn, site)
+
+    # -- the trail ---------------------------------------------------------------------------
+
+    def _chain(self, conn) -> trail.Chain:
+        row = conn.execute(
+            sa.select(trail_head.c.last_id, trail_head.c.hash)
+            .where(trail_head.c.id == 1).with_for_update()
+        ).first()
+        return trail.Chain(row.last_id, row.hash)
+
+    def _save_chain(self, conn, chain: trail.Chain) -> None:
+        conn.execute(
+            trail_head.update().where(trail_head.c.id == 1)
+            .values(last_id=chain.last_id, hash=chain.head)
+        )
+
+    def _append_action(self, conn, site, actor, action, detail, chain=None) -> int:
+        own = chain is None
+        if own:
+            chain = self._chain(conn)
+        at = _now()
+        content = trail.action_content(site, at, actor, action, detail)
+        entry_id, chash, h = chain.append(content)
+        conn.execute(trail_entries.insert().values(
+            id=entry_id, site=site, kind=trail.ACTION, event_id=None,
+            content=content.decode(), content_hash=chash, hash=h, redacted=False, at=at))
+        if own:
+            self._save_chain(conn, chain)
+        return entry_id
+
+    def record_action(self, site: str, actor: str, action: str, detail: dict) -> int:
+        """Appends a host action (who did what, with a JSON-able detail) to the trail."""
+        with self._write() as conn:
+            self._ensure_site(conn, site)
+            return self._append_action(conn, site, actor, action, detail)
+
+    def trail_actions(self, site: str, limit: int = 100) -> list[dict]:
+        """The latest host actions, newest first (for the dashboard)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(trail_entries.c.id, trail_entries.c.content, trail_entries.c.redacted)
+                .where(trail_entries.c.site == site, trail_entries.c.kind == trail.ACTION)
+                .order_by(trail_entries.c.id.desc()).limit(limit)
+            ).all()
+        out = []
+        for r in rows:
+            d = json.loads(r.content) if r.content else {}
+            d["id"] = r.id
+            d["redacted"] = bool(r.redacted)
+            out.append(d)
+        return out
+
+    def verify_trail(self, progress: Callable[[int], None] | None = None) -> tuple[int, str]:
+        """Walks the whole trail in order; (count, head hash), or raises `trail.Broken`."""
+        v = trail.Verifier()
+        e = events
+        q = (
+            sa.select(trail_entries, e.c.id.label("e_id"), e.c.site.label("e_site"),
+                      e.c.locker_id, e.c.seq, e.c.ts, e.c.type, e.c.bay, e.c.person, e.c.by,
+                      e.c.reason, e.c.received_at)
+            .select_from(trail_entries.outerjoin(e, e.c.id == trail_entries.c.event_id))
+            .order_by(trail_entries.c.id)
+        )
+        with self.engine.connect() as conn:
+            with conn.begin():
+                rows = conn.execution_options(yield_per=2000, stream_results=True).execute(q)
+                for r in rows:
+                    missing = None
+                    content = None
+                    if r.kind == trail.EVENT:
+                        if r.e_id is None:
+                            missing = f"event row {r.event_id} is missing (deleted)"
+                        else:
+                            content = trail.event_content(
+                                r.e_site, r.locker_id, r.seq, r.ts, r.type, r.bay, r.person,
+                                r.by, r.reason, r.received_at)
+                    elif r.kind == trail.ACTION:
+                        content = r.content.encode() if r.content is not None else None
+                    else:
+                        missing = f"unknown kind {r.kind!r} (edited)"
+                    v.feed(r.id, r.content_hash, r.hash, content, bool(r.redacted), missing)
+                    if progress:
+                        progress(1)
+                head = conn.execute(
+                    sa.select(trail_head.c.last_id, trail_head.c.hash)
+                    .where(trail_head.c.id == 1)
+                ).first()
+                v.finish(head.last_id if head else None, head.hash if head else None)
+                # An event row the chain does not cover was inserted behind its back.
+                stray = conn.execute(
+                    sa.select(e.c.id, e.c.locker_id, e.c.seq)
+                    .select_from(e.outerjoin(trail_entries,
+                                             trail_entries.c.event_id == e.c.id))
+                    .where(trail_entries.c.id.is_(None)).order_by(e.c.id).limit(1)
+                ).first()
+                if stray is not None:
+                    raise trail.Broken(
+                        "-", f"event {stray.id} (locker {stray.locker_id} seq {stray.seq}) is "
+                             "not in the trail (inserted)")
+        return v.count, v.head
+
+    def trail_count(self) -> int:
+        with self._read() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(trail_entries)).scalar()
+
+    def redact_before(self, site: str, cutoff_ts: int, actor: str = "retention") -> int:
+        """The retention hook: blanks the personal fields (person, by, reason; an action's
+        detail) of the site's trail entries written before `cutoff_ts` and marks them redacted.
+        The chain still verifies. Returns the number of entries redacted."""
+        n = 0
+        with self._write() as conn:
+            self._ensure_site(conn, site)
+            old = sa.select(trail_entries.c.event_id).where(
+                trail_entries.c.site == site, trail_entries.c.kind == trail.EVENT,
+                trail_entries.c.at < cutoff_ts, trail_entries.c.redacted.is_(False))
+            conn.execute(events.update().where(events.c.id.in_(old))
+                         .values(person=None, by=None, reason=None))
+            n += conn.execute(
+                trail_entries.update().where(
+                    trail_entries.c.site == site, trail_entries.c.at < cutoff_ts,
+                    trail_entries.c.redacted.is_(False))
+                .values(redacted=True)
+            ).rowcount
+            rows = conn.execute(
+                sa.select(trail_entries.c.id, trail_entries.c.content).where(
+                    trail_entries.c.site == site, trail_entries.c.kind == trail.ACTION,
+                    trail_entries.c.redacted.is_(True), trail_entries.c.content.is_not(None))
+            ).all()
+            for r in rows:
+                c = json.loads(r.content)
+                if c.get("detail") is not None:
+                    c["detail"] = None
+                    conn.execute(trail_entries.update().where(trail_entries.c.id == r.id)
+                                 .values(content=trail.canonical(c).decode()))
+            self._append_action(conn, site, actor, "redact",
+                                 {"before": cutoff_ts, "entries": n})
+        return n
+
+    # -- ingest ------------------------------------------------------------------------------
+
+    def ingest(self, site: str, batch: Iterable[tuple[str, dict]]) -> dict[str, int]:
+        """Stores a batch of (locker_id, event) in one transaction; see the module doc.
+
+        Events already stored (same site, locker, seq) are counted as duplicates, not stored.
+        Each stored event is appended to the trail. Returns {locker_id: ack_seq} for every locker
+        in the batch, ack_seq being the highest N such that seqs 1..N are all stored.
+        """
+        by_locker: dict[str, list[dict]] = {}
+        for locker_id, ev in batch:
+            by_locker.setdefault(locker_id, []).append(ev)
+        acks: dict[str, int] = {}
+        received = _now()
+        with self._write() as conn:
+            self._ensure_site(conn, site)
+            chain = self._chain(conn)
+            for locker_id, evs in by_locker.items():
+                acks[locker_id] = self._ingest_locker(conn, chain, site, locker_id, evs,
+                                                      received)
+            self._save_chain(conn, chain)
+        return acks
+
+    def _ingest_locker(self, conn, chain, site, locker_id, evs, received) -> int:
+        m = ingest_marks
+        mark = conn.execute(
+            sa.select(m.c.ack_seq, m.c.duplicates)
+            .where(m.c.site == site, m.c.locker_id == locker_id)
+        ).first()
+        if mark is None:
+            conn.execute(m.insert().values(site=site, locker_id=locker_id, ack_seq=0,
+                                           duplicates=0))
+            ack, dups = 0, 0
+        else:
+            ack, dups = mark.ack_seq, mark.duplicates
+        fresh: dict[int, dict] = {}
+        for ev in evs:
+            seq = _int_or_none(ev.get("seq")) if isinstance(ev, dict) else None
+            if seq is None or seq < 1:
+                continue  # not an event at all: nothing to store or acknowledge
+            if seq in fresh:
+                dups += 1
+            else:
+                fresh[seq] = ev
+        seqs = sorted(fresh)
+        stored = set()
+        for i in range(0, len(seqs), 500):
+            chunk = seqs[i:i + 500]
+            stored.update(conn.execute(
+                sa.select(events.c.seq).where(events.c.site == site,
+                                              events.c.locker_id == locker_id,
+                                              events.c.seq.in_(chunk))
+            ).scalars())
+        for seq in seqs:
+            if seq in stored or seq <= ack:
+                dups += 1
+                continue
+            ev = fresh[seq]
+            ts = _int_or_none(ev.get("ts"))
+            row = {
+                "site": site, "locker_id": locker_id, "seq": seq, "ts": ts,
+                "type": _text(ev.get("type"), 32) or "unknown", "bay": _int_or_none(ev.get("bay")),
+                "person": _text(ev.get("person")), "by": _text(ev.get("by")),
+                "reason": _text(ev.get("reason")), "received_at": received,
+                "sort_ts": ts if ts is not None else received,
+            }
+            event_id = conn.execute(events.insert().values(**row)).inserted_primary_key[0]
+            content = trail.event_content(site, locker_id, seq, ts, row["type"], row["bay"],
+                                          row["person"], row["by"], row["reason"], received)
+            entry_id, chash, h = chain.append(content)
+            conn.execute(trail_entries.insert().values(
+                id=entry_id, site=site, kind=trail.EVENT, event_id=event_id, content=None,
+                content_hash=chash, hash=h, redacted=False, at=received))
+        ack = self._advance(conn, site, locker_id, ack)
+        conn.execute(m.update().where(m.c.site == site, m.c.locker_id == locker_id)
+                     .values(ack_seq=ack, duplicates=dups))
+        return ack
+
+    def _advance(self, conn, site, locker_id, ack: int) -> int:
+        """Moves the watermark over every contiguous seq stored after it."""
+        while True:
+            nxt = conn.execute(
+                sa.select(events.c.seq).where(events.c.site == site,
+                                              events.c.locker_id == locker_id,
+                                              events.c.seq > ack)
+                .order_by(events.c.seq).limit(1000)
+            ).scalars().all()
+            for seq in nxt:
+                if seq != ack + 1:
+                    return ack
+                ack = seq
+            if len(nxt) < 1000:
+                return ack
+
+    def ack_seq(self, site: str, locker_id: str) -> int:
+        with self._read() as conn:
+            v = conn.execute(sa.select(ingest_marks.c.ack_seq).where(
+                ingest_marks.c.site == site, ingest_marks.c.locker_id == locker_id)).scalar()
+        return v or 0
+
+    def duplicates(self, site: str) -> int:
+        """Events received again (same locker and seq) and not stored, for the whole site."""
+        with self._read() as conn:
+            v = conn.execute(sa.select(sa.func.sum(ingest_marks.c.duplicates))
+                             .where(ingest_marks.c.site == site)).scalar()
+        return int(v or 0)
+
+    # -- lockers -----------------------------------------------------------------------------
+
+    _LOCKER_COLS = (lockers.c.id, lockers.c.bays, lockers.c.secret, lockers.c.broker_password,
+                    lockers.c.online, lockers.c.last_seen, lockers.c.state, lockers.c.board,
+                    lockers.c.cmd_counter, lockers.c.control_port, lockers.c.data_dir,
+                    lockers.c.site)
+
+    def lockers(self, site: str) -> list:
+        """Rows (id, bays, secret bytes, broker_password, online, last_seen, state dict or None,
+        board, cmd_counter, control_port, data_dir, site), ordered by id."""
+        with self._read() as conn:
+            return conn.execute(sa.select(*self._LOCKER_COLS).where(lockers.c.site == site)
+                                .order_by(lockers.c.id)).all()
+
+    def locker(self, site: str, locker_id: str):
+        with self._read() as conn:
+            return conn.execute(sa.select(*self._LOCKER_COLS).where(
+                lockers.c.site == site, lockers.c.id == locker_id)).first()
+
+    def add_locker(self, site: str, locker_id: str, bays: int, secret: bytes, password: str,
+                   board: str = "sim", control_port: int | None = None,
+                   data_dir: str | None = None, actor: str = "lockerctl") -> int:
+        """Registers a locker; returns the new configuration version. StoreError if it exists."""
+        if not LOCKER_ID_RE.match(locker_id or ""):
+            raise StoreError(f"bad locker id {locker_id!r}: 1-28 of A-Z a-z 0-9 . _ -")
+        with self._write() as conn:
+            self._ensure_site(conn, site)
+            if conn.execute(sa.select(lockers.c.id).where(
+                    lockers.c.site == site, lockers.c.id == locker_id)).first():
+                raise StoreError(f"locker {locker_id} already exists at site {site}")
+            conn.execute(lockers.insert().values(
+                site=site, id=locker_id, bays=bays, board=board, secret=bytes(secret),
+                broker_password=password, cmd_counter=0, online=None, last_seen=None,
+                state=None, control_port=control_port, data_dir=data_dir, created_at=_now()))
+            self._append_action(conn, site, actor, "locker_add",
+                                {"locker": locker_id, "bays": bays, "board": board})
+            return self._bump(conn, site)
+
+    def set_locker_secret(self, site: str, locker_id: str, secret: bytes,
+                          password: str | None = None, actor: str = "lockerctl") -> int:
+        """Rekeys a locker (and its broker password if given); returns the new config version."""
+        values = {"secret": bytes(secret)}
+        if password is not None:
+            values["broker_password"] = password
+        with self._write() as conn:
+            n = conn.execute(lockers.update().where(lockers.c.site == site,
+                                                    lockers.c.id == locker_id)
+                             .values(**values)).rowcount
+            if not n:
+                raise StoreError(f"no locker {locker_id} at site {site}")
+            self._append_action(conn, site, actor, "locker_rekey",
+                                {"locker": locker_id, "password": password is not None})
+            return self._bump(conn, site)
+
+    def next_command_id(self, site: str, locker_id: str) -> int:
+        """The next id of a signed command to this locker: persisted, strictly increasing."""
+        with self._write() as conn:
+            n = conn.execute(lockers.update().where(lockers.c.site == site,
+                                                    lockers.c.id == locker_id)
+                             .values(cmd_counter=lockers.c.cmd_counter + 1)).rowcount
+            if not n:
+                raise StoreError(f"no locker {locker_id} at site {site}")
+            return conn.execute(sa.select(lockers.c.cmd_counter).where(
+                lockers.c.site == site, lockers.c.id == locker_id)).scalar()
+
+    def set_locker_status(self, site: str, locker_id: str, online: bool | None = None,
+                          state: dict | None = None) -> bool:
+        """Records what a locker reported (status and/or state) and when; False if unknown."""
+        values: dict = {"last_seen": time.time()}
+        if online is not None:
+            values["online"] = bool(online)
+        if state is not None:
+            values["state"] = state
+        with self._write() as conn:
+            return bool(conn.execute(lockers.update().where(
+                lockers.c.site == site, lockers.c.id == locker_id).values(**values)).rowcount)
+
+    # -- broker credentials ------------------------------------------------------------------
+
+    def broker_credentials(self, site: str) -> tuple[str, str] | None:
+        with self._read() as conn:
+            r = conn.execute(sa.select(broker_accounts.c.user, broker_accounts.c.password)
+                             .where(broker_accounts.c.site == site)).first()
+        return (r.user, r.password) if r else None
+
+    def set_broker_credentials(self, site: str, user: str, password: str) -> None:
+        with self._write() as conn:
+            self._ensure_site(conn, site)
+            b = broker_accounts
+            if conn.execute(sa.select(b.c.site).where(b.c.site == site)).first():
+                conn.execute(b.update().where(b.c.site == site)
+                             .values(user=user, password=password))
+            else:
+                conn.execute(b.insert().values(site=site, user=user, password=password))
+            self._append_action(conn, site, "lockerctl", "broker_credentials", {"user": user})
+
+    # -- roster ------------------------------------------------------------------------------
+
+    def replace_roster(self, site: str, rows: list[dict], actor: str = "lockerctl",
+                       detail: dict | None = None) -> dict:
+        """Makes `rows` (validated: person_id, name, role, year, walk_home, card_uid) the whole
+        roster of the site in one transaction. Cards no longer listed are removed; a card listed
+        again keeps its revocation; people no longer listed are kept inactive (their name stays
+        on old events). Returns counts {people, cards, added, removed, updated, version}."""
+        new_people: dict[str, dict] = {}
+        for r in rows:
+            new_people.setdefault(r["person_id"], r)
+        with self._write() as conn:
+            self._ensure_site(conn, site)
+            old_cards = {r.uid: r for r in conn.execute(
+                sa.select(cards).where(cards.c.site == site)).all()}
+            old_people = {r.person_id for r in conn.execute(
+                sa.select(people.c.person_id).where(people.c.site == site)).all()}
+            new_uids = {r["card_uid"] for r in rows}
+            gone = [u for u in old_cards if u not in new_uids]
+            for i in range(0, len(gone), 500):
+                conn.execute(cards.delete().where(cards.c.site == site,
+                                                  cards.c.uid.in_(gone[i:i + 500])))
+            for pid, r in new_people.items():
+                values = {"name": r["name"], "role": r["role"], "active": True}
+                if pid in old_people:
+                    conn.execute(people.update().where(people.c.site == site,
+                                                       people.c.person_id == pid).values(**values))
+                else:
+                    conn.execute(people.insert().values(site=site, person_id=pid, **values))
+            absent = [p for p in old_people if p not in new_people]
+            for i in range(0, len(absent), 500):
+                conn.execute(people.update().where(people.c.site == site,
+                                                   people.c.person_id.in_(absent[i:i + 500]))
+                             .values(active=False))
+            added = updated = 0
+            for r in rows:
+                values = {"person_id": r["person_id"], "role": r["role"], "year": r["year"],
+                          "walk_home": r["walk_home"]}
+                old = old_cards.get(r["card_uid"])
+                if old is None:
+                    conn.execute(cards.insert().values(site=site, uid=r["card_uid"],
+                                                       revoked=False, **values))
+                    added += 1
+                elif any(getattr(old, k) != v for k, v in values.items()):
+                    conn.execute(cards.update().where(cards.c.site == site,
+                                                      cards.c.uid == r["card_uid"])
+                                 .values(**values))
+                    updated += 1
+            counts = {"people": len(new_people), "cards": len(rows), "added": added,
+                      "removed": len(gone), "updated": updated}
+            self._append_action(conn, site, actor, "roster_import", {**counts, **(detail or {})})
+            counts["version"] = self._bump(conn, site)
+        return counts
+
+    def roster(self, site: str) -> list:
+        """Rows (person_id, name, role, year, walk_home, card_uid, revoked), one per card."""
+        with self._read() as conn:
+            return conn.execute(
+                sa.select(cards.c.person_id, people.c.name, cards.c.role, cards.c.year,
+                          cards.c.walk_home, cards.c.uid.label("card_uid"), cards.c.revoked)
+                .select_from(cards.join(people, sa.and_(people.c.site == cards.c.site,
+                                                        people.c.person_id == cards.c.person_id)))
+                .where(cards.c.site == site)
+                .order_by(cards.c.person_id, cards.c.uid)
+            ).all()
+
+    def person(self, site: str, person_id: str):
+        """(person_id, name, role, active, roles: set of the roles of their unrevoked cards)."""
+        with self._read() as conn:
+            p = conn.execute(sa.select(people).where(people.c.site == site,
+                                                     people.c.person_id == person_id)).first()
+            if p is None:
+                return None
+            roles = set(conn.execute(sa.select(cards.c.role).where(
+                cards.c.site == site, cards.c.person_id == person_id,
+                cards.c.revoked.is_(False))).scalars())
+        return _Person(p.person_id, p.name, p.role, bool(p.active), roles)
+
+    def person_cards(self, site: str, person_id: str) -> list:
+        with self._read() as conn:
+            return conn.execute(sa.select(cards).where(
+                cards.c.site == site, cards.c.person_id == person_id)
+                .order_by(cards.c.uid)).all()
+
+    def revoke_cards(self, site: str, person_id: str, uid: str | None = None,
+                     actor: str = "lockerctl") -> int:
+        """Revokes the person's cards (or the one with `uid`); returns how many were revoked
+        now (already revoked ones are not counted). StoreError if there is no such card."""
+        with self._write() as conn:
+            q = sa.select(cards.c.uid, cards.c.revoked).where(
+                cards.c.site == site, cards.c.person_id == person_id)
+            if uid is not None:
+                q = q.where(cards.c.uid == uid)
+            found = conn.execute(q).all()
+            if not found:
+                if uid is not None:
+                    raise StoreError(f"{person_id} has no card {uid}")
+                raise StoreError(f"{person_id} has no cards (unknown person?)")
+            todo = [r.uid for r in found if not r.revoked]
+            if todo:
+                conn.execute(cards.update().where(cards.c.site == site, cards.c.uid.in_(todo))
+                             .values(revoked=True))
+            self._append_action(conn, site, actor, "card_revoke", {
+                "person": person_id, "cards": [mask_uid(u) for u in todo]})
+            self._bump(conn, site)
+        return len(todo)
+
+    # -- timetable ---------------------------------------------------------------------------
+
+    def set_timetable(self, site: str, source: str, parsed: dict, timezone: str,
+                      actor: str = "lockerctl") -> int:
+        """Stores the TOML text and its parsed form; returns the new configuration version."""
+        with self._write() as conn:
+            self._ensure_site(conn, site)
+            t = timetables
+            values = {"source": source, "parsed": parsed, "timezone": timezone,
+                      "updated_at": _now()}
+            if conn.execute(sa.select(t.c.site).where(t.c.site == site)).first():
+                conn.execute(t.update().where(t.c.site == site).values(**values))
+            else:
+                conn.execute(t.insert().values(site=site, **values))
+            self._append_action(conn, site, actor, "timetable_set", {"timezone": timezone})
+            return self._bump(conn, site)
+
+    def timetable(self, site: str):
+        """Row (source, parsed, timezone, updated_at) or None."""
+        with self._read() as conn:
+            return conn.execute(sa.select(timetables).where(timetables.c.site == site)).first()
+
+    def timezone(self, site: str, default: str = "Europe/London") -> str:
+        """The site's time zone: the timetable's, else `default`."""
+        row = self.timetable(site)
+        return row.timezone if row else default
+
+    # -- grants ------------------------------------------------------------------------------
+
+    def add_grant(self, site: str, person_id: str, from_ts: int, until_ts: int, by: str,
+                  reason: str, locker_id: str | None = None, actor: str = "lockerctl") -> int:
+        """Stores an exception grant (validated by the caller); returns its id."""
+        with self._write() as conn:
+            self._ensure_site(conn, site)
+            gid = conn.execute(grants.insert().values(
+                site=site, person_id=person_id, locker_id=locker_id, from_ts=int(from_ts),
+                until_ts=int(until_ts), by=by, reason=_text(reason), created_at=_now(),
+                revoked_at=None)).inserted_primary_key[0]
+            self._append_action(conn, site, actor, "grant", {
+                "id": gid, "person": person_id, "from": int(from_ts), "until": int(until_ts),
+                "by": by, "reason": reason, "locker": locker_id})
+            self._bump(conn, site)
+        return gid
+
+    def grants(self, site: str, include_ended: bool = False, now: int | None = None) -> list:
+        """Grant rows, oldest first: by default only those not revoked and not yet ended."""
+        now = _now() if now is None else now
+        q = sa.select(grants).where(grants.c.site == site)
+        if not include_ended:
+            q = q.where(grants.c.revoked_at.is_(None), grants.c.until_ts > now)
+        with self._read() as conn:
+            return conn.execute(q.order_by(grants.c.id)).all()
+
+    def revoke_grant(self, site: str, grant_id: int, actor: str = "lockerctl") -> None:
+        with self._write() as conn:
+            r = conn.execute(sa.select(grants.c.revoked_at).where(
+                grants.c.site == site, grants.c.id == grant_id)).first()
+            if r is None:
+                raise StoreError(f"no grant {grant_id} at site {site}")
+            if r.revoked_at is not None:
+                raise StoreError(f"grant {grant_id} is already revoked")
+            conn.execute(grants.update().where(grants.c.id == grant_id)
+                         .values(revoked_at=_now()))
+            self._append_action(conn, site, actor, "grant_revoke", {"id": grant_id})
+            self._bump(conn, site)
+
+    # -- what a locker's configuration is built from -------------------------------------------
+
+    def config_inputs(self, site: str, locker_id: str, now: int | None = None):
+        """(cards, timetable, grants) for the locker's bundle.
+
+        cards: every card of the site, revoked ones included, ordered by uid; rows with uid,
+        person_id, role, year, walk_home, revoked. timetable: `parse_timetable` of the stored
+        TOML (the stored parsed dict if that module is missing), or None. grants: rows (id,
+        person_id, locker_id, from_ts, until_ts, by, reason) not revoked, not ended, for this
+        locker or for every locker.
+        """
+        now = _now() if now is None else now
+        with self._read() as conn:
+            card_rows = conn.execute(
+                sa.select(cards.c.uid, cards.c.person_id, cards.c.role, cards.c.year,
+                          cards.c.walk_home, cards.c.revoked)
+                .where(cards.c.site == site).order_by(cards.c.uid)).all()
+            tt = conn.execute(sa.select(timetables.c.source, timetables.c.parsed)
+                              .where(timetables.c.site == site)).first()
+            grant_rows = conn.execute(
+                sa.select(grants.c.id, grants.c.person_id, grants.c.locker_id, grants.c.from_ts,
+                          grants.c.until_ts, grants.c.by, grants.c.reason)
+                .where(grants.c.site == site, grants.c.revoked_at.is_(None),
+                       grants.c.until_ts > now,
+                       sa.or_(grants.c.locker_id.is_(None), grants.c.locker_id == locker_id))
+                .order_by(grants.c.id)).all()
+        timetable = None
+        if tt is not None:
+            timetable = tt.parsed
+            try:
+                from .timetable import parse_timetable
+            except ImportError:
+                pass
+            else:
+                timetable = parse_timetable(tt.source, "timetable")
+        return card_rows, timetable, grant_rows
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _events_query(self, site, start=None, end=None, locker=None, person=None, types=None):
+        e, p = events, people
+        q = (
+            sa.select(e.c.id, e.c.locker_id, e.c.seq, e.c.ts, e.c.type, e.c.bay, e.c.person,
+                      e.c.by, e.c.reason, e.c.received_at, e.c.sort_ts,
+                      p.c.name, p.c.role)
+            .select_from(e.outerjoin(p, sa.and_(p.c.site == e.c.site,
+                                                p.c.person_id == e.c.person)))
+            .where(e.c.site == site)
+        )
+        if start is not None:
+            q = q.where(e.c.sort_ts >= int(start))
+        if end is not None:
+            q = q.where(e.c.sort_ts < int(end))
+        if locker is not None:
+            q = q.where(e.c.locker_id == locker)
+        if person is not None:
+            q = q.where(sa.or_(e.c.person == person, e.c.by == person))
+        if types:
+            q = q.where(e.c.type.in_(list(types)))
+        return q
+
+    def events(self, site: str, start: int | None = None, end: int | None = None,
+               locker: str | None = None, person: str | None = None, types=None,
+               newest_first: bool = False, limit: int | None = None,
+               batch: int = 1000) -> Iterator:
+        """Streams the site's events (rows: id, locker_id, seq, ts, type, bay, person, by,
+        reason, received_at, sort_ts, name, role), in time order (`sort_ts`: the locker's ts,
+        or the arrival time when that is unknown). `start`/`end` are unix seconds [start, end);
+        `person` matches the person or the `by` of an event. The connection is held while the
+        iterator is consumed and released when it ends or is closed."""
+        q = self._events_query(site, start, end, locker, person, types)
+        order = [events.c.sort_ts, events.c.locker_id, events.c.seq]
+        if newest_first:
+            order = [c.desc() for c in order]
+        q = q.order_by(*order)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            with conn.begin():
+                result = conn.execution_options(yield_per=batch, stream_results=True).execute(q)
+                yield from result
+
+    def count_events(self, site: str, start=None, end=None, locker=None, person=None,
+                     types=None) -> int:
+        q = self._events_query(site, start, end, locker, person, types).subquery()
+        with self._read() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(q)).scalar()
+
+
+class _Person:
+    __slots__ = ("person_id", "name", "role", "active", "roles")
+
+    def __init__(self, person_id, name, role, active, roles):
+        self.person_id, self.name, self.role = person_id, name, role
+        self.active, self.roles = active, roles
+
+
+def mask_uid(uid: str) -> str:
+    """A card UID as shown outside the store: only its last four digits."""
+    return "****" + uid[-4:]
+
+
+def _sqlite_engine(url) -> sa.Engine:
+    path = url.database
+    if path and path != ":memory:" and not path.startswith("file:"):
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise StoreError(f"cannot create database {path}: no directory {directory}")
+        if not os.path.exists(path):
+            # Owner-only from the start: the store holds lockers' secrets.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+    @sa_event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        # Transactions are begun below, not by the driver.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        if path and path != ":memory:":
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+        cur.close()
+
+    @sa_event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        if conn.get_execution_options().get("classlocker_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine

@@ -1,0 +1,137 @@
+"""The tamper-evident audit trail: a hash chain over every locker event and every host action.
+
+Each trail entry has
+
+    content_hash = SHA-256(canonical(content))          (hex)
+    hash         = SHA-256(bytes(prev_hash) || bytes(content_hash))   (hex; raw 32 + 32 bytes in)
+
+where `prev_hash` is the previous entry's `hash` (64 zeros before the first entry) and
+`canonical(obj)` is the JSON text of `obj` with sorted keys, no spaces (`,` and `:` separators),
+non-ASCII characters kept as they are, encoded as UTF-8. Content values are strings, integers,
+booleans, null, lists and objects only (no floats), so every implementation encodes them alike.
+
+The content of an event entry is rebuilt from its row in the `events` table (so editing what an
+export shows breaks the chain); the content of an action entry is stored with the entry.
+
+The link is made over the content *hash*, not the content: a retention job may blank the personal
+fields of old entries and mark them `redacted`. `verify` does not recompute the content hash of a
+redacted entry but still checks every link, so the chain stays verifiable after redaction while
+any other edit, deletion or reordering is found.
+
+This module is pure logic; the SQL lives in `store.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+GENESIS = "0" * 64
+
+EVENT = "event"
+ACTION = "action"
+
+
+def canonical(obj) -> bytes:
+    """The canonical encoding described above."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def content_hash(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def link(prev_hash: str, chash: str) -> str:
+    """The entry's `hash` from the previous entry's hash and this entry's content hash."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + bytes.fromhex(chash)).hexdigest()
+
+
+def event_content(site, locker, seq, ts, type, bay, person, by, reason, received_at) -> bytes:
+    """The canonical content of a locker event's entry (fields as stored in `events`)."""
+    return canonical(
+        {
+            "kind": EVENT, "site": site, "locker": locker, "seq": seq, "ts": ts, "type": type,
+            "bay": bay, "person": person, "by": by, "reason": reason, "received_at": received_at,
+        }
+    )
+
+
+def action_content(site, at, actor, action, detail) -> bytes:
+    """The canonical content of a host action's entry."""
+    return canonical(
+        {"kind": ACTION, "site": site, "at": at, "actor": actor, "action": action,
+         "detail": detail}
+    )
+
+
+class Chain:
+    """The head of the chain while appending: hands out the next id and hash."""
+
+    def __init__(self, last_id: int = 0, head: str = GENESIS):
+        self.last_id = last_id
+        self.head = head
+
+    def append(self, content: bytes) -> tuple[int, str, str]:
+        """(id, content_hash, hash) of a new entry holding `content`."""
+        chash = content_hash(content)
+        self.last_id += 1
+        self.head = link(self.head, chash)
+        return self.last_id, chash, self.head
+
+
+class Broken(Exception):
+    """The first bad entry found by `Verifier`."""
+
+    def __init__(self, entry_id, what: str):
+        super().__init__(f"entry {entry_id}: {what}")
+        self.entry_id = entry_id
+        self.what = what
+
+
+class Verifier:
+    """Checks entries fed in id order, one at a time (so a walk over millions stays small).
+
+    `feed` raises `Broken` at the first entry that was edited, is missing (a gap in the ids, a
+    deleted event row) or is out of place (a broken link); `finish` checks the recorded head.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.last_id = 0
+        self.head = GENESIS
+
+    def feed(self, entry_id: int, stored_chash: str, stored_hash: str,
+             content: bytes | None, redacted: bool = False, missing: str | None = None) -> None:
+        if entry_id != self.last_id + 1:
+            if entry_id <= self.last_id:
+                raise Broken(entry_id, f"out of order after entry {self.last_id}")
+            first = self.last_id + 1
+            gone = f"{first}" if entry_id == first + 1 else f"{first}..{entry_id - 1}"
+            raise Broken(first, f"missing (entries {gone} deleted; next present is {entry_id})")
+        if missing:
+            raise Broken(entry_id, missing)
+        if not redacted:
+            if content is None:
+                raise Broken(entry_id, "content missing")
+            if content_hash(content) != stored_chash:
+                raise Broken(entry_id, "content does not match its hash (edited)")
+        try:
+            expected = link(self.head, stored_chash)
+        except ValueError:
+            raise Broken(entry_id, "content hash is not hex (edited)") from None
+        if expected != stored_hash:
+            raise Broken(entry_id, "does not link to the entry before it (edited, deleted or "
+                                   "reordered)")
+        self.last_id = entry_id
+        self.head = stored_hash
+        self.count += 1
+
+    def finish(self, head_id: int | None, head_hash: str | None) -> None:
+        """Compare with the head recorded at the last append: catches a truncated tail."""
+        if head_id is None:
+            head_id, head_hash = 0, GENESIS
+        if head_id > self.last_id:
+            raise Broken(self.last_id + 1, f"missing (trail ends at entry {self.last_id}, "
+                                           f"but {head_id} entries were written)")
+        if head_id != self.last_id or head_hash != self.head:
+            raise Broken(self.last_id, "chain head does not match the recorded head")
