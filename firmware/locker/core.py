@@ -71,8 +71,11 @@ class Locker:
     # -- configuration ------------------------------------------------------------------------
 
     def _load_config(self):
+        if self.bundle is not None:
+            self.bundle.close()
+            self.bundle = None
         try:
-            bundle = Bundle.load(self.dir)
+            bundle = Bundle.load(self.dir, self.config_key)
         except BundleError:
             bundle = None  # a damaged config.bin is never trusted; wait for the host's next one
         self.bundle = bundle
@@ -87,26 +90,31 @@ class Locker:
     def config_receiver(self, length):
         """A sink for an incoming `config` payload of `length` bytes, or None to discard it."""
         if length > self.settings["max_config_bytes"]:
-            self._record("config_rejected", None, reason="too_large")
-            self._commit()
+            self._config_rejected("too_large")
             return None
         return _ConfigSink(self, length)
 
     def _config_finished(self, receiver, complete):
+        if not complete:
+            receiver.abort()
+            self._config_rejected("truncated")
+            return
+        if self.bundle is not None:  # config.bin may be replaced under it: close it first
+            self.bundle.close()
         try:
-            if not complete:
-                receiver.abort()
-                raise BundleError("truncated")
             version = receiver.finish()
         except BundleError as e:
+            self._load_config()  # the old configuration, untouched
             reason = e.args[0] if e.args else "malformed"
-            if reason == "stale":
-                return  # the retained copy of what we already run: nothing to say
-            self._record("config_rejected", None, reason=reason)
-            self._commit()
+            if reason != "stale":  # a stale one is the retained copy of what we run: no news
+                self._config_rejected(reason)
             return
         self._load_config()
-        self._record("config_applied", None, reason=str(version))
+        self._record("config_applied", self.board.now(), reason=str(version))
+        self._commit()
+
+    def _config_rejected(self, reason):
+        self._record("config_rejected", self.board.now(), reason=reason)
         self._commit()
 
     # -- taps ---------------------------------------------------------------------------------

@@ -50,6 +50,19 @@ class _NotForCPython(pytest.Module):
         return []
 
 
+def _fixtures(config) -> Path:
+    """Host-made bundles and commands for the firmware tests, made once per session."""
+    cached = getattr(config, "_mpy_fixtures", None)
+    if cached is None:
+        cached = config._tmp_path_factory.mktemp("fixtures")  # noqa: SLF001
+        proc = subprocess.run([sys.executable, str(HERE / "make_fixtures.py"), str(cached)],
+                              capture_output=True, text=True)
+        if proc.returncode:  # tests that need them fail, and say why
+            (cached / "ERROR").write_text(proc.stderr[-2000:])
+        config._mpy_fixtures = cached
+    return cached
+
+
 class MicroPythonFile(pytest.File):
     def collect(self):
         self._results = None
@@ -64,7 +77,8 @@ class MicroPythonFile(pytest.File):
             if m:
                 cmd += ["-X", "heapsize=" + m.group(1)]
             cmd += [str(HERE / "mpyrun.py"), self.path.stem]
-            env = dict(os.environ, MPYTEST_TMP=str(tmp_root), MPYTEST_ROOT=str(ROOT))
+            env = dict(os.environ, MPYTEST_TMP=str(tmp_root), MPYTEST_ROOT=str(ROOT),
+                       MPYTEST_FIXTURES=str(_fixtures(self.config)))
             try:
                 proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                                       timeout=MODULE_TIMEOUT)

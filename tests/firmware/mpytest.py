@@ -63,3 +63,18 @@ def rmtree(path):
     for e in entries:
         rmtree(path + "/" + e)
     os.rmdir(path)
+
+
+def fixture(name):
+    """A host-made fixture file (tests/firmware/make_fixtures.py), as bytes."""
+    base = os.getenv("MPYTEST_FIXTURES") or "/nonexistent"
+    try:
+        with open(base + "/" + name, "rb") as f:
+            return f.read()
+    except OSError:
+        try:
+            with open(base + "/ERROR") as f:
+                why = f.read()
+        except OSError:
+            why = "fixtures were not made"
+        raise AssertionError("fixture {} missing: {}".format(name, why))

@@ -1,0 +1,74 @@
+# A board for the core's tests: time and ticks set by the test, outputs recorded, and a check that
+# nothing is unlocked before the journal has made its record durable.
+
+
+class FakeBoard:
+    def __init__(self, data_dir, nbays=4):
+        self.nbays = nbays
+        self.data_dir = data_dir
+        self.clock = None
+        self.ms = 1000000
+        self.locks = [False] * nbays
+        self.unlocks = []  # (bay, pending events at the moment of unlocking)
+        self.feedback_log = []
+        self.locker = None
+
+    def now(self):
+        return self.clock
+
+    def ticks_ms(self):
+        return self.ms
+
+    def advance(self, seconds):
+        self.ms += int(seconds * 1000)
+        if self.clock is not None:
+            self.clock += int(seconds)
+
+    def set_lock(self, bay, unlocked):
+        if unlocked and self.locker is not None:
+            j = self.locker.journal
+            # the journal must hold nothing appended-but-not-committed when a bay unlocks
+            assert j.last_seq == self.committed, "bay {} unlocked before its record was durable".format(bay)
+            self.unlocks.append(bay)
+        self.locks[bay - 1] = bool(unlocked)
+
+    committed = 0
+
+    def door_open(self, bay):
+        return False
+
+    def feedback(self, outcome):
+        self.feedback_log.append(outcome)
+
+    def poll_card(self):
+        return None
+
+
+def make_locker(data_dir, nbays=4, clock=None, config=True):
+    """A Locker on a FakeBoard in data_dir, with the fixture bundle v1 installed."""
+    import mpytest
+    from locker import settings
+    from locker.core import Locker
+
+    if config:
+        with open(data_dir + "/config.bin", "wb") as f:
+            f.write(mpytest.fixture("bundle-v1.bin"))
+    secret = mpytest.fixture("secret.hex").decode()
+    board = FakeBoard(data_dir, nbays)
+    board.clock = clock
+    device = {"locker_id": "L1", "site": "school", "bays": nbays, "secret": secret}
+    locker = Locker(board, device, settings.load(device))
+    _watch_commits(locker, board)
+    return locker, board
+
+
+def _watch_commits(locker, board):
+    board.locker = locker
+    board.committed = locker.journal.last_seq
+    commit = locker.journal.commit
+
+    def tracked():
+        commit()
+        board.committed = locker.journal.last_seq
+
+    locker.journal.commit = tracked

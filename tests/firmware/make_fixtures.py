@@ -1,0 +1,65 @@
+"""Fixtures the firmware tests need from the host side, made with the host's own encoders (so the
+two sides are tested against each other): a signed config bundle for a small school, a newer one,
+and signed commands. Run by conftest.py under CPython; the MicroPython tests read the files.
+
+    python tests/firmware/make_fixtures.py OUT_DIR
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from lockerctl.bundle import build_bundle
+from lockerctl.commands import sign_command
+from lockerctl.timetable import compile_timetable, parse_timetable
+
+SECRET = bytes(range(32))
+LOCKER = "L1"
+TIMETABLE = """
+timezone = "Europe/London"
+home_time = "15:15"
+y6_release_minutes = 10
+uncollected_after_minutes = 60
+contact = [["08:45", "10:30"], ["10:45", "12:00"], ["13:00", "15:15"]]
+terms = [["2026-09-03", "2026-10-23"], ["2026-11-02", "2026-12-18"]]
+closed = ["2026-11-02"]
+"""
+# (uid, person, role, year, walk_home, revoked)
+CARDS = [
+    ("04A10001", "P3", "pupil", 3, False, False),
+    ("04A10002", "P6W", "pupil", 6, True, False),
+    ("04A10003", "P6N", "pupil", 6, False, False),
+    ("04A10004", "S1", "staff", 0, False, False),
+    ("04A10005", "S2", "staff", 0, False, False),
+    ("04A10006", "H1", "slt", 0, False, False),
+    ("04A10007", "H1", "staff", 0, False, False),
+    ("04A10008", "O1", "office", 0, False, False),
+    ("04A10009", "P9", "pupil", 4, False, True),
+    ("04A1B2C3D4E5F6", "P7", "pupil", 5, False, False),
+]
+# 2026-11-24 is a Tuesday in term; grant S2 13:00-14:00 (GMT = UTC) that day: contact time
+GRANTS = [{"id": 1, "person": "S2", "from": 1795525200, "until": 1795528800, "by": "H1"}]
+FAR = 4000000000
+
+
+def main(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tt = compile_timetable(parse_timetable(TIMETABLE, "fixture.toml"), 1795549393)
+    for version in (1, 2):
+        data = build_bundle(SECRET, LOCKER, "school", version, 1795549393, tt, CARDS, GRANTS)
+        (out / f"bundle-v{version}.bin").write_bytes(data)
+    other = build_bundle(bytes(32), LOCKER, "school", 3, 1795549393, tt, CARDS, GRANTS)
+    (out / "bundle-forged.bin").write_bytes(other)
+    cmds = {
+        "open_all_1": sign_command(SECRET, LOCKER, 1, "open", "all", "O1", "fire drill", FAR),
+        "open_bay1_2": sign_command(SECRET, LOCKER, 2, "open", 1, "O1", "medical", FAR),
+        "expired_3": sign_command(SECRET, LOCKER, 3, "open", "all", "O1", "late", 1000),
+        "forged_4": sign_command(bytes(32), LOCKER, 4, "open", "all", "O1", "forged", FAR),
+        "staff_5": sign_command(SECRET, LOCKER, 5, "open", "staff", "O1", "staff", FAR),
+    }
+    (out / "commands.json").write_text(json.dumps({k: v.decode() for k, v in cmds.items()}))
+    (out / "secret.hex").write_text(SECRET.hex())
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -1,0 +1,310 @@
+# runs-on: micropython
+# The locker core: taps, doors, time, remote commands, config and recovery, on a fake board whose
+# set_lock checks that every unlock comes after its journal record is durable.
+import json
+
+from fakeboard import make_locker
+from mpytest import fixture, tmpdir
+
+DAY = 1795478400  # Tuesday 2026-11-24 00:00 UTC (GMT: local = UTC), a school day in term
+SATURDAY = 1795824000
+
+P3, P6W, P6N, S1, S2, H1_FOB, H1_STAFF, O1, P9_REVOKED, P7 = (
+    "04A10001", "04A10002", "04A10003", "04A10004", "04A10005", "04A10006", "04A10007",
+    "04A10008", "04A10009", "04A1B2C3D4E5F6",
+)
+UNKNOWN = "DEADBEEF"
+
+
+def at(h, m=0, s=0, day=DAY):
+    return day + h * 3600 + m * 60 + s
+
+
+def deposit(locker, board, uid):
+    r = locker.tap_text(uid)
+    assert r["result"] == "granted" and r["action"] == "deposit", r
+    bay = r["bay"]
+    locker.door(bay, 1)
+    locker.door(bay, 0)
+    assert board.locks[bay - 1] is False
+    return bay
+
+
+def events(locker):
+    return [(e.type, e.bay, e.person, e.by, e.reason) for e in locker.journal.unacked(0)]
+
+
+def test_deposit_then_retrieve_out_of_hours():
+    locker, board = make_locker(tmpdir("core_basic"), clock=at(7, 50))
+    bay = deposit(locker, board, S1)
+    assert locker.state()["bays"][bay - 1]["holder"] == "S1"
+    board.clock = at(16, 0)
+    r = locker.tap_text(S1)
+    assert r == {"result": "granted", "action": "retrieve", "bay": bay}, r
+    assert board.locks[bay - 1] is True
+    locker.door(bay, 1)
+    locker.door(bay, 0)
+    assert board.locks[bay - 1] is False
+    assert locker.state()["bays"][bay - 1]["holder"] is None
+    kinds = [e[0] for e in events(locker)]
+    assert kinds == ["boot", "deposit", "retrieve"], kinds
+
+
+def test_staff_locked_in_contact_open_at_break_and_lunch():
+    locker, board = make_locker(tmpdir("core_staff"), clock=at(8, 0))
+    bay = deposit(locker, board, S1)
+    board.clock = at(9, 0)
+    assert locker.tap_text(S1) == {"result": "denied", "reason": "contact_hours"}
+    board.clock = at(10, 35)
+    assert locker.tap_text(S1)["action"] == "retrieve"
+    locker.door(bay, 1)
+    locker.door(bay, 0)
+    deposit(locker, board, S1)
+    board.clock = at(12, 30)
+    assert locker.tap_text(S1)["action"] == "retrieve"
+
+
+def test_pupil_locked_until_home_time_and_year6_walk_home_edge():
+    locker, board = make_locker(tmpdir("core_pupil"), clock=at(8, 30))
+    deposit(locker, board, P3)
+    deposit(locker, board, P6W)
+    board.clock = at(12, 30)  # lunch: pupils stay locked
+    assert locker.tap_text(P3)["reason"] == "contact_hours"
+    board.clock = at(15, 4, 59)
+    assert locker.tap_text(P6W)["reason"] == "contact_hours"
+    board.clock = at(15, 5, 0)
+    assert locker.tap_text(P6W)["action"] == "retrieve"
+    assert locker.tap_text(P3)["reason"] == "contact_hours"
+    board.clock = at(15, 15, 0)
+    assert locker.tap_text(P3)["action"] == "retrieve"
+
+
+def test_pupil_who_may_not_bring_a_phone_deposits_with_policy_flag():
+    locker, board = make_locker(tmpdir("core_flag"), clock=at(8, 30))
+    deposit(locker, board, P6N)
+    deposit(locker, board, P6W)
+    kinds = [(e[0], e[2]) for e in events(locker)]
+    assert ("policy_flag", "P6N") in kinds
+    assert ("policy_flag", "P6W") not in kinds
+
+
+def test_unknown_and_revoked_cards_denied_and_journaled():
+    locker, board = make_locker(tmpdir("core_unknown"), clock=at(8, 30))
+    assert locker.tap_text(UNKNOWN) == {"result": "denied", "reason": "unknown_card"}
+    assert locker.tap_text(P9_REVOKED) == {"result": "denied", "reason": "revoked"}
+    assert board.unlocks == []
+    denials = [e for e in events(locker) if e[0] == "denied"]
+    assert [(d[2], d[4]) for d in denials] == [(None, "unknown_card"), ("P9", "revoked")]
+
+
+def test_seven_byte_uid():
+    locker, board = make_locker(tmpdir("core_7byte"), clock=at(8, 30))
+    deposit(locker, board, P7)
+
+
+def test_closed_days_and_weekends_enforce_nothing():
+    locker, board = make_locker(tmpdir("core_weekend"), clock=at(10, 0, day=SATURDAY))
+    deposit(locker, board, P3)
+    assert locker.tap_text(P3)["action"] == "retrieve"
+
+
+def test_clock_unknown_deposits_only_and_override_releases():
+    locker, board = make_locker(tmpdir("core_noclock"), clock=None)
+    assert locker.state()["clock_ok"] is False
+    bay = deposit(locker, board, S1)
+    assert locker.tap_text(S1) == {"result": "denied", "reason": "clock_unknown"}
+    assert locker.tap_text(H1_FOB) == {"result": "granted", "action": "override", "bay": None}
+    assert locker.tap_text(S1) == {"result": "granted", "action": "override", "bay": bay}
+    ev = [e for e in events(locker) if e[0] == "override"]
+    assert ev == [("override", bay, "S1", "H1", None)], ev
+
+
+def test_slt_fob_never_deposits_and_override_lapses_after_20s():
+    locker, board = make_locker(tmpdir("core_fob"), clock=at(9, 0))
+    deposit(locker, board, S1)
+    locker.tap_text(H1_FOB)
+    board.advance(21)
+    assert locker.tap_text(S1)["reason"] == "contact_hours"
+    assert all(s["holder"] != "H1" for s in locker.state()["bays"])
+    # the SLT member deposits with their staff card
+    deposit(locker, board, H1_STAFF)
+
+
+def test_override_for_a_card_without_a_phone_is_not_holder():
+    locker, board = make_locker(tmpdir("core_notholder"), clock=at(9, 0))
+    locker.tap_text(H1_FOB)
+    assert locker.tap_text(S2) == {"result": "denied", "reason": "not_holder"}
+
+
+def test_double_tap_opens_every_occupied_bay():
+    locker, board = make_locker(tmpdir("core_double"), clock=at(9, 0))
+    b1 = deposit(locker, board, S1)
+    b2 = deposit(locker, board, P3)
+    locker.tap_text(H1_FOB)
+    board.advance(2)
+    assert locker.tap_text(H1_FOB)["action"] == "override"
+    assert sorted(board.unlocks[-2:]) == sorted([b1, b2])
+    opened = [(e[1], e[3]) for e in events(locker) if e[0] == "emergency_open"]
+    assert sorted(opened) == sorted([(b1, "H1"), (b2, "H1")])
+
+
+def test_grant_releases_in_contact_time_within_its_window_only():
+    locker, board = make_locker(tmpdir("core_grant"), clock=at(8, 0))
+    bay = deposit(locker, board, S2)
+    board.clock = at(12, 59, 59)
+    locker.tap_text(S2)  # lunch: allowed anyway; put it back
+    locker.door(bay, 1)
+    locker.door(bay, 0)
+    deposit(locker, board, S2)
+    board.clock = at(13, 30)
+    assert locker.tap_text(S2)["action"] == "retrieve"
+
+
+def test_unopened_grant_relocks_after_30s_and_is_cancelled():
+    locker, board = make_locker(tmpdir("core_lapse"), clock=at(8, 0))
+    r = locker.tap_text(S1)
+    bay = r["bay"]
+    board.advance(29)
+    locker.tick()
+    assert board.locks[bay - 1] is True
+    board.advance(2)
+    locker.tick()
+    assert board.locks[bay - 1] is False
+    assert locker.state()["bays"][bay - 1]["holder"] is None
+    assert ("cancelled", bay, "S1", None, "deposit") in events(locker)
+    # an unused retrieval leaves the phone where it is
+    bay = deposit(locker, board, S1)
+    board.clock = at(16, 0)
+    locker.tap_text(S1)
+    board.advance(31)
+    locker.tick()
+    assert locker.state()["bays"][bay - 1]["holder"] == "S1"
+    assert board.locks[bay - 1] is False
+
+
+def test_failed_reed_switch_never_stops_a_bay_opening():
+    locker, board = make_locker(tmpdir("core_reed"), clock=at(8, 0))
+    locker.door(1, 2)  # the switch of bay 1 fails
+    r = locker.tap_text(S1)
+    assert r["result"] == "granted"
+    assert board.locks[r["bay"] - 1] is True
+
+
+def test_door_forced_and_left_open():
+    locker, board = make_locker(tmpdir("core_doors"), clock=at(8, 0))
+    bay = deposit(locker, board, S1)
+    locker.door(bay, 1)  # opened while locked
+    assert ("door_forced", bay, "S1", None, None) in events(locker)
+    board.advance(59)
+    locker.tick()
+    assert not any(e[0] == "door_left_open" for e in events(locker))
+    board.advance(2)
+    locker.tick()
+    locker.tick()
+    assert [e[0] for e in events(locker)].count("door_left_open") == 1
+
+
+def test_uncollected_an_hour_after_home_time_once():
+    locker, board = make_locker(tmpdir("core_uncollected"), clock=at(8, 0))
+    bay = deposit(locker, board, P3)
+    board.clock = at(16, 14, 59)
+    locker.tick()
+    assert not any(e[0] == "uncollected" for e in events(locker))
+    board.clock = at(16, 15, 0)
+    locker.tick()
+    locker.tick()
+    assert [e[:3] for e in events(locker) if e[0] == "uncollected"] == [("uncollected", bay, "P3")]
+
+
+def test_no_free_bay():
+    locker, board = make_locker(tmpdir("core_full"), nbays=2, clock=at(8, 0))
+    deposit(locker, board, S1)
+    deposit(locker, board, S2)
+    assert locker.tap_text(P3) == {"result": "denied", "reason": "no_free_bay"}
+
+
+def test_person_goes_back_to_their_own_bay():
+    locker, board = make_locker(tmpdir("core_ownbay"), clock=at(16, 0))
+    b1 = deposit(locker, board, S1)
+    b2 = deposit(locker, board, S2)
+    for uid in (S1, S2):
+        bay = locker.tap_text(uid)["bay"]
+        locker.door(bay, 1)
+        locker.door(bay, 0)
+    assert deposit(locker, board, S2) == b2
+    assert deposit(locker, board, S1) == b1
+
+
+def test_restart_recovers_holders_locked_and_seq_continues():
+    d = tmpdir("core_restart")
+    locker, board = make_locker(d, clock=at(8, 0))
+    b1 = deposit(locker, board, S1)
+    b2 = deposit(locker, board, P3)
+    locker.tap_text(S2)  # granted, door never opened: power lost now
+    last = locker.journal.last_seq
+    again, board2 = make_locker(d, clock=at(8, 5), config=False)
+    assert board2.locks == [False] * 4 and board2.unlocks == []
+    holders = {b["bay"]: b["holder"] for b in again.state()["bays"]}
+    assert holders[b1] == "S1" and holders[b2] == "P3"
+    assert all(b["locked"] for b in again.state()["bays"])
+    assert again.journal.last_seq == last + 1  # the boot event
+    board2.clock = at(16, 0)
+    assert again.tap_text(S1)["bay"] == b1
+
+
+def test_remote_open_signed_replayed_forged_expired():
+    d = tmpdir("core_cmd")
+    locker, board = make_locker(d, clock=at(9, 0))
+    cmds = json.loads(fixture("commands.json"))
+    b1 = deposit(locker, board, S1)
+    b2 = deposit(locker, board, P3)
+    assert locker.command(cmds["forged_4"].encode()) is False
+    assert locker.command(cmds["open_all_1"].encode()) is True
+    assert sorted(board.unlocks[-2:]) == sorted([b1, b2])
+    assert locker.command(cmds["open_all_1"].encode()) is False  # replay
+    assert locker.command(cmds["expired_3"].encode()) is False
+    assert locker.command(b"{not json") is False
+    rejected = [e[4] for e in events(locker) if e[0] == "cmd_rejected"]
+    assert rejected == ["bad_signature", "replayed", "expired", "malformed"], rejected
+    opened = [(e[1], e[3], e[4]) for e in events(locker) if e[0] == "emergency_open"]
+    assert sorted(opened) == sorted([(b1, "O1", "fire drill"), (b2, "O1", "fire drill")])
+    # a replay fails after a reboot too
+    again, board2 = make_locker(d, clock=at(9, 5), config=False)
+    assert again.command(cmds["open_all_1"].encode()) is False
+    assert board2.unlocks == []
+
+
+def test_config_streamed_forged_rejected_newer_applied():
+    d = tmpdir("core_config")
+    locker, board = make_locker(d, clock=at(9, 0))
+    assert locker.state()["config"] == 1
+    forged = fixture("bundle-forged.bin")
+    sink = locker.config_receiver(len(forged))
+    for i in range(0, len(forged), 100):
+        sink.write(forged[i : i + 100])
+    sink.close()
+    assert locker.state()["config"] == 1
+    v2 = fixture("bundle-v2.bin")
+    sink = locker.config_receiver(len(v2))
+    sink.write(v2[:50])
+    sink.close()  # truncated: nothing changes
+    assert locker.state()["config"] == 1
+    sink = locker.config_receiver(len(v2))
+    for i in range(0, len(v2), 7):
+        sink.write(v2[i : i + 7])
+    sink.close()
+    assert locker.state()["config"] == 2
+    kinds = [(e[0], e[4]) for e in events(locker) if e[0].startswith("config")]
+    assert kinds[-1] == ("config_applied", "2"), kinds
+    assert sum(1 for k in kinds if k[0] == "config_rejected") == 2, kinds
+    assert locker.config_receiver(10**7) is None
+
+
+def test_ack_drops_pending_and_never_beyond_sent():
+    locker, board = make_locker(tmpdir("core_ack"), clock=at(9, 0))
+    deposit(locker, board, S1)
+    assert locker.state()["pending"] == 2
+    locker.acknowledged(1)
+    assert locker.state()["pending"] == 1
+    locker.acknowledged(99)  # beyond the last seq: ignored
+    assert locker.state()["pending"] == 1
