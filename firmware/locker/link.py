@@ -1,0 +1,329 @@
+# The network link: one asyncio task that keeps the locker connected to its broker, forever.
+# It uploads the journal's events in seq order, applies the host's acks, publishes status and
+# state, and hands incoming config and commands to the locker. Nothing in the locker waits on
+# it: a broker that is down, slow or silent only makes events wait in the journal.
+#
+#   link = Link(locker, device, settings)
+#   asyncio.create_task(link.run())
+#
+# What it uses of the locker: journal (last_seq, acked, unacked(after)), state(), state_rev,
+# online, config_receiver(length), command(payload), command_rejected(reason), and optionally
+# acknowledged(seq) (else journal.ack), events_ready (an asyncio.Event) or on_commit (a callback
+# slot) to be woken when events are durable. docs/link.md has the whole story.
+
+import asyncio
+import json
+import sys
+
+from micropython import const
+from time import ticks_diff, ticks_ms
+
+from locker.mqtt import MQTTClient, MQTTError
+
+_ETIMEDOUT = const(110)
+_BATCH = const(8)  # events read from the journal per step (their JSON is held until sent)
+_ACK_MAX = const(48)  # an ack payload longer than this is not an ack
+_STABLE_MS = const(10000)  # a connection that lasted this long resets the backoff
+
+try:
+    from random import getrandbits
+except ImportError:  # pragma: no cover - every MicroPython port we run on has it
+    from os import urandom
+
+    def getrandbits(n):
+        return int.from_bytes(urandom(2), "big") >> (16 - n)
+
+
+class Link:
+    WINDOW = 32  # events in flight (sent, not yet acknowledged)
+    POLL_MS = 500  # the link looks for work at least this often
+
+    def __init__(self, locker, device, settings, to_json=None):
+        if to_json is None:
+            from locker.events import to_json
+        self.to_json = to_json
+        self.locker = locker
+        broker = device["broker"]
+        root = "lockers/{}/{}/".format(device.get("site", "school"), device["locker_id"])
+        self.t_event = (root + "event").encode()
+        self.t_ack = (root + "ack").encode()
+        self.t_status = (root + "status").encode()
+        self.t_state = (root + "state").encode()
+        self.t_config = (root + "config").encode()
+        self.t_cmd = (root + "cmd").encode()
+        get = settings.get
+        self.keepalive = int(get("keepalive_s", 30))
+        self.ack_timeout_ms = int(get("ack_timeout_s", 10) * 1000)
+        self.connect_timeout = get("connect_timeout_s", 5)
+        self.backoff_min_ms = int(get("backoff_min_s", 1) * 1000)
+        self.backoff_max_ms = int(get("backoff_max_s", 60) * 1000)
+        self.window = int(get("event_window", self.WINDOW))
+        self.event_qos = int(get("event_qos", 1))
+        self.max_cmd = int(get("max_cmd_bytes", 1024))
+        tls = broker.get("tls", False)
+        self.client = MQTTClient(
+            device["locker_id"],
+            broker.get("host", "127.0.0.1"),
+            int(broker.get("port") or (8883 if tls else 1883)),
+            user=broker.get("user"),
+            password=broker.get("password"),
+            keepalive=self.keepalive,
+            ssl=_tls_context(broker) if tls else None,
+            timeout=get("write_timeout_s", 10),
+        )
+        self.client.set_last_will(self.t_status, b"offline", retain=True, qos=1)
+
+        self.sent_hi = 0  # the highest seq sent on this connection or an earlier one
+        self.cursor = 0  # the highest seq sent on this connection
+        self.progress_ms = 0  # when the ack last moved (or the window was last empty)
+        self.acked_seen = 0
+        self.state_rev_sent = None
+        self.failures = 0  # connection attempts failed in a row (backoff exponent)
+        # Counters, for tests and the state of the link at a glance.
+        self.connects = 0
+        self.resends = 0
+        self.acks_ignored = 0
+        self.last_error = None
+
+        self._wake = asyncio.Event()
+        self._dead = None  # the reader's exception once the connection failed
+        self._reader_task = None
+        self._ack = _Collector(bytearray(_ACK_MAX), self._on_ack)
+        self._cmd = _Collector(bytearray(self.max_cmd), self._on_cmd)
+        if getattr(locker, "events_ready", None) is None and hasattr(locker, "on_commit"):
+            locker.on_commit = self._wake.set
+
+    # -- the task ------------------------------------------------------------------------------
+
+    async def run(self):
+        """Connects, serves the connection until it fails, backs off, and again; forever."""
+        ready = getattr(self.locker, "events_ready", None)
+        if ready is not None:
+            asyncio.create_task(self._forward(ready))
+        while True:
+            started = None
+            try:
+                await self.client.connect(self.connect_timeout)
+                started = ticks_ms()
+                self.connects += 1
+                self.last_error = None
+                await self._session()
+            except (OSError, MQTTError) as e:
+                self._lost(e)
+            except Exception as e:  # a bug must not end the link for good; log and reconnect
+                sys.print_exception(e)
+                self._lost(e)
+            finally:
+                self._drop()
+            if started is not None and ticks_diff(ticks_ms(), started) >= _STABLE_MS:
+                self.failures = 0
+            await asyncio.sleep_ms(self._backoff_ms())
+            self.failures += 1
+
+    def _lost(self, e):
+        self.last_error = e
+        print("link: {} ({})".format("disconnected" if self.client.connected else "no broker",
+                                     _why(e)))
+
+    def _backoff_ms(self):
+        """Between half and all of min * 2**failures, capped: reconnecting lockers spread out."""
+        d = self.backoff_min_ms << min(self.failures, 16)
+        if d > self.backoff_max_ms:
+            d = self.backoff_max_ms
+        half = d // 2
+        return half + (half * getrandbits(16) >> 16)
+
+    def _drop(self):
+        t, self._reader_task = self._reader_task, None
+        if t is not None:
+            t.cancel()  # before closing the socket: a task waiting on a closed socket hangs
+        self.client.close()
+        locker = self.locker
+        if locker.online:
+            locker.online = False
+            locker.state_rev += 1
+
+    async def _session(self):
+        c = self.client
+        locker = self.locker
+        self._dead = None
+        await c.subscribe(self.t_ack, 1)
+        await c.subscribe(self.t_config, 1)
+        await c.subscribe(self.t_cmd, 1)
+        self._reader_task = asyncio.create_task(self._reader())
+        locker.online = True
+        locker.state_rev += 1
+        await c.publish(self.t_status, b"online", True, 1)
+        print("link: connected to {}:{}".format(c.host, c.port))
+        self.state_rev_sent = None
+        self.cursor = self.acked_seen = locker.journal.acked  # resend what was in flight
+        self.progress_ms = ticks_ms()
+        half_ka = self.keepalive * 500
+        dead_ka = self.keepalive * 1500
+        last_ping = ticks_ms()
+        while True:
+            self._wake.clear()
+            if self._dead is not None:
+                raise self._dead
+            now = ticks_ms()
+            if self.keepalive:
+                if ticks_diff(now, c.last_rx) > dead_ka:
+                    raise OSError(_ETIMEDOUT)  # the broker went silent
+                if ticks_diff(now, last_ping) >= half_ka and (
+                    ticks_diff(now, c.last_tx) >= half_ka or ticks_diff(now, c.last_rx) >= half_ka
+                ):
+                    last_ping = now
+                    await c.ping()
+            rev = locker.state_rev
+            if rev != self.state_rev_sent:
+                await c.publish(self.t_state, json.dumps(locker.state()).encode(), True, 1)
+                self.state_rev_sent = rev
+            await self._upload()
+            if self._dead is None:
+                try:
+                    await asyncio.wait_for_ms(self._wake.wait(), self.POLL_MS)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def _forward(self, ready):
+        """The locker's events_ready (set after each journal commit) wakes the session loop."""
+        while True:
+            await ready.wait()
+            ready.clear()
+            self._wake.set()
+
+    # -- events up -------------------------------------------------------------------------------
+
+    async def _upload(self):
+        """Sends the next events in seq order, at most `window` beyond the last ack; when the
+        ack has not moved for ack_timeout, sends again from the last ack."""
+        journal = self.locker.journal
+        while True:
+            acked = journal.acked
+            now = ticks_ms()
+            if acked != self.acked_seen:
+                self.acked_seen = acked
+                self.progress_ms = now
+            if self.cursor < acked:
+                self.cursor = acked
+            if self.cursor > acked and ticks_diff(now, self.progress_ms) > self.ack_timeout_ms:
+                self.cursor = acked
+                self.progress_ms = now
+                self.resends += 1
+            room = acked + self.window - self.cursor
+            if room <= 0 or self.cursor >= journal.last_seq:
+                return
+            if self.cursor == acked:
+                self.progress_ms = now  # the window was empty: the ack clock starts now
+            # Read a few events, then publish them: the journal's iterator is closed before
+            # any await, so no file stays open while the locker appends or compacts.
+            batch = []
+            for ev in journal.unacked(self.cursor):
+                batch.append((ev.seq, self.to_json(ev)))
+                if len(batch) >= _BATCH or len(batch) >= room:
+                    break
+            if not batch:
+                return
+            for seq, payload in batch:
+                await self.client.publish(self.t_event, _b(payload), False, self.event_qos)
+                self.cursor = seq
+                if seq > self.sent_hi:
+                    self.sent_hi = seq
+            batch = None
+
+    # -- messages down ----------------------------------------------------------------------------
+
+    async def _reader(self):
+        try:
+            while True:
+                await self.client.read_packet(self._sink_for)
+        except Exception as e:  # noqa: B036 - any failure ends this connection, not the link
+            self._dead = e
+            self._wake.set()
+
+    def _sink_for(self, topic, length):
+        if topic == self.t_ack:
+            return self._ack.start() if length <= _ACK_MAX else None
+        if topic == self.t_config:
+            if length == 0:
+                return None  # a cleared retained config: nothing to apply
+            return self.locker.config_receiver(length)  # None when too large: discarded unread
+        if topic == self.t_cmd:
+            if length > self.max_cmd:
+                self.locker.command_rejected("too_large")
+                return None
+            return self._cmd.start()
+        return None
+
+    def _on_ack(self, payload):
+        try:
+            seq = json.loads(payload)["seq"]
+        except (ValueError, KeyError, TypeError):
+            print("link: malformed ack ignored")
+            return
+        if not isinstance(seq, int) or seq < 1:
+            return
+        if seq > self.sent_hi:
+            self.acks_ignored += 1  # an ack for something never sent: not the host we trust
+            print("link: ack {} beyond {} sent, ignored".format(seq, self.sent_hi))
+            return
+        locker = self.locker
+        if hasattr(locker, "acknowledged"):
+            locker.acknowledged(seq)
+        else:
+            locker.journal.ack(seq)
+        self._wake.set()
+
+    def _on_cmd(self, payload):
+        self.locker.command(payload)
+
+
+class _Collector:
+    """A sink that gathers a small payload into a preallocated buffer, then calls back with the
+    bytes (or, for one that overflowed, drops it)."""
+
+    def __init__(self, buf, done):
+        self.buf = buf
+        self.done = done
+        self.n = 0
+
+    def start(self):
+        self.n = 0
+        return self
+
+    def write(self, chunk):
+        n = self.n
+        end = n + len(chunk)
+        if end <= len(self.buf):
+            self.buf[n:end] = chunk
+        self.n = end
+
+    def close(self):
+        if self.n <= len(self.buf):
+            self.done(bytes(self.buf[: self.n]))
+
+
+def _b(s):
+    return s.encode() if isinstance(s, str) else s
+
+
+def _why(e):
+    if isinstance(e, OSError) and e.args and e.args[0] == _ETIMEDOUT:
+        return "timed out"
+    return "{}: {}".format(type(e).__name__, e)
+
+
+def _tls_context(broker):
+    """TLS to the broker. With `ca` (a PEM file on the board) the broker's certificate is
+    verified; without, the link is encrypted but the broker is not authenticated."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca = broker.get("ca")
+    if ca:
+        with open(ca, "rb") as f:
+            ctx.load_verify_locations(cadata=f.read())
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx

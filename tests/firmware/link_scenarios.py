@@ -1,0 +1,194 @@
+# The link under test, run by tests/test_link.py as a MicroPython process (not a test module):
+#
+#   micropython tests/firmware/link_scenarios.py '<spec as JSON>'
+#
+# A stand-in locker with exactly the attributes the link uses (an in-memory journal, state_rev,
+# online, events_ready, config_receiver, command, command_rejected), the real locker.link and
+# locker.mqtt, and a counter task standing for the locker's own work (it must never stall while
+# the broker is down or silent). Everything observable is printed as `@@<what> <JSON>` lines.
+#
+# spec: {"host", "port", "locker_id", "site", "events": N journaled at start,
+#        "append_every_ms": M, "append_max": K (more events later), "settings": {...},
+#        "max_config_bytes": B}
+
+import asyncio
+import binascii
+import gc
+import json
+import sys
+from time import ticks_diff, ticks_ms
+
+_here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+sys.path.insert(0, _here + "/../../firmware")
+
+from locker.link import Link  # noqa: E402
+
+
+def say(what, obj):
+    print("@@{} {}".format(what, json.dumps(obj)))
+
+
+class Event:
+    def __init__(self, seq, ts, type, bay=None, person=None, by=None, reason=None):
+        self.seq = seq
+        self.ts = ts
+        self.type = type
+        self.bay = bay
+        self.person = person
+        self.by = by
+        self.reason = reason
+
+
+def to_json(ev):
+    return json.dumps({"seq": ev.seq, "ts": ev.ts, "type": ev.type, "bay": ev.bay,
+                       "person": ev.person, "by": ev.by, "reason": ev.reason})
+
+
+class MemJournal:
+    """The journal's interface (last_seq, acked, pending, append/commit, ack, unacked)."""
+
+    def __init__(self):
+        self.events = []
+        self.last_seq = 0
+        self.acked = 0
+
+    @property
+    def pending(self):
+        return self.last_seq - self.acked
+
+    def append(self, type, ts, bay=None, person=None, by=None, reason=None):
+        self.last_seq += 1
+        ev = Event(self.last_seq, ts, type, bay, person, by, reason)
+        self.events.append(ev)
+        return ev
+
+    def ack(self, seq):
+        if seq > self.last_seq or seq <= self.acked:
+            return
+        self.acked = seq
+        self.events = [ev for ev in self.events if ev.seq > seq]
+        say("ack", seq)
+
+    def unacked(self, after):
+        for ev in self.events:
+            if ev.seq > after and ev.seq > self.acked:
+                yield ev
+
+
+class ConfigSink:
+    def __init__(self, length):
+        self.length = length
+        self.received = 0
+        self.chunks = 0
+        self.biggest = 0
+        self.crc = 0
+
+    def write(self, chunk):
+        self.received += len(chunk)
+        self.chunks += 1
+        if len(chunk) > self.biggest:
+            self.biggest = len(chunk)
+        self.crc = binascii.crc32(chunk, self.crc)
+
+    def close(self):
+        gc.collect()
+        say("config", {"length": self.length, "received": self.received, "chunks": self.chunks,
+                       "biggest_chunk": self.biggest, "crc": self.crc, "mem_free": gc.mem_free()})
+
+    def abort(self):
+        say("config_aborted", self.received)
+
+
+class StandIn:
+    def __init__(self, spec):
+        self.locker_id = spec.get("locker_id", "L1")
+        self.journal = MemJournal()
+        self.online = False
+        self.state_rev = 0
+        self.events_ready = asyncio.Event()
+        self.max_config = spec.get("max_config_bytes", 131072)
+        self._online_seen = None
+
+    def record(self, type, bay=None, person=None):
+        self.journal.append(type, 1795549393, bay, person)
+        self.state_rev += 1
+        self.events_ready.set()
+
+    def state(self):
+        if self.online != self._online_seen:
+            self._online_seen = self.online
+            say("online", self.online)
+        return {"locker": self.locker_id, "clock_ok": True, "online": self.online,
+                "pending": self.journal.pending, "config": None, "bays": []}
+
+    def config_receiver(self, length):
+        if length > self.max_config:
+            gc.collect()
+            say("config_discarded", {"length": length, "mem_free": gc.mem_free()})
+            return None
+        return ConfigSink(length)
+
+    def command(self, payload):
+        say("cmd", {"length": len(payload), "crc": binascii.crc32(payload),
+                    "text": payload[:40].decode()})
+
+    def command_rejected(self, reason):
+        say("cmd_rejected", reason)
+
+
+async def counter(period_ms=10):
+    """The locker's own work: counts every period and reports the longest gap it saw."""
+    count = 0
+    worst = 0
+    last = ticks_ms()
+    reported = last
+    while True:
+        await asyncio.sleep_ms(period_ms)
+        now = ticks_ms()
+        gap = ticks_diff(now, last)
+        if gap > worst:
+            worst = gap
+        last = now
+        count += 1
+        if ticks_diff(now, reported) >= 250:
+            reported = now
+            say("tick", {"count": count, "worst_gap_ms": worst})
+
+
+async def appender(locker, every_ms, most):
+    for _ in range(most):
+        await asyncio.sleep_ms(every_ms)
+        locker.record("deposit", bay=1, person="P0001")
+
+
+async def watch(link):
+    """Reports the link's counters when they change."""
+    seen = None
+    while True:
+        now = (link.connects, link.resends, link.acks_ignored, link.sent_hi)
+        if now != seen:
+            seen = now
+            say("link", {"connects": now[0], "resends": now[1], "acks_ignored": now[2],
+                         "sent_hi": now[3]})
+        await asyncio.sleep_ms(100)
+
+
+async def main(spec):
+    locker = StandIn(spec)
+    for i in range(spec.get("events", 0)):
+        locker.record("deposit", bay=1 + i % 8, person="P{:04d}".format(i))
+    device = {"locker_id": locker.locker_id, "site": spec.get("site", "school"),
+              "broker": {"host": spec.get("host", "127.0.0.1"), "port": spec["port"],
+                         "user": spec.get("user"), "password": spec.get("password"),
+                         "tls": spec.get("tls", False), "ca": spec.get("ca")}}
+    link = Link(locker, device, spec.get("settings", {}), to_json=to_json)
+    asyncio.create_task(counter())
+    asyncio.create_task(watch(link))
+    if spec.get("append_max"):
+        asyncio.create_task(appender(locker, spec.get("append_every_ms", 200), spec["append_max"]))
+    gc.collect()
+    say("ready", {"mem_free": gc.mem_free()})
+    await link.run()
+
+
+asyncio.run(main(json.loads(sys.argv[1])))
