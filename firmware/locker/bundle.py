@@ -1,0 +1,335 @@
+# The signed configuration bundle (docs/protocol.md, `config`): received in chunks straight to
+# flash with its MAC computed on the way, verified, then renamed over config.bin in one step.
+# Cards are read back from flash by binary search; the card table is never held in RAM.
+import json
+import os
+import struct
+
+from locker import mac
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+MAGIC = b"CLCF"
+FORMAT = const(1)
+RECORD = const(48)  # card record size
+FIXED = const(20)  # magic, format, record size, reserved, version, ncards, header length
+MAC_LEN = const(32)
+HASH_LEN = const(16)
+PERSON_MAX = const(28)
+FLAG_WALK_HOME = const(1)
+FLAG_REVOKED = const(2)
+ROLES = ("", "pupil", "staff", "slt", "office")  # role code -> name
+
+CURRENT = "config.bin"
+INCOMING = "config.new"
+
+_FIXED_FMT = ">4sBBHIII"
+_BUF = const(256)  # read buffer for re-verifying a bundle's MAC
+
+
+class BundleError(Exception):
+    """A bundle was refused; `reason` is one word: bad_signature, malformed, wrong_locker,
+    stale, too_large, truncated (the `config_rejected` event's reason)."""
+
+    @property
+    def reason(self):
+        return self.args[0]
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _declared_size(fixed):
+    """Total bundle size announced by the 20-byte fixed header, or None if it is not ours."""
+    magic, fmt, rsize, _, _, ncards, hlen = struct.unpack(_FIXED_FMT, fixed)
+    if magic != MAGIC or fmt != FORMAT or rsize != RECORD:
+        return None
+    return FIXED + hlen + ncards * RECORD + MAC_LEN
+
+
+class Receiver:
+    """Streams one bundle to `directory/config.new`: write(chunk) ..., then finish() or abort().
+
+    Only the last 32 bytes seen (the candidate MAC) and the 20-byte fixed header are kept in RAM.
+    """
+
+    MAX_HEADER = 16384  # the header JSON is parsed in RAM: bound it
+
+    def __init__(self, directory, config_key, locker_id, current_version, max_bytes):
+        self._dir = directory
+        self._path = directory + "/" + INCOMING
+        self._locker = locker_id
+        self._current = current_version
+        self._max = max_bytes
+        self._mac = mac.HMAC(config_key)
+        self._tail = bytearray(MAC_LEN)
+        self._ntail = 0
+        self._fixed = bytearray(FIXED)
+        self._nfixed = 0
+        self._declared = None
+        self.received = 0
+        self._f = open(self._path, "wb")
+
+    def _fail(self, reason):
+        self.abort()
+        raise BundleError(reason)
+
+    def abort(self):
+        """Drops what was received (connection lost, bundle refused); config.bin is untouched."""
+        if self._f is not None:
+            try:
+                self._f.close()
+            except OSError:
+                pass
+            self._f = None
+        _remove(self._path)
+
+    def _emit(self, data):
+        # `data` is part of the signed body: to the MAC, to flash, and the fixed header noted.
+        self._mac.update(data)
+        self._f.write(data)
+
+    def _check_fixed(self):
+        # Not yet authenticated: this only refuses early what could never be accepted.
+        size = _declared_size(self._fixed)
+        if size is None:
+            self._fail("malformed")
+        hlen = struct.unpack_from(">I", self._fixed, 16)[0]
+        if size > self._max or hlen > self.MAX_HEADER:
+            self._fail("too_large")
+        self._declared = size
+
+    def write(self, chunk):
+        if self._f is None:
+            raise BundleError("malformed")  # refused or finished already
+        n = len(chunk)
+        self.received += n
+        if self.received > self._max:
+            self._fail("too_large")
+        if self._declared is not None and self.received > self._declared:
+            self._fail("malformed")
+        mv = memoryview(chunk)
+        if self._nfixed < FIXED:  # the first bytes received are the fixed header
+            k = min(FIXED - self._nfixed, n)
+            self._fixed[self._nfixed : self._nfixed + k] = mv[:k]
+            self._nfixed += k
+            if self._nfixed == FIXED:
+                self._check_fixed()
+        emit = self._ntail + n - MAC_LEN
+        if emit > 0:
+            # the oldest held-back bytes and the head of this chunk are no longer the tail
+            t = min(emit, self._ntail)
+            if t:
+                self._emit(memoryview(self._tail)[:t])
+                self._tail[: self._ntail - t] = self._tail[t : self._ntail]
+                self._ntail -= t
+            c = emit - t
+            if c:
+                self._emit(mv[:c])
+            mv = mv[c:]
+        self._tail[self._ntail : self._ntail + len(mv)] = mv
+        self._ntail += len(mv)
+
+    def finish(self):
+        """Verifies the whole bundle and makes it current; returns its version."""
+        if self._f is None:
+            raise BundleError("malformed")
+        self._f.write(memoryview(self._tail)[: self._ntail])  # the MAC, kept for load()
+        self._f.close()
+        self._f = None
+        if self._ntail < MAC_LEN or self._nfixed < FIXED:
+            self._fail("truncated")
+        if not mac.equal(self._mac.digest(), self._tail):
+            if self._declared is not None and self.received < self._declared:
+                self._fail("truncated")
+            self._fail("bad_signature")
+        if self.received != self._declared:
+            self._fail("malformed")
+        try:
+            with open(self._path, "rb") as f:
+                version, header = _read_header(f)
+                _check_cards(f, header["_ncards"])
+        except BundleError as e:
+            self._fail(e.reason)
+        except (OSError, ValueError, KeyError, TypeError):
+            self._fail("malformed")
+        if header.get("locker") != self._locker:
+            self._fail("wrong_locker")
+        if self._current is not None and version <= self._current:
+            self._fail("stale")
+        os.rename(self._path, self._dir + "/" + CURRENT)
+        return version
+
+
+def _read_header(f):
+    """Reads the fixed header and the JSON header from the start of f; returns (version, dict)."""
+    fixed = f.read(FIXED)
+    if len(fixed) != FIXED or _declared_size(fixed) is None:
+        raise BundleError("malformed")
+    _, _, _, _, version, ncards, hlen = struct.unpack(_FIXED_FMT, fixed)
+    if hlen > Receiver.MAX_HEADER:
+        raise BundleError("too_large")
+    raw = f.read(hlen)
+    if len(raw) != hlen:
+        raise BundleError("truncated")
+    try:
+        header = json.loads(raw.decode())
+    except (ValueError, UnicodeError):
+        raise BundleError("malformed") from None
+    del raw
+    if not isinstance(header, dict) or header.get("version") != version:
+        raise BundleError("malformed")
+    if not isinstance(header.get("locker"), str):
+        raise BundleError("malformed")
+    tt = header.get("timetable")
+    grants = header.get("grants", [])
+    if not (tt is None or isinstance(tt, dict)) or not isinstance(grants, list):
+        raise BundleError("malformed")
+    header["_ncards"] = ncards  # removed again by the caller
+    header["_cards_at"] = FIXED + hlen
+    return version, header
+
+
+def _check_cards(f, ncards):
+    """Card records well formed and strictly ascending by card_hash (binary search needs it)."""
+    rec = bytearray(RECORD)
+    prev = bytearray(HASH_LEN)
+    for i in range(ncards):
+        if f.readinto(rec) != RECORD:
+            raise BundleError("truncated")
+        if i and _compare(rec, prev) <= 0:
+            raise BundleError("malformed")
+        role, _, _, plen = rec[16], rec[17], rec[18], rec[19]
+        if not 1 <= role <= 4 or plen > PERSON_MAX:
+            raise BundleError("malformed")
+        prev[:] = memoryview(rec)[:HASH_LEN]
+
+
+def _compare(buf, key):
+    # bytes order of the first 16 bytes, without slicing (no allocation inside a lookup)
+    for i in range(HASH_LEN):
+        d = buf[i] - key[i]
+        if d:
+            return d
+    return 0
+
+
+class Card:
+    """One card of the roster as the locker knows it."""
+
+    def __init__(self, rec):
+        self.hash = bytes(rec[:HASH_LEN])
+        self.role = ROLES[rec[16]]
+        self.year = rec[17]  # 0 when not a pupil
+        flags = rec[18]
+        self.walk_home = bool(flags & FLAG_WALK_HOME)
+        self.revoked = bool(flags & FLAG_REVOKED)
+        self.person = bytes(rec[20 : 20 + rec[19]]).decode()
+
+    def __repr__(self):
+        return "Card({}, {}, year={}, walk_home={}, revoked={})".format(
+            self.person, self.role, self.year, self.walk_home, self.revoked
+        )
+
+
+class Bundle:
+    """The configuration in force: header in RAM, card table read from flash on each lookup.
+
+    Keeps config.bin open (littlefs and POSIX both keep an open file readable after a newer
+    bundle is renamed over it); `close()` it when a newer Bundle replaces it.
+    """
+
+    def __init__(self, f, version, header):
+        self._f = f
+        self.version = version
+        self.ncards = header.pop("_ncards")
+        self._cards_at = header.pop("_cards_at")
+        self.header = header
+        self._rec = bytearray(RECORD)
+        self._key = memoryview(self._rec)[:HASH_LEN]
+
+    @property
+    def timetable(self):
+        return self.header.get("timetable")
+
+    @property
+    def grants(self):
+        return self.header.get("grants") or []
+
+    @classmethod
+    def load(cls, directory, config_key=None):
+        """The bundle in `directory/config.bin`, or None when there is none or it cannot be
+        trusted (with config_key its MAC is checked again: flash can rot)."""
+        try:
+            return cls.open(directory + "/" + CURRENT, config_key)
+        except (OSError, BundleError):
+            return None
+
+    @classmethod
+    def open(cls, path, config_key=None):
+        """Like load() but raises OSError when absent and BundleError(reason) when corrupt."""
+        f = open(path, "rb")
+        try:
+            size = f.seek(0, 2)
+            f.seek(0)
+            if config_key is not None:
+                _verify_file(f, config_key, size)
+            version, header = _read_header(f)
+            if size != header["_cards_at"] + header["_ncards"] * RECORD + MAC_LEN:
+                raise BundleError("malformed")
+            return cls(f, version, header)
+        except BaseException:
+            f.close()
+            raise
+
+    def close(self):
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def lookup(self, card_hash):
+        """The Card whose keyed hash is `card_hash` (16 bytes), or None."""
+        f, key = self._f, self._key
+        lo, hi = 0, self.ncards
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            f.seek(self._cards_at + mid * RECORD)
+            f.readinto(key)
+            d = _compare(key, card_hash)
+            if d < 0:
+                lo = mid + 1
+            elif d > 0:
+                hi = mid
+            else:
+                f.readinto(memoryview(self._rec)[HASH_LEN:])
+                return Card(self._rec)
+        return None
+
+
+def _verify_file(f, key, size):
+    if size < FIXED + MAC_LEN:
+        raise BundleError("truncated")
+    h = mac.HMAC(key)
+    buf = bytearray(_BUF)
+    mv = memoryview(buf)
+    left = size - MAC_LEN
+    while left:
+        n = f.readinto(mv[: min(left, _BUF)])
+        if not n:
+            raise BundleError("truncated")
+        h.update(mv[:n])
+        left -= n
+    tag = f.read(MAC_LEN)
+    f.seek(0)
+    if not mac.equal(h.digest(), tag):
+        raise BundleError("bad_signature")

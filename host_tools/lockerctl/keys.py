@@ -1,0 +1,69 @@
+"""Keys shared by the host and a locker: the same derivations as the firmware's `locker/mac.py`.
+
+Each locker has a 32-byte secret; from it come one key per purpose (docs/protocol.md, Keys), so
+a leaked card hash table says nothing about the key that signs commands.
+"""
+
+import hashlib
+import hmac
+import secrets
+
+SECRET_BYTES = 32
+CARD = b"classlocker card"
+CONFIG = b"classlocker config"
+CMD = b"classlocker cmd"
+CARD_HASH_BYTES = 16
+
+
+def hmac_sha256(key: bytes, msg: bytes) -> bytes:
+    return hmac.new(key, msg, hashlib.sha256).digest()
+
+
+def derive(secret: bytes, label: bytes) -> bytes:
+    """A key for one purpose: HMAC-SHA256(secret, label)."""
+    return hmac_sha256(secret, label)
+
+
+def card_key(secret: bytes) -> bytes:
+    return derive(secret, CARD)
+
+
+def config_key(secret: bytes) -> bytes:
+    return derive(secret, CONFIG)
+
+
+def cmd_key(secret: bytes) -> bytes:
+    return derive(secret, CMD)
+
+
+def equal(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)
+
+
+def new_secret() -> bytes:
+    return secrets.token_bytes(SECRET_BYTES)
+
+
+def parse_secret(text: str) -> bytes:
+    """A locker secret from its hex form (`device.json` `secret`); ValueError otherwise."""
+    try:
+        raw = bytes.fromhex(text)
+    except (ValueError, TypeError):
+        raise ValueError(f"secret must be {SECRET_BYTES * 2} hex digits") from None
+    if len(raw) != SECRET_BYTES:
+        raise ValueError(f"secret must be {SECRET_BYTES * 2} hex digits, got {len(text)}")
+    return raw
+
+
+def normalise_uid(text: str) -> str:
+    """A card UID as 8 or 14 upper-case hex digits (4- or 7-byte UID); ValueError otherwise."""
+    uid = str(text).strip().upper()
+    if len(uid) not in (8, 14) or any(c not in "0123456789ABCDEF" for c in uid):
+        raise ValueError(f"card UID {text!r}: expected 8 or 14 hex digits")
+    return uid
+
+
+def card_hash(secret: bytes, uid_hex: str) -> bytes:
+    """What a locker with this secret knows a card by: HMAC(card_key, uid bytes)[:16]."""
+    uid = bytes.fromhex(normalise_uid(uid_hex))
+    return hmac_sha256(card_key(secret), uid)[:CARD_HASH_BYTES]
