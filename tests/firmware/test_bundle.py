@@ -7,11 +7,10 @@ import json
 import os
 import struct
 
-from mpytest import raises, tmpdir
-
 from locker import mac
 from locker.bundle import Bundle, BundleError, Receiver
 from locker.registry import Registry, parse_uid
+from mpytest import raises, tmpdir
 
 SECRET = bytes(range(32))
 CARD_KEY = mac.derive(SECRET, mac.CARD)
