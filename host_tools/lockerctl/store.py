@@ -3,8 +3,8 @@ tools make (ingest, configuration inputs, lockers, grants, the audit trail).
 
 SQLite (the default) runs with WAL and foreign keys on; every write transaction starts with
 `BEGIN IMMEDIATE`, so two processes (`serve` and a command) never fail upgrading a read lock.
-Nothing here is SQLite-only: types are portable and the chain's head row is read `FOR UPDATE`, which
-serialises appends on PostgreSQL.
+Nothing here is SQLite-only: types are portable and the chain's head row is read `FOR UPDATE`,
+which serialises appends on PostgreSQL.
 
 Schema changes are named migrations (`MIGRATIONS`), each applied once, in its own transaction, and
 recorded in the `migrations` table. The Table objects below are the schema of `0001_initial`; a
@@ -731,12 +731,13 @@ class Store:
                 .order_by(cards.c.person_id, cards.c.uid)
             ).all()
 
-    def person(self, site: str, person_id: str):
-        """(person_id, name, role, active, roles: set of the roles of their unrevoked cards)."""
+    def person(self, site: str, person_id: str, include_inactive: bool = False):
+        """(person_id, name, role, active, roles: set of the roles of their unrevoked cards), or
+        None if the roster does not list the person (now, or ever with `include_inactive`)."""
         with self._read() as conn:
             p = conn.execute(sa.select(people).where(people.c.site == site,
                                                      people.c.person_id == person_id)).first()
-            if p is None:
+            if p is None or not (p.active or include_inactive):
                 return None
             roles = set(conn.execute(sa.select(cards.c.role).where(
                 cards.c.site == site, cards.c.person_id == person_id,

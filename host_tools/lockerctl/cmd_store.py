@@ -1,0 +1,515 @@
+"""The store's commands: export, audit verify, roster, locker add/list, timetable, card revoke,
+grant (CONTRACT §5). Every change is one transaction with its trail entry and a new configuration
+version, so `serve` republishes the lockers' configuration."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import hashlib
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from zoneinfo import ZoneInfo
+
+import click
+import sqlalchemy as sa
+
+from .clibase import UserError, cli, parse_hostport, site_options
+from .store import PERSON_ID_RE, Store, StoreError, mask_uid
+
+MAX_BAYS = 64
+DEFAULT_CONTROL_PORT_BASE = 7100
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no login name (a container): still say it came from the command line
+        return "cli"
+
+
+def open_store(site) -> Store:
+    """The store named by `--db`, or a one-line UserError."""
+    try:
+        return Store.open(site.db)
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    except sa.exc.SQLAlchemyError as e:
+        msg = str(e.orig if getattr(e, "orig", None) is not None else e).splitlines()[0]
+        raise UserError(f"cannot open the store {site.db}: {msg}") from None
+    except ModuleNotFoundError as e:
+        raise UserError(f"cannot open the store {site.db}: missing driver {e.name}") from None
+
+
+@contextmanager
+def _store(site):
+    st = open_store(site)
+    try:
+        yield st
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    finally:
+        st.close()
+
+
+def _check_person_id(value: str, what: str) -> str:
+    if not PERSON_ID_RE.match(value or ""):
+        raise UserError(f"{what} {value!r} is not a person id (1-28 of A-Z a-z 0-9 . _ -)")
+    return value
+
+
+@contextmanager
+def _output(path: str | None, binary: bool = False, private: bool = False):
+    """stdout, or a file written whole: a temporary file renamed over FILE at the end, so a
+    failure leaves no half-written file."""
+    if path is None or path == "-":
+        stream = click.get_binary_stream("stdout") if binary else click.get_text_stream("stdout")
+        yield stream
+        stream.flush()
+        return
+    target = os.path.abspath(path)
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        raise UserError(f"cannot write {path}: no directory {directory}")
+    fd, tmp = tempfile.mkstemp(prefix=".lockerctl-", dir=directory)
+    try:
+        if not private:
+            os.chmod(tmp, 0o644 & ~_umask())
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {
+                "encoding": "utf-8", "newline": ""})) as f:
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _progress(label: str, length: int):
+    """A progress bar on stderr when it is a terminal, else None."""
+    if not sys.stderr.isatty():
+        return None
+    return click.progressbar(length=length, label=label, file=sys.stderr)
+
+
+def _local(ts, tz: str) -> str:
+    if ts is None:
+        return ""
+    return dt.datetime.fromtimestamp(ts, ZoneInfo(tz)).isoformat(timespec="minutes")
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+@cli.command("export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "xlsx"]), default="csv",
+              show_default=True, help="Output format.")
+@click.option("--from", "from_day", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="First local date (YYYY-MM-DD), inclusive.")
+@click.option("--to", "to_day", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="Last local date (YYYY-MM-DD), inclusive.")
+@click.option("--locker", default=None, help="Only this locker's events.")
+@click.option("--person", default=None, help="Only events of this person (as holder or by).")
+@click.option("-o", "--output", default=None, metavar="FILE",
+              help="Write to FILE instead of standard output (required for xlsx on a terminal).")
+@site_options
+def export_cmd(site, fmt, from_day, to_day, locker, person, output):
+    """Export the audit trail's events as CSV, JSON Lines or Excel.
+
+    Columns: time,locker,bay,event,person_id,name,role,by,reason,seq, with `time` in the site's
+    local time (ISO 8601 with offset; empty when the locker's clock was unknown). Events are in
+    time order; --from/--to are local dates, both inclusive.
+    """
+    from .export import date_range, export_events
+
+    if fmt == "xlsx" and output in (None, "-") and sys.stdout.isatty():
+        raise UserError("xlsx is binary: give -o FILE.xlsx or redirect standard output")
+    if from_day and to_day and from_day > to_day:
+        raise UserError(f"--from {from_day:%Y-%m-%d} is after --to {to_day:%Y-%m-%d}")
+    with _store(site) as st:
+        tz = st.timezone(site.site)
+        start, end = date_range(from_day.date() if from_day else None,
+                                to_day.date() if to_day else None, tz)
+        if locker is not None and st.locker(site.site, locker) is None \
+                and st.count_events(site.site, locker=locker) == 0:
+            raise UserError(f"--locker {locker}: no such locker at site {site.site}")
+        if person is not None and st.person(site.site, person, include_inactive=True) is None \
+                and st.count_events(site.site, person=person) == 0:
+            raise UserError(f"--person {person}: not on the roster of site {site.site}")
+        bar = None
+        if sys.stderr.isatty():
+            bar = _progress("exporting", st.count_events(site.site, start, end, locker, person))
+        with _output(output, binary=(fmt == "xlsx")) as out:
+            if bar is None:
+                n = export_events(st, site.site, fmt, out, start=start, end=end, locker=locker,
+                                  person=person, timezone=tz)
+            else:
+                with bar:
+                    n = export_events(st, site.site, fmt, out, start=start, end=end,
+                                      locker=locker, person=person, timezone=tz,
+                                      progress=bar.update)
+    if output not in (None, "-"):
+        click.echo(f"exported {n} events to {output}", err=True)
+
+
+# -- audit --------------------------------------------------------------------------------------
+
+
+@cli.group("audit")
+def audit():
+    """The tamper-evident audit trail."""
+
+
+@audit.command("verify")
+@site_options
+def audit_verify(site):
+    """Check the hash chain over the whole audit trail (every site in the store).
+
+    Exit 0 printing the number of entries and the head hash when intact; otherwise exit 1
+    naming the first bad entry (edited, deleted or reordered).
+    """
+    from .trail import Broken
+
+    with _store(site) as st:
+        bar = _progress("verifying", st.trail_count()) if sys.stderr.isatty() else None
+        try:
+            if bar is None:
+                count, head = st.verify_trail()
+            else:
+                with bar:
+                    count, head = st.verify_trail(progress=bar.update)
+        except Broken as e:
+            raise UserError(f"audit trail broken: {e}") from None
+    click.echo(f"audit trail intact: {count} entries, head {head}")
+
+
+# -- roster -------------------------------------------------------------------------------------
+
+
+@cli.group("roster")
+def roster():
+    """The site's roster of people and their cards."""
+
+
+@roster.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@site_options
+def roster_import(site, file):
+    """Replace the roster with FILE.csv (all or nothing).
+
+    Header: person_id,name,role,year,walk_home,card_uid; one row per card (a person may have
+    several). role is pupil, staff, slt or office; year 1-6 for pupils (empty otherwise);
+    walk_home yes or no; card_uid 8 or 14 hex digits. The file is the whole roster: cards it no
+    longer lists are removed; a revoked card stays revoked. Every bad line is reported with its
+    line number and nothing is imported.
+    """
+    from .roster import RosterError, parse_roster
+
+    try:
+        with open(file, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise UserError(f"cannot read {file}: {e.strerror}") from None
+    try:
+        rows = parse_roster(data, file)
+    except RosterError as e:
+        for line in e.lines():
+            click.echo(line, err=True)
+        raise UserError(str(e)) from None
+    with _store(site) as st:
+        c = st.replace_roster(site.site, rows, actor=_actor(), detail={
+            "file": os.path.basename(file), "sha256": hashlib.sha256(data).hexdigest()})
+    click.echo(f"imported {c['cards']} cards for {c['people']} people ({c['added']} added, "
+               f"{c['updated']} updated, {c['removed']} removed); config version {c['version']}")
+
+
+@roster.command("export")
+@click.option("-o", "--output", default=None, metavar="FILE", help="Write to FILE.")
+@site_options
+def roster_export(site, output):
+    """The roster as CSV, one row per card, card UIDs masked (****A1B2)."""
+    from .roster import write_roster
+
+    with _store(site) as st:
+        rows = st.roster(site.site)
+    with _output(output) as out:
+        write_roster(rows, out)
+
+
+# -- lockers ------------------------------------------------------------------------------------
+
+
+@cli.group("locker")
+def locker():
+    """The site's locker banks."""
+
+
+def _new_secret() -> bytes:
+    try:
+        from .keys import new_secret
+    except ImportError:
+        return secrets.token_bytes(32)
+    s = new_secret()
+    return bytes.fromhex(s) if isinstance(s, str) else bytes(s)
+
+
+@locker.command("add")
+@click.argument("locker_id", metavar="ID")
+@click.option("--bays", type=click.IntRange(1, MAX_BAYS), default=8, show_default=True,
+              help="Number of bays.")
+@click.option("--board", type=click.Choice(["sim", "esp32"]), default="sim", show_default=True,
+              help="Board: the simulated one (unix port) or an ESP32.")
+@click.option("--broker", default=lambda: os.environ.get("LOCKER_BROKER", "127.0.0.1:1883"),
+              show_default="127.0.0.1:1883 or $LOCKER_BROKER",
+              help="Broker HOST:PORT the locker connects to.")
+@click.option("--control-port", type=click.IntRange(1, 65535), default=None,
+              help="The simulated board's control port [default: 7100 + the locker's number].")
+@click.option("--data-dir", default=None, help="The locker's data directory [default: var/ID].")
+@click.option("-o", "--output", default=None, metavar="FILE",
+              help="Write device.json to FILE (owner-only) instead of standard output.")
+@site_options
+def locker_add(site, locker_id, bays, board, broker, control_port, data_dir, output):
+    """Register locker ID and print its device.json (secret and broker credentials included)."""
+    if not PERSON_ID_RE.match(locker_id):
+        raise UserError(f"locker id {locker_id!r}: use 1-28 of A-Z a-z 0-9 . _ -")
+    host, port = parse_hostport(broker)
+    secret = _new_secret()
+    password = secrets.token_urlsafe(24)
+    with _store(site) as st:
+        if control_port is None:
+            control_port = DEFAULT_CONTROL_PORT_BASE + len(st.lockers(site.site)) + 1
+        data_dir = data_dir or f"var/{locker_id}"
+        st.add_locker(site.site, locker_id, bays, secret, password, board=board,
+                      control_port=control_port, data_dir=data_dir, actor=_actor())
+    device = {
+        "locker_id": locker_id, "site": site.site, "board": board, "bays": bays,
+        "broker": {"host": host, "port": port, "user": locker_id, "password": password,
+                   "tls": False},
+        "secret": secret.hex(),
+        "data_dir": data_dir,
+        "sim": {"control_port": control_port},
+    }
+    with _output(output, private=True) as out:
+        out.write(json.dumps(device, indent=2) + "\n")
+
+
+@locker.command("list")
+@site_options
+def locker_list(site):
+    """The site's lockers: bays, board, online, last seen, configuration and pending events."""
+    with _store(site) as st:
+        rows = st.lockers(site.site)
+        tz = st.timezone(site.site)
+    table = [("locker", "bays", "board", "online", "last_seen", "config", "pending")]
+    for r in rows:
+        state = r.state if isinstance(r.state, dict) else {}
+        online = {None: "never", True: "yes", False: "no"}[r.online]
+        table.append((r.id, str(r.bays), r.board, online, _local(r.last_seen, tz) or "-",
+                      str(state.get("config", "-")), str(state.get("pending", "-"))))
+    _print_table(table)
+
+
+def _print_table(rows) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+# -- timetable ----------------------------------------------------------------------------------
+
+
+@cli.group("timetable")
+def timetable():
+    """The site's timetable (school day, contact periods, terms)."""
+
+
+@timetable.command("set")
+@click.argument("file", type=click.Path(dir_okay=False))
+@site_options
+def timetable_set(site, file):
+    """Set the site's timetable from FILE.toml (validated first; nothing changes on an error)."""
+    from .timetable import compile_timetable, parse_timetable
+
+    try:
+        with open(file, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise UserError(f"cannot read {file}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{file}: not UTF-8 text") from None
+    parsed = parse_timetable(text, file)  # TimetableError is a one-line UserError
+    try:
+        compile_timetable(parsed, int(time.time()))
+    except (ValueError, KeyError) as e:
+        raise UserError(f"{file}: cannot compile the timetable: {e}") from None
+    with _store(site) as st:
+        version = st.set_timetable(site.site, text, parsed, parsed["timezone"], actor=_actor())
+    click.echo(f"timetable set for site {site.site} ({parsed['timezone']}); "
+               f"config version {version}")
+
+
+@timetable.command("show")
+@site_options
+def timetable_show(site):
+    """Print the site's timetable as it was set (TOML)."""
+    with _store(site) as st:
+        row = st.timetable(site.site)
+    if row is None:
+        raise UserError(f"no timetable set for site {site.site} (lockerctl timetable set FILE)")
+    click.echo(row.source, nl=not row.source.endswith("\n"))
+
+
+# -- cards --------------------------------------------------------------------------------------
+
+
+@cli.group("card")
+def card():
+    """Roster cards."""
+
+
+@card.command("revoke")
+@click.argument("person_id")
+@click.option("--card", "uid", default=None, metavar="UID",
+              help="Revoke only this card (8 or 14 hex digits) of the person.")
+@site_options
+def card_revoke(site, person_id, uid):
+    """Revoke PERSON_ID's cards (or one of them) on every locker."""
+    from .roster import normalise_uid
+
+    _check_person_id(person_id, "person")
+    if uid is not None:
+        try:
+            uid = normalise_uid(uid)
+        except ValueError as e:
+            raise UserError(f"--card: {e}") from None
+    with _store(site) as st:
+        if st.person(site.site, person_id, include_inactive=True) is None:
+            raise UserError(f"{person_id} is not on the roster of site {site.site}")
+        n = st.revoke_cards(site.site, person_id, uid, actor=_actor())
+    what = f"card {mask_uid(uid)}" if uid else f"{n} card{'s' if n != 1 else ''}"
+    if n:
+        click.echo(f"revoked {what} of {person_id}")
+    else:
+        click.echo(f"{person_id}: {'card ' + mask_uid(uid) if uid else 'cards'} already revoked")
+
+
+# -- grants -------------------------------------------------------------------------------------
+
+
+class _GrantGroup(click.Group):
+    """`grant PERSON_ID --from ...` makes a grant; `grant list` and `grant revoke ID` manage
+    them. A first word that is not a subcommand is taken as PERSON_ID of `grant add`."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["add", *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group("grant", cls=_GrantGroup)
+def grant():
+    """Exception grants: `grant PERSON_ID --from ISO --until ISO --by SLT_ID --reason TEXT
+    [--locker ID]`, `grant list`, `grant revoke ID`."""
+
+
+def parse_when(text: str, tz: str, option: str) -> int:
+    """Unix seconds of an ISO 8601 date-time; without an offset it is the site's local time."""
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UserError(f"{option} {text!r}: expected ISO 8601 like 2026-09-10T15:00 or "
+                        "2026-09-10T15:00+01:00") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=ZoneInfo(tz))
+    return int(when.timestamp())
+
+
+@grant.command("add")
+@click.argument("person_id")
+@click.option("--from", "from_", required=True, metavar="ISO",
+              help="Start, ISO 8601; without an offset, the site's local time.")
+@click.option("--until", required=True, metavar="ISO", help="End, ISO 8601.")
+@click.option("--by", "by", required=True, metavar="SLT_PERSON_ID",
+              help="The SLT member granting it.")
+@click.option("--reason", required=True, help="Why (recorded in the audit trail).")
+@click.option("--locker", default=None, metavar="ID", help="Only at this locker [default: all].")
+@site_options
+def grant_add(site, person_id, from_, until, by, reason, locker):
+    """Grant PERSON_ID access outside the rules from --from until --until (also offline)."""
+    _check_person_id(person_id, "person")
+    _check_person_id(by, "--by")
+    reason = (reason or "").strip()
+    if not reason:
+        raise UserError("--reason must not be empty")
+    if len(reason) > 200:
+        raise UserError("--reason is longer than 200 characters")
+    with _store(site) as st:
+        tz = st.timezone(site.site)
+        start = parse_when(from_, tz, "--from")
+        end = parse_when(until, tz, "--until")
+        if start >= end:
+            raise UserError(f"--from {from_} is not before --until {until}")
+        if end <= time.time():
+            raise UserError(f"--until {until} has already passed")
+        if st.person(site.site, person_id) is None:
+            raise UserError(f"{person_id} is not on the roster of site {site.site}")
+        granter = st.person(site.site, by)
+        if granter is None:
+            raise UserError(f"--by {by} is not on the roster of site {site.site}")
+        if "slt" not in granter.roles:
+            raise UserError(f"--by {by} is not an SLT member (no slt card)")
+        if locker is not None and st.locker(site.site, locker) is None:
+            raise UserError(f"--locker {locker}: no such locker at site {site.site}")
+        gid = st.add_grant(site.site, person_id, start, end, by, reason, locker,
+                           actor=_actor())
+    click.echo(f"grant {gid}: {person_id} from {_local(start, tz)} until {_local(end, tz)} "
+               f"at {locker or 'every locker'}, by {by}")
+
+
+@grant.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include ended and revoked grants.")
+@site_options
+def grant_list(site, show_all):
+    """The site's grants that have not ended (all of them with --all)."""
+    now = int(time.time())
+    with _store(site) as st:
+        rows = st.grants(site.site, include_ended=show_all, now=now)
+        tz = st.timezone(site.site)
+    table = [("id", "person", "locker", "from", "until", "by", "status", "reason")]
+    for g in rows:
+        if g.revoked_at is not None:
+            status = "revoked"
+        elif g.until_ts <= now:
+            status = "ended"
+        elif g.from_ts > now:
+            status = "future"
+        else:
+            status = "active"
+        table.append((str(g.id), g.person_id, g.locker_id or "all", _local(g.from_ts, tz),
+                      _local(g.until_ts, tz), g.by, status, g.reason))
+    _print_table(table)
+
+
+@grant.command("revoke")
+@click.argument("grant_id", metavar="ID", type=int)
+@site_options
+def grant_revoke(site, grant_id):
+    """Revoke grant ID on every locker."""
+    with _store(site) as st:
+        st.revoke_grant(site.site, grant_id, actor=_actor())
+    click.echo(f"grant {grant_id} revoked")
+
+

@@ -1,0 +1,162 @@
+"""The roster CSV: import (all or nothing, every bad line reported) and export (UIDs masked).
+
+A file is the whole roster of the site: one row per card, header exactly
+`person_id,name,role,year,walk_home,card_uid`. A re-import replaces the roster: cards no longer
+listed are removed, a card listed again keeps its revocation (`card revoke` is not undone by a
+re-import), people no longer listed are kept, inactive, so their name still shows on old events.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable
+
+from .store import PERSON_ID_RE, ROLES, mask_uid
+
+HEADER = ["person_id", "name", "role", "year", "walk_home", "card_uid"]
+MAX_NAME = 200
+_UID_SEPARATORS = re.compile(r"[\s:.-]")
+_HEX = re.compile(r"[0-9A-F]*\Z")
+
+
+class RosterError(ValueError):
+    """A roster file with bad lines: `problems` is [(line, message)], in file order."""
+
+    def __init__(self, source: str, problems: list[tuple[int, str]]):
+        self.source = source
+        self.problems = problems
+        n = len({line for line, _ in problems})
+        super().__init__(f"{source}: {n} bad line{'s' if n != 1 else ''}; nothing imported")
+
+    def lines(self) -> list[str]:
+        return [f"{self.source}:{line}: {msg}" for line, msg in self.problems]
+
+
+def normalise_uid(text: str) -> str:
+    """A card UID as upper-case hex, 8 or 14 digits (separators `:`, `-`, `.`, spaces dropped);
+    ValueError naming what is wrong otherwise."""
+    uid = _UID_SEPARATORS.sub("", text or "").upper()
+    if not uid:
+        raise ValueError("card_uid is empty")
+    if not _HEX.match(uid):
+        raise ValueError(f"card_uid {text!r} is not hexadecimal")
+    if len(uid) not in (8, 14):
+        raise ValueError(f"card_uid {text!r} has {len(uid)} hex digits, expected 8 or 14")
+    return uid
+
+
+def _row(values: dict) -> tuple[dict, list[str]]:
+    """Validates one row's values; (normalised row, problems)."""
+    problems = []
+    pid = values["person_id"].strip()
+    if not PERSON_ID_RE.match(pid):
+        problems.append(f"person_id {pid!r} must be 1-28 of A-Z a-z 0-9 . _ -")
+    name = values["name"].strip()
+    if not name:
+        problems.append("name is empty")
+    elif len(name) > MAX_NAME:
+        problems.append(f"name is longer than {MAX_NAME} characters")
+    role = values["role"].strip().lower()
+    if role not in ROLES:
+        problems.append(f"role {values['role']!r} must be one of {', '.join(ROLES)}")
+    year_text = values["year"].strip()
+    year = 0
+    if role == "pupil":
+        if not year_text.isdigit() or not 1 <= int(year_text) <= 6:
+            problems.append(f"year {year_text!r} must be 1-6 for a pupil")
+        else:
+            year = int(year_text)
+    elif year_text not in ("", "0"):
+        problems.append(f"year {year_text!r} is for pupils only (leave it empty for {role})")
+    walk_text = values["walk_home"].strip().lower()
+    if walk_text not in ("yes", "no", ""):
+        problems.append(f"walk_home {values['walk_home']!r} must be yes or no")
+    walk_home = walk_text == "yes"
+    try:
+        uid = normalise_uid(values["card_uid"].strip())
+    except ValueError as e:
+        problems.append(str(e))
+        uid = None
+    return ({"person_id": pid, "name": name, "role": role, "year": year,
+             "walk_home": walk_home, "card_uid": uid}, problems)
+
+
+def parse_roster(data: bytes | str, source: str = "roster") -> list[dict]:
+    """The validated rows of a roster file, or RosterError listing every bad line."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise RosterError(source, [(data[:e.start].count(b"\n") + 1,
+                                        "not UTF-8 text")]) from None
+    elif data.startswith("\ufeff"):
+        data = data[1:]
+    reader = csv.reader(io.StringIO(data, newline=""))
+    problems: list[tuple[int, str]] = []
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise RosterError(source, [(1, "empty file: expected the header " + ",".join(HEADER))]
+        ) from None
+    except csv.Error as e:
+        raise RosterError(source, [(1, f"not CSV: {e}")]) from None
+    if [h.strip().lower() for h in header] != HEADER:
+        raise RosterError(source, [(1, f"header must be {','.join(HEADER)} "
+                                       f"(found {','.join(header)})")])
+    rows: list[dict] = []
+    uid_line: dict[str, tuple[int, str]] = {}
+    names: dict[str, tuple[int, str]] = {}
+    start = 2
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            problems.append((start, f"not CSV: {e}"))
+            break
+        line = start
+        start = reader.line_num + 1
+        if not any(f.strip() for f in fields):
+            continue  # blank line
+        if len(fields) != len(HEADER):
+            problems.append((line, f"{len(fields)} fields, expected {len(HEADER)}"))
+            continue
+        row, errs = _row(dict(zip(HEADER, fields, strict=True)))
+        uid, pid = row["card_uid"], row["person_id"]
+        if uid is not None and uid in uid_line:
+            other_line, other_pid = uid_line[uid]
+            if other_pid == pid:
+                errs.append(f"card {uid} is listed twice for {pid} (line {other_line})")
+            else:
+                errs.append(f"card {uid} is also on {other_pid} (line {other_line})")
+        elif uid is not None:
+            uid_line[uid] = (line, pid)
+        if pid in names and row["name"] and names[pid][1] != row["name"]:
+            errs.append(f"name {row['name']!r} differs from {names[pid][1]!r} for {pid} "
+                        f"(line {names[pid][0]})")
+        elif row["name"]:
+            names.setdefault(pid, (line, row["name"]))
+        problems.extend((line, e) for e in errs)
+        if not errs:
+            rows.append(row)
+    if problems:
+        raise RosterError(source, problems)
+    if not rows:
+        raise RosterError(source, [(2, "no rows: a roster lists at least one card (an "
+                                       "import replaces the whole roster)")])
+    return rows
+
+
+def write_roster(rows: Iterable, out) -> int:
+    """Writes the roster CSV (same header as the import) with UIDs masked; returns the count."""
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(HEADER)
+    n = 0
+    for r in rows:
+        w.writerow([r.person_id, r.name, r.role, r.year if r.role == "pupil" else "",
+                    "yes" if r.walk_home else "no", mask_uid(r.card_uid)])
+        n += 1
+    return n
