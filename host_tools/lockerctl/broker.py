@@ -1,0 +1,606 @@
+"""A locked-down mosquitto for one site: password file, ACL, configuration and TLS material.
+
+What `lockerctl broker config DIR` writes (docs/security.md explains why each part is there):
+
+- `passwd`: one line per account in mosquitto 2.0's own format,
+  `user:$7$<iterations>$<salt>$<hash>` with PBKDF2-HMAC-SHA512 (64-byte hash, 12-byte salt,
+  base64), exactly what `mosquitto_passwd` writes. Accounts: every locker of the site (user =
+  locker id) and the host's own account.
+- `acl`: a locker publishes only `event`, `status` and `state` under its own topic root and reads
+  only its own `ack`, `config` and `cmd`; the host account reads every locker's `event`, `status`
+  and `state` and writes `ack`, `config` and `cmd`. Anything not granted is denied: mosquitto
+  drops such a publish silently and never delivers such a message to a subscriber.
+- `mosquitto.conf`: no anonymous access, a payload size limit, persistence in `DIR/data/`, the
+  listener(s); with TLS a site CA (`ca.crt`, its key `ca.key` readable by root only) and a server
+  certificate (`server.crt`, `server.key`).
+
+Everything is built in memory first and then each file is replaced atomically, so a failure
+leaves the previous configuration in place. The module is pure apart from `write_files` and
+`file_owner`, which deal with the file system's owners and modes.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import ipaddress
+import os
+import pwd
+import re
+import secrets
+import socket
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# mosquitto_passwd's defaults for `$7$` hashes (mosquitto 2.0, src/password_mosq.c).
+PW_ITERATIONS = 101
+PW_SALT_BYTES = 12
+PW_HASH_BYTES = 64
+
+DEFAULT_MESSAGE_LIMIT = 256 * 1024
+CARD_RECORD_BYTES = 48  # docs/protocol.md, `config`
+HEADER_ALLOWANCE = 64 * 1024  # timetable offsets and grants in the bundle's JSON header
+
+BROKER_USER = "mosquitto"  # the account mosquitto switches to when started as root
+HOST_USER_PREFIX = "lockerctl-"
+
+LOCKER_TOPICS_OUT = ("event", "status", "state")  # a locker publishes these
+LOCKER_TOPICS_IN = ("ack", "config", "cmd")  # a locker reads these
+
+# Names that end up in topics, the password file and the ACL: no MQTT wildcards, no separators.
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+CA_DAYS = 3650
+SERVER_DAYS = 825
+RENEW_BEFORE_DAYS = 30
+
+
+class BrokerError(ValueError):
+    """Something about the request or the existing files that stops the configuration."""
+
+
+def check_name(what: str, value: str) -> str:
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise BrokerError(
+            f"{what} {value!r} cannot be used on the broker: letters, digits, "
+            "'.', '_' and '-' only (1-64)"
+        )
+    return value
+
+
+# --- password file -------------------------------------------------------------------------
+
+
+def hash_password(
+    password: str, salt: bytes | None = None, iterations: int = PW_ITERATIONS
+) -> str:
+    """mosquitto's `$7$` hash of `password`, as `mosquitto_passwd` writes it."""
+    if salt is None:
+        salt = secrets.token_bytes(PW_SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, PW_HASH_BYTES)
+    return "$7${}${}${}".format(
+        iterations, base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
+    )
+
+
+def check_password(password: str, hashed: str) -> bool:
+    """True when `hashed` (a `$7$` hash) is the hash of `password`."""
+    parts = hashed.split("$")
+    if len(parts) != 5 or parts[1] != "7":
+        return False
+    try:
+        iterations = int(parts[2])
+        salt = base64.b64decode(parts[3], validate=True)
+        want = base64.b64decode(parts[4], validate=True)
+    except ValueError:
+        return False
+    got = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, len(want))
+    return secrets.compare_digest(got, want)
+
+
+def password_file(accounts: list[tuple[str, str]]) -> str:
+    """The password file's text for (user, password) pairs."""
+    lines = []
+    seen = set()
+    for user, password in accounts:
+        check_name("broker user", user)
+        if user in seen:
+            raise BrokerError(f"broker user {user!r} appears twice")
+        if not password:
+            raise BrokerError(f"broker user {user!r} has no password")
+        seen.add(user)
+        lines.append(f"{user}:{hash_password(password)}\n")
+    return "".join(lines)
+
+
+# --- ACL ---------------------------------------------------------------------------------
+
+
+def topic_root(site: str, locker_id: str) -> str:
+    return f"lockers/{site}/{locker_id}/"
+
+
+def acl_text(site: str, locker_ids: list[str], host_user: str) -> str:
+    """The ACL: the host account's rights, then each locker's (its own topic root only)."""
+    check_name("site", site)
+    check_name("broker user", host_user)
+    out = [
+        f"# classlocker site {site}: generated by `lockerctl broker config`; re-run it.\n",
+        "# Anything not granted here is denied (a denied publish is dropped silently).\n\n",
+        f"# the host service (lockerctl serve, open)\nuser {host_user}\n",
+    ]
+    for name in LOCKER_TOPICS_OUT:
+        out.append(f"topic read lockers/{site}/+/{name}\n")
+    for name in LOCKER_TOPICS_IN:
+        out.append(f"topic write lockers/{site}/+/{name}\n")
+    for locker_id in locker_ids:
+        check_name("locker id", locker_id)
+        if locker_id == host_user:
+            raise BrokerError(f"locker id {locker_id!r} is the host's broker account name")
+        root = topic_root(site, locker_id)
+        out.append(f"\nuser {locker_id}\n")
+        for name in LOCKER_TOPICS_OUT:
+            out.append(f"topic write {root}{name}\n")
+        for name in LOCKER_TOPICS_IN:
+            out.append(f"topic read {root}{name}\n")
+    return "".join(out)
+
+
+# --- configuration -----------------------------------------------------------------------
+
+
+@dataclass
+class Listener:
+    host: str
+    port: int
+    tls: bool = False
+
+
+@dataclass
+class Plan:
+    """Everything `broker config` will write, decided before anything is written."""
+
+    dir: Path
+    site: str
+    listeners: list[Listener]
+    message_limit: int
+    run_as: str | None  # mosquitto's `user` option, when it must be set (None: its default)
+    files: dict[str, bytes] = field(default_factory=dict)
+    secret_files: set[str] = field(default_factory=set)  # only the broker account may read
+    root_only: set[str] = field(default_factory=set)  # not even the broker account (CA key)
+
+
+def default_listen(tls: bool) -> Listener:
+    """Plain MQTT only on loopback by default; with TLS the listener the lockers reach."""
+    return Listener("0.0.0.0", 8883, True) if tls else Listener("127.0.0.1", 1883, False)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def conf_text(plan: Plan) -> str:
+    d = plan.dir
+    lines = [
+        f"# classlocker site {plan.site}: generated by `lockerctl broker config`; do not edit, "
+        "re-run it.\n",
+        f"# Run: mosquitto -c {d / 'mosquitto.conf'}   Reload after a change: kill -HUP <pid>\n\n",
+        "per_listener_settings false\n",
+        "allow_anonymous false\n",
+        f"password_file {d / 'passwd'}\n",
+        f"acl_file {d / 'acl'}\n",
+        "# a config bundle is the biggest payload; anything larger is dropped\n",
+        f"message_size_limit {plan.message_limit}\n",
+        "max_inflight_messages 0\n",
+        "max_queued_messages 10000\n",
+        "persistence true\n",
+        f"persistence_location {d / 'data'}/\n",
+        "autosave_interval 60\n",
+    ]
+    if plan.run_as:
+        lines.append(f"user {plan.run_as}\n")
+    for listener in plan.listeners:
+        lines.append(f"\nlistener {listener.port} {listener.host}\n")
+        if listener.tls:
+            lines += [
+                f"cafile {d / 'ca.crt'}\n",
+                f"certfile {d / 'server.crt'}\n",
+                f"keyfile {d / 'server.key'}\n",
+                "tls_version tlsv1.2\n",
+                "require_certificate false\n",
+            ]
+    return "".join(lines)
+
+
+def estimate_bundle_bytes(cards: int) -> int:
+    """A generous estimate of the biggest config bundle for `cards` card records."""
+    return 20 + HEADER_ALLOWANCE + cards * CARD_RECORD_BYTES + 32
+
+
+def choose_message_limit(cards: int, requested: int | None) -> int:
+    need = estimate_bundle_bytes(cards)
+    if requested is None:
+        return max(DEFAULT_MESSAGE_LIMIT, 2 * need)
+    if requested < need:
+        raise BrokerError(
+            f"--message-limit {requested} is smaller than the site's config bundle "
+            f"(about {need} bytes for {cards} cards)"
+        )
+    return requested
+
+
+# --- TLS material ------------------------------------------------------------------------
+
+
+def default_names(listeners: list[Listener]) -> list[str]:
+    names = ["localhost", "127.0.0.1", socket.gethostname()]
+    fqdn = socket.getfqdn()
+    if fqdn:
+        names.append(fqdn)
+    for listener in listeners:
+        if listener.host not in ("", "0.0.0.0", "::"):
+            names.append(listener.host)
+    out = []
+    for name in names:
+        if name and name not in out:
+            out.append(name)
+    return out
+
+
+def _san(names: list[str]):
+    from cryptography import x509
+
+    entries = []
+    for name in names:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            entries.append(x509.DNSName(name))
+    return x509.SubjectAlternativeName(entries)
+
+
+def _now():
+    return datetime.datetime.now(datetime.UTC)
+
+
+def make_ca(site: str, days: int = CA_DAYS) -> tuple[bytes, bytes]:
+    """A new site CA: (key PEM, certificate PEM). ECDSA P-256, which ESP32 mbedTLS handles."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "classlocker"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"classlocker {site} CA"),
+        ]
+    )
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        cert.public_bytes(serialization.Encoding.PEM),
+    )
+
+
+def make_server_cert(
+    ca_key_pem: bytes, ca_cert_pem: bytes, names: list[str], days: int = SERVER_DAYS
+) -> tuple[bytes, bytes]:
+    """A server certificate for `names` (DNS names or IP addresses) signed by the site CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "classlocker"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, names[0]),
+                ]
+            )
+        )
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(min(now + datetime.timedelta(days=days), ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(_san(names), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return (
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        cert.public_bytes(serialization.Encoding.PEM),
+    )
+
+
+def _cert_names(cert) -> set[str]:
+    from cryptography import x509
+
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(v) for v in san.get_values_for_type(x509.IPAddress)} | set(
+        san.get_values_for_type(x509.DNSName)
+    )
+
+
+def tls_material(
+    dir: Path, site: str, names: list[str], new_ca: bool = False, renew: bool = False
+) -> tuple[dict[str, bytes], list[str]]:
+    """The CA and server files for DIR: the existing ones kept while they are still good.
+
+    Returns ({file name: content}, notes). The CA is kept unless `new_ca` (a new CA means every
+    locker needs the new `ca.crt`); the server certificate is reissued when asked (`renew`), when
+    the CA changed, when its names differ or when it expires within RENEW_BEFORE_DAYS.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    notes = []
+    ca_key_path, ca_crt_path = dir / "ca.key", dir / "ca.crt"
+    ca = None
+    if not new_ca and ca_key_path.exists() and ca_crt_path.exists():
+        try:
+            ca_key_pem, ca_cert_pem = ca_key_path.read_bytes(), ca_crt_path.read_bytes()
+            ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+            ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+        except (ValueError, OSError) as e:
+            raise BrokerError(
+                f"{ca_crt_path} or {ca_key_path} cannot be read ({e}); "
+                "use --new-ca to make a new site CA"
+            ) from None
+        if ca_cert.public_key().public_numbers() != ca_key.public_key().public_numbers():
+            raise BrokerError(f"{ca_key_path} is not the key of {ca_crt_path}; use --new-ca")
+        if ca_cert.not_valid_after_utc < _now() + datetime.timedelta(days=RENEW_BEFORE_DAYS):
+            raise BrokerError(
+                f"the site CA {ca_crt_path} expires on "
+                f"{ca_cert.not_valid_after_utc:%Y-%m-%d}: rotate it with --new-ca"
+            )
+        ca = (ca_key_pem, ca_cert_pem)
+    if ca is None:
+        ca = make_ca(site)
+        notes.append("made a new site CA: every locker needs the new ca.crt")
+        renew = True
+    files = {"ca.key": ca[0], "ca.crt": ca[1]}
+
+    srv_key_path, srv_crt_path = dir / "server.key", dir / "server.crt"
+    if not renew and srv_key_path.exists() and srv_crt_path.exists():
+        try:
+            cert = x509.load_pem_x509_certificate(srv_crt_path.read_bytes())
+            key_pem = srv_key_path.read_bytes()
+            key = serialization.load_pem_private_key(key_pem, password=None)
+            ca_cert = x509.load_pem_x509_certificate(ca[1])
+            good = (
+                cert.issuer == ca_cert.subject
+                and cert.public_key().public_numbers() == key.public_key().public_numbers()
+                and cert.not_valid_after_utc > _now() + datetime.timedelta(days=RENEW_BEFORE_DAYS)
+                and _cert_names(cert) == set(names)
+            )
+        except (ValueError, OSError):
+            good = False
+        if good:
+            files["server.key"], files["server.crt"] = key_pem, srv_crt_path.read_bytes()
+            return files, notes
+    files["server.key"], files["server.crt"] = make_server_cert(ca[0], ca[1], names)
+    notes.append("issued a server certificate for " + ", ".join(names))
+    return files, notes
+
+
+# --- owners and modes --------------------------------------------------------------------
+
+
+@dataclass
+class Owner:
+    """Who the broker's files belong to. `uid`/`gid` None: the current user, owner-only modes."""
+
+    uid: int | None
+    gid: int | None
+    run_as: str | None  # what to put in mosquitto.conf's `user` (None: leave mosquitto's default)
+    warning: str | None = None
+
+
+def _can_enter(path: Path, uid: int, gids: set[int]) -> bool:
+    st = path.stat()
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid in gids:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def file_owner(dir: Path) -> Owner:
+    """How to own DIR's files so that mosquitto can read them however it is started.
+
+    Started as root, mosquitto switches to the `mosquitto` account before it reads the password
+    file, the ACL and the keys: those files then belong to that account (mode 0600). Where that
+    account does not exist, or cannot reach DIR (a parent directory closed to it), mosquitto is
+    told to stay root (`user root`) and a warning says so. Not root: everything is owner-only.
+    """
+    if os.geteuid() != 0:
+        return Owner(None, None, None)
+    try:
+        account = pwd.getpwnam(BROKER_USER)
+    except KeyError:
+        return Owner(
+            None,
+            None,
+            "root",
+            warning=f"there is no {BROKER_USER!r} account: the "
+            "broker will run as root (create the account, then re-run)",
+        )
+    gids = set(os.getgrouplist(account.pw_name, account.pw_gid))
+    parent = dir.resolve().parent
+    for ancestor in [parent, *parent.parents]:
+        if not _can_enter(ancestor, account.pw_uid, gids):
+            return Owner(
+                None,
+                None,
+                "root",
+                warning=f"{ancestor} is closed to the "
+                f"{BROKER_USER!r} account: the broker will run as root (choose a DIR "
+                "it can reach, e.g. /etc/mosquitto/classlocker, then re-run)",
+            )
+    return Owner(account.pw_uid, account.pw_gid, None)
+
+
+def _write_atomic(path: Path, data: bytes, mode: int, uid: int | None, gid: int | None) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            if uid is not None:
+                os.fchown(f.fileno(), uid, gid)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def prepare_dir(dir: Path, owner: Owner) -> None:
+    """DIR (root-owned, group of the broker account, 0750; or owner-only) and DIR/data."""
+    dir.mkdir(parents=True, exist_ok=True)
+    data = dir / "data"
+    data.mkdir(exist_ok=True)
+    if owner.uid is not None:
+        os.chown(dir, 0, owner.gid)
+        os.chmod(dir, 0o750)
+        os.chown(data, owner.uid, owner.gid)
+        os.chmod(data, 0o700)
+    else:
+        os.chmod(dir, 0o700)
+        os.chmod(data, 0o700)
+
+
+def write_files(plan: Plan, owner: Owner) -> list[Path]:
+    """Writes the plan's files (each replaced atomically); returns their paths."""
+    prepare_dir(plan.dir, owner)
+    written = []
+    for name, data in plan.files.items():
+        path = plan.dir / name
+        if owner.uid is None:
+            _write_atomic(path, data, 0o600, None, None)
+        elif name in plan.root_only:
+            _write_atomic(path, data, 0o600, 0, 0)
+        elif name in plan.secret_files:
+            _write_atomic(path, data, 0o600, owner.uid, owner.gid)
+        else:  # mosquitto.conf and ca.crt: root's, readable by the broker (SIGHUP re-reads)
+            _write_atomic(path, data, 0o640, 0, owner.gid)
+        written.append(path)
+    return written
+
+
+def build_plan(
+    dir: Path,
+    site: str,
+    lockers: list[tuple[str, str]],
+    host_user: str,
+    host_password: str,
+    listeners: list[Listener],
+    message_limit: int,
+    owner: Owner,
+    tls_files: dict[str, bytes] | None = None,
+) -> Plan:
+    """The whole configuration in memory. `lockers`: (locker id, broker password) pairs."""
+    check_name("site", site)
+    dir = dir.resolve()
+    plan = Plan(
+        dir=dir, site=site, listeners=listeners, message_limit=message_limit, run_as=owner.run_as
+    )
+    ids = [locker_id for locker_id, _ in lockers]
+    accounts = [(host_user, host_password), *lockers]
+    plan.files["passwd"] = password_file(accounts).encode()
+    plan.files["acl"] = acl_text(site, ids, host_user).encode()
+    plan.secret_files |= {"passwd", "acl"}
+    if tls_files:
+        plan.files.update(tls_files)
+        plan.secret_files.add("server.key")
+        plan.root_only.add("ca.key")
+    ports = {}
+    for listener in listeners:
+        if listener.port in ports:
+            raise BrokerError(f"two listeners on port {listener.port}")
+        ports[listener.port] = listener
+    plan.files["mosquitto.conf"] = conf_text(plan).encode()
+    return plan
+
+
+def new_host_account(site: str) -> tuple[str, str]:
+    return HOST_USER_PREFIX + check_name("site", site), secrets.token_urlsafe(24)

@@ -1,0 +1,304 @@
+"""`lockerctl broker config` (a locked-down mosquitto for the site), `lockerctl locker rekey`."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+import click
+
+from .clibase import Site, UserError, broker_options, cli, parse_hostport, site_options
+
+
+def _open_store(site: Site):
+    from .store import Store, StoreError
+
+    try:
+        return Store.open(site.db)
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    except Exception as e:  # a driver's error: still one line
+        raise UserError(f"cannot open the store {site.db}: {e}") from None
+
+
+def _site_cards(st, site: str, locker_ids: list[str]) -> int:
+    if not locker_ids:
+        return 0
+    cards, _, _ = st.config_inputs(site, locker_ids[0])
+    return len(cards)
+
+
+@cli.group("broker")
+def broker_group():
+    """The MQTT broker the lockers and the host meet on."""
+
+
+@broker_group.command("config")
+@site_options
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="Where the broker listens [127.0.0.1:1883; with --tls 0.0.0.0:8883].",
+)
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="TLS on the listener: a site CA and a server "
+    "certificate are made in DIRECTORY (kept on later runs).",
+)
+@click.option(
+    "--local-port",
+    type=click.IntRange(0, 65535),
+    default=1883,
+    show_default=True,
+    help="With --tls: a plain listener on 127.0.0.1 for the host tools (0: none).",
+)
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    metavar="DNS|IP",
+    help="With --tls: a name the lockers use for the broker (repeatable) [this "
+    "host's names and loopback].",
+)
+@click.option("--renew", is_flag=True, help="With --tls: issue a new server certificate.")
+@click.option(
+    "--new-ca",
+    is_flag=True,
+    help="With --tls: make a new site CA (every locker then needs the new ca.crt).",
+)
+@click.option(
+    "--message-limit",
+    type=click.IntRange(1024, 256 * 1024 * 1024),
+    default=None,
+    metavar="BYTES",
+    help="Largest payload the broker accepts [256 KiB, or twice the "
+    "site's config bundle if bigger].",
+)
+@click.option(
+    "--new-host-password",
+    is_flag=True,
+    help="Replace the host account's password (restart `lockerctl serve` after).",
+)
+def broker_config(
+    site: Site,
+    directory: Path,
+    listen,
+    tls,
+    local_port,
+    names,
+    renew,
+    new_ca,
+    message_limit,
+    new_host_password,
+):
+    """Write a mosquitto configuration for the site into DIRECTORY: mosquitto.conf, a password
+    file (every locker and the host's own account), an ACL (each locker publishes only under its
+    own topic root and reads only its own ack, config and cmd) and, with --tls, the site CA and
+    server certificate. No anonymous access. The host account is recorded in the store; later
+    commands use it. Run the broker with `mosquitto -c DIRECTORY/mosquitto.conf`; after adding
+    or rekeying a locker, run this again and reload the broker (kill -HUP its pid)."""
+    from . import broker
+
+    if not tls and (renew or new_ca or names):
+        raise UserError("--renew, --new-ca and --name only apply with --tls")
+    if listen:
+        try:
+            host, port = parse_hostport(listen, 8883 if tls else 1883)
+        except UserError as e:
+            raise UserError(f"--listen: {e.format_message()}") from None
+        if not 0 < port < 65536:
+            raise UserError(f"--listen: bad port {port}")
+        main = broker.Listener(host, port, tls)
+    else:
+        main = broker.default_listen(tls)
+    listeners = [main]
+    if tls and local_port and local_port != main.port:
+        listeners.append(broker.Listener("127.0.0.1", local_port, False))
+
+    st = _open_store(site)
+    try:
+        rows = st.lockers(site.site)
+        lockers = [(r.id, r.broker_password) for r in rows]
+        creds = st.broker_credentials(site.site)
+        host_user, host_password = broker.new_host_account(site.site)
+        if creds and not new_host_password:
+            host_user, host_password = creds
+        elif creds:
+            host_user = creds[0]
+        limit = broker.choose_message_limit(
+            _site_cards(st, site.site, [r.id for r in rows]), message_limit
+        )
+        directory = directory.resolve()
+        if directory.exists() and not directory.is_dir():
+            raise UserError(f"{directory} is not a directory")
+        owner = broker.file_owner(directory)
+        tls_files, notes = None, []
+        if tls:
+            tls_files, notes = broker.tls_material(
+                directory,
+                site.site,
+                list(names) or broker.default_names(listeners),
+                new_ca=new_ca,
+                renew=renew,
+            )
+        plan = broker.build_plan(
+            directory,
+            site.site,
+            lockers,
+            host_user,
+            host_password,
+            listeners,
+            limit,
+            owner,
+            tls_files,
+        )
+    except broker.BrokerError as e:
+        raise UserError(str(e)) from None
+
+    if owner.warning:
+        click.echo(f"lockerctl: warning: {owner.warning}", err=True)
+    for listener in listeners:
+        if not listener.tls and not broker.is_loopback(listener.host):
+            click.echo(
+                f"lockerctl: warning: {listener.host}:{listener.port} is plain MQTT: "
+                "passwords cross the network in clear (use --tls)",
+                err=True,
+            )
+    if not lockers:
+        click.echo(
+            "lockerctl: warning: the site has no lockers yet (lockerctl locker add, then "
+            "run this again)",
+            err=True,
+        )
+
+    if creds != (host_user, host_password):
+        st.set_broker_credentials(site.site, host_user, host_password)
+    try:
+        written = broker.write_files(plan, owner)
+    except OSError as e:
+        raise UserError(f"cannot write the broker configuration in {directory}: {e}") from None
+    st.record_action(
+        site.site,
+        "lockerctl",
+        "broker_config",
+        {
+            "dir": str(directory),
+            "lockers": len(lockers),
+            "tls": bool(tls),
+            "listen": [f"{x.host}:{x.port}" for x in listeners],
+            "message_limit": limit,
+        },
+    )
+    for note in notes:
+        click.echo(note)
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(
+        f"{len(lockers)} locker account(s) and the host account {host_user!r}; "
+        f"payload limit {limit} bytes"
+    )
+    click.echo(
+        f"run: mosquitto -c {directory / 'mosquitto.conf'}   "
+        "(running already: kill -HUP <its pid> to reload)"
+    )
+
+
+# --- locker rekey ---------------------------------------------------------------------------
+
+
+def device_json(row, site: Site, tls: bool = False) -> dict:
+    """What `locker add` prints, for a locker row of the store (secret and password included)."""
+    device = {
+        "locker_id": row.id,
+        "site": site.site,
+        "board": row.board or "sim",
+        "bays": row.bays,
+        "broker": {
+            "host": site.broker_host,
+            "port": site.broker_port,
+            "user": row.id,
+            "password": row.broker_password,
+            "tls": bool(tls),
+        },
+        "secret": bytes(row.secret).hex(),
+        "data_dir": row.data_dir or f"var/{row.id}",
+    }
+    if device["board"] == "sim":
+        device["sim"] = {"control_port": row.control_port or 7100}
+    return device
+
+
+def _locker_group():
+    """The `locker` group (cmd_store defines it with `locker add`); made here if not loaded."""
+    group = cli.commands.get("locker")
+    if group is None:
+        try:
+            import lockerctl.cmd_store  # noqa: F401  (defines the group with `locker add`)
+        except ModuleNotFoundError as e:
+            if e.name != "lockerctl.cmd_store":
+                raise
+        group = cli.commands.get("locker")
+    if group is None:
+
+        @cli.group("locker")
+        def locker():
+            """The site's locker banks."""
+
+        group = locker
+    return group
+
+
+@_locker_group().command("rekey")
+@broker_options
+@click.argument("locker_id")
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Write `tls: true` into the new device.json (a broker "
+    "configured with --tls; --broker then names its TLS port).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the new device.json to this file (owner-only) instead of stdout.",
+)
+def locker_rekey(site: Site, locker_id, tls, output):
+    """Give a locker a new secret and a new broker password and print its new device.json.
+
+    The locker keeps its journal: events not yet acknowledged are sent after it comes back with
+    the new device.json. Procedure: flash the new device.json (make flash DEVICE=...), run
+    `lockerctl broker config DIR` again and reload mosquitto (kill -HUP its pid); `lockerctl
+    serve` signs the next configuration with the new key by itself."""
+    from .keys import new_secret
+    from .store import StoreError
+
+    st = _open_store(site)
+    if st.locker(site.site, locker_id) is None:
+        raise UserError(f"no locker {locker_id} at site {site.site}")
+    secret = new_secret()
+    password = secrets.token_urlsafe(24)
+    try:
+        version = st.set_locker_secret(site.site, locker_id, secret, password)
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    text = json.dumps(device_json(st.locker(site.site, locker_id), site, tls), indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        from .broker import _write_atomic
+
+        try:
+            _write_atomic(output.resolve(), text.encode(), 0o600, None, None)
+        except OSError as e:
+            raise UserError(f"cannot write {output}: {e}") from None
+    click.echo(
+        f"locker {locker_id} rekeyed (configuration version {version}); flash the new "
+        "device.json, re-run `lockerctl broker config` and reload the broker",
+        err=True,
+    )
