@@ -1,11 +1,15 @@
 """The timetable file (CONTRACT §5): a good file parses and compiles; every mistake is one line
 that names the file, the key and the value."""
 
+import datetime as dt
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lockerctl.clibase import UserError
 from lockerctl.timetable import (
+    KEYS,
     TimetableError,
     compile_timetable,
     local_iso,
@@ -180,3 +184,63 @@ def test_every_mistake_is_one_line_naming_file_and_key(what, text, words):
     for word in words:
         assert word in message, f"{what}: {word!r} not in {message!r}"
     assert isinstance(info.value, UserError)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, str):
+        return json.dumps(v)
+    return str(v)  # int, float, date, time
+
+
+_scalar = st.one_of(
+    st.integers(-2000, 2000),
+    st.booleans(),
+    st.floats(-10, 10, allow_nan=False),
+    st.sampled_from(
+        [
+            "08:45",
+            "15:15",
+            "23:59",
+            "24:00",
+            "9:5",
+            "2026-09-03",
+            "2026-02-30",
+            "Europe/London",
+            "Nowhere/City",
+            "",
+            "x",
+        ]
+    ),
+    st.dates(dt.date(2025, 1, 1), dt.date(2028, 12, 31)),
+    st.times().map(lambda t: t.replace(microsecond=0)),
+)
+_value = st.recursive(_scalar, lambda inner: st.lists(inner, max_size=4), max_leaves=10)
+
+
+_BASE = {
+    "timezone": "Europe/London",
+    "home_time": "15:15",
+    "contact": [["08:45", "10:30"], ["13:00", "15:15"]],
+    "terms": [["2026-09-03", "2026-10-23"], ["2026-11-02", "2026-12-18"]],
+    "closed": ["2026-11-02"],
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from([*KEYS, "lunch"]), _value, max_size=3),
+    st.sets(st.sampled_from(list(_BASE)), max_size=1),
+)
+def test_any_file_either_parses_or_is_one_line_error(changes, dropped):
+    doc = {k: v for k, v in {**_BASE, **changes}.items() if k not in dropped}
+    text = "".join(f"{k} = {_toml_value(v)}\n" for k, v in doc.items())
+    try:
+        tt = parse_timetable(text, "fuzz.toml")
+    except TimetableError as e:
+        assert "\n" not in e.format_message() and e.format_message().startswith("fuzz.toml")
+    else:
+        compile_timetable(tt, 1795549393, years=1)  # whatever parses also compiles
