@@ -1,0 +1,274 @@
+# Locker events: the codes for types and reasons, the compact binary form the journal keeps on
+# flash, and the JSON payload of the MQTT `event` topic (CONTRACT §4).
+#
+# The code of a word is its index in TYPES or REASONS. Codes are on flash: append new words at the
+# end, never reorder or remove one. A type or reason that is not in the table (a new word, the
+# office's free-text reason for a remote open) is stored as text instead of a code.
+#
+# Binary event (all integers little-endian):
+#   u8  flags: bit0 ts, bit1 bay, bit2 person, bit3 by, bit4 reason present;
+#              bit5 reason is text (else a u8 code), bit6 type is text (else a u8 code)
+#   u32 seq
+#   u32 ts                     (when bit0)
+#   u8 type code | text        (text = u8 length + UTF-8 bytes, at most 255)
+#   u8 bay                     (when bit1)
+#   text person, text by       (when bits 2, 3)
+#   u8 reason code | text      (when bit4)
+# A deposit with ts, bay 3 and person "P0123" takes 17 bytes.
+
+import json
+import struct
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+TYPES = (
+    "boot",
+    "deposit",
+    "retrieve",
+    "override",
+    "denied",
+    "policy_flag",
+    "uncollected",
+    "door_forced",
+    "door_left_open",
+    "door_closed",
+    "emergency_open",
+    "cmd_rejected",
+    "cancelled",
+    "config_applied",
+    "config_rejected",
+    "journal_near_full",
+    "clock_set",
+)
+
+REASONS = (
+    "contact_hours",
+    "unknown_card",
+    "revoked",
+    "no_free_bay",
+    "clock_unknown",
+    "not_holder",
+    "override_fob",
+    "bad_signature",
+    "expired",
+    "replayed",
+    "malformed",
+    "too_large",
+    "wrong_locker",
+    "no_such_bay",
+    "journal_full",
+    "deposit",
+    "retrieve",
+    "staff",
+    "pupil",
+    "slt",
+    "office",
+    "truncated",
+    "stale",
+    "phone_not_allowed",
+    "grant",
+    "unknown",
+)
+
+_TS = const(0x01)
+_BAY = const(0x02)
+_PERSON = const(0x04)
+_BY = const(0x08)
+_REASON = const(0x10)
+_REASON_TEXT = const(0x20)
+_TYPE_TEXT = const(0x40)
+_KNOWN = const(0x7F)
+
+MAX_TEXT = const(255)  # bytes of UTF-8 in one text field
+# the largest encoding: flags, seq, ts, type text, bay, person, by, reason text
+MAX_ENCODED = const(1 + 4 + 4 + 256 + 1 + 256 + 256 + 256)
+_U32 = 0xFFFFFFFF
+
+
+class Event:
+    __slots__ = ("seq", "ts", "type", "bay", "person", "by", "reason")
+
+    def __init__(self, seq, ts, type, bay=None, person=None, by=None, reason=None):  # noqa: A002
+        self.seq = seq
+        self.ts = ts
+        self.type = type
+        self.bay = bay
+        self.person = person
+        self.by = by
+        self.reason = reason
+
+    def __eq__(self, other):
+        return isinstance(other, Event) and self.fields() == other.fields()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def fields(self):
+        return (self.seq, self.ts, self.type, self.bay, self.person, self.by, self.reason)
+
+    def __repr__(self):
+        return "Event({!r}, {!r}, {!r}, {!r}, {!r}, {!r}, {!r})".format(*self.fields())
+
+
+def _text(name, value):
+    if not isinstance(value, str):
+        raise ValueError("event: {} must be text, not {!r}".format(name, value))
+    raw = value.encode("utf-8")
+    if len(raw) > MAX_TEXT:
+        raise ValueError("event: {} longer than {} bytes".format(name, MAX_TEXT))
+    return raw
+
+
+def _u32(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _U32:
+        raise ValueError("event: {} must be an integer 0..4294967295, not {!r}".format(name, value))
+    return value
+
+
+def _code(table, word):
+    try:
+        return table.index(word)
+    except ValueError:
+        return -1
+
+
+def encode_into(ev, buf, pos=0):
+    """Writes the binary form of ev into buf (a bytearray with room for MAX_ENCODED bytes from
+    pos); returns the position after it. Raises ValueError naming the bad field."""
+    seq = _u32("seq", ev.seq)
+    flags = 0
+    if ev.ts is not None:
+        _u32("ts", ev.ts)
+        flags |= _TS
+    type_code = _code(TYPES, ev.type)
+    if type_code < 0:
+        type_raw = _text("type", ev.type)
+        if not type_raw:
+            raise ValueError("event: type must not be empty")
+        flags |= _TYPE_TEXT
+    if ev.bay is not None:
+        if not isinstance(ev.bay, int) or isinstance(ev.bay, bool) or not 0 <= ev.bay <= 255:
+            raise ValueError("event: bay must be an integer 0..255, not {!r}".format(ev.bay))
+        flags |= _BAY
+    person = by = reason_raw = None
+    if ev.person is not None:
+        person = _text("person", ev.person)
+        flags |= _PERSON
+    if ev.by is not None:
+        by = _text("by", ev.by)
+        flags |= _BY
+    reason_code = -1
+    if ev.reason is not None:
+        flags |= _REASON
+        reason_code = _code(REASONS, ev.reason)
+        if reason_code < 0:
+            reason_raw = _text("reason", ev.reason)
+            flags |= _REASON_TEXT
+    buf[pos] = flags
+    struct.pack_into("<I", buf, pos + 1, seq)
+    pos += 5
+    if flags & _TS:
+        struct.pack_into("<I", buf, pos, ev.ts)
+        pos += 4
+    if flags & _TYPE_TEXT:
+        pos = _put_text(buf, pos, type_raw)
+    else:
+        buf[pos] = type_code
+        pos += 1
+    if flags & _BAY:
+        buf[pos] = ev.bay
+        pos += 1
+    if person is not None:
+        pos = _put_text(buf, pos, person)
+    if by is not None:
+        pos = _put_text(buf, pos, by)
+    if flags & _REASON:
+        if reason_raw is not None:
+            pos = _put_text(buf, pos, reason_raw)
+        else:
+            buf[pos] = reason_code
+            pos += 1
+    return pos
+
+
+def _put_text(buf, pos, raw):
+    n = len(raw)
+    buf[pos] = n
+    buf[pos + 1 : pos + 1 + n] = raw
+    return pos + 1 + n
+
+
+def encode(ev):
+    """The binary form of ev as bytes."""
+    buf = bytearray(MAX_ENCODED)
+    n = encode_into(ev, buf)
+    return bytes(buf[:n])
+
+
+def decode(buf, start=0, end=None):
+    """The Event encoded in buf[start:end]. Raises ValueError when it is not a whole, valid
+    encoding (never returns a misread event)."""
+    if end is None:
+        end = len(buf)
+    mv = memoryview(buf)
+    try:
+        flags = mv[start]
+        if flags & ~_KNOWN:
+            raise ValueError("event: unknown flags")
+        seq = struct.unpack_from("<I", mv, start + 1)[0]
+        pos = start + 5
+        ts = None
+        if flags & _TS:
+            ts = struct.unpack_from("<I", mv, pos)[0]
+            pos += 4
+        if flags & _TYPE_TEXT:
+            kind, pos = _get_text(mv, pos, end)
+        else:
+            kind = TYPES[mv[pos]]
+            pos += 1
+        bay = person = by = reason = None
+        if flags & _BAY:
+            bay = mv[pos]
+            pos += 1
+        if flags & _PERSON:
+            person, pos = _get_text(mv, pos, end)
+        if flags & _BY:
+            by, pos = _get_text(mv, pos, end)
+        if flags & _REASON:
+            if flags & _REASON_TEXT:
+                reason, pos = _get_text(mv, pos, end)
+            else:
+                reason = REASONS[mv[pos]]
+                pos += 1
+    except IndexError:
+        raise ValueError("event: truncated or unknown code") from None
+    if pos != end:
+        raise ValueError("event: {} bytes where {} were expected".format(end - start, pos - start))
+    return Event(seq, ts, kind, bay, person, by, reason)
+
+
+def _get_text(mv, pos, end):
+    n = mv[pos]
+    stop = pos + 1 + n
+    if stop > end:
+        raise IndexError
+    return str(bytes(mv[pos + 1 : stop]), "utf-8"), stop
+
+
+def to_json(ev):
+    """The MQTT `event` payload (CONTRACT §4), keys in the contract's order."""
+    return '{{"seq": {}, "ts": {}, "type": {}, "bay": {}, "person": {}, "by": {}, "reason": {}}}'.format(
+        ev.seq,
+        "null" if ev.ts is None else ev.ts,
+        json.dumps(ev.type),
+        "null" if ev.bay is None else ev.bay,
+        json.dumps(ev.person),
+        json.dumps(ev.by),
+        json.dumps(ev.reason),
+    )

@@ -1,0 +1,437 @@
+# The journal: every event the locker records, on flash before it takes effect, kept until the
+# host acknowledges it. Format and reasoning: docs/journal.md.
+#
+# A directory of segment files `<8 hex digits>.seg`, numbered upwards. Each segment is a run of
+# records:   u16 length | u32 crc32(length bytes + body) | body (length bytes)
+# and a body starts with its kind: EVENT (an encoded Event, locker/events.py), SNAPSHOT (first in
+# every segment: the seq it covers, the acked mark and the caller's bay state) or ACK (the acked
+# mark). A segment is only ever appended to; a record that fails its CRC ends the segment's
+# readable part and nothing is appended after it (the next commit starts a new segment). A
+# segment is deleted when the next one's snapshot covers only acknowledged events.
+
+import os
+import struct
+from binascii import crc32
+
+from locker import events as E
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+_EVENT = const(1)
+_SNAPSHOT = const(2)
+_ACK = const(3)
+_HDR = const(6)  # u16 length, u32 crc
+_SNAP_HEAD = const(9)  # kind, u32 covered seq, u32 acked
+_MAX_EVENT_RECORD = const(6 + 1 + 1030)  # header, kind, events.MAX_ENCODED
+_CTZ_ROOM = const(64)  # littlefs keeps block pointers inside file blocks: stay in whole blocks
+_ACK_ROOM = const(256)  # the tail of every segment is kept for ack records (about 23)
+_RESERVE = const(131072)  # default: leave this much of the filesystem to everything else
+_DEFAULT_CAPACITY = const(393216)  # default budget: 96 blocks of a 512 KB partition
+_SUFFIX = ".seg"
+
+
+class JournalFull(Exception):
+    """append() on a full journal: nothing was appended (deny the tap: `journal_full`)."""
+
+
+class Journal:
+    def __init__(self, directory, snapshot_fn, capacity_bytes=None, segment_bytes=16384):
+        if not 2048 <= segment_bytes <= 1048576:
+            raise ValueError("journal: segment_bytes must be 2048..1048576")
+        self.directory = directory
+        self._snapshot_fn = snapshot_fn
+        self.segment_bytes = segment_bytes
+        self._capacity_arg = capacity_bytes
+        self._event_limit = segment_bytes - _CTZ_ROOM - _ACK_ROOM
+        self._ack_limit = segment_bytes - _CTZ_ROOM
+        self.last_seq = 0  # highest seq handed out (appended); committed ones are durable
+        self.committed = 0  # highest seq on flash
+        self.acked = 0
+        self._segs = []  # [segment number, seq its snapshot covers], oldest first
+        self._next_num = 1
+        self._cur = None  # append handle of the last segment
+        self._cur_size = 0
+        self._roll = True  # the next write starts a new segment
+        self._rbuf = bytearray(_HDR + 1 + 1030)
+        self._rmv = memoryview(self._rbuf)
+        self._wbuf = bytearray(_MAX_EVENT_RECORD)
+        self._wmv = memoryview(self._wbuf)
+        self._obuf = bytearray(1024)  # framed records appended but not committed
+        self._olen = 0
+        self.capacity = 0
+        self._max_segs = 0
+
+    # -- opening and recovery ------------------------------------------------------------------
+
+    def open(self):
+        """Recover from flash. Returns (snapshot bytes or None, iterator of the Events after it,
+        in seq order): the caller rebuilds its state from them before its first commit."""
+        _makedirs(self.directory)
+        self._set_capacity()
+        nums = []
+        for name in os.listdir(self.directory):
+            if name.endswith(_SUFFIX) and len(name) == 8 + len(_SUFFIX):
+                try:
+                    nums.append(int(name[:8], 16))
+                except ValueError:
+                    pass
+        nums.sort()
+        self._next_num = (nums[-1] + 1) if nums else 1
+        segs = []
+        acked = 0
+        for num in nums:
+            head = self._snapshot_head(num)
+            if head is None:  # nothing readable (a segment cut while it was being started)
+                self._remove(num)
+                continue
+            segs.append([num, head[0]])
+            acked = max(acked, head[1])
+        self._segs = segs
+        snap = None
+        committed = 0
+        self._roll = True
+        if segs:
+            num, covered = segs[-1]
+            committed = covered
+            end = 0
+            for kind, off, n in self._records(num):
+                if kind == _EVENT:
+                    seq = struct.unpack_from("<I", self._rbuf, _HDR + 2)[0]
+                    committed = max(committed, seq)
+                elif kind == _ACK:
+                    acked = max(acked, struct.unpack_from("<I", self._rbuf, _HDR + 1)[0])
+                end = off + _HDR + n
+            self._cur_size = end
+            # append only right after the last good record: garbage after it means a new segment
+            self._roll = _size(self._path(num)) != end
+            snap = self._read_snapshot(num)
+        self.committed = self.last_seq = committed
+        self.acked = min(acked, committed)
+        self._drop()
+        events = self._events_in(segs[-1][0], segs[-1][1], committed) if segs else iter(())
+        return snap, events
+
+    def _set_capacity(self):
+        cap = self._capacity_arg
+        if cap is None:
+            cap = _DEFAULT_CAPACITY
+            try:
+                st = os.statvfs(self.directory)
+                cap = min(cap, st[0] * st[2] - _RESERVE)
+            except (OSError, AttributeError):
+                pass
+        self._max_segs = cap // self.segment_bytes
+        if self._max_segs < 2:
+            raise ValueError(
+                "journal: capacity {} holds fewer than 2 segments of {} bytes".format(
+                    cap, self.segment_bytes
+                )
+            )
+        self.capacity = self._max_segs * self.segment_bytes
+
+    # -- state -----------------------------------------------------------------------------------
+
+    @property
+    def pending(self):
+        """Events on flash the host has not acknowledged."""
+        return self.committed - self.acked
+
+    @property
+    def used_bytes(self):
+        if not self._segs:
+            return self._olen
+        return (len(self._segs) - 1) * self.segment_bytes + self._cur_size + self._olen
+
+    @property
+    def near_full(self):
+        return self.used_bytes * 5 >= self.capacity * 4
+
+    @property
+    def full(self):
+        """True exactly when append() would refuse: one more event of the largest size might
+        not fit without a segment beyond the capacity."""
+        if len(self._segs) < self._max_segs:
+            return False
+        if self._roll:
+            return True
+        return self._cur_size + self._olen + _MAX_EVENT_RECORD > self._event_limit
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def append(self, type, ts, bay=None, person=None, by=None, reason=None):  # noqa: A002
+        """Assigns the next seq and buffers the event; commit() makes it durable. Raises
+        ValueError for a malformed event, JournalFull when full; nothing appended then."""
+        if self.full:
+            raise JournalFull("journal full: {} events not acknowledged".format(self.pending))
+        ev = E.Event(self.last_seq + 1, ts, type, bay, person, by, reason)
+        buf = self._wbuf
+        buf[_HDR] = _EVENT
+        end = E.encode_into(ev, buf, _HDR + 1)
+        self._frame(end)
+        self._out(self._wmv[:end])
+        self.last_seq = ev.seq
+        return ev
+
+    def commit(self):
+        """Writes and flushes everything appended: durable when this returns. On an error the
+        appended events are dropped (the caller did not act on them) and their seqs reused."""
+        if not self._olen:
+            return
+        try:
+            self._write(memoryview(self._obuf)[: self._olen], self._event_limit)
+        except Exception:
+            self._olen = 0
+            self.last_seq = self.committed
+            raise
+        self._olen = 0
+        self.committed = self.last_seq
+
+    def ack(self, seq):
+        """The host stored every event up to seq. Ignored (False) beyond what is on flash or at
+        or below the mark; otherwise persisted, then fully acknowledged segments are dropped."""
+        if not isinstance(seq, int) or seq <= self.acked or seq > self.committed:
+            return False
+        buf = self._wbuf
+        buf[_HDR] = _ACK
+        struct.pack_into("<I", buf, _HDR + 1, seq)
+        end = _HDR + 5
+        self._frame(end)
+        self._write(self._wmv[:end], self._ack_limit)
+        self.acked = seq
+        self._drop()
+        return True
+
+    def _frame(self, end):
+        buf = self._wbuf
+        struct.pack_into("<H", buf, 0, end - _HDR)
+        struct.pack_into("<I", buf, 2, crc32(self._wmv[_HDR:end], crc32(self._wmv[0:2])))
+
+    def _out(self, rec):
+        need = self._olen + len(rec)
+        if need > len(self._obuf):
+            grown = bytearray(max(need, 2 * len(self._obuf)))
+            grown[: self._olen] = memoryview(self._obuf)[: self._olen]
+            self._obuf = grown
+        self._obuf[self._olen : need] = rec
+        self._olen = need
+
+    def _write(self, data, limit):
+        """Appends data (whole records) to the last segment, or to a new one, and flushes."""
+        if self._roll or self._cur is None and not self._segs:
+            self._new_segment(data)
+            return
+        if self._cur_size + len(data) > limit:
+            self._new_segment(data)
+            return
+        try:
+            if self._cur is None:
+                self._cur = open(self._path(self._segs[-1][0]), "ab")
+            self._cur.write(data)
+            self._cur.flush()
+        except Exception:
+            self._broken()
+            raise
+        self._cur_size += len(data)
+
+    def _new_segment(self, data):
+        snap = self._snapshot_fn()
+        if len(snap) > 65535 - _SNAP_HEAD or len(snap) > self.segment_bytes // 4:
+            raise ValueError("journal: snapshot of {} bytes is too large".format(len(snap)))
+        self._close()
+        num = self._next_num
+        self._next_num += 1
+        rec = bytearray(_HDR + _SNAP_HEAD + len(snap))
+        rec[_HDR] = _SNAPSHOT
+        struct.pack_into("<II", rec, _HDR + 1, self.committed, self.acked)
+        rec[_HDR + _SNAP_HEAD :] = snap
+        mv = memoryview(rec)
+        struct.pack_into("<H", rec, 0, len(rec) - _HDR)
+        struct.pack_into("<I", rec, 2, crc32(mv[_HDR:], crc32(mv[0:2])))
+        path = self._path(num)
+        try:
+            f = open(path, "wb")
+            self._cur = f
+            f.write(rec)
+            f.write(data)
+            f.flush()
+        except Exception:
+            self._broken()
+            self._remove(num)  # if it cannot go now, open() drops or voids it later
+            raise
+        self._segs.append([num, self.committed])
+        self._cur_size = len(rec) + len(data)
+        self._roll = False
+        self._drop()
+
+    def _broken(self):
+        """A write failed: what reached flash after the last good record is unknown, so nothing
+        more goes into this segment (the next write starts a new one)."""
+        self._close()
+        self._roll = True
+
+    def _close(self):
+        f, self._cur = self._cur, None
+        if f is not None:
+            try:
+                f.close()
+            except Exception:
+                pass
+
+    def _drop(self):
+        """Deletes the oldest segments while every event in them is acknowledged (the next
+        segment's snapshot covers only acknowledged seqs). The last segment always stays: its
+        snapshot keeps seq and the acked mark when everything else is gone."""
+        segs = self._segs
+        while len(segs) > 1 and segs[1][1] <= self.acked:
+            if not self._remove(segs[0][0]):
+                break
+            segs.pop(0)
+
+    def _remove(self, num):
+        try:
+            os.remove(self._path(num))
+            return True
+        except OSError:
+            return False
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def unacked(self, after_seq=0):
+        """The events on flash with seq > after_seq and > acked, in seq order, read one at a time."""
+        lo = max(after_seq, self.acked)
+        hi = self.committed
+        segs = [s[:] for s in self._segs]
+        for i in range(len(segs)):
+            # events of a segment beyond the next one's snapshot were never committed (a write
+            # that failed): the next segment holds the real ones
+            limit = segs[i + 1][1] if i + 1 < len(segs) else hi
+            if limit <= lo:
+                continue
+            for ev in self._events_in(segs[i][0], lo, min(limit, hi)):
+                lo = ev.seq
+                yield ev
+
+    def _events_in(self, num, lo, hi):
+        """Events of segment num with lo < seq <= hi."""
+        if hi <= lo:
+            return
+        records = self._records(num)
+        try:
+            for kind, _off, n in records:
+                if kind != _EVENT:
+                    continue
+                seq = struct.unpack_from("<I", self._rbuf, _HDR + 2)[0]
+                if seq <= lo:
+                    continue
+                if seq > hi:
+                    return
+                try:
+                    ev = E.decode(self._rbuf, _HDR + 1, _HDR + n)
+                except ValueError:
+                    continue  # whole and checked, but not ours to read (a newer firmware's)
+                lo = seq
+                yield ev
+                if seq == hi:
+                    return
+        finally:
+            records.close()
+
+    def _records(self, num):
+        """Yields (kind, offset, body length) for each good record of segment num, stopping at the
+        first bad one. Bodies that fit are in self._rbuf[_HDR:] when yielded; larger ones (big
+        snapshots) are checked chunk by chunk and must be read again by the caller."""
+        try:
+            f = open(self._path(num), "rb")
+        except OSError:
+            return
+        buf = self._rbuf
+        mv = self._rmv
+        room = len(buf) - _HDR
+        off = 0
+        try:
+            while True:
+                if f.readinto(mv[:_HDR]) != _HDR:
+                    return
+                n, crc = struct.unpack_from("<HI", buf, 0)
+                if n == 0:
+                    return
+                c = crc32(mv[0:2])
+                left = n
+                kind = -1
+                while left:
+                    chunk = min(left, room)
+                    if f.readinto(mv[_HDR : _HDR + chunk]) != chunk:
+                        return
+                    if kind < 0:
+                        kind = buf[_HDR]
+                    c = crc32(mv[_HDR : _HDR + chunk], c)
+                    left -= chunk
+                if c & 0xFFFFFFFF != crc:
+                    return
+                if kind == _EVENT and n < 6 or kind == _ACK and n != 5:
+                    return
+                if kind == _SNAPSHOT and n < _SNAP_HEAD:
+                    return
+                yield kind, off, n
+                off += _HDR + n
+        finally:
+            f.close()
+
+    def _snapshot_head(self, num):
+        """(covered seq, acked) of the snapshot that starts segment num, or None."""
+        records = self._records(num)
+        try:
+            for kind, _off, n in records:
+                if kind != _SNAPSHOT:
+                    return None
+                if n <= len(self._rbuf) - _HDR:
+                    return struct.unpack_from("<II", self._rbuf, _HDR + 1)
+                return self._head(num)  # a big snapshot was read in chunks: read its head again
+            return None
+        finally:
+            records.close()
+
+    def _head(self, num):
+        with open(self._path(num), "rb") as f:
+            f.seek(_HDR + 1)
+            return struct.unpack("<II", f.read(8))
+
+    def _read_snapshot(self, num):
+        with open(self._path(num), "rb") as f:
+            head = f.read(_HDR)
+            n = struct.unpack_from("<H", head, 0)[0]
+            f.seek(_HDR + _SNAP_HEAD)
+            return f.read(n - _SNAP_HEAD)
+
+    def _path(self, num):
+        return "{}/{:08x}{}".format(self.directory, num, _SUFFIX)
+
+    def close(self):
+        self._close()
+
+
+def _size(path):
+    try:
+        return os.stat(path)[6]
+    except OSError:
+        return -1
+
+
+def _makedirs(path):
+    cur = ""
+    for part in path.split("/"):
+        if not part:
+            if not cur:
+                cur = "/"
+            continue
+        cur = cur + part if cur.endswith("/") or not cur else cur + "/" + part
+        try:
+            os.mkdir(cur)
+        except OSError:
+            pass
