@@ -1,0 +1,208 @@
+"""The store: migrations, ingest (duplicates, ack watermark), lockers, configuration inputs."""
+
+import os
+import sqlite3
+import stat
+
+import pytest
+import sqlalchemy as sa
+from lockerctl import store as store_mod
+from lockerctl.store import Store, StoreError
+
+
+def ev(seq, ts=1_790_000_000, type="boot", **kw):
+    return {"seq": seq, "ts": ts, "type": type, "bay": None, "person": None, "by": None,
+            "reason": None, **kw}
+
+
+ROWS = [
+    {"person_id": "P1", "name": "Ann", "role": "pupil", "year": 6, "walk_home": True,
+     "card_uid": "04A1B2C3"},
+    {"person_id": "S1", "name": "Sue", "role": "staff", "year": 0, "walk_home": False,
+     "card_uid": "11223344"},
+    {"person_id": "S1", "name": "Sue", "role": "slt", "year": 0, "walk_home": False,
+     "card_uid": "11223344556677"},
+]
+
+
+@pytest.fixture
+def url(tmp_path):
+    return f"sqlite:///{tmp_path / 'lockers.db'}"
+
+
+@pytest.fixture
+def st(url):
+    s = Store.open(url)
+    yield s
+    s.close()
+
+
+def test_new_sqlite_file_is_owner_only_and_in_wal_mode(st, tmp_path):
+    path = tmp_path / "lockers.db"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con.close()
+
+
+def test_migrations_are_recorded_and_idempotent(st, url):
+    assert st.applied_migrations() == ["0001_initial"]
+    again = Store.open(url)
+    assert again.migrate() == []
+    assert again.applied_migrations() == ["0001_initial"]
+    again.close()
+
+
+def test_registered_migration_applies_once(url, monkeypatch):
+    monkeypatch.setattr(store_mod, "MIGRATIONS", list(store_mod.MIGRATIONS))
+    calls = []
+
+    def add_column(conn):
+        calls.append(1)
+        conn.execute(sa.text("ALTER TABLE users ADD COLUMN theme VARCHAR(20)"))
+
+    store_mod.register_migration("0100_users_theme", add_column)
+    Store.open(url).close()
+    s = Store.open(url)
+    assert calls == [1]
+    assert "0100_users_theme" in s.applied_migrations()
+    s.close()
+
+
+def test_failed_migration_changes_nothing(url, monkeypatch):
+    monkeypatch.setattr(store_mod, "MIGRATIONS", list(store_mod.MIGRATIONS))
+    Store.open(url).close()
+
+    def half(conn):
+        conn.execute(sa.text("CREATE TABLE scratch (x INTEGER)"))
+        raise RuntimeError("boom")
+
+    store_mod.register_migration("0101_half", half)
+    with pytest.raises(RuntimeError):
+        Store.open(url)
+    s = Store.open(url, migrate=False)
+    assert "0101_half" not in s.applied_migrations()
+    assert not sa.inspect(s.engine).has_table("scratch")
+    s.close()
+
+
+def test_ingest_counts_duplicates_and_acks_contiguous_seqs(st):
+    assert st.ingest("school", [("L1", ev(1)), ("L1", ev(2)), ("L1", ev(2))]) == {"L1": 2}
+    assert st.duplicates("school") == 1
+    # a gap: 3 missing, so the ack stays at 2 while 4 and 5 are stored
+    assert st.ingest("school", [("L1", ev(4)), ("L1", ev(5)), ("L1", ev(1))]) == {"L1": 2}
+    assert st.duplicates("school") == 2
+    assert st.ingest("school", [("L1", ev(3)), ("L2", ev(2))]) == {"L1": 5, "L2": 0}
+    assert st.ingest("school", [("L2", ev(1))]) == {"L2": 2}
+    assert [(r.locker_id, r.seq) for r in st.events("school", locker="L1")] == [
+        ("L1", i) for i in range(1, 6)]
+    assert st.duplicates("school") == 2
+    assert st.duplicates("other") == 0
+
+
+def test_ingest_is_one_transaction(st, url):
+    # a resend after a commit whose ack was lost: stored once, counted as duplicates
+    batch = [("L1", ev(i, type="deposit", bay=1, person="P1")) for i in range(1, 51)]
+    assert st.ingest("school", batch) == {"L1": 50}
+    assert st.ingest("school", batch) == {"L1": 50}
+    assert st.duplicates("school") == 50
+    assert st.count_events("school") == 50
+    assert st.verify_trail()[0] == 50
+
+
+def test_ingest_keeps_fields_and_unknown_ts(st):
+    st.ingest("school", [("L1", ev(1, ts=None, type="deposit", bay=3, person="P1",
+                                    by="S1", reason="r"))])
+    (row,) = list(st.events("school"))
+    assert (row.ts, row.type, row.bay, row.person, row.by, row.reason) == (
+        None, "deposit", 3, "P1", "S1", "r")
+    assert row.sort_ts == row.received_at
+
+
+def test_lockers_commands_and_status(st, url):
+    v0 = st.config_version("school")
+    v1 = st.add_locker("school", "L1", 8, b"\x01" * 32, "pw", control_port=7101,
+                       data_dir="var/L1")
+    assert v1 == v0 + 1
+    with pytest.raises(StoreError):
+        st.add_locker("school", "L1", 8, b"\x01" * 32, "pw")
+    with pytest.raises(StoreError):
+        st.add_locker("school", "bad id!", 8, b"\x01" * 32, "pw")
+    row = st.locker("school", "L1")
+    assert (row.id, row.bays, row.secret, row.broker_password, row.online) == (
+        "L1", 8, b"\x01" * 32, "pw", None)
+    assert st.locker("school", "L9") is None and st.locker("other", "L1") is None
+    ids = [st.next_command_id("school", "L1") for _ in range(3)]
+    again = Store.open(url)
+    ids.append(again.next_command_id("school", "L1"))
+    again.close()
+    assert ids == [1, 2, 3, 4]
+    with pytest.raises(StoreError):
+        st.next_command_id("school", "L9")
+    assert st.set_locker_status("school", "L1", online=True, state={"pending": 2, "config": 4})
+    assert not st.set_locker_status("school", "L9", online=True)
+    (row,) = st.lockers("school")
+    assert row.online is True and row.state == {"pending": 2, "config": 4} and row.last_seen
+    st.set_locker_status("school", "L1", online=False)
+    assert st.locker("school", "L1").state == {"pending": 2, "config": 4}
+    v2 = st.set_locker_secret("school", "L1", b"\x02" * 32, password="pw2")
+    assert v2 == v1 + 1
+    row = st.locker("school", "L1")
+    assert row.secret == b"\x02" * 32 and row.broker_password == "pw2"
+
+
+def test_broker_credentials(st):
+    assert st.broker_credentials("school") is None
+    st.set_broker_credentials("school", "host", "s3cret")
+    st.set_broker_credentials("school", "host", "s3cret2")
+    assert st.broker_credentials("school") == ("host", "s3cret2")
+
+
+def test_config_inputs_and_versions(st):
+    st.add_locker("school", "L1", 8, b"\x01" * 32, "pw")
+    st.add_locker("school", "L2", 8, b"\x01" * 32, "pw")
+    v = st.config_version("school")
+    st.replace_roster("school", ROWS)
+    st.revoke_cards("school", "S1", "11223344")
+    now = 1_790_000_000
+    g_all = st.add_grant("school", "P1", now - 10, now + 100, "S1", "medical")
+    g_l2 = st.add_grant("school", "P1", now + 50, now + 100, "S1", "trip", locker_id="L2")
+    st.add_grant("school", "P1", now - 100, now - 10, "S1", "ended")
+    g_rev = st.add_grant("school", "P1", now, now + 100, "S1", "revoked")
+    st.revoke_grant("school", g_rev)
+    assert st.config_version("school") == v + 7
+    cards, tt, grants = st.config_inputs("school", "L1", now=now)
+    assert [(c.uid, c.person_id, c.role, c.year, c.walk_home, c.revoked) for c in cards] == [
+        ("04A1B2C3", "P1", "pupil", 6, True, False),
+        ("11223344", "S1", "staff", 0, False, True),
+        ("11223344556677", "S1", "slt", 0, False, False),
+    ]
+    assert tt is None
+    assert [g.id for g in grants] == [g_all]
+    assert grants[0].from_ts == now - 10 and grants[0].by == "S1"
+    assert [g.id for g in st.config_inputs("school", "L2", now=now)[2]] == [g_all, g_l2]
+    with pytest.raises(StoreError):
+        st.revoke_grant("school", g_rev)
+    with pytest.raises(StoreError):
+        st.revoke_cards("school", "S1", "DEADBEEF")
+    st.bump_config("school")
+    assert st.config_version("school") == v + 8
+
+
+def test_timetable_round_trip(st):
+    text = 'timezone = "Europe/London"\nhome_time = "15:15"\n'
+    parsed = {"timezone": "Europe/London", "home_time": "15:15"}
+    st.set_timetable("school", text, parsed, "Europe/London")
+    row = st.timetable("school")
+    assert row.source == text and row.parsed == parsed
+    assert st.timezone("school") == "Europe/London"
+    assert st.timezone("elsewhere", default="UTC") == "UTC"
+
+
+def test_person_lookup(st):
+    st.replace_roster("school", ROWS)
+    p = st.person("school", "S1")
+    assert p.name == "Sue" and p.roles == {"staff", "slt"} and p.role == "staff"
+    st.replace_roster("school", ROWS[:1])
+    assert st.person("school", "S1") is None
+    assert st.person("school", "S1", include_inactive=True).active is False
