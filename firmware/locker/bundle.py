@@ -78,14 +78,18 @@ class Receiver:
         self._nfixed = 0
         self._declared = None
         self.received = 0
+        self.failed = None  # the reason, once refused
         self._f = open(self._path, "wb")
 
     def _fail(self, reason):
         self.abort()
+        self.failed = reason
         raise BundleError(reason)
 
     def abort(self):
         """Drops what was received (connection lost, bundle refused); config.bin is untouched."""
+        if self.failed is None:
+            self.failed = "truncated"  # nothing more will come
         if self._f is not None:
             try:
                 self._f.close()
@@ -111,7 +115,7 @@ class Receiver:
 
     def write(self, chunk):
         if self._f is None:
-            raise BundleError("malformed")  # refused or finished already
+            raise BundleError(self.failed or "malformed")  # refused or finished already
         n = len(chunk)
         self.received += n
         if self.received > self._max:
@@ -143,7 +147,7 @@ class Receiver:
     def finish(self):
         """Verifies the whole bundle and makes it current; returns its version."""
         if self._f is None:
-            raise BundleError("malformed")
+            raise BundleError(self.failed or "malformed")  # refused, aborted or finished already
         self._f.write(memoryview(self._tail)[: self._ntail])  # the MAC, kept for load()
         self._f.close()
         self._f = None

@@ -74,8 +74,9 @@ def receive(directory, data, chunk=512, current=1, max_bytes=65536, locker="L1")
     try:
         for i in range(0, len(data), chunk):
             r.write(data[i : i + chunk])
-    except BundleError:
-        return r, "raised-in-write"
+    except BundleError as e:
+        assert r.failed == e.args[0]
+        return r, e.args[0]
     return r, None
 
 
@@ -102,32 +103,13 @@ def refused(directory, data, **kw):
     before = read(directory + "/config.bin") if exists(directory + "/config.bin") else None
     r, failed = receive(directory, data, **kw)
     with raises(BundleError) as e:
-        if failed:
-            raise BundleError(failed)  # write() refused; finish() must refuse too
-        r.finish()
-    if failed:
-        with raises(BundleError) as e2:
-            r.finish()
-        reason = e2.value.args[0]
-        assert reason == "malformed"  # a refused receiver cannot be finished
-        reason = _last_write_reason(directory, data, **kw)
-    else:
-        reason = e.value.args[0]
+        r.finish()  # after a refused write(), finish() gives the same reason
+    reason = e.value.args[0]
+    assert r.failed == reason
     after = read(directory + "/config.bin") if exists(directory + "/config.bin") else None
     assert after == before, "config.bin changed"
     assert not exists(directory + "/config.new"), "config.new left behind"
     return reason
-
-
-def _last_write_reason(directory, data, chunk=512, current=1, max_bytes=65536, locker="L1"):
-    r = Receiver(directory, CONFIG_KEY, locker, current, max_bytes)
-    try:
-        for i in range(0, len(data), chunk):
-            r.write(data[i : i + chunk])
-    except BundleError as e:
-        return e.args[0]
-    r.abort()
-    return None
 
 
 def installed(directory, version=1):
@@ -254,8 +236,12 @@ def test_abort_discards_the_partial_bundle():
     r.abort()
     assert not exists(d + "/config.new")
     assert Bundle.load(d, CONFIG_KEY).version == 1
+    assert r.failed == "truncated"
     with raises(BundleError):
         r.write(data[50:])
+    with raises(BundleError) as e:
+        r.finish()
+    assert e.value.args[0] == "truncated"
 
 
 def test_an_interrupted_reception_is_replaced_by_the_next():
