@@ -135,10 +135,10 @@ def open_(site: Site, locker, bay, by, reason, expires, wait):
     for ev in outcomes:
         if ev.get("type") == "cmd_rejected":
             rejected = ev.get("reason") or "rejected"
+        elif ev.get("bay") is None:
+            click.echo(f"{ev.get('type')}: no occupied bay to open")
         else:
-            click.echo(
-                f"{ev.get('type')}: bay {ev.get('bay')} opened"
-                + (f" (holder {ev['person']})" if ev.get("person") else "")
-            )
+            holder = f" (holder {ev['person']})" if ev.get("person") else ""
+            click.echo(f"{ev.get('type')}: bay {ev['bay']} opened{holder}")
     if rejected:
         raise UserError(f"{locker} rejected the command: {rejected}")

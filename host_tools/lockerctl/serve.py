@@ -419,21 +419,9 @@ def known_person(store, site: str, person_id: str) -> bool:
     return False
 
 
-def prepare_open(
-    store,
-    site: str,
-    locker_id: str,
-    bay,
-    by: str,
-    reason: str,
-    expires: int = DEFAULT_EXPIRES,
-    actor: str | None = None,
-    now: int | None = None,
-) -> tuple[str, bytes, dict]:
-    """Validates an office open, records it in the trail and signs it: (topic, payload, detail).
-    ValueError (one line, nothing recorded) for a bad request."""
-    from .commands import sign_command
-
+def check_open(store, site: str, locker_id: str, bay, by: str, reason: str, expires: int):
+    """Validates an office open without side effects: (locker row, bay, reason). ValueError with
+    a one-line reason for a bad request."""
     reason = (reason or "").strip()
     if not reason:
         raise ValueError("a reason is required (--reason TEXT)")
@@ -445,6 +433,26 @@ def prepare_open(
     target = parse_bay(bay, int(_field(row, "bays")))
     if not by or not known_person(store, site, by):
         raise ValueError(f"--by {by!r} is not a person on the roster of site {site!r}")
+    return row, target, reason
+
+
+def prepare_open(
+    store,
+    site: str,
+    locker_id: str,
+    bay,
+    by: str,
+    reason: str,
+    expires: int = DEFAULT_EXPIRES,
+    actor: str | None = None,
+    now: int | None = None,
+) -> tuple[str, bytes, dict]:
+    """Validates an office open, records it in the trail and signs it with the locker's key and
+    its next command id: (topic, payload, detail). ValueError (nothing recorded) for a bad
+    request. The dashboard calls this, then `Service.publish_command(locker, payload)`."""
+    from .commands import sign_command
+
+    row, target, reason = check_open(store, site, locker_id, bay, by, reason, expires)
     now = int(time.time()) if now is None else now
     cmd_id = store.next_command_id(site, locker_id)
     exp = now + int(expires)
@@ -475,11 +483,11 @@ def send_open(
     wait: float = 0.0,
     timeout: float = 10.0,
 ):
-    """`lockerctl open`: publish the signed command; with `wait`, the outcome events (list of
-    event dicts, empty when none arrived). OSError when the broker cannot be reached."""
-    topic_name, payload, detail = prepare_open(
-        store, site.site, locker_id, bay, by, reason, expires
-    )
+    """`lockerctl open`: (detail, outcomes). Validates, connects to the broker, then records and
+    signs the command and publishes it; with `wait`, the outcome events (list of event dicts,
+    empty when none arrived). ValueError for a bad request and OSError when the broker cannot be
+    reached, both before anything is recorded."""
+    check_open(store, site.site, locker_id, bay, by, reason, expires)
     user, password = broker_auth(site, store)
     client = make_client(f"lockerctl-open-{uuid.uuid4().hex[:12]}", user, password)
     outcomes: list[dict] = []
@@ -528,9 +536,16 @@ def send_open(
         rc = connected.get("rc")
         if rc is not None and rc.is_failure:
             raise OSError(f"the broker refused the connection: {rc}")
+        topic_name, payload, detail = prepare_open(
+            store, site.site, locker_id, bay, by, reason, expires
+        )
         info = client.publish(topic_name, payload, qos=1, retain=False)
-        info.wait_for_publish(timeout)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):
+            pass
         if not info.is_published():
+            store.record_action(site.site, by, "open_failed", {**detail, "error": "not sent"})
             raise OSError("the broker did not accept the command")
         if wait:
             got.wait(wait)

@@ -25,7 +25,7 @@ SITE = "school"
 def event(seq, type_="deposit", bay=1, person="P001", **kw):
     ev = {
         "seq": seq,
-        "ts": 1790000000 + seq,
+        "ts": 1790000000,
         "type": type_,
         "bay": bay,
         "person": person,
@@ -133,9 +133,9 @@ def test_each_event_stored_once_and_resends_counted(site, db_url, locker, start_
     locker.wait_ack("L1", 50)
     for seq in range(1, 51):  # the locker lost the ack and sends everything again
         locker.publish("L1", event(seq))
-    wait_for(lambda: locker.acks["L1"].count(50) >= 2, what="second ack")
+    wait_for(lambda: open_store(db_url).duplicates(SITE) == 50, what="50 duplicates counted")
+    wait_for(lambda: locker.acks["L1"].count(50) >= 2, what="the resend acknowledged")
     assert stored(db_url, "L1") == list(range(1, 51))
-    assert open_store(db_url).duplicates(SITE) == 50
 
 
 def test_bad_payloads_are_dropped_and_the_service_goes_on(site, db_url, locker, start_service):
@@ -301,3 +301,149 @@ def test_stop_commits_and_acks_what_was_received(site, db_url, locker, start_ser
     svc.stop()
     assert stored(db_url, "L1") == list(range(1, 101))
     locker.wait_ack("L1", 100)
+
+
+ROSTER = """person_id,name,role,year,walk_home,card_uid
+P001,Ada Pupil,pupil,6,yes,04A1B2C3
+S001,Sam Staff,staff,,no,04D4E5F6
+H001,Hana Head,slt,,no,04778899
+"""
+
+TIMETABLE = """timezone = "Europe/London"
+home_time = "15:15"
+y6_release_minutes = 10
+contact = [["08:45", "10:30"], ["10:45", "12:00"], ["13:00", "15:15"]]
+terms = [["2026-09-03", "2026-10-23"]]
+"""
+
+
+class ConfigWatcher:
+    def __init__(self, broker):
+        self.bundles: dict[str, list[bytes]] = {}
+        self.cond = threading.Condition()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.client.subscribe(f"lockers/{SITE}/+/config", qos=1)
+
+    def _on_message(self, client, userdata, msg):
+        with self.cond:
+            self.bundles.setdefault(msg.topic.split("/")[2], []).append(msg.payload)
+            self.cond.notify_all()
+
+    def latest(self, locker, secret, min_version=1, timeout=10):
+        from lockerctl.bundle import read_bundle
+
+        def newest():
+            got = self.bundles.get(locker)
+            if got:
+                b = read_bundle(secret, got[-1])
+                if b["version"] >= min_version:
+                    return b
+            return None
+
+        with self.cond:
+            b = self.cond.wait_for(newest, timeout)
+        assert b, f"no config >= v{min_version} for {locker}"
+        return b
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_config_published_retained_and_again_after_a_change(
+    site, db_url, broker, tmp_path, start_service
+):
+    st = open_store(db_url)
+    secret = {r.id: bytes(r.secret) for r in st.lockers(SITE)}
+    start_service()
+    watcher = ConfigWatcher(broker)  # subscribes after the publish: the bundles are retained
+    try:
+        first = watcher.latest("L1", secret["L1"])
+        assert first["version"] == st.config_version(SITE)
+        assert first["header"]["locker"] == "L1" and first["cards"] == []
+        assert watcher.latest("L2", secret["L2"])["header"]["locker"] == "L2"
+        # another process changes the roster and the timetable: republished within seconds
+        (tmp_path / "roster.csv").write_text(ROSTER)
+        (tmp_path / "tt.toml").write_text(TIMETABLE)
+        lockerctl("roster", "import", tmp_path / "roster.csv", db=db_url)
+        lockerctl("timetable", "set", tmp_path / "tt.toml", db=db_url)
+        version = open_store(db_url).config_version(SITE)
+        assert version > first["version"]
+        newer = watcher.latest("L1", secret["L1"], min_version=version, timeout=5)
+        assert sorted(c["person_id"] for c in newer["cards"]) == ["H001", "P001", "S001"]
+        tt = newer["header"]["timetable"]
+        assert tt["home_time"] == 15 * 60 + 15 and tt["terms"] == [[20260903, 20261023]]
+        assert tt["offsets"]
+        with pytest.raises(ValueError):  # signed with L1's key, not L2's
+            from lockerctl.bundle import read_bundle
+
+            read_bundle(secret["L2"], watcher.bundles["L1"][-1])
+    finally:
+        watcher.close()
+
+
+def test_open_command_is_signed_recorded_and_published(site, db_url, broker, tmp_path, locker):
+    from lockerctl.commands import verify_command
+
+    (tmp_path / "roster.csv").write_text(ROSTER)
+    lockerctl("roster", "import", tmp_path / "roster.csv", db=db_url)
+    cmds = []
+    got = threading.Event()
+
+    def on_cmd(client, userdata, msg):
+        cmds.append(msg.payload)
+        got.set()
+
+    locker.client.message_callback_add(f"lockers/{SITE}/L1/cmd", on_cmd)
+    locker.client.subscribe(f"lockers/{SITE}/L1/cmd", qos=1)
+    time.sleep(0.2)
+    args = ("open", "L1", "3", "--by", "S001", "--reason", "medical", "--broker", broker.address)
+    out = lockerctl(*args, db=db_url)
+    assert "sent open 3 to L1" in out.stdout
+    assert got.wait(5)
+    secret = bytes(open_store(db_url).locker(SITE, "L1").secret)
+    cmd = verify_command(cmds[0], secret, "L1", 0, int(time.time()))
+    assert (cmd["op"], cmd["bay"], cmd["by"], cmd["reason"]) == ("open", 3, "S001", "medical")
+    # a second open gets a higher id
+    lockerctl(
+        "open",
+        "L1",
+        "all",
+        "--by",
+        "S001",
+        "--reason",
+        "fire drill",
+        "--broker",
+        broker.address,
+        db=db_url,
+    )
+    wait_for(lambda: len(cmds) == 2, what="second command")
+    second = verify_command(cmds[1], secret, "L1", cmd["id"], int(time.time()))
+    assert second["bay"] == "all" and second["id"] > cmd["id"]
+    actions = open_store(db_url).trail_actions(SITE)
+    opens = [a for a in actions if "open" in json.dumps(a, default=str)]
+    assert len(opens) >= 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("L1", "3", "--by", "S001", "--reason", "  "), "--reason must not be empty"),
+        (("L1", "3", "--by", "NOBODY", "--reason", "x"), "not a person on the roster"),
+        (("L1", "9", "--by", "S001", "--reason", "x"), "bay 9 does not exist"),
+        (("L1", "left", "--by", "S001", "--reason", "x"), "bay must be a number"),
+        (("L7", "1", "--by", "S001", "--reason", "x"), "no locker 'L7'"),
+        (("L1", "1", "--by", "S001", "--reason", "x"), "cannot reach the broker"),
+    ],
+)
+def test_open_refuses_bad_requests_with_one_line(site, db_url, tmp_path, args, message):
+    (tmp_path / "roster.csv").write_text(ROSTER)
+    lockerctl("roster", "import", tmp_path / "roster.csv", db=db_url)
+    before = len(open_store(db_url).trail_actions(SITE))
+    proc = lockerctl("open", *args, "--broker", "127.0.0.1:9", db=db_url, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert len(open_store(db_url).trail_actions(SITE)) == before  # nothing recorded
