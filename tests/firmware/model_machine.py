@@ -425,3 +425,76 @@ def reset():
     CLOCK.sets = 0
     NET.__init__()
     NTP.__init__()
+
+
+# -- a DS3231 on the model I2C bus ----------------------------------------------------------------
+def _bcd(v):
+    return ((v // 10) << 4) | (v % 10)
+
+
+def _unbcd(b):
+    return (b >> 4) * 10 + (b & 0x0F)
+
+
+class DS3231Model:
+    """Registers 0x00-0x12 of the DS3231: time in BCD (24 h), OSF in status bit 7 (set at first
+    power-up, cleared only by writing 0 to it), EOSC in control bit 7, the address pointer that
+    increments and wraps at 0x12."""
+
+    def __init__(self, unix=EPOCH_2000, osf=True):
+        self.regs = bytearray(0x13)
+        self.regs[0x0E] = 0x1C
+        self.regs[0x0F] = 0x80 if osf else 0x00
+        self.absent = False
+        self.fail = False
+        self.writes = 0
+        self.set_unix(unix)
+
+    def set_unix(self, t):
+        self.base = t
+        self.at = _rt.ticks_ms()
+
+    def unix(self):
+        return self.base + _rt.ticks_diff(_rt.ticks_ms(), self.at) // 1000
+
+    def _encode(self):
+        tm = unix_to_tuple(self.unix())
+        r = self.regs
+        r[0], r[1], r[2] = _bcd(tm[5]), _bcd(tm[4]), _bcd(tm[3])
+        r[3] = tm[6] + 1
+        r[4] = _bcd(tm[2])
+        r[5] = _bcd(tm[1]) | (0x80 if tm[0] >= 2100 else 0)
+        r[6] = _bcd(tm[0] % 100)
+
+    def _decode(self):
+        r = self.regs
+        y = 2000 + _unbcd(r[6]) + (100 if r[5] & 0x80 else 0)
+        self.set_unix(
+            tuple_to_unix(
+                (y, _unbcd(r[5] & 0x1F), _unbcd(r[4]), _unbcd(r[2] & 0x3F), _unbcd(r[1]), _unbcd(r[0]))
+            )
+        )
+
+    def read_mem(self, reg, n):
+        self._encode()
+        out = bytearray(n)
+        for i in range(n):
+            out[i] = self.regs[reg]
+            reg = (reg + 1) % 0x13
+        return out
+
+    def write_mem(self, reg, data):
+        self._encode()
+        touched_time = False
+        for b in data:
+            if reg == 0x0F:
+                self.regs[reg] = (b & 0x7F) | (self.regs[reg] & b & 0x80)  # OSF: write 0 only
+            elif reg <= 0x06:
+                self.regs[reg] = b
+                touched_time = True
+            elif reg < 0x11:
+                self.regs[reg] = b
+            reg = (reg + 1) % 0x13
+        self.writes += 1
+        if touched_time:
+            self._decode()

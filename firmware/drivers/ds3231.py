@@ -1,0 +1,100 @@
+# Maxim DS3231 real-time clock on I2C, kept in UTC.
+#
+# The clock counts on its CR2032 through power cuts. Its oscillator-stop flag (OSF, status bit 7)
+# is set whenever the oscillator stopped (first power-up, a flat cell) and stays set until the time
+# is written: a clock with OSF set is not to be trusted. Times cross this driver as unix seconds
+# (since 1970, whatever the port's own epoch), with the calendar done here in integers.
+from micropython import const
+
+_SECONDS = const(0x00)
+_CONTROL = const(0x0E)
+_STATUS = const(0x0F)
+_OSF = const(0x80)
+_CENTURY = const(0x80)
+
+
+def _bcd(v):
+    return (v >> 4) * 10 + (v & 0x0F)
+
+
+def _to_bcd(v):
+    return ((v // 10) << 4) | (v % 10)
+
+
+def days_from_civil(y, m, d):
+    """Days since 1970-01-01 of a proleptic Gregorian date."""
+    if m <= 2:
+        y -= 1
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m - 3 if m > 2 else m + 9) + 2) // 5 + d - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+
+
+def civil_from_days(z):
+    z += 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (1 if m <= 2 else 0), m, d
+
+
+class DS3231:
+    def __init__(self, i2c, address=0x68):
+        self.i2c = i2c
+        self.address = address
+        self._buf = bytearray(7)
+        self._one = bytearray(1)
+
+    def lost_time(self):
+        """True when the oscillator stopped since the time was last set (OSF)."""
+        self.i2c.readfrom_mem_into(self.address, _STATUS, self._one)
+        return bool(self._one[0] & _OSF)
+
+    def read(self):
+        """Unix seconds UTC as the clock has them (check lost_time() before trusting them)."""
+        b = self._buf
+        self.i2c.readfrom_mem_into(self.address, _SECONDS, b)
+        sec = _bcd(b[0] & 0x7F)
+        minute = _bcd(b[1] & 0x7F)
+        h = b[2]
+        if h & 0x40:  # 12-hour mode (not how we set it, but a clock set elsewhere may be)
+            hour = _bcd(h & 0x1F) % 12 + (12 if h & 0x20 else 0)
+        else:
+            hour = _bcd(h & 0x3F)
+        day = _bcd(b[4] & 0x3F)
+        month = _bcd(b[5] & 0x1F)
+        year = 2000 + _bcd(b[6]) + (100 if b[5] & _CENTURY else 0)
+        if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and sec < 60):
+            raise ValueError("DS3231 holds no valid date")
+        return days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + sec
+
+    def write(self, t):
+        """Sets the clock to unix seconds t (UTC, 24-hour mode) and clears OSF."""
+        days, rem = divmod(int(t), 86400)
+        year, month, day = civil_from_days(days)
+        if not 2000 <= year <= 2199:
+            raise ValueError("DS3231 counts years 2000-2199, not {}".format(year))
+        b = self._buf
+        b[0] = _to_bcd(rem % 60)
+        b[1] = _to_bcd(rem // 60 % 60)
+        b[2] = _to_bcd(rem // 3600)  # bit 6 clear: 24-hour mode
+        b[3] = (days + 3) % 7 + 1  # day of week 1..7, Monday = 1
+        b[4] = _to_bcd(day)
+        b[5] = _to_bcd(month) | (_CENTURY if year >= 2100 else 0)
+        b[6] = _to_bcd(year % 100)
+        self.i2c.writeto_mem(self.address, _SECONDS, b)
+        self.i2c.readfrom_mem_into(self.address, _STATUS, self._one)
+        self._one[0] &= ~_OSF & 0xFF
+        self.i2c.writeto_mem(self.address, _STATUS, self._one)
+
+    def enable_oscillator_on_battery(self):
+        """EOSC (control bit 7) must be 0, or the clock stops when main power goes."""
+        self.i2c.readfrom_mem_into(self.address, _CONTROL, self._one)
+        if self._one[0] & 0x80:
+            self._one[0] &= 0x7F
+            self.i2c.writeto_mem(self.address, _CONTROL, self._one)
