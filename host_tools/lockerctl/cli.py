@@ -9,6 +9,7 @@ _COMMAND_MODULES = [
     "lockerctl.cmd_store",  # export, audit, roster, locker add, timetable, card, grant
     "lockerctl.cmd_serve",  # serve, open (the MQTT side)
     "lockerctl.cmd_broker",  # broker config, locker rekey
+    "lockerctl.cmd_privacy",  # retention apply, sar
     "lockerctl.cmd_sim",  # sim tap/door/state: the simulated lockers' control ports
     "lockerctl.cmd_web",  # user add (dashboard accounts)
 ]

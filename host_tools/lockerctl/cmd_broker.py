@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import secrets
 from pathlib import Path
 
 import click
 
-from .clibase import Site, UserError, broker_options, cli, parse_hostport, site_options
+from .clibase import Site, UserError, cli, parse_hostport, site_options
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no login name (a container)
+        return "cli"
 
 
 def _open_store(site: Site):
@@ -183,7 +192,7 @@ def broker_config(
         raise UserError(f"cannot write the broker configuration in {directory}: {e}") from None
     st.record_action(
         site.site,
-        "lockerctl",
+        _actor(),
         "broker_config",
         {
             "dir": str(directory),
@@ -227,7 +236,7 @@ def device_json(row, site: Site, tls: bool = False) -> dict:
         "secret": bytes(row.secret).hex(),
         "data_dir": row.data_dir or f"var/{row.id}",
     }
-    if device["board"] == "sim":
+    if device["board"] == "sim" or row.control_port:
         device["sim"] = {"control_port": row.control_port or 7100}
     return device
 
@@ -253,8 +262,14 @@ def _locker_group():
 
 
 @_locker_group().command("rekey")
-@broker_options
+@site_options
 @click.argument("locker_id")
+@click.option(
+    "--broker",
+    default=lambda: os.environ.get("LOCKER_BROKER", "127.0.0.1:1883"),
+    show_default="127.0.0.1:1883 or $LOCKER_BROKER",
+    help="Broker HOST:PORT the locker connects to (written into device.json).",
+)
 @click.option(
     "--tls",
     is_flag=True,
@@ -268,7 +283,7 @@ def _locker_group():
     default=None,
     help="Write the new device.json to this file (owner-only) instead of stdout.",
 )
-def locker_rekey(site: Site, locker_id, tls, output):
+def locker_rekey(site: Site, locker_id, broker, tls, output):
     """Give a locker a new secret and a new broker password and print its new device.json.
 
     The locker keeps its journal: events not yet acknowledged are sent after it comes back with
@@ -278,13 +293,14 @@ def locker_rekey(site: Site, locker_id, tls, output):
     from .keys import new_secret
     from .store import StoreError
 
+    site.broker_host, site.broker_port = parse_hostport(broker)
     st = _open_store(site)
     if st.locker(site.site, locker_id) is None:
         raise UserError(f"no locker {locker_id} at site {site.site}")
     secret = new_secret()
     password = secrets.token_urlsafe(24)
     try:
-        version = st.set_locker_secret(site.site, locker_id, secret, password)
+        version = st.set_locker_secret(site.site, locker_id, secret, password, actor=_actor())
     except StoreError as e:
         raise UserError(str(e)) from None
     text = json.dumps(device_json(st.locker(site.site, locker_id), site, tls), indent=2) + "\n"
