@@ -14,13 +14,14 @@
 import asyncio
 import json
 import sys
+from time import ticks_diff, ticks_ms
 
 from micropython import const
-from time import ticks_diff, ticks_ms
 
 from locker.mqtt import MQTTClient, MQTTError
 
 _ETIMEDOUT = const(110)
+_Timeout = asyncio.TimeoutError  # MicroPython has no builtin TimeoutError
 _BATCH = const(8)  # events read from the journal per step (their JSON is held until sent)
 _ACK_MAX = const(48)  # an ack payload longer than this is not an ack
 _STABLE_MS = const(10000)  # a connection that lasted this long resets the backoff
@@ -122,8 +123,11 @@ class Link:
 
     def _lost(self, e):
         self.last_error = e
-        print("link: {} ({})".format("disconnected" if self.client.connected else "no broker",
-                                     _why(e)))
+        print(
+            "link: {} ({})".format(
+                "disconnected" if self.client.connected else "no broker", _why(e)
+            )
+        )
 
     def _backoff_ms(self):
         """Between half and all of min * 2**failures, capped: reconnecting lockers spread out."""
@@ -182,7 +186,7 @@ class Link:
             if self._dead is None:
                 try:
                     await asyncio.wait_for_ms(self._wake.wait(), self.POLL_MS)
-                except asyncio.TimeoutError:
+                except _Timeout:
                     pass
 
     async def _forward(self, ready):
@@ -271,7 +275,10 @@ class Link:
         if hasattr(locker, "acknowledged"):
             locker.acknowledged(seq)
         else:
+            before = locker.journal.acked
             locker.journal.ack(seq)
+            if locker.journal.acked != before:
+                locker.state_rev += 1  # `pending` in the state changed
         self._wake.set()
 
     def _on_cmd(self, payload):

@@ -16,9 +16,9 @@
 import asyncio
 import struct
 import sys
+from time import ticks_ms
 
 from micropython import const
-from time import ticks_ms
 
 PUBLISH = const(0x30)
 PUBACK = const(0x40)
@@ -26,6 +26,7 @@ SUBACK = const(0x90)
 PINGRESP = const(0xD0)
 _CONNACK = const(0x20)
 _ETIMEDOUT = const(110)
+_Timeout = asyncio.TimeoutError  # MicroPython has no builtin TimeoutError
 _ECONNRESET = const(104)
 
 
@@ -37,8 +38,18 @@ class MQTTClient:
     CHUNK = 512  # bytes of the buffer incoming packets are read through
     MAX_TOPIC = 128  # a longer incoming topic is skipped (its payload discarded)
 
-    def __init__(self, client_id, host, port=0, user=None, password=None, keepalive=30,
-                 ssl=None, timeout=10, chunk=0):
+    def __init__(
+        self,
+        client_id,
+        host,
+        port=0,
+        user=None,
+        password=None,
+        keepalive=30,
+        ssl=None,
+        timeout=10,
+        chunk=0,
+    ):
         self.client_id = _b(client_id)
         self.host = host
         self.port = port or (8883 if ssl else 1883)
@@ -75,9 +86,9 @@ class MQTTClient:
         self.close()
         try:
             return await asyncio.wait_for_ms(self._connect(clean_session), int(timeout * 1000))
-        except asyncio.TimeoutError:
+        except _Timeout:
             self.close()
-            raise OSError(_ETIMEDOUT)
+            raise OSError(_ETIMEDOUT) from None
         except BaseException:
             self.close()
             raise
@@ -145,8 +156,8 @@ class MQTTClient:
                 w.write(p)
             try:
                 await asyncio.wait_for_ms(w.drain(), self.timeout_ms)
-            except asyncio.TimeoutError:
-                raise OSError(_ETIMEDOUT)  # a broker that does not read: the caller reconnects
+            except _Timeout:
+                raise OSError(_ETIMEDOUT) from None  # a broker that does not read: reconnect
             self.last_tx = ticks_ms()
 
     def _next_pid(self):
@@ -177,8 +188,8 @@ class MQTTClient:
             w.write(msg)
             try:
                 await asyncio.wait_for_ms(w.drain(), self.timeout_ms)
-            except asyncio.TimeoutError:
-                raise OSError(_ETIMEDOUT)
+            except _Timeout:
+                raise OSError(_ETIMEDOUT) from None
             self.last_tx = ticks_ms()
         return pid
 
@@ -199,8 +210,8 @@ class MQTTClient:
             w.write(b"\x01" if qos else b"\x00")
             try:
                 await asyncio.wait_for_ms(w.drain(), self.timeout_ms)
-            except asyncio.TimeoutError:
-                raise OSError(_ETIMEDOUT)
+            except _Timeout:
+                raise OSError(_ETIMEDOUT) from None
             self.last_tx = ticks_ms()
         return pid
 
@@ -320,8 +331,8 @@ class MQTTClient:
                 w.write(self._ack)
                 try:
                     await asyncio.wait_for_ms(w.drain(), self.timeout_ms)
-                except asyncio.TimeoutError:
-                    raise OSError(_ETIMEDOUT)
+                except _Timeout:
+                    raise OSError(_ETIMEDOUT) from None
                 self.last_tx = ticks_ms()
 
 

@@ -40,8 +40,17 @@ class Event:
 
 
 def to_json(ev):
-    return json.dumps({"seq": ev.seq, "ts": ev.ts, "type": ev.type, "bay": ev.bay,
-                       "person": ev.person, "by": ev.by, "reason": ev.reason})
+    return json.dumps(
+        {
+            "seq": ev.seq,
+            "ts": ev.ts,
+            "type": ev.type,
+            "bay": ev.bay,
+            "person": ev.person,
+            "by": ev.by,
+            "reason": ev.reason,
+        }
+    )
 
 
 class MemJournal:
@@ -92,8 +101,17 @@ class ConfigSink:
 
     def close(self):
         gc.collect()
-        say("config", {"length": self.length, "received": self.received, "chunks": self.chunks,
-                       "biggest_chunk": self.biggest, "crc": self.crc, "mem_free": gc.mem_free()})
+        say(
+            "config",
+            {
+                "length": self.length,
+                "received": self.received,
+                "chunks": self.chunks,
+                "biggest_chunk": self.biggest,
+                "crc": self.crc,
+                "mem_free": gc.mem_free(),
+            },
+        )
 
     def abort(self):
         say("config_aborted", self.received)
@@ -107,7 +125,6 @@ class StandIn:
         self.state_rev = 0
         self.events_ready = asyncio.Event()
         self.max_config = spec.get("max_config_bytes", 131072)
-        self._online_seen = None
 
     def record(self, type, bay=None, person=None):
         self.journal.append(type, 1795549393, bay, person)
@@ -115,11 +132,14 @@ class StandIn:
         self.events_ready.set()
 
     def state(self):
-        if self.online != self._online_seen:
-            self._online_seen = self.online
-            say("online", self.online)
-        return {"locker": self.locker_id, "clock_ok": True, "online": self.online,
-                "pending": self.journal.pending, "config": None, "bays": []}
+        return {
+            "locker": self.locker_id,
+            "clock_ok": True,
+            "online": self.online,
+            "pending": self.journal.pending,
+            "config": None,
+            "bays": [],
+        }
 
     def config_receiver(self, length):
         if length > self.max_config:
@@ -129,8 +149,14 @@ class StandIn:
         return ConfigSink(length)
 
     def command(self, payload):
-        say("cmd", {"length": len(payload), "crc": binascii.crc32(payload),
-                    "text": payload[:40].decode()})
+        say(
+            "cmd",
+            {
+                "length": len(payload),
+                "crc": binascii.crc32(payload),
+                "text": payload[:40].decode(),
+            },
+        )
 
     def command_rejected(self, reason):
         say("cmd_rejected", reason)
@@ -164,12 +190,18 @@ async def appender(locker, every_ms, most):
 async def watch(link):
     """Reports the link's counters when they change."""
     seen = None
+    online = None
     while True:
+        if link.locker.online != online:
+            online = link.locker.online
+            say("online", online)
         now = (link.connects, link.resends, link.acks_ignored, link.sent_hi)
         if now != seen:
             seen = now
-            say("link", {"connects": now[0], "resends": now[1], "acks_ignored": now[2],
-                         "sent_hi": now[3]})
+            say(
+                "link",
+                {"connects": now[0], "resends": now[1], "acks_ignored": now[2], "sent_hi": now[3]},
+            )
         await asyncio.sleep_ms(100)
 
 
@@ -177,10 +209,18 @@ async def main(spec):
     locker = StandIn(spec)
     for i in range(spec.get("events", 0)):
         locker.record("deposit", bay=1 + i % 8, person="P{:04d}".format(i))
-    device = {"locker_id": locker.locker_id, "site": spec.get("site", "school"),
-              "broker": {"host": spec.get("host", "127.0.0.1"), "port": spec["port"],
-                         "user": spec.get("user"), "password": spec.get("password"),
-                         "tls": spec.get("tls", False), "ca": spec.get("ca")}}
+    device = {
+        "locker_id": locker.locker_id,
+        "site": spec.get("site", "school"),
+        "broker": {
+            "host": spec.get("host", "127.0.0.1"),
+            "port": spec["port"],
+            "user": spec.get("user"),
+            "password": spec.get("password"),
+            "tls": spec.get("tls", False),
+            "ca": spec.get("ca"),
+        },
+    }
     link = Link(locker, device, spec.get("settings", {}), to_json=to_json)
     asyncio.create_task(counter())
     asyncio.create_task(watch(link))

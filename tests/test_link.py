@@ -1,0 +1,343 @@
+"""The locker's network link (firmware/locker/link.py, mqtt.py) against real parts: a real
+mosquitto (harness.Broker), the real link on the MicroPython unix port driving a stand-in locker
+(tests/firmware/link_scenarios.py), paho on the test side. Brokers that are down, killed, or
+silent are real processes or real sockets too."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import zlib
+
+import paho.mqtt.client as mqtt
+import pytest
+from harness import MICROPYTHON, ROOT, Broker, Process, free_port, wait_for
+
+pytestmark = pytest.mark.slow
+
+SCENARIO = ROOT / "tests" / "firmware" / "link_scenarios.py"
+ROOT_TOPIC = "lockers/school/L1/"
+FAST = {"backoff_min_s": 0.2, "backoff_max_s": 1}
+
+
+class Scenario:
+    """The link under test in a MicroPython process; its `@@what {json}` lines, parsed."""
+
+    def __init__(self, tmp_path, port, heapsize=None, **spec):
+        spec = {"port": port, **spec}
+        spec["settings"] = {**FAST, **spec.get("settings", {})}
+        argv = [MICROPYTHON]
+        if heapsize:
+            argv += ["-X", f"heapsize={heapsize}"]
+        argv += [SCENARIO, json.dumps(spec)]
+        log = tmp_path / f"link-{free_port()}.log"
+        self.process = Process(argv, log)
+
+    def start(self):
+        self.process.start()
+        self.wait("ready")
+        return self
+
+    def records(self, what):
+        prefix = f"@@{what} "
+        return [
+            json.loads(line[len(prefix) :])
+            for line in self.process.output().splitlines()
+            if line.startswith(prefix)
+        ]
+
+    def last(self, what):
+        got = self.records(what)
+        return got[-1] if got else None
+
+    def wait(self, what, pred=lambda r: True, timeout=15.0):
+        def found():
+            if not self.process.alive():
+                raise AssertionError("link process exited:\n" + self.process.output()[-3000:])
+            for r in self.records(what):
+                if pred(r):
+                    return r or True
+            return None
+
+        try:
+            return wait_for(found, timeout=timeout, what=f"@@{what}")
+        except TimeoutError as e:
+            raise AssertionError(f"{e}; link output:\n{self.process.output()[-3000:]}") from None
+
+    def text(self):
+        return self.process.output()
+
+    def kill(self):
+        self.process.kill()
+
+
+class Watcher:
+    """A paho client on the locker's topics: records what the locker publishes, sends to it."""
+
+    def __init__(self, broker: Broker, topics=ROOT_TOPIC + "#"):
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(topics, qos=1)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "watcher did not subscribe"
+
+    def _on_message(self, client, userdata, msg):
+        with self.lock:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def on(self, leaf):
+        with self.lock:
+            return [(p, r) for t, p, r in self.messages if t == ROOT_TOPIC + leaf]
+
+    def events(self):
+        return [json.loads(p)["seq"] for p, _ in self.on("event")]
+
+    def send(self, leaf, payload, retain=False):
+        info = self.client.publish(ROOT_TOPIC + leaf, payload, qos=1, retain=retain)
+        info.wait_for_publish(10)
+
+    def ack(self, seq):
+        self.send("ack", json.dumps({"seq": seq}))
+
+    def close(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def run(tmp_path):
+    started = []
+
+    def make(port, **spec):
+        s = Scenario(tmp_path, port, **spec).start()
+        started.append(s)
+        return s
+
+    yield make
+    for s in started:
+        s.kill()
+
+
+@pytest.fixture
+def watcher(broker):
+    w = Watcher(broker)
+    yield w
+    w.close()
+
+
+def test_connect_publishes_status_and_state_retained_and_will_on_kill(broker, watcher, run):
+    link = run(broker.port)
+    wait_for(lambda: (b"online", False) in watcher.on("status"), what="status online")
+    wait_for(lambda: watcher.on("state"), what="state")
+    state = json.loads(watcher.on("state")[-1][0])
+    assert state["online"] is True and state["locker"] == "L1"
+
+    late = Watcher(broker)  # a subscriber arriving later gets both as retained messages
+    try:
+        wait_for(lambda: (b"online", True) in late.on("status"), what="retained status")
+        wait_for(lambda: any(r for _, r in late.on("state")), what="retained state")
+    finally:
+        late.close()
+
+    link.kill()  # no DISCONNECT: the broker publishes the last will
+    wait_for(lambda: (b"offline", False) in watcher.on("status"), what="last will")
+    late = Watcher(broker)
+    try:
+        wait_for(lambda: (b"offline", True) in late.on("status"), what="retained offline")
+    finally:
+        late.close()
+
+
+def test_events_in_seq_order_within_window_and_acks_drop_them(broker, watcher, run):
+    link = run(broker.port, events=40)
+    wait_for(lambda: len(watcher.events()) >= 32, what="a window of events")
+    # The window holds 32 events in flight: the rest waits for an ack.
+    link.wait("link", lambda r: r["sent_hi"] == 32)
+    assert watcher.events() == list(range(1, 33))
+
+    watcher.ack(32)
+    link.wait("ack", lambda seq: seq == 32)
+    wait_for(lambda: len(watcher.events()) >= 40, what="the rest after the ack")
+    assert watcher.events() == list(range(1, 41))
+    watcher.ack(40)
+    link.wait("ack", lambda seq: seq == 40)
+    # The state follows the journal: nothing pending any more.
+    wait_for(lambda: json.loads(watcher.on("state")[-1][0])["pending"] == 0, what="pending 0")
+
+
+def test_ack_beyond_highest_sent_is_ignored(broker, watcher, run):
+    link = run(broker.port, events=40)
+    wait_for(lambda: len(watcher.events()) >= 32, what="a window of events")
+    watcher.ack(35)  # 33..35 are journaled but were never sent
+    link.wait("link", lambda r: r["acks_ignored"] == 1)
+    assert link.records("ack") == []
+    watcher.ack(20)
+    link.wait("ack", lambda seq: seq == 20)
+    assert link.records("ack") == [20]
+
+
+def test_unacknowledged_events_are_sent_again_from_the_last_ack(broker, watcher, run):
+    link = run(broker.port, events=3, settings={"ack_timeout_s": 1})
+    wait_for(lambda: watcher.events().count(3) >= 2, what="a resend")
+    seqs = watcher.events()
+    assert seqs[:6] == [1, 2, 3, 1, 2, 3]
+    watcher.ack(2)
+    link.wait("ack", lambda seq: seq == 2)
+    count_3 = watcher.events().count(3)
+    wait_for(lambda: watcher.events().count(3) > count_3, what="resend of 3 only")
+    after_ack = watcher.events()[len(seqs) :]
+    assert 1 not in after_ack[after_ack.index(3) :] and 2 not in after_ack[after_ack.index(3) :]
+    link.wait("link", lambda r: r["resends"] >= 2)
+
+
+def test_broker_down_at_start_then_up(tmp_path, run):
+    port = free_port()
+    link = run(port, events=2)
+    link.wait("tick", lambda r: r["count"] >= 50)
+    assert "no broker" in link.text()
+    broker = Broker(tmp_path, port=port).start()
+    try:
+        w = Watcher(broker)
+        try:
+            wait_for(lambda: w.events()[:2] == [1, 2], timeout=15, what="events once up")
+            link.wait("online", lambda v: v is True)
+        finally:
+            w.close()
+    finally:
+        broker.kill()
+
+
+def test_broker_killed_and_restarted_reconnects_and_resubscribes(tmp_path, run):
+    port = free_port()
+    broker = Broker(tmp_path, port=port).start()
+    try:
+        w = Watcher(broker)
+        link = run(port, events=2, append_every_ms=300, append_max=100)
+        wait_for(lambda: w.events()[:2] == [1, 2], what="first events")
+        w.close()
+        broker.kill()
+        link.wait("online", lambda v: v is False)
+        broker = Broker(tmp_path, port=port).start()
+        w = Watcher(broker)
+        link.wait("link", lambda r: r["connects"] >= 2)
+        link.wait("online", lambda v: v is True)
+        # Subscriptions are back: an ack and a command reach the locker on the new connection.
+        wait_for(lambda: w.events(), what="events after the restart")
+        top = max(w.events())
+        w.ack(top)
+        link.wait("ack", lambda seq: seq == top)
+        w.send("cmd", b'{"op": "hello"}')
+        link.wait("cmd", lambda r: r["text"] == '{"op": "hello"}')
+        w.close()
+    finally:
+        broker.kill()
+
+
+class SilentServer:
+    """A "broker" that accepts connections and then never reads or says anything (or, with
+    connack=True, answers CONNECT once and then goes silent)."""
+
+    def __init__(self, connack=False):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.connack = connack
+        self.accepted = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+            if self.connack:
+                conn.recv(1)  # the CONNECT has arrived (enough of it)
+                conn.sendall(b"\x20\x02\x00\x00")
+
+    def close(self):
+        self.sock.close()
+        for c in self.accepted:
+            c.close()
+
+
+def test_silent_broker_never_stalls_the_locker(run):
+    server = SilentServer()
+    try:
+        link = run(server.port, events=5, settings={"connect_timeout_s": 1})
+        wait_for(
+            lambda: link.text().count("no broker (timed out)") >= 2,
+            timeout=20,
+            what="two connect attempts timing out",
+        )
+        assert len(server.accepted) >= 2
+        tick = link.last("tick")
+        # The counter task ran throughout: it never waited for the link (a link that blocked
+        # in connect would have stopped it for the whole second of each attempt).
+        assert tick["count"] >= 50
+        assert tick["worst_gap_ms"] < 900
+        link.wait("tick", lambda r: r["count"] > tick["count"])
+    finally:
+        server.close()
+
+
+def test_broker_silent_after_connack_is_detected_by_keepalive(run):
+    server = SilentServer(connack=True)
+    try:
+        link = run(server.port, events=5, settings={"keepalive_s": 1})
+        link.wait("link", lambda r: r["connects"] >= 2, timeout=20)
+        assert "disconnected (timed out)" in link.text()
+        assert len(server.accepted) >= 2
+        assert link.last("tick")["worst_gap_ms"] < 900
+    finally:
+        server.close()
+
+
+def test_oversized_messages_are_discarded_without_memory_blowup(broker, watcher, run):
+    link = run(broker.port, heapsize="96k", max_config_bytes=131072)
+    link.wait("online", lambda v: v is True)
+    big = os.urandom(300_000)  # three times the heap: it can only be discarded piece by piece
+    watcher.send("config", big, retain=True)
+    r = link.wait("config_discarded")
+    assert r["length"] == 300_000
+    watcher.send("cmd", b"x" * 5000)
+    link.wait("cmd_rejected", lambda reason: reason == "too_large")
+
+    # The connection is still in step: what follows arrives intact.
+    cmd = b'{"id": 1, "op": "open", "bay": 3}'
+    watcher.send("cmd", cmd)
+    r = link.wait("cmd")
+    assert r["length"] == len(cmd) and r["crc"] == zlib.crc32(cmd)
+
+    # A config larger than the heap but within max_config_bytes is streamed, never held.
+    cfg = os.urandom(120_000)
+    watcher.send("config", cfg, retain=True)
+    r = link.wait("config", lambda r: r["length"] == 120_000)
+    assert r["received"] == 120_000 and r["crc"] == zlib.crc32(cfg)
+    assert r["biggest_chunk"] <= 512 and r["chunks"] >= 120_000 // 512
+    assert link.process.alive()
+
+
+def test_config_is_streamed_in_chunks_and_retained_config_arrives_on_connect(broker, run):
+    cfg = bytes(range(256)) * 20  # 5120 bytes
+    w = Watcher(broker)
+    try:
+        w.send("config", cfg, retain=True)
+    finally:
+        w.close()
+    link = run(broker.port)
+    r = link.wait("config")
+    assert r["length"] == r["received"] == len(cfg)
+    assert r["crc"] == zlib.crc32(cfg)
+    assert r["chunks"] == 10 and r["biggest_chunk"] == 512
