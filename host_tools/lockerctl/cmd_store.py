@@ -68,7 +68,7 @@ def _output(path: str | None, binary: bool = False, private: bool = False):
     """stdout, or a file written whole: a temporary file renamed over FILE at the end, so a
     failure leaves no half-written file."""
     if path is None or path == "-":
-        stream = click.get_binary_stream("stdout") if binary else click.get_text_stream("stdout")
+        stream = sys.stdout.buffer if binary else sys.stdout
         yield stream
         stream.flush()
         return
@@ -80,8 +80,9 @@ def _output(path: str | None, binary: bool = False, private: bool = False):
     try:
         if not private:
             os.chmod(tmp, 0o644 & ~_umask())
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {
-                "encoding": "utf-8", "newline": ""})) as f:
+        with os.fdopen(
+            fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})
+        ) as f:
             yield f
         os.replace(tmp, target)
     except BaseException:
@@ -115,16 +116,37 @@ def _local(ts, tz: str) -> str:
 
 
 @cli.command("export")
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "xlsx"]), default="csv",
-              show_default=True, help="Output format.")
-@click.option("--from", "from_day", type=click.DateTime(["%Y-%m-%d"]), default=None,
-              help="First local date (YYYY-MM-DD), inclusive.")
-@click.option("--to", "to_day", type=click.DateTime(["%Y-%m-%d"]), default=None,
-              help="Last local date (YYYY-MM-DD), inclusive.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl", "xlsx"]),
+    default="csv",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--from",
+    "from_day",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="First local date (YYYY-MM-DD), inclusive.",
+)
+@click.option(
+    "--to",
+    "to_day",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Last local date (YYYY-MM-DD), inclusive.",
+)
 @click.option("--locker", default=None, help="Only this locker's events.")
 @click.option("--person", default=None, help="Only events of this person (as holder or by).")
-@click.option("-o", "--output", default=None, metavar="FILE",
-              help="Write to FILE instead of standard output (required for xlsx on a terminal).")
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    metavar="FILE",
+    help="Write to FILE instead of standard output (required for xlsx on a terminal).",
+)
 @site_options
 def export_cmd(site, fmt, from_day, to_day, locker, person, output):
     """Export the audit trail's events as CSV, JSON Lines or Excel.
@@ -141,26 +163,51 @@ def export_cmd(site, fmt, from_day, to_day, locker, person, output):
         raise UserError(f"--from {from_day:%Y-%m-%d} is after --to {to_day:%Y-%m-%d}")
     with _store(site) as st:
         tz = st.timezone(site.site)
-        start, end = date_range(from_day.date() if from_day else None,
-                                to_day.date() if to_day else None, tz)
-        if locker is not None and st.locker(site.site, locker) is None \
-                and st.count_events(site.site, locker=locker) == 0:
+        start, end = date_range(
+            from_day.date() if from_day else None, to_day.date() if to_day else None, tz
+        )
+        if (
+            locker is not None
+            and st.locker(site.site, locker) is None
+            and st.count_events(site.site, locker=locker) == 0
+        ):
             raise UserError(f"--locker {locker}: no such locker at site {site.site}")
-        if person is not None and st.person(site.site, person, include_inactive=True) is None \
-                and st.count_events(site.site, person=person) == 0:
+        if (
+            person is not None
+            and st.person(site.site, person, include_inactive=True) is None
+            and st.count_events(site.site, person=person) == 0
+        ):
             raise UserError(f"--person {person}: not on the roster of site {site.site}")
         bar = None
         if sys.stderr.isatty():
             bar = _progress("exporting", st.count_events(site.site, start, end, locker, person))
         with _output(output, binary=(fmt == "xlsx")) as out:
             if bar is None:
-                n = export_events(st, site.site, fmt, out, start=start, end=end, locker=locker,
-                                  person=person, timezone=tz)
+                n = export_events(
+                    st,
+                    site.site,
+                    fmt,
+                    out,
+                    start=start,
+                    end=end,
+                    locker=locker,
+                    person=person,
+                    timezone=tz,
+                )
             else:
                 with bar:
-                    n = export_events(st, site.site, fmt, out, start=start, end=end,
-                                      locker=locker, person=person, timezone=tz,
-                                      progress=bar.update)
+                    n = export_events(
+                        st,
+                        site.site,
+                        fmt,
+                        out,
+                        start=start,
+                        end=end,
+                        locker=locker,
+                        person=person,
+                        timezone=tz,
+                        progress=bar.update,
+                    )
     if output not in (None, "-"):
         click.echo(f"exported {n} events to {output}", err=True)
 
@@ -230,10 +277,16 @@ def roster_import(site, file):
             click.echo(line, err=True)
         raise UserError(str(e)) from None
     with _store(site) as st:
-        c = st.replace_roster(site.site, rows, actor=_actor(), detail={
-            "file": os.path.basename(file), "sha256": hashlib.sha256(data).hexdigest()})
-    click.echo(f"imported {c['cards']} cards for {c['people']} people ({c['added']} added, "
-               f"{c['updated']} updated, {c['removed']} removed); config version {c['version']}")
+        c = st.replace_roster(
+            site.site,
+            rows,
+            actor=_actor(),
+            detail={"file": os.path.basename(file), "sha256": hashlib.sha256(data).hexdigest()},
+        )
+    click.echo(
+        f"imported {c['cards']} cards for {c['people']} people ({c['added']} added, "
+        f"{c['updated']} updated, {c['removed']} removed); config version {c['version']}"
+    )
 
 
 @roster.command("export")
@@ -268,18 +321,40 @@ def _new_secret() -> bytes:
 
 @locker.command("add")
 @click.argument("locker_id", metavar="ID")
-@click.option("--bays", type=click.IntRange(1, MAX_BAYS), default=8, show_default=True,
-              help="Number of bays.")
-@click.option("--board", type=click.Choice(["sim", "esp32"]), default="sim", show_default=True,
-              help="Board: the simulated one (unix port) or an ESP32.")
-@click.option("--broker", default=lambda: os.environ.get("LOCKER_BROKER", "127.0.0.1:1883"),
-              show_default="127.0.0.1:1883 or $LOCKER_BROKER",
-              help="Broker HOST:PORT the locker connects to.")
-@click.option("--control-port", type=click.IntRange(1, 65535), default=None,
-              help="The simulated board's control port [default: 7100 + the locker's number].")
+@click.option(
+    "--bays",
+    type=click.IntRange(1, MAX_BAYS),
+    default=8,
+    show_default=True,
+    help="Number of bays.",
+)
+@click.option(
+    "--board",
+    type=click.Choice(["sim", "esp32"]),
+    default="sim",
+    show_default=True,
+    help="Board: the simulated one (unix port) or an ESP32.",
+)
+@click.option(
+    "--broker",
+    default=lambda: os.environ.get("LOCKER_BROKER", "127.0.0.1:1883"),
+    show_default="127.0.0.1:1883 or $LOCKER_BROKER",
+    help="Broker HOST:PORT the locker connects to.",
+)
+@click.option(
+    "--control-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="The simulated board's control port [default: 7100 + the locker's number].",
+)
 @click.option("--data-dir", default=None, help="The locker's data directory [default: var/ID].")
-@click.option("-o", "--output", default=None, metavar="FILE",
-              help="Write device.json to FILE (owner-only) instead of standard output.")
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    metavar="FILE",
+    help="Write device.json to FILE (owner-only) instead of standard output.",
+)
 @site_options
 def locker_add(site, locker_id, bays, board, broker, control_port, data_dir, output):
     """Register locker ID and print its device.json (secret and broker credentials included)."""
@@ -292,12 +367,29 @@ def locker_add(site, locker_id, bays, board, broker, control_port, data_dir, out
         if control_port is None:
             control_port = DEFAULT_CONTROL_PORT_BASE + len(st.lockers(site.site)) + 1
         data_dir = data_dir or f"var/{locker_id}"
-        st.add_locker(site.site, locker_id, bays, secret, password, board=board,
-                      control_port=control_port, data_dir=data_dir, actor=_actor())
+        st.add_locker(
+            site.site,
+            locker_id,
+            bays,
+            secret,
+            password,
+            board=board,
+            control_port=control_port,
+            data_dir=data_dir,
+            actor=_actor(),
+        )
     device = {
-        "locker_id": locker_id, "site": site.site, "board": board, "bays": bays,
-        "broker": {"host": host, "port": port, "user": locker_id, "password": password,
-                   "tls": False},
+        "locker_id": locker_id,
+        "site": site.site,
+        "board": board,
+        "bays": bays,
+        "broker": {
+            "host": host,
+            "port": port,
+            "user": locker_id,
+            "password": password,
+            "tls": False,
+        },
         "secret": secret.hex(),
         "data_dir": data_dir,
         "sim": {"control_port": control_port},
@@ -317,8 +409,17 @@ def locker_list(site):
     for r in rows:
         state = r.state if isinstance(r.state, dict) else {}
         online = {None: "never", True: "yes", False: "no"}[r.online]
-        table.append((r.id, str(r.bays), r.board, online, _local(r.last_seen, tz) or "-",
-                      str(state.get("config", "-")), str(state.get("pending", "-"))))
+        table.append(
+            (
+                r.id,
+                str(r.bays),
+                r.board,
+                online,
+                _local(r.last_seen, tz) or "-",
+                str(state.get("config", "-")),
+                str(state.get("pending", "-")),
+            )
+        )
     _print_table(table)
 
 
@@ -357,8 +458,9 @@ def timetable_set(site, file):
         raise UserError(f"{file}: cannot compile the timetable: {e}") from None
     with _store(site) as st:
         version = st.set_timetable(site.site, text, parsed, parsed["timezone"], actor=_actor())
-    click.echo(f"timetable set for site {site.site} ({parsed['timezone']}); "
-               f"config version {version}")
+    click.echo(
+        f"timetable set for site {site.site} ({parsed['timezone']}); config version {version}"
+    )
 
 
 @timetable.command("show")
@@ -382,8 +484,13 @@ def card():
 
 @card.command("revoke")
 @click.argument("person_id")
-@click.option("--card", "uid", default=None, metavar="UID",
-              help="Revoke only this card (8 or 14 hex digits) of the person.")
+@click.option(
+    "--card",
+    "uid",
+    default=None,
+    metavar="UID",
+    help="Revoke only this card (8 or 14 hex digits) of the person.",
+)
 @site_options
 def card_revoke(site, person_id, uid):
     """Revoke PERSON_ID's cards (or one of them) on every locker."""
@@ -430,8 +537,9 @@ def parse_when(text: str, tz: str, option: str) -> int:
     try:
         when = dt.datetime.fromisoformat(text.strip())
     except ValueError:
-        raise UserError(f"{option} {text!r}: expected ISO 8601 like 2026-09-10T15:00 or "
-                        "2026-09-10T15:00+01:00") from None
+        raise UserError(
+            f"{option} {text!r}: expected ISO 8601 like 2026-09-10T15:00 or 2026-09-10T15:00+01:00"
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=ZoneInfo(tz))
     return int(when.timestamp())
@@ -439,11 +547,17 @@ def parse_when(text: str, tz: str, option: str) -> int:
 
 @grant.command("add")
 @click.argument("person_id")
-@click.option("--from", "from_", required=True, metavar="ISO",
-              help="Start, ISO 8601; without an offset, the site's local time.")
+@click.option(
+    "--from",
+    "from_",
+    required=True,
+    metavar="ISO",
+    help="Start, ISO 8601; without an offset, the site's local time.",
+)
 @click.option("--until", required=True, metavar="ISO", help="End, ISO 8601.")
-@click.option("--by", "by", required=True, metavar="SLT_PERSON_ID",
-              help="The SLT member granting it.")
+@click.option(
+    "--by", "by", required=True, metavar="SLT_PERSON_ID", help="The SLT member granting it."
+)
 @click.option("--reason", required=True, help="Why (recorded in the audit trail).")
 @click.option("--locker", default=None, metavar="ID", help="Only at this locker [default: all].")
 @site_options
@@ -473,10 +587,11 @@ def grant_add(site, person_id, from_, until, by, reason, locker):
             raise UserError(f"--by {by} is not an SLT member (no slt card)")
         if locker is not None and st.locker(site.site, locker) is None:
             raise UserError(f"--locker {locker}: no such locker at site {site.site}")
-        gid = st.add_grant(site.site, person_id, start, end, by, reason, locker,
-                           actor=_actor())
-    click.echo(f"grant {gid}: {person_id} from {_local(start, tz)} until {_local(end, tz)} "
-               f"at {locker or 'every locker'}, by {by}")
+        gid = st.add_grant(site.site, person_id, start, end, by, reason, locker, actor=_actor())
+    click.echo(
+        f"grant {gid}: {person_id} from {_local(start, tz)} until {_local(end, tz)} "
+        f"at {locker or 'every locker'}, by {by}"
+    )
 
 
 @grant.command("list")
@@ -498,8 +613,18 @@ def grant_list(site, show_all):
             status = "future"
         else:
             status = "active"
-        table.append((str(g.id), g.person_id, g.locker_id or "all", _local(g.from_ts, tz),
-                      _local(g.until_ts, tz), g.by, status, g.reason))
+        table.append(
+            (
+                str(g.id),
+                g.person_id,
+                g.locker_id or "all",
+                _local(g.from_ts, tz),
+                _local(g.until_ts, tz),
+                g.by,
+                status,
+                g.reason,
+            )
+        )
     _print_table(table)
 
 
@@ -511,5 +636,3 @@ def grant_revoke(site, grant_id):
     with _store(site) as st:
         st.revoke_grant(site.site, grant_id, actor=_actor())
     click.echo(f"grant {grant_id} revoked")
-
-

@@ -101,10 +101,19 @@ def write_xlsx(rows, out_binary, timezone: str, tick: Callable[[], None]) -> int
     return n
 
 
-def export_events(store, site: str, fmt: str, out, *, start: int | None = None,
-                  end: int | None = None, locker: str | None = None, person: str | None = None,
-                  timezone: str | None = None, progress: Callable[[int], None] | None = None
-                  ) -> int:
+def export_events(
+    store,
+    site: str,
+    fmt: str,
+    out,
+    *,
+    start: int | None = None,
+    end: int | None = None,
+    locker: str | None = None,
+    person: str | None = None,
+    timezone: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Writes the site's events to `out` (text for csv/jsonl, binary for xlsx); returns how many.
     `progress(n)` is called now and then with the number of rows written since the last call."""
     if fmt not in FORMATS:

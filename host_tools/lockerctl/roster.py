@@ -79,8 +79,17 @@ def _row(values: dict) -> tuple[dict, list[str]]:
     except ValueError as e:
         problems.append(str(e))
         uid = None
-    return ({"person_id": pid, "name": name, "role": role, "year": year,
-             "walk_home": walk_home, "card_uid": uid}, problems)
+    return (
+        {
+            "person_id": pid,
+            "name": name,
+            "role": role,
+            "year": year,
+            "walk_home": walk_home,
+            "card_uid": uid,
+        },
+        problems,
+    )
 
 
 def parse_roster(data: bytes | str, source: str = "roster") -> list[dict]:
@@ -89,8 +98,9 @@ def parse_roster(data: bytes | str, source: str = "roster") -> list[dict]:
         try:
             data = data.decode("utf-8-sig")
         except UnicodeDecodeError as e:
-            raise RosterError(source, [(data[:e.start].count(b"\n") + 1,
-                                        "not UTF-8 text")]) from None
+            raise RosterError(
+                source, [(data[: e.start].count(b"\n") + 1, "not UTF-8 text")]
+            ) from None
     elif data.startswith("\ufeff"):
         data = data[1:]
     reader = csv.reader(io.StringIO(data, newline=""))
@@ -98,13 +108,15 @@ def parse_roster(data: bytes | str, source: str = "roster") -> list[dict]:
     try:
         header = next(reader)
     except StopIteration:
-        raise RosterError(source, [(1, "empty file: expected the header " + ",".join(HEADER))]
+        raise RosterError(
+            source, [(1, "empty file: expected the header " + ",".join(HEADER))]
         ) from None
     except csv.Error as e:
         raise RosterError(source, [(1, f"not CSV: {e}")]) from None
     if [h.strip().lower() for h in header] != HEADER:
-        raise RosterError(source, [(1, f"header must be {','.join(HEADER)} "
-                                       f"(found {','.join(header)})")])
+        raise RosterError(
+            source, [(1, f"header must be {','.join(HEADER)} (found {','.join(header)})")]
+        )
     rows: list[dict] = []
     uid_line: dict[str, tuple[int, str]] = {}
     names: dict[str, tuple[int, str]] = {}
@@ -135,8 +147,10 @@ def parse_roster(data: bytes | str, source: str = "roster") -> list[dict]:
         elif uid is not None:
             uid_line[uid] = (line, pid)
         if pid in names and row["name"] and names[pid][1] != row["name"]:
-            errs.append(f"name {row['name']!r} differs from {names[pid][1]!r} for {pid} "
-                        f"(line {names[pid][0]})")
+            errs.append(
+                f"name {row['name']!r} differs from {names[pid][1]!r} for {pid} "
+                f"(line {names[pid][0]})"
+            )
         elif row["name"]:
             names.setdefault(pid, (line, row["name"]))
         problems.extend((line, e) for e in errs)
@@ -145,8 +159,16 @@ def parse_roster(data: bytes | str, source: str = "roster") -> list[dict]:
     if problems:
         raise RosterError(source, problems)
     if not rows:
-        raise RosterError(source, [(2, "no rows: a roster lists at least one card (an "
-                                       "import replaces the whole roster)")])
+        raise RosterError(
+            source,
+            [
+                (
+                    2,
+                    "no rows: a roster lists at least one card (an "
+                    "import replaces the whole roster)",
+                )
+            ],
+        )
     return rows
 
 
@@ -156,7 +178,15 @@ def write_roster(rows: Iterable, out) -> int:
     w.writerow(HEADER)
     n = 0
     for r in rows:
-        w.writerow([r.person_id, r.name, r.role, r.year if r.role == "pupil" else "",
-                    "yes" if r.walk_home else "no", mask_uid(r.card_uid)])
+        w.writerow(
+            [
+                r.person_id,
+                r.name,
+                r.role,
+                r.year if r.role == "pupil" else "",
+                "yes" if r.walk_home else "no",
+                mask_uid(r.card_uid),
+            ]
+        )
         n += 1
     return n

@@ -33,20 +33,23 @@ MAX_TEXT = 200
 metadata = sa.MetaData()
 
 migrations = sa.Table(
-    "migrations", metadata,
+    "migrations",
+    metadata,
     sa.Column("name", sa.String(100), primary_key=True),
     sa.Column("applied_at", sa.BigInteger, nullable=False),
 )
 
 sites = sa.Table(
-    "sites", metadata,
+    "sites",
+    metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("config_version", sa.BigInteger, nullable=False, default=0),
     sa.Column("created_at", sa.BigInteger, nullable=False),
 )
 
 people = sa.Table(
-    "people", metadata,
+    "people",
+    metadata,
     sa.Column("site", sa.String(64), sa.ForeignKey("sites.name"), primary_key=True),
     sa.Column("person_id", sa.String(28), primary_key=True),
     sa.Column("name", sa.String(200), nullable=False),
@@ -58,7 +61,8 @@ people = sa.Table(
 )
 
 cards = sa.Table(
-    "cards", metadata,
+    "cards",
+    metadata,
     sa.Column("site", sa.String(64), primary_key=True),
     sa.Column("uid", sa.String(14), primary_key=True),  # upper-case hex, 8 or 14 digits
     sa.Column("person_id", sa.String(28), nullable=False),
@@ -70,7 +74,8 @@ cards = sa.Table(
 )
 
 lockers = sa.Table(
-    "lockers", metadata,
+    "lockers",
+    metadata,
     sa.Column("site", sa.String(64), sa.ForeignKey("sites.name"), primary_key=True),
     sa.Column("id", sa.String(28), primary_key=True),
     sa.Column("bays", sa.Integer, nullable=False),
@@ -87,7 +92,8 @@ lockers = sa.Table(
 )
 
 timetables = sa.Table(
-    "timetables", metadata,
+    "timetables",
+    metadata,
     sa.Column("site", sa.String(64), sa.ForeignKey("sites.name"), primary_key=True),
     sa.Column("source", sa.Text, nullable=False),  # the TOML text as given
     sa.Column("parsed", sa.JSON, nullable=False),  # what parse_timetable made of it
@@ -96,7 +102,8 @@ timetables = sa.Table(
 )
 
 grants = sa.Table(
-    "grants", metadata,
+    "grants",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("site", sa.String(64), sa.ForeignKey("sites.name"), nullable=False),
     sa.Column("person_id", sa.String(28), nullable=False),
@@ -111,7 +118,8 @@ grants = sa.Table(
 )
 
 events = sa.Table(
-    "events", metadata,
+    "events",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("site", sa.String(64), nullable=False),
     sa.Column("locker_id", sa.String(28), nullable=False),
@@ -133,7 +141,8 @@ events = sa.Table(
 # Per locker: the acknowledged watermark and the duplicates counted (events from lockers that
 # are not (yet) registered are still stored, so this is not a column of `lockers`).
 ingest_marks = sa.Table(
-    "ingest_marks", metadata,
+    "ingest_marks",
+    metadata,
     sa.Column("site", sa.String(64), primary_key=True),
     sa.Column("locker_id", sa.String(28), primary_key=True),
     sa.Column("ack_seq", sa.BigInteger, nullable=False, default=0),
@@ -141,7 +150,8 @@ ingest_marks = sa.Table(
 )
 
 trail_entries = sa.Table(
-    "trail", metadata,
+    "trail",
+    metadata,
     sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("site", sa.String(64), nullable=False),
     sa.Column("kind", sa.String(8), nullable=False),  # "event" or "action"
@@ -157,21 +167,24 @@ trail_entries = sa.Table(
 # One row (id 1): the last entry written. Read FOR UPDATE to serialise appends; compared by
 # `audit verify` to catch a truncated tail.
 trail_head = sa.Table(
-    "trail_head", metadata,
+    "trail_head",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("last_id", sa.BigInteger, nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
 )
 
 broker_accounts = sa.Table(
-    "broker_accounts", metadata,
+    "broker_accounts",
+    metadata,
     sa.Column("site", sa.String(64), sa.ForeignKey("sites.name"), primary_key=True),
     sa.Column("user", sa.String(100), nullable=False),
     sa.Column("password", sa.String(200), nullable=False),
 )
 
 users = sa.Table(
-    "users", metadata,
+    "users",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("site", sa.String(64), nullable=False),
     sa.Column("username", sa.String(64), nullable=False),
@@ -184,8 +197,18 @@ users = sa.Table(
 )
 
 _INITIAL_TABLES = [
-    sites, people, cards, lockers, timetables, grants, events, ingest_marks, trail_entries,
-    trail_head, broker_accounts, users,
+    sites,
+    people,
+    cards,
+    lockers,
+    timetables,
+    grants,
+    events,
+    ingest_marks,
+    trail_entries,
+    trail_head,
+    broker_accounts,
+    users,
 ]
 
 
@@ -294,8 +317,9 @@ class Store:
 
     def applied_migrations(self) -> list[str]:
         with self._read() as conn:
-            return list(conn.execute(sa.select(migrations.c.name).order_by(migrations.c.name))
-                        .scalars())
+            return list(
+                conn.execute(sa.select(migrations.c.name).order_by(migrations.c.name)).scalars()
+            )
 
     # -- sites and configuration versions ------------------------------------------------------
 
@@ -313,12 +337,11 @@ class Store:
     def _bump(self, conn, site: str) -> int:
         self._ensure_site(conn, site)
         conn.execute(
-            sites.update().where(sites.c.name == site)
+            sites.update()
+            .where(sites.c.name == site)
             .values(config_version=sites.c.config_version + 1)
         )
-        return conn.execute(
-            sa.select(sites.c.config_version).where(sites.c.name == site)
-        ).scalar()
+        return conn.execute(sa.select(sites.c.config_version).where(sites.c.name == site)).scalar()
 
     def bump_config(self, site: str) -> int:
         """Marks the site's configuration changed; returns the new version."""
@@ -330,13 +353,15 @@ class Store:
     def _chain(self, conn) -> trail.Chain:
         row = conn.execute(
             sa.select(trail_head.c.last_id, trail_head.c.hash)
-            .where(trail_head.c.id == 1).with_for_update()
+            .where(trail_head.c.id == 1)
+            .with_for_update()
         ).first()
         return trail.Chain(row.last_id, row.hash)
 
     def _save_chain(self, conn, chain: trail.Chain) -> None:
         conn.execute(
-            trail_head.update().where(trail_head.c.id == 1)
+            trail_head.update()
+            .where(trail_head.c.id == 1)
             .values(last_id=chain.last_id, hash=chain.head)
         )
 
@@ -347,9 +372,19 @@ class Store:
         at = _now()
         content = trail.action_content(site, at, actor, action, detail)
         entry_id, chash, h = chain.append(content)
-        conn.execute(trail_entries.insert().values(
-            id=entry_id, site=site, kind=trail.ACTION, event_id=None,
-            content=content.decode(), content_hash=chash, hash=h, redacted=False, at=at))
+        conn.execute(
+            trail_entries.insert().values(
+                id=entry_id,
+                site=site,
+                kind=trail.ACTION,
+                event_id=None,
+                content=content.decode(),
+                content_hash=chash,
+                hash=h,
+                redacted=False,
+                at=at,
+            )
+        )
         if own:
             self._save_chain(conn, chain)
         return entry_id
@@ -366,7 +401,8 @@ class Store:
             rows = conn.execute(
                 sa.select(trail_entries.c.id, trail_entries.c.content, trail_entries.c.redacted)
                 .where(trail_entries.c.site == site, trail_entries.c.kind == trail.ACTION)
-                .order_by(trail_entries.c.id.desc()).limit(limit)
+                .order_by(trail_entries.c.id.desc())
+                .limit(limit)
             ).all()
         out = []
         for r in rows:
@@ -381,9 +417,20 @@ class Store:
         v = trail.Verifier()
         e = events
         q = (
-            sa.select(trail_entries, e.c.id.label("e_id"), e.c.site.label("e_site"),
-                      e.c.locker_id, e.c.seq, e.c.ts, e.c.type, e.c.bay, e.c.person, e.c.by,
-                      e.c.reason, e.c.received_at)
+            sa.select(
+                trail_entries,
+                e.c.id.label("e_id"),
+                e.c.site.label("e_site"),
+                e.c.locker_id,
+                e.c.seq,
+                e.c.ts,
+                e.c.type,
+                e.c.bay,
+                e.c.person,
+                e.c.by,
+                e.c.reason,
+                e.c.received_at,
+            )
             .select_from(trail_entries.outerjoin(e, e.c.id == trail_entries.c.event_id))
             .order_by(trail_entries.c.id)
         )
@@ -398,8 +445,17 @@ class Store:
                             missing = f"event row {r.event_id} is missing (deleted)"
                         else:
                             content = trail.event_content(
-                                r.e_site, r.locker_id, r.seq, r.ts, r.type, r.bay, r.person,
-                                r.by, r.reason, r.received_at)
+                                r.e_site,
+                                r.locker_id,
+                                r.seq,
+                                r.ts,
+                                r.type,
+                                r.bay,
+                                r.person,
+                                r.by,
+                                r.reason,
+                                r.received_at,
+                            )
                     elif r.kind == trail.ACTION:
                         content = r.content.encode() if r.content is not None else None
                     else:
@@ -408,21 +464,23 @@ class Store:
                     if progress:
                         progress(1)
                 head = conn.execute(
-                    sa.select(trail_head.c.last_id, trail_head.c.hash)
-                    .where(trail_head.c.id == 1)
+                    sa.select(trail_head.c.last_id, trail_head.c.hash).where(trail_head.c.id == 1)
                 ).first()
                 v.finish(head.last_id if head else None, head.hash if head else None)
                 # An event row the chain does not cover was inserted behind its back.
                 stray = conn.execute(
                     sa.select(e.c.id, e.c.locker_id, e.c.seq)
-                    .select_from(e.outerjoin(trail_entries,
-                                             trail_entries.c.event_id == e.c.id))
-                    .where(trail_entries.c.id.is_(None)).order_by(e.c.id).limit(1)
+                    .select_from(e.outerjoin(trail_entries, trail_entries.c.event_id == e.c.id))
+                    .where(trail_entries.c.id.is_(None))
+                    .order_by(e.c.id)
+                    .limit(1)
                 ).first()
                 if stray is not None:
                     raise trail.Broken(
-                        "-", f"event {stray.id} (locker {stray.locker_id} seq {stray.seq}) is "
-                             "not in the trail (inserted)")
+                        "-",
+                        f"event {stray.id} (locker {stray.locker_id} seq {stray.seq}) is "
+                        "not in the trail (inserted)",
+                    )
         return v.count, v.head
 
     def trail_count(self) -> int:
@@ -437,29 +495,43 @@ class Store:
         with self._write() as conn:
             self._ensure_site(conn, site)
             old = sa.select(trail_entries.c.event_id).where(
-                trail_entries.c.site == site, trail_entries.c.kind == trail.EVENT,
-                trail_entries.c.at < cutoff_ts, trail_entries.c.redacted.is_(False))
-            conn.execute(events.update().where(events.c.id.in_(old))
-                         .values(person=None, by=None, reason=None))
+                trail_entries.c.site == site,
+                trail_entries.c.kind == trail.EVENT,
+                trail_entries.c.at < cutoff_ts,
+                trail_entries.c.redacted.is_(False),
+            )
+            conn.execute(
+                events.update()
+                .where(events.c.id.in_(old))
+                .values(person=None, by=None, reason=None)
+            )
             n += conn.execute(
-                trail_entries.update().where(
-                    trail_entries.c.site == site, trail_entries.c.at < cutoff_ts,
-                    trail_entries.c.redacted.is_(False))
+                trail_entries.update()
+                .where(
+                    trail_entries.c.site == site,
+                    trail_entries.c.at < cutoff_ts,
+                    trail_entries.c.redacted.is_(False),
+                )
                 .values(redacted=True)
             ).rowcount
             rows = conn.execute(
                 sa.select(trail_entries.c.id, trail_entries.c.content).where(
-                    trail_entries.c.site == site, trail_entries.c.kind == trail.ACTION,
-                    trail_entries.c.redacted.is_(True), trail_entries.c.content.is_not(None))
+                    trail_entries.c.site == site,
+                    trail_entries.c.kind == trail.ACTION,
+                    trail_entries.c.redacted.is_(True),
+                    trail_entries.c.content.is_not(None),
+                )
             ).all()
             for r in rows:
                 c = json.loads(r.content)
                 if c.get("detail") is not None:
                     c["detail"] = None
-                    conn.execute(trail_entries.update().where(trail_entries.c.id == r.id)
-                                 .values(content=trail.canonical(c).decode()))
-            self._append_action(conn, site, actor, "redact",
-                                 {"before": cutoff_ts, "entries": n})
+                    conn.execute(
+                        trail_entries.update()
+                        .where(trail_entries.c.id == r.id)
+                        .values(content=trail.canonical(c).decode())
+                    )
+            self._append_action(conn, site, actor, "redact", {"before": cutoff_ts, "entries": n})
         return n
 
     # -- ingest ------------------------------------------------------------------------------
@@ -480,20 +552,21 @@ class Store:
             self._ensure_site(conn, site)
             chain = self._chain(conn)
             for locker_id, evs in by_locker.items():
-                acks[locker_id] = self._ingest_locker(conn, chain, site, locker_id, evs,
-                                                      received)
+                acks[locker_id] = self._ingest_locker(conn, chain, site, locker_id, evs, received)
             self._save_chain(conn, chain)
         return acks
 
     def _ingest_locker(self, conn, chain, site, locker_id, evs, received) -> int:
         m = ingest_marks
         mark = conn.execute(
-            sa.select(m.c.ack_seq, m.c.duplicates)
-            .where(m.c.site == site, m.c.locker_id == locker_id)
+            sa.select(m.c.ack_seq, m.c.duplicates).where(
+                m.c.site == site, m.c.locker_id == locker_id
+            )
         ).first()
         if mark is None:
-            conn.execute(m.insert().values(site=site, locker_id=locker_id, ack_seq=0,
-                                           duplicates=0))
+            conn.execute(
+                m.insert().values(site=site, locker_id=locker_id, ack_seq=0, duplicates=0)
+            )
             ack, dups = 0, 0
         else:
             ack, dups = mark.ack_seq, mark.duplicates
@@ -509,12 +582,16 @@ class Store:
         seqs = sorted(fresh)
         stored = set()
         for i in range(0, len(seqs), 500):
-            chunk = seqs[i:i + 500]
-            stored.update(conn.execute(
-                sa.select(events.c.seq).where(events.c.site == site,
-                                              events.c.locker_id == locker_id,
-                                              events.c.seq.in_(chunk))
-            ).scalars())
+            chunk = seqs[i : i + 500]
+            stored.update(
+                conn.execute(
+                    sa.select(events.c.seq).where(
+                        events.c.site == site,
+                        events.c.locker_id == locker_id,
+                        events.c.seq.in_(chunk),
+                    )
+                ).scalars()
+            )
         for seq in seqs:
             if seq in stored or seq <= ack:
                 dups += 1
@@ -522,33 +599,68 @@ class Store:
             ev = fresh[seq]
             ts = _int_or_none(ev.get("ts"))
             row = {
-                "site": site, "locker_id": locker_id, "seq": seq, "ts": ts,
-                "type": _text(ev.get("type"), 32) or "unknown", "bay": _int_or_none(ev.get("bay")),
-                "person": _text(ev.get("person")), "by": _text(ev.get("by")),
-                "reason": _text(ev.get("reason")), "received_at": received,
+                "site": site,
+                "locker_id": locker_id,
+                "seq": seq,
+                "ts": ts,
+                "type": _text(ev.get("type"), 32) or "unknown",
+                "bay": _int_or_none(ev.get("bay")),
+                "person": _text(ev.get("person")),
+                "by": _text(ev.get("by")),
+                "reason": _text(ev.get("reason")),
+                "received_at": received,
                 "sort_ts": ts if ts is not None else received,
             }
             event_id = conn.execute(events.insert().values(**row)).inserted_primary_key[0]
-            content = trail.event_content(site, locker_id, seq, ts, row["type"], row["bay"],
-                                          row["person"], row["by"], row["reason"], received)
+            content = trail.event_content(
+                site,
+                locker_id,
+                seq,
+                ts,
+                row["type"],
+                row["bay"],
+                row["person"],
+                row["by"],
+                row["reason"],
+                received,
+            )
             entry_id, chash, h = chain.append(content)
-            conn.execute(trail_entries.insert().values(
-                id=entry_id, site=site, kind=trail.EVENT, event_id=event_id, content=None,
-                content_hash=chash, hash=h, redacted=False, at=received))
+            conn.execute(
+                trail_entries.insert().values(
+                    id=entry_id,
+                    site=site,
+                    kind=trail.EVENT,
+                    event_id=event_id,
+                    content=None,
+                    content_hash=chash,
+                    hash=h,
+                    redacted=False,
+                    at=received,
+                )
+            )
         ack = self._advance(conn, site, locker_id, ack)
-        conn.execute(m.update().where(m.c.site == site, m.c.locker_id == locker_id)
-                     .values(ack_seq=ack, duplicates=dups))
+        conn.execute(
+            m.update()
+            .where(m.c.site == site, m.c.locker_id == locker_id)
+            .values(ack_seq=ack, duplicates=dups)
+        )
         return ack
 
     def _advance(self, conn, site, locker_id, ack: int) -> int:
         """Moves the watermark over every contiguous seq stored after it."""
         while True:
-            nxt = conn.execute(
-                sa.select(events.c.seq).where(events.c.site == site,
-                                              events.c.locker_id == locker_id,
-                                              events.c.seq > ack)
-                .order_by(events.c.seq).limit(1000)
-            ).scalars().all()
+            nxt = (
+                conn.execute(
+                    sa.select(events.c.seq)
+                    .where(
+                        events.c.site == site, events.c.locker_id == locker_id, events.c.seq > ack
+                    )
+                    .order_by(events.c.seq)
+                    .limit(1000)
+                )
+                .scalars()
+                .all()
+            )
             for seq in nxt:
                 if seq != ack + 1:
                     return ack
@@ -558,84 +670,151 @@ class Store:
 
     def ack_seq(self, site: str, locker_id: str) -> int:
         with self._read() as conn:
-            v = conn.execute(sa.select(ingest_marks.c.ack_seq).where(
-                ingest_marks.c.site == site, ingest_marks.c.locker_id == locker_id)).scalar()
+            v = conn.execute(
+                sa.select(ingest_marks.c.ack_seq).where(
+                    ingest_marks.c.site == site, ingest_marks.c.locker_id == locker_id
+                )
+            ).scalar()
         return v or 0
 
     def duplicates(self, site: str) -> int:
         """Events received again (same locker and seq) and not stored, for the whole site."""
         with self._read() as conn:
-            v = conn.execute(sa.select(sa.func.sum(ingest_marks.c.duplicates))
-                             .where(ingest_marks.c.site == site)).scalar()
+            v = conn.execute(
+                sa.select(sa.func.sum(ingest_marks.c.duplicates)).where(
+                    ingest_marks.c.site == site
+                )
+            ).scalar()
         return int(v or 0)
 
     # -- lockers -----------------------------------------------------------------------------
 
-    _LOCKER_COLS = (lockers.c.id, lockers.c.bays, lockers.c.secret, lockers.c.broker_password,
-                    lockers.c.online, lockers.c.last_seen, lockers.c.state, lockers.c.board,
-                    lockers.c.cmd_counter, lockers.c.control_port, lockers.c.data_dir,
-                    lockers.c.site)
+    _LOCKER_COLS = (
+        lockers.c.id,
+        lockers.c.bays,
+        lockers.c.secret,
+        lockers.c.broker_password,
+        lockers.c.online,
+        lockers.c.last_seen,
+        lockers.c.state,
+        lockers.c.board,
+        lockers.c.cmd_counter,
+        lockers.c.control_port,
+        lockers.c.data_dir,
+        lockers.c.site,
+    )
 
     def lockers(self, site: str) -> list:
         """Rows (id, bays, secret bytes, broker_password, online, last_seen, state dict or None,
         board, cmd_counter, control_port, data_dir, site), ordered by id."""
         with self._read() as conn:
-            return conn.execute(sa.select(*self._LOCKER_COLS).where(lockers.c.site == site)
-                                .order_by(lockers.c.id)).all()
+            return conn.execute(
+                sa.select(*self._LOCKER_COLS).where(lockers.c.site == site).order_by(lockers.c.id)
+            ).all()
 
     def locker(self, site: str, locker_id: str):
         with self._read() as conn:
-            return conn.execute(sa.select(*self._LOCKER_COLS).where(
-                lockers.c.site == site, lockers.c.id == locker_id)).first()
+            return conn.execute(
+                sa.select(*self._LOCKER_COLS).where(
+                    lockers.c.site == site, lockers.c.id == locker_id
+                )
+            ).first()
 
-    def add_locker(self, site: str, locker_id: str, bays: int, secret: bytes, password: str,
-                   board: str = "sim", control_port: int | None = None,
-                   data_dir: str | None = None, actor: str = "lockerctl") -> int:
+    def add_locker(
+        self,
+        site: str,
+        locker_id: str,
+        bays: int,
+        secret: bytes,
+        password: str,
+        board: str = "sim",
+        control_port: int | None = None,
+        data_dir: str | None = None,
+        actor: str = "lockerctl",
+    ) -> int:
         """Registers a locker; returns the new configuration version. StoreError if it exists."""
         if not LOCKER_ID_RE.match(locker_id or ""):
             raise StoreError(f"bad locker id {locker_id!r}: 1-28 of A-Z a-z 0-9 . _ -")
         with self._write() as conn:
             self._ensure_site(conn, site)
-            if conn.execute(sa.select(lockers.c.id).where(
-                    lockers.c.site == site, lockers.c.id == locker_id)).first():
+            if conn.execute(
+                sa.select(lockers.c.id).where(lockers.c.site == site, lockers.c.id == locker_id)
+            ).first():
                 raise StoreError(f"locker {locker_id} already exists at site {site}")
-            conn.execute(lockers.insert().values(
-                site=site, id=locker_id, bays=bays, board=board, secret=bytes(secret),
-                broker_password=password, cmd_counter=0, online=None, last_seen=None,
-                state=None, control_port=control_port, data_dir=data_dir, created_at=_now()))
-            self._append_action(conn, site, actor, "locker_add",
-                                {"locker": locker_id, "bays": bays, "board": board})
+            conn.execute(
+                lockers.insert().values(
+                    site=site,
+                    id=locker_id,
+                    bays=bays,
+                    board=board,
+                    secret=bytes(secret),
+                    broker_password=password,
+                    cmd_counter=0,
+                    online=None,
+                    last_seen=None,
+                    state=None,
+                    control_port=control_port,
+                    data_dir=data_dir,
+                    created_at=_now(),
+                )
+            )
+            self._append_action(
+                conn,
+                site,
+                actor,
+                "locker_add",
+                {"locker": locker_id, "bays": bays, "board": board},
+            )
             return self._bump(conn, site)
 
-    def set_locker_secret(self, site: str, locker_id: str, secret: bytes,
-                          password: str | None = None, actor: str = "lockerctl") -> int:
+    def set_locker_secret(
+        self,
+        site: str,
+        locker_id: str,
+        secret: bytes,
+        password: str | None = None,
+        actor: str = "lockerctl",
+    ) -> int:
         """Rekeys a locker (and its broker password if given); returns the new config version."""
         values = {"secret": bytes(secret)}
         if password is not None:
             values["broker_password"] = password
         with self._write() as conn:
-            n = conn.execute(lockers.update().where(lockers.c.site == site,
-                                                    lockers.c.id == locker_id)
-                             .values(**values)).rowcount
+            n = conn.execute(
+                lockers.update()
+                .where(lockers.c.site == site, lockers.c.id == locker_id)
+                .values(**values)
+            ).rowcount
             if not n:
                 raise StoreError(f"no locker {locker_id} at site {site}")
-            self._append_action(conn, site, actor, "locker_rekey",
-                                {"locker": locker_id, "password": password is not None})
+            self._append_action(
+                conn,
+                site,
+                actor,
+                "locker_rekey",
+                {"locker": locker_id, "password": password is not None},
+            )
             return self._bump(conn, site)
 
     def next_command_id(self, site: str, locker_id: str) -> int:
         """The next id of a signed command to this locker: persisted, strictly increasing."""
         with self._write() as conn:
-            n = conn.execute(lockers.update().where(lockers.c.site == site,
-                                                    lockers.c.id == locker_id)
-                             .values(cmd_counter=lockers.c.cmd_counter + 1)).rowcount
+            n = conn.execute(
+                lockers.update()
+                .where(lockers.c.site == site, lockers.c.id == locker_id)
+                .values(cmd_counter=lockers.c.cmd_counter + 1)
+            ).rowcount
             if not n:
                 raise StoreError(f"no locker {locker_id} at site {site}")
-            return conn.execute(sa.select(lockers.c.cmd_counter).where(
-                lockers.c.site == site, lockers.c.id == locker_id)).scalar()
+            return conn.execute(
+                sa.select(lockers.c.cmd_counter).where(
+                    lockers.c.site == site, lockers.c.id == locker_id
+                )
+            ).scalar()
 
-    def set_locker_status(self, site: str, locker_id: str, online: bool | None = None,
-                          state: dict | None = None) -> bool:
+    def set_locker_status(
+        self, site: str, locker_id: str, online: bool | None = None, state: dict | None = None
+    ) -> bool:
         """Records what a locker reported (status and/or state) and when; False if unknown."""
         values: dict = {"last_seen": time.time()}
         if online is not None:
@@ -643,15 +822,23 @@ class Store:
         if state is not None:
             values["state"] = state
         with self._write() as conn:
-            return bool(conn.execute(lockers.update().where(
-                lockers.c.site == site, lockers.c.id == locker_id).values(**values)).rowcount)
+            return bool(
+                conn.execute(
+                    lockers.update()
+                    .where(lockers.c.site == site, lockers.c.id == locker_id)
+                    .values(**values)
+                ).rowcount
+            )
 
     # -- broker credentials ------------------------------------------------------------------
 
     def broker_credentials(self, site: str) -> tuple[str, str] | None:
         with self._read() as conn:
-            r = conn.execute(sa.select(broker_accounts.c.user, broker_accounts.c.password)
-                             .where(broker_accounts.c.site == site)).first()
+            r = conn.execute(
+                sa.select(broker_accounts.c.user, broker_accounts.c.password).where(
+                    broker_accounts.c.site == site
+                )
+            ).first()
         return (r.user, r.password) if r else None
 
     def set_broker_credentials(self, site: str, user: str, password: str) -> None:
@@ -659,16 +846,18 @@ class Store:
             self._ensure_site(conn, site)
             b = broker_accounts
             if conn.execute(sa.select(b.c.site).where(b.c.site == site)).first():
-                conn.execute(b.update().where(b.c.site == site)
-                             .values(user=user, password=password))
+                conn.execute(
+                    b.update().where(b.c.site == site).values(user=user, password=password)
+                )
             else:
                 conn.execute(b.insert().values(site=site, user=user, password=password))
             self._append_action(conn, site, "lockerctl", "broker_credentials", {"user": user})
 
     # -- roster ------------------------------------------------------------------------------
 
-    def replace_roster(self, site: str, rows: list[dict], actor: str = "lockerctl",
-                       detail: dict | None = None) -> dict:
+    def replace_roster(
+        self, site: str, rows: list[dict], actor: str = "lockerctl", detail: dict | None = None
+    ) -> dict:
         """Makes `rows` (validated: person_id, name, role, year, walk_home, card_uid) the whole
         roster of the site in one transaction. Cards no longer listed are removed; a card listed
         again keeps its revocation; people no longer listed are kept inactive (their name stays
@@ -678,43 +867,68 @@ class Store:
             new_people.setdefault(r["person_id"], r)
         with self._write() as conn:
             self._ensure_site(conn, site)
-            old_cards = {r.uid: r for r in conn.execute(
-                sa.select(cards).where(cards.c.site == site)).all()}
-            old_people = {r.person_id for r in conn.execute(
-                sa.select(people.c.person_id).where(people.c.site == site)).all()}
+            old_cards = {
+                r.uid: r for r in conn.execute(sa.select(cards).where(cards.c.site == site)).all()
+            }
+            old_people = {
+                r.person_id
+                for r in conn.execute(
+                    sa.select(people.c.person_id).where(people.c.site == site)
+                ).all()
+            }
             new_uids = {r["card_uid"] for r in rows}
             gone = [u for u in old_cards if u not in new_uids]
             for i in range(0, len(gone), 500):
-                conn.execute(cards.delete().where(cards.c.site == site,
-                                                  cards.c.uid.in_(gone[i:i + 500])))
+                conn.execute(
+                    cards.delete().where(cards.c.site == site, cards.c.uid.in_(gone[i : i + 500]))
+                )
             for pid, r in new_people.items():
                 values = {"name": r["name"], "role": r["role"], "active": True}
                 if pid in old_people:
-                    conn.execute(people.update().where(people.c.site == site,
-                                                       people.c.person_id == pid).values(**values))
+                    conn.execute(
+                        people.update()
+                        .where(people.c.site == site, people.c.person_id == pid)
+                        .values(**values)
+                    )
                 else:
                     conn.execute(people.insert().values(site=site, person_id=pid, **values))
             absent = [p for p in old_people if p not in new_people]
             for i in range(0, len(absent), 500):
-                conn.execute(people.update().where(people.c.site == site,
-                                                   people.c.person_id.in_(absent[i:i + 500]))
-                             .values(active=False))
+                conn.execute(
+                    people.update()
+                    .where(people.c.site == site, people.c.person_id.in_(absent[i : i + 500]))
+                    .values(active=False)
+                )
             added = updated = 0
             for r in rows:
-                values = {"person_id": r["person_id"], "role": r["role"], "year": r["year"],
-                          "walk_home": r["walk_home"]}
+                values = {
+                    "person_id": r["person_id"],
+                    "role": r["role"],
+                    "year": r["year"],
+                    "walk_home": r["walk_home"],
+                }
                 old = old_cards.get(r["card_uid"])
                 if old is None:
-                    conn.execute(cards.insert().values(site=site, uid=r["card_uid"],
-                                                       revoked=False, **values))
+                    conn.execute(
+                        cards.insert().values(
+                            site=site, uid=r["card_uid"], revoked=False, **values
+                        )
+                    )
                     added += 1
                 elif any(getattr(old, k) != v for k, v in values.items()):
-                    conn.execute(cards.update().where(cards.c.site == site,
-                                                      cards.c.uid == r["card_uid"])
-                                 .values(**values))
+                    conn.execute(
+                        cards.update()
+                        .where(cards.c.site == site, cards.c.uid == r["card_uid"])
+                        .values(**values)
+                    )
                     updated += 1
-            counts = {"people": len(new_people), "cards": len(rows), "added": added,
-                      "removed": len(gone), "updated": updated}
+            counts = {
+                "people": len(new_people),
+                "cards": len(rows),
+                "added": added,
+                "removed": len(gone),
+                "updated": updated,
+            }
             self._append_action(conn, site, actor, "roster_import", {**counts, **(detail or {})})
             counts["version"] = self._bump(conn, site)
         return counts
@@ -723,10 +937,23 @@ class Store:
         """Rows (person_id, name, role, year, walk_home, card_uid, revoked), one per card."""
         with self._read() as conn:
             return conn.execute(
-                sa.select(cards.c.person_id, people.c.name, cards.c.role, cards.c.year,
-                          cards.c.walk_home, cards.c.uid.label("card_uid"), cards.c.revoked)
-                .select_from(cards.join(people, sa.and_(people.c.site == cards.c.site,
-                                                        people.c.person_id == cards.c.person_id)))
+                sa.select(
+                    cards.c.person_id,
+                    people.c.name,
+                    cards.c.role,
+                    cards.c.year,
+                    cards.c.walk_home,
+                    cards.c.uid.label("card_uid"),
+                    cards.c.revoked,
+                )
+                .select_from(
+                    cards.join(
+                        people,
+                        sa.and_(
+                            people.c.site == cards.c.site, people.c.person_id == cards.c.person_id
+                        ),
+                    )
+                )
                 .where(cards.c.site == site)
                 .order_by(cards.c.person_id, cards.c.uid)
             ).all()
@@ -735,28 +962,39 @@ class Store:
         """(person_id, name, role, active, roles: set of the roles of their unrevoked cards), or
         None if the roster does not list the person (now, or ever with `include_inactive`)."""
         with self._read() as conn:
-            p = conn.execute(sa.select(people).where(people.c.site == site,
-                                                     people.c.person_id == person_id)).first()
+            p = conn.execute(
+                sa.select(people).where(people.c.site == site, people.c.person_id == person_id)
+            ).first()
             if p is None or not (p.active or include_inactive):
                 return None
-            roles = set(conn.execute(sa.select(cards.c.role).where(
-                cards.c.site == site, cards.c.person_id == person_id,
-                cards.c.revoked.is_(False))).scalars())
+            roles = set(
+                conn.execute(
+                    sa.select(cards.c.role).where(
+                        cards.c.site == site,
+                        cards.c.person_id == person_id,
+                        cards.c.revoked.is_(False),
+                    )
+                ).scalars()
+            )
         return _Person(p.person_id, p.name, p.role, bool(p.active), roles)
 
     def person_cards(self, site: str, person_id: str) -> list:
         with self._read() as conn:
-            return conn.execute(sa.select(cards).where(
-                cards.c.site == site, cards.c.person_id == person_id)
-                .order_by(cards.c.uid)).all()
+            return conn.execute(
+                sa.select(cards)
+                .where(cards.c.site == site, cards.c.person_id == person_id)
+                .order_by(cards.c.uid)
+            ).all()
 
-    def revoke_cards(self, site: str, person_id: str, uid: str | None = None,
-                     actor: str = "lockerctl") -> int:
+    def revoke_cards(
+        self, site: str, person_id: str, uid: str | None = None, actor: str = "lockerctl"
+    ) -> int:
         """Revokes the person's cards (or the one with `uid`); returns how many were revoked
         now (already revoked ones are not counted). StoreError if there is no such card."""
         with self._write() as conn:
             q = sa.select(cards.c.uid, cards.c.revoked).where(
-                cards.c.site == site, cards.c.person_id == person_id)
+                cards.c.site == site, cards.c.person_id == person_id
+            )
             if uid is not None:
                 q = q.where(cards.c.uid == uid)
             found = conn.execute(q).all()
@@ -766,23 +1004,36 @@ class Store:
                 raise StoreError(f"{person_id} has no cards (unknown person?)")
             todo = [r.uid for r in found if not r.revoked]
             if todo:
-                conn.execute(cards.update().where(cards.c.site == site, cards.c.uid.in_(todo))
-                             .values(revoked=True))
-            self._append_action(conn, site, actor, "card_revoke", {
-                "person": person_id, "cards": [mask_uid(u) for u in todo]})
+                conn.execute(
+                    cards.update()
+                    .where(cards.c.site == site, cards.c.uid.in_(todo))
+                    .values(revoked=True)
+                )
+            self._append_action(
+                conn,
+                site,
+                actor,
+                "card_revoke",
+                {"person": person_id, "cards": [mask_uid(u) for u in todo]},
+            )
             self._bump(conn, site)
         return len(todo)
 
     # -- timetable ---------------------------------------------------------------------------
 
-    def set_timetable(self, site: str, source: str, parsed: dict, timezone: str,
-                      actor: str = "lockerctl") -> int:
+    def set_timetable(
+        self, site: str, source: str, parsed: dict, timezone: str, actor: str = "lockerctl"
+    ) -> int:
         """Stores the TOML text and its parsed form; returns the new configuration version."""
         with self._write() as conn:
             self._ensure_site(conn, site)
             t = timetables
-            values = {"source": source, "parsed": parsed, "timezone": timezone,
-                      "updated_at": _now()}
+            values = {
+                "source": source,
+                "parsed": parsed,
+                "timezone": timezone,
+                "updated_at": _now(),
+            }
             if conn.execute(sa.select(t.c.site).where(t.c.site == site)).first():
                 conn.execute(t.update().where(t.c.site == site).values(**values))
             else:
@@ -802,18 +1053,48 @@ class Store:
 
     # -- grants ------------------------------------------------------------------------------
 
-    def add_grant(self, site: str, person_id: str, from_ts: int, until_ts: int, by: str,
-                  reason: str, locker_id: str | None = None, actor: str = "lockerctl") -> int:
+    def add_grant(
+        self,
+        site: str,
+        person_id: str,
+        from_ts: int,
+        until_ts: int,
+        by: str,
+        reason: str,
+        locker_id: str | None = None,
+        actor: str = "lockerctl",
+    ) -> int:
         """Stores an exception grant (validated by the caller); returns its id."""
         with self._write() as conn:
             self._ensure_site(conn, site)
-            gid = conn.execute(grants.insert().values(
-                site=site, person_id=person_id, locker_id=locker_id, from_ts=int(from_ts),
-                until_ts=int(until_ts), by=by, reason=_text(reason), created_at=_now(),
-                revoked_at=None)).inserted_primary_key[0]
-            self._append_action(conn, site, actor, "grant", {
-                "id": gid, "person": person_id, "from": int(from_ts), "until": int(until_ts),
-                "by": by, "reason": reason, "locker": locker_id})
+            gid = conn.execute(
+                grants.insert().values(
+                    site=site,
+                    person_id=person_id,
+                    locker_id=locker_id,
+                    from_ts=int(from_ts),
+                    until_ts=int(until_ts),
+                    by=by,
+                    reason=_text(reason),
+                    created_at=_now(),
+                    revoked_at=None,
+                )
+            ).inserted_primary_key[0]
+            self._append_action(
+                conn,
+                site,
+                actor,
+                "grant",
+                {
+                    "id": gid,
+                    "person": person_id,
+                    "from": int(from_ts),
+                    "until": int(until_ts),
+                    "by": by,
+                    "reason": reason,
+                    "locker": locker_id,
+                },
+            )
             self._bump(conn, site)
         return gid
 
@@ -828,14 +1109,16 @@ class Store:
 
     def revoke_grant(self, site: str, grant_id: int, actor: str = "lockerctl") -> None:
         with self._write() as conn:
-            r = conn.execute(sa.select(grants.c.revoked_at).where(
-                grants.c.site == site, grants.c.id == grant_id)).first()
+            r = conn.execute(
+                sa.select(grants.c.revoked_at).where(
+                    grants.c.site == site, grants.c.id == grant_id
+                )
+            ).first()
             if r is None:
                 raise StoreError(f"no grant {grant_id} at site {site}")
             if r.revoked_at is not None:
                 raise StoreError(f"grant {grant_id} is already revoked")
-            conn.execute(grants.update().where(grants.c.id == grant_id)
-                         .values(revoked_at=_now()))
+            conn.execute(grants.update().where(grants.c.id == grant_id).values(revoked_at=_now()))
             self._append_action(conn, site, actor, "grant_revoke", {"id": grant_id})
             self._bump(conn, site)
 
@@ -853,18 +1136,40 @@ class Store:
         now = _now() if now is None else now
         with self._read() as conn:
             card_rows = conn.execute(
-                sa.select(cards.c.uid, cards.c.person_id, cards.c.role, cards.c.year,
-                          cards.c.walk_home, cards.c.revoked)
-                .where(cards.c.site == site).order_by(cards.c.uid)).all()
-            tt = conn.execute(sa.select(timetables.c.source, timetables.c.parsed)
-                              .where(timetables.c.site == site)).first()
+                sa.select(
+                    cards.c.uid,
+                    cards.c.person_id,
+                    cards.c.role,
+                    cards.c.year,
+                    cards.c.walk_home,
+                    cards.c.revoked,
+                )
+                .where(cards.c.site == site)
+                .order_by(cards.c.uid)
+            ).all()
+            tt = conn.execute(
+                sa.select(timetables.c.source, timetables.c.parsed).where(
+                    timetables.c.site == site
+                )
+            ).first()
             grant_rows = conn.execute(
-                sa.select(grants.c.id, grants.c.person_id, grants.c.locker_id, grants.c.from_ts,
-                          grants.c.until_ts, grants.c.by, grants.c.reason)
-                .where(grants.c.site == site, grants.c.revoked_at.is_(None),
-                       grants.c.until_ts > now,
-                       sa.or_(grants.c.locker_id.is_(None), grants.c.locker_id == locker_id))
-                .order_by(grants.c.id)).all()
+                sa.select(
+                    grants.c.id,
+                    grants.c.person_id,
+                    grants.c.locker_id,
+                    grants.c.from_ts,
+                    grants.c.until_ts,
+                    grants.c.by,
+                    grants.c.reason,
+                )
+                .where(
+                    grants.c.site == site,
+                    grants.c.revoked_at.is_(None),
+                    grants.c.until_ts > now,
+                    sa.or_(grants.c.locker_id.is_(None), grants.c.locker_id == locker_id),
+                )
+                .order_by(grants.c.id)
+            ).all()
         timetable = None
         if tt is not None:
             timetable = tt.parsed
@@ -881,11 +1186,24 @@ class Store:
     def _events_query(self, site, start=None, end=None, locker=None, person=None, types=None):
         e, p = events, people
         q = (
-            sa.select(e.c.id, e.c.locker_id, e.c.seq, e.c.ts, e.c.type, e.c.bay, e.c.person,
-                      e.c.by, e.c.reason, e.c.received_at, e.c.sort_ts,
-                      p.c.name, p.c.role)
-            .select_from(e.outerjoin(p, sa.and_(p.c.site == e.c.site,
-                                                p.c.person_id == e.c.person)))
+            sa.select(
+                e.c.id,
+                e.c.locker_id,
+                e.c.seq,
+                e.c.ts,
+                e.c.type,
+                e.c.bay,
+                e.c.person,
+                e.c.by,
+                e.c.reason,
+                e.c.received_at,
+                e.c.sort_ts,
+                p.c.name,
+                p.c.role,
+            )
+            .select_from(
+                e.outerjoin(p, sa.and_(p.c.site == e.c.site, p.c.person_id == e.c.person))
+            )
             .where(e.c.site == site)
         )
         if start is not None:
@@ -900,10 +1218,18 @@ class Store:
             q = q.where(e.c.type.in_(list(types)))
         return q
 
-    def events(self, site: str, start: int | None = None, end: int | None = None,
-               locker: str | None = None, person: str | None = None, types=None,
-               newest_first: bool = False, limit: int | None = None,
-               batch: int = 1000) -> Iterator:
+    def events(
+        self,
+        site: str,
+        start: int | None = None,
+        end: int | None = None,
+        locker: str | None = None,
+        person: str | None = None,
+        types=None,
+        newest_first: bool = False,
+        limit: int | None = None,
+        batch: int = 1000,
+    ) -> Iterator:
         """Streams the site's events (rows: id, locker_id, seq, ts, type, bay, person, by,
         reason, received_at, sort_ts, name, role), in time order (`sort_ts`: the locker's ts,
         or the arrival time when that is unknown). `start`/`end` are unix seconds [start, end);
@@ -921,8 +1247,9 @@ class Store:
                 result = conn.execution_options(yield_per=batch, stream_results=True).execute(q)
                 yield from result
 
-    def count_events(self, site: str, start=None, end=None, locker=None, person=None,
-                     types=None) -> int:
+    def count_events(
+        self, site: str, start=None, end=None, locker=None, person=None, types=None
+    ) -> int:
         q = self._events_query(site, start, end, locker, person, types).subquery()
         with self._read() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(q)).scalar()

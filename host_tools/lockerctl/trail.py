@@ -50,8 +50,17 @@ def event_content(site, locker, seq, ts, type, bay, person, by, reason, received
     """The canonical content of a locker event's entry (fields as stored in `events`)."""
     return canonical(
         {
-            "kind": EVENT, "site": site, "locker": locker, "seq": seq, "ts": ts, "type": type,
-            "bay": bay, "person": person, "by": by, "reason": reason, "received_at": received_at,
+            "kind": EVENT,
+            "site": site,
+            "locker": locker,
+            "seq": seq,
+            "ts": ts,
+            "type": type,
+            "bay": bay,
+            "person": person,
+            "by": by,
+            "reason": reason,
+            "received_at": received_at,
         }
     )
 
@@ -59,8 +68,14 @@ def event_content(site, locker, seq, ts, type, bay, person, by, reason, received
 def action_content(site, at, actor, action, detail) -> bytes:
     """The canonical content of a host action's entry."""
     return canonical(
-        {"kind": ACTION, "site": site, "at": at, "actor": actor, "action": action,
-         "detail": detail}
+        {
+            "kind": ACTION,
+            "site": site,
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "detail": detail,
+        }
     )
 
 
@@ -100,8 +115,15 @@ class Verifier:
         self.last_id = 0
         self.head = GENESIS
 
-    def feed(self, entry_id: int, stored_chash: str, stored_hash: str,
-             content: bytes | None, redacted: bool = False, missing: str | None = None) -> None:
+    def feed(
+        self,
+        entry_id: int,
+        stored_chash: str,
+        stored_hash: str,
+        content: bytes | None,
+        redacted: bool = False,
+        missing: str | None = None,
+    ) -> None:
         if entry_id != self.last_id + 1:
             if entry_id <= self.last_id:
                 raise Broken(entry_id, f"out of order after entry {self.last_id}")
@@ -120,8 +142,9 @@ class Verifier:
         except ValueError:
             raise Broken(entry_id, "content hash is not hex (edited)") from None
         if expected != stored_hash:
-            raise Broken(entry_id, "does not link to the entry before it (edited, deleted or "
-                                   "reordered)")
+            raise Broken(
+                entry_id, "does not link to the entry before it (edited, deleted or reordered)"
+            )
         self.last_id = entry_id
         self.head = stored_hash
         self.count += 1
@@ -131,7 +154,10 @@ class Verifier:
         if head_id is None:
             head_id, head_hash = 0, GENESIS
         if head_id > self.last_id:
-            raise Broken(self.last_id + 1, f"missing (trail ends at entry {self.last_id}, "
-                                           f"but {head_id} entries were written)")
+            raise Broken(
+                self.last_id + 1,
+                f"missing (trail ends at entry {self.last_id}, "
+                f"but {head_id} entries were written)",
+            )
         if head_id != self.last_id or head_hash != self.head:
             raise Broken(self.last_id, "chain head does not match the recorded head")

@@ -12,7 +12,7 @@ from lockerctl.roster import parse_roster
 from lockerctl.store import Store, events
 
 HEADER = "time,locker,bay,event,person_id,name,role,by,reason,seq"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def ts(*args) -> int:
@@ -20,25 +20,39 @@ def ts(*args) -> int:
 
 
 def ev(seq, when, type="deposit", bay=1, person="P1", by=None, reason=None):
-    return {"seq": seq, "ts": when, "type": type, "bay": bay, "person": person, "by": by,
-            "reason": reason}
+    return {
+        "seq": seq,
+        "ts": when,
+        "type": type,
+        "bay": bay,
+        "person": person,
+        "by": by,
+        "reason": reason,
+    }
 
 
 @pytest.fixture
 def st(tmp_path):
     s = Store.open(f"sqlite:///{tmp_path / 'lockers.db'}")
-    s.replace_roster("school", parse_roster(
-        "person_id,name,role,year,walk_home,card_uid\n"
-        "P1,\"Smith, Ann\",pupil,6,yes,04A1B2C3\n"
-        "S1,Sue Head,staff,,no,11223344\n"
-        "S1,Sue Head,slt,,no,55667788\n"))
-    s.ingest("school", [
-        ("L1", ev(1, ts(2026, 7, 1, 12, 0))),                     # BST: 13:00+01:00
-        ("L1", ev(2, ts(2026, 12, 1, 12, 0), "retrieve")),        # GMT: 12:00+00:00
-        ("L1", ev(3, None, "boot", None, None)),                  # clock unknown
-        ("L2", ev(1, ts(2026, 6, 30, 23, 30), "override", 2, "P1", "S1", "medical")),
-        ("L2", ev(2, ts(2026, 7, 1, 23, 30), "denied", None, "PX", None, "unknown_card")),
-    ])
+    s.replace_roster(
+        "school",
+        parse_roster(
+            "person_id,name,role,year,walk_home,card_uid\n"
+            'P1,"Smith, Ann",pupil,6,yes,04A1B2C3\n'
+            "S1,Sue Head,staff,,no,11223344\n"
+            "S1,Sue Head,slt,,no,55667788\n"
+        ),
+    )
+    s.ingest(
+        "school",
+        [
+            ("L1", ev(1, ts(2026, 7, 1, 12, 0))),  # BST: 13:00+01:00
+            ("L1", ev(2, ts(2026, 12, 1, 12, 0), "retrieve")),  # GMT: 12:00+00:00
+            ("L1", ev(3, None, "boot", None, None)),  # clock unknown
+            ("L2", ev(1, ts(2026, 6, 30, 23, 30), "override", 2, "P1", "S1", "medical")),
+            ("L2", ev(2, ts(2026, 7, 1, 23, 30), "denied", None, "PX", None, "unknown_card")),
+        ],
+    )
     yield s
     s.close()
 
@@ -62,8 +76,15 @@ def test_csv_columns_and_local_time_across_bst_and_gmt(st):
     assert rows[("L1", "2")]["time"] == "2026-12-01T12:00:00+00:00"
     assert rows[("L1", "3")]["time"] == ""
     o = rows[("L2", "1")]
-    assert (o["bay"], o["event"], o["person_id"], o["name"], o["role"], o["by"], o["reason"]) \
-        == ("2", "override", "P1", "Smith, Ann", "pupil", "S1", "medical")
+    assert (o["bay"], o["event"], o["person_id"], o["name"], o["role"], o["by"], o["reason"]) == (
+        "2",
+        "override",
+        "P1",
+        "Smith, Ann",
+        "pupil",
+        "S1",
+        "medical",
+    )
     unknown = rows[("L2", "2")]
     assert unknown["name"] == "" and unknown["bay"] == "" and unknown["person_id"] == "PX"
 
@@ -133,11 +154,25 @@ def test_bad_format_is_refused(st):
 def test_export_streams_in_bounded_memory(st):
     n_rows = 20_000
     with st.engine.begin() as conn:
-        conn.execute(events.insert(), [
-            {"site": "school", "locker_id": "L9", "seq": i, "ts": 1_790_000_000 + i,
-             "type": "deposit", "bay": 1 + i % 8, "person": "P1", "by": None,
-             "reason": "x" * 100, "received_at": 1_790_000_000, "sort_ts": 1_790_000_000 + i}
-            for i in range(1, n_rows + 1)])
+        conn.execute(
+            events.insert(),
+            [
+                {
+                    "site": "school",
+                    "locker_id": "L9",
+                    "seq": i,
+                    "ts": 1_790_000_000 + i,
+                    "type": "deposit",
+                    "bay": 1 + i % 8,
+                    "person": "P1",
+                    "by": None,
+                    "reason": "x" * 100,
+                    "received_at": 1_790_000_000,
+                    "sort_ts": 1_790_000_000 + i,
+                }
+                for i in range(1, n_rows + 1)
+            ],
+        )
 
     class Sink:
         written = 0

@@ -26,9 +26,20 @@ def st(tmp_path):
 def test_good_file_parses_and_normalises():
     rows = parse_roster(GOOD.encode(), "r.csv")
     assert [r["card_uid"] for r in rows] == [
-        "04A1B2C3", "04A1B2C3D4E5F6", "11223344", "55667788", "99AABBCC"]
-    assert rows[0] == {"person_id": "P1", "name": "Ann Smith", "role": "pupil", "year": 6,
-                       "walk_home": True, "card_uid": "04A1B2C3"}
+        "04A1B2C3",
+        "04A1B2C3D4E5F6",
+        "11223344",
+        "55667788",
+        "99AABBCC",
+    ]
+    assert rows[0] == {
+        "person_id": "P1",
+        "name": "Ann Smith",
+        "role": "pupil",
+        "year": 6,
+        "walk_home": True,
+        "card_uid": "04A1B2C3",
+    }
     assert rows[2]["year"] == 0 and rows[3]["walk_home"] is False
 
 
@@ -37,21 +48,24 @@ def test_bom_and_crlf_are_accepted():
     assert len(rows) == 5
 
 
-@pytest.mark.parametrize("row, message", [
-    ("P9,X,pupil,7,no,AABBCCDD", "year '7' must be 1-6"),
-    ("P9,X,pupil,,no,AABBCCDD", "year '' must be 1-6"),
-    ("P9,X,staff,4,no,AABBCCDD", "for pupils only"),
-    ("P9,X,teacher,,no,AABBCCDD", "role 'teacher'"),
-    ("P9,X,pupil,2,maybe,AABBCCDD", "walk_home 'maybe'"),
-    ("P9,X,pupil,2,no,AABBCCD", "7 hex digits"),
-    ("P9,X,pupil,2,no,GGBBCCDD", "not hexadecimal"),
-    ("P9,X,pupil,2,no,", "card_uid is empty"),
-    ("P 9,X,pupil,2,no,AABBCCDD", "person_id 'P 9'"),
-    ("P9,,pupil,2,no,AABBCCDD", "name is empty"),
-    ("P9,X,pupil,2,no", "5 fields, expected 6"),
-    ("P9,X,pupil,2,no,04A1B2C3", "card 04A1B2C3 is also on P1 (line 2)"),
-    ("P1,Ann Smyth,pupil,6,yes,AABBCCDD", "differs from 'Ann Smith'"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("P9,X,pupil,7,no,AABBCCDD", "year '7' must be 1-6"),
+        ("P9,X,pupil,,no,AABBCCDD", "year '' must be 1-6"),
+        ("P9,X,staff,4,no,AABBCCDD", "for pupils only"),
+        ("P9,X,teacher,,no,AABBCCDD", "role 'teacher'"),
+        ("P9,X,pupil,2,maybe,AABBCCDD", "walk_home 'maybe'"),
+        ("P9,X,pupil,2,no,AABBCCD", "7 hex digits"),
+        ("P9,X,pupil,2,no,GGBBCCDD", "not hexadecimal"),
+        ("P9,X,pupil,2,no,", "card_uid is empty"),
+        ("P 9,X,pupil,2,no,AABBCCDD", "person_id 'P 9'"),
+        ("P9,,pupil,2,no,AABBCCDD", "name is empty"),
+        ("P9,X,pupil,2,no", "5 fields, expected 6"),
+        ("P9,X,pupil,2,no,04A1B2C3", "card 04A1B2C3 is also on P1 (line 2)"),
+        ("P1,Ann Smyth,pupil,6,yes,AABBCCDD", "differs from 'Ann Smith'"),
+    ],
+)
 def test_bad_value_is_reported_with_its_line(row, message):
     text = GOOD + row + "\n"
     with pytest.raises(RosterError) as info:
@@ -71,12 +85,15 @@ def test_every_bad_line_is_reported():
     assert str(info.value) == "r.csv: 2 bad lines; nothing imported"
 
 
-@pytest.mark.parametrize("data, line, message", [
-    (b"id,name\nP1,A\n", 1, "header must be"),
-    (b"", 1, "empty file"),
-    (H.encode(), 2, "no rows"),
-    (H.encode() + b"P1,\xff,pupil,1,no,AABBCCDD\n", 2, "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "data, line, message",
+    [
+        (b"id,name\nP1,A\n", 1, "header must be"),
+        (b"", 1, "empty file"),
+        (H.encode(), 2, "no rows"),
+        (H.encode() + b"P1,\xff,pupil,1,no,AABBCCDD\n", 2, "not UTF-8"),
+    ],
+)
 def test_bad_header_and_empty_file(data, line, message):
     with pytest.raises(RosterError) as info:
         parse_roster(data, "r.csv")
@@ -97,8 +114,8 @@ def test_reimport_replaces_the_roster_and_keeps_revocations(st):
     v = st.config_version("school")
     second = H + (
         "P1,Ann Smith-Jones,pupil,6,no,04A1B2C3\n"  # name and walk_home changed
-        "S1,Sue Head,staff,,no,11223344\n"          # still revoked
-        "P3,Cat New,pupil,1,no,CAFEBABE\n"          # new; P2, O1 and S1's fob gone
+        "S1,Sue Head,staff,,no,11223344\n"  # still revoked
+        "P3,Cat New,pupil,1,no,CAFEBABE\n"  # new; P2, O1 and S1's fob gone
     )
     counts = st.replace_roster("school", parse_roster(second.encode()))
     assert (counts["added"], counts["updated"], counts["removed"]) == (1, 1, 3)

@@ -11,17 +11,43 @@ from lockerctl.store import Store, StoreError
 
 
 def ev(seq, ts=1_790_000_000, type="boot", **kw):
-    return {"seq": seq, "ts": ts, "type": type, "bay": None, "person": None, "by": None,
-            "reason": None, **kw}
+    return {
+        "seq": seq,
+        "ts": ts,
+        "type": type,
+        "bay": None,
+        "person": None,
+        "by": None,
+        "reason": None,
+        **kw,
+    }
 
 
 ROWS = [
-    {"person_id": "P1", "name": "Ann", "role": "pupil", "year": 6, "walk_home": True,
-     "card_uid": "04A1B2C3"},
-    {"person_id": "S1", "name": "Sue", "role": "staff", "year": 0, "walk_home": False,
-     "card_uid": "11223344"},
-    {"person_id": "S1", "name": "Sue", "role": "slt", "year": 0, "walk_home": False,
-     "card_uid": "11223344556677"},
+    {
+        "person_id": "P1",
+        "name": "Ann",
+        "role": "pupil",
+        "year": 6,
+        "walk_home": True,
+        "card_uid": "04A1B2C3",
+    },
+    {
+        "person_id": "S1",
+        "name": "Sue",
+        "role": "staff",
+        "year": 0,
+        "walk_home": False,
+        "card_uid": "11223344",
+    },
+    {
+        "person_id": "S1",
+        "name": "Sue",
+        "role": "slt",
+        "year": 0,
+        "walk_home": False,
+        "card_uid": "11223344556677",
+    },
 ]
 
 
@@ -95,7 +121,8 @@ def test_ingest_counts_duplicates_and_acks_contiguous_seqs(st):
     assert st.ingest("school", [("L1", ev(3)), ("L2", ev(2))]) == {"L1": 5, "L2": 0}
     assert st.ingest("school", [("L2", ev(1))]) == {"L2": 2}
     assert [(r.locker_id, r.seq) for r in st.events("school", locker="L1")] == [
-        ("L1", i) for i in range(1, 6)]
+        ("L1", i) for i in range(1, 6)
+    ]
     assert st.duplicates("school") == 2
     assert st.duplicates("other") == 0
 
@@ -111,18 +138,24 @@ def test_ingest_is_one_transaction(st, url):
 
 
 def test_ingest_keeps_fields_and_unknown_ts(st):
-    st.ingest("school", [("L1", ev(1, ts=None, type="deposit", bay=3, person="P1",
-                                    by="S1", reason="r"))])
+    st.ingest(
+        "school", [("L1", ev(1, ts=None, type="deposit", bay=3, person="P1", by="S1", reason="r"))]
+    )
     (row,) = list(st.events("school"))
     assert (row.ts, row.type, row.bay, row.person, row.by, row.reason) == (
-        None, "deposit", 3, "P1", "S1", "r")
+        None,
+        "deposit",
+        3,
+        "P1",
+        "S1",
+        "r",
+    )
     assert row.sort_ts == row.received_at
 
 
 def test_lockers_commands_and_status(st, url):
     v0 = st.config_version("school")
-    v1 = st.add_locker("school", "L1", 8, b"\x01" * 32, "pw", control_port=7101,
-                       data_dir="var/L1")
+    v1 = st.add_locker("school", "L1", 8, b"\x01" * 32, "pw", control_port=7101, data_dir="var/L1")
     assert v1 == v0 + 1
     with pytest.raises(StoreError):
         st.add_locker("school", "L1", 8, b"\x01" * 32, "pw")
@@ -130,7 +163,12 @@ def test_lockers_commands_and_status(st, url):
         st.add_locker("school", "bad id!", 8, b"\x01" * 32, "pw")
     row = st.locker("school", "L1")
     assert (row.id, row.bays, row.secret, row.broker_password, row.online) == (
-        "L1", 8, b"\x01" * 32, "pw", None)
+        "L1",
+        8,
+        b"\x01" * 32,
+        "pw",
+        None,
+    )
     assert st.locker("school", "L9") is None and st.locker("other", "L1") is None
     ids = [st.next_command_id("school", "L1") for _ in range(3)]
     again = Store.open(url)

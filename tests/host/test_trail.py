@@ -8,8 +8,15 @@ from lockerctl.store import Store
 
 
 def ev(seq, ts=1_790_000_000, type="deposit", bay=1, person="P1", by=None, reason=None):
-    return {"seq": seq, "ts": ts, "type": type, "bay": bay, "person": person, "by": by,
-            "reason": reason}
+    return {
+        "seq": seq,
+        "ts": ts,
+        "type": type,
+        "bay": bay,
+        "person": person,
+        "by": by,
+        "reason": reason,
+    }
 
 
 @pytest.fixture
@@ -79,8 +86,11 @@ def test_rehashed_edit_still_breaks_the_link(store):
     st, path = store
     # A forger who also recomputes the content hash cannot fix the link without the chain.
     content = trail.action_content("school", 0, "x", "grant", {"person": "P7"})
-    sql(path, f"UPDATE trail SET content = '{content.decode()}', "
-              f"content_hash = '{trail.content_hash(content)}' WHERE id = 7")
+    sql(
+        path,
+        f"UPDATE trail SET content = '{content.decode()}', "
+        f"content_hash = '{trail.content_hash(content)}' WHERE id = 7",
+    )
     e = broken(st)
     assert e.entry_id == 7 and "link" in e.what
 
@@ -108,16 +118,23 @@ def test_deleted_tail_is_found(store):
 
 def test_reorder_is_found(store):
     st, path = store
-    sql(path, "UPDATE trail SET id = -1 WHERE id = 3", "UPDATE trail SET id = 3 WHERE id = 4",
-        "UPDATE trail SET id = 4 WHERE id = -1")
+    sql(
+        path,
+        "UPDATE trail SET id = -1 WHERE id = 3",
+        "UPDATE trail SET id = 3 WHERE id = 4",
+        "UPDATE trail SET id = 4 WHERE id = -1",
+    )
     e = broken(st)
     assert e.entry_id == 3 and "link" in e.what
 
 
 def test_inserted_event_is_found(store):
     st, path = store
-    sql(path, "INSERT INTO events (site, locker_id, seq, ts, type, received_at, sort_ts) "
-              "VALUES ('school', 'L1', 99, 1, 'retrieve', 1, 1)")
+    sql(
+        path,
+        "INSERT INTO events (site, locker_id, seq, ts, type, received_at, sort_ts) "
+        "VALUES ('school', 'L1', 99, 1, 'retrieve', 1, 1)",
+    )
     assert "not in the trail" in broken(st).what
 
 
