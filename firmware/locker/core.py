@@ -416,3 +416,8 @@ class _ConfigSink:
 
     def close(self):
         self.locker._config_finished(self.receiver, self.received == self.expected)
+
+    def abort(self):
+        """The payload was refused mid-stream, or the connection dropped: nothing changes."""
+        self.receiver.abort()
+        self.locker._config_rejected(self.receiver.failed or "truncated")
