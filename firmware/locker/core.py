@@ -419,5 +419,6 @@ class _ConfigSink:
 
     def abort(self):
         """The payload was refused mid-stream, or the connection dropped: nothing changes."""
+        reason = self.receiver.failed or "truncated"
         self.receiver.abort()
-        self.locker._config_rejected(self.receiver.failed or "truncated")
+        self.locker._config_rejected(reason)
