@@ -264,6 +264,7 @@ class Ingestor:
             return
         self.stats.batches += 1
         self.stats.received += len(known)
+        log.debug("stored %d events: acks %s", len(known), acks)
         self._send_acks(acks, {locker for locker, _ in known})
 
     def _commit(self, batch: list) -> dict | None:

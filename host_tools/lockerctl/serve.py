@@ -165,8 +165,9 @@ class ConfigPublisher:
 
     poll_interval = 1.0
 
-    def __init__(self, store, site: str, publish, poll_interval: float | None = None):
+    def __init__(self, store, site: str, publish, poll_interval: float | None = None, ready=None):
         self.store = store
+        self.ready = ready or (lambda: True)  # publish only while connected (else: queued twice)
         self.site = site
         self.publish = publish  # publish(topic, payload: bytes) -> None (retained, QoS 1)
         if poll_interval:
@@ -196,7 +197,8 @@ class ConfigPublisher:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.poll_once()
+                if self.ready():
+                    self.poll_once()
             except Exception as e:
                 log.error("config publishing failed: %s", _one_line(e))
             self._force.wait(self.poll_interval)
@@ -261,7 +263,11 @@ class Service:
             max_wait=max_wait,
         )
         self.configs = ConfigPublisher(
-            self._store_factory(), site.site, self._publish_config, poll_interval=poll_interval
+            self._store_factory(),
+            site.site,
+            self._publish_config,
+            poll_interval=poll_interval,
+            ready=lambda: self.connected.is_set(),
         )
         user, password = broker_auth(site, self.store)
         self.client = make_client(self.client_id, user, password, clean_session=False)
