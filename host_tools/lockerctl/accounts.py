@@ -1,0 +1,338 @@
+"""Dashboard accounts: users and roles, password hashing, sessions, CSRF tokens, login rate
+limiting and alert acknowledgements.
+
+Passwords are hashed with scrypt (memory-hard; `hashlib.scrypt`, N=2**14, r=8, p=1: 16 MiB and
+tens of milliseconds per guess) and stored as `scrypt$N$r$p$salt$hash` (base64), so the cost can
+be raised later without breaking old hashes. A session is a random token in an HttpOnly,
+SameSite=Strict cookie; the store keeps only its SHA-256, with the session's CSRF token and
+expiry. Failed logins are counted in memory per username and per client address (the dashboard
+is one process); past the limit, logins are refused until the window has passed.
+
+The `users` table is part of the store's initial schema; sessions and acknowledgements come with
+the migration `0002_dashboard` registered here.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from . import store as store_mod
+from .store import PERSON_ID_RE, StoreError, metadata, users
+
+ACCOUNT_ROLES = ("office", "slt", "admin")
+USERNAME_RE = re.compile(r"[A-Za-z0-9._@-]{1,64}\Z")
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+SESSION_SECONDS = 12 * 3600
+
+# scrypt cost: 128 * r * N bytes of memory = 16 MiB.
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+_SCRYPT_MAXMEM = 64 * 1024 * 1024
+
+web_sessions = sa.Table(
+    "web_sessions", metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.Integer, nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_web_sessions_user", "user_id"),
+)
+
+alert_acks = sa.Table(
+    "alert_acks", metadata,
+    sa.Column("site", sa.String(64), primary_key=True),
+    sa.Column("alert", sa.String(120), primary_key=True),  # e.g. "event:42", "offline:L1"
+    sa.Column("by", sa.String(64), nullable=False),  # the account's username
+    sa.Column("at", sa.BigInteger, nullable=False),
+)
+
+
+def _m0002_dashboard(conn):
+    web_sessions.create(conn, checkfirst=True)
+    alert_acks.create(conn, checkfirst=True)
+
+
+store_mod.register_migration("0002_dashboard", _m0002_dashboard)
+
+
+# -- passwords ------------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def hash_password(password: str) -> str:
+    """`scrypt$N$r$p$salt$hash` for `password` with a fresh random salt."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P,
+                            maxmem=_SCRYPT_MAXMEM, dklen=32)
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """True if `password` matches the stored hash (constant-time compare)."""
+    try:
+        kind, n, r, p, salt, digest = stored.split("$")
+        if kind != "scrypt":
+            return False
+        salt_b, digest_b = base64.b64decode(salt), base64.b64decode(digest)
+        got = hashlib.scrypt(password.encode(), salt=salt_b, n=int(n), r=int(r), p=int(p),
+                             maxmem=_SCRYPT_MAXMEM, dklen=len(digest_b))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, digest_b)
+
+
+# A hash to check against when the username is unknown, so both cases take as long.
+_DUMMY_HASH = None
+
+
+def _dummy_hash() -> str:
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = hash_password(secrets.token_hex(8))
+    return _DUMMY_HASH
+
+
+def check_username(username: str) -> str:
+    if not USERNAME_RE.match(username or ""):
+        raise StoreError(f"username {username!r}: use 1-64 of A-Z a-z 0-9 . _ @ -")
+    return username
+
+
+def check_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise StoreError(f"password too short: at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise StoreError(f"password too long: at most {MAX_PASSWORD} characters")
+    return password
+
+
+# -- users and sessions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+    role: str
+    person_id: str | None
+
+
+@dataclass(frozen=True)
+class Session:
+    user: User
+    csrf: str
+    expires_at: int
+
+
+def _user(row) -> User:
+    return User(row.id, row.username, row.role, row.person_id)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Accounts:
+    """Users, sessions and acknowledgements of one site, in the store."""
+
+    def __init__(self, store, site: str):
+        self.store = store
+        self.site = site
+
+    # users
+
+    def add_user(self, username: str, role: str, password: str, person_id: str | None = None,
+                 actor: str = "lockerctl") -> User:
+        """Creates an account; StoreError (nothing changed) for a bad value or a taken name."""
+        check_username(username)
+        if role not in ACCOUNT_ROLES:
+            raise StoreError(f"role {role!r} must be one of {', '.join(ACCOUNT_ROLES)}")
+        if person_id is not None and not PERSON_ID_RE.match(person_id):
+            raise StoreError(f"person {person_id!r}: use 1-28 of A-Z a-z 0-9 . _ -")
+        check_password(password)
+        pw_hash = hash_password(password)
+        with self.store._write() as conn:
+            self.store._ensure_site(conn, self.site)
+            if conn.execute(sa.select(users.c.id).where(
+                    users.c.site == self.site, users.c.username == username)).first():
+                raise StoreError(f"user {username} already exists at site {self.site}")
+            uid = conn.execute(users.insert().values(
+                site=self.site, username=username, password_hash=pw_hash, role=role,
+                person_id=person_id, created_at=int(time.time()), disabled=False,
+            )).inserted_primary_key[0]
+            self.store._append_action(conn, self.site, actor, "user_add", {
+                "username": username, "role": role, "person": person_id})
+        return User(uid, username, role, person_id)
+
+    def users(self) -> list[User]:
+        with self.store._read() as conn:
+            rows = conn.execute(sa.select(users).where(
+                users.c.site == self.site, users.c.disabled.is_(False))
+                .order_by(users.c.username)).all()
+        return [_user(r) for r in rows]
+
+    def user(self, username: str) -> User | None:
+        with self.store._read() as conn:
+            row = conn.execute(sa.select(users).where(
+                users.c.site == self.site, users.c.username == username,
+                users.c.disabled.is_(False))).first()
+        return _user(row) if row else None
+
+    def remove_user(self, username: str, actor: str = "lockerctl") -> None:
+        """Deletes the account and ends its sessions; StoreError if there is no such user."""
+        with self.store._write() as conn:
+            row = conn.execute(sa.select(users.c.id).where(
+                users.c.site == self.site, users.c.username == username)).first()
+            if row is None:
+                raise StoreError(f"no user {username} at site {self.site}")
+            conn.execute(web_sessions.delete().where(web_sessions.c.user_id == row.id))
+            conn.execute(users.delete().where(users.c.id == row.id))
+            self.store._append_action(conn, self.site, actor, "user_remove",
+                                      {"username": username})
+
+    def set_password(self, username: str, password: str, actor: str = "lockerctl") -> None:
+        check_password(password)
+        pw_hash = hash_password(password)
+        with self.store._write() as conn:
+            row = conn.execute(sa.select(users.c.id).where(
+                users.c.site == self.site, users.c.username == username)).first()
+            if row is None:
+                raise StoreError(f"no user {username} at site {self.site}")
+            conn.execute(users.update().where(users.c.id == row.id)
+                         .values(password_hash=pw_hash))
+            conn.execute(web_sessions.delete().where(web_sessions.c.user_id == row.id))
+            self.store._append_action(conn, self.site, actor, "user_password",
+                                      {"username": username})
+
+    def authenticate(self, username: str, password: str) -> User | None:
+        """The user if the password is right, else None (same work either way)."""
+        with self.store._read() as conn:
+            row = conn.execute(sa.select(users).where(
+                users.c.site == self.site, users.c.username == username,
+                users.c.disabled.is_(False))).first()
+        ok = verify_password(password, row.password_hash if row else _dummy_hash())
+        return _user(row) if (row is not None and ok) else None
+
+    # sessions
+
+    def create_session(self, user: User, now: int | None = None) -> tuple[str, Session]:
+        """(cookie token, session): a new session for `user`."""
+        now = int(time.time()) if now is None else now
+        token = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(32)
+        with self.store._write() as conn:
+            conn.execute(web_sessions.delete().where(web_sessions.c.expires_at < now))
+            conn.execute(web_sessions.insert().values(
+                token_hash=_token_hash(token), site=self.site, user_id=user.id, csrf=csrf,
+                created_at=now, expires_at=now + SESSION_SECONDS))
+        return token, Session(user, csrf, now + SESSION_SECONDS)
+
+    def session(self, token: str | None, now: int | None = None) -> Session | None:
+        """The live session of a cookie token, or None."""
+        if not token or len(token) > 200:
+            return None
+        now = int(time.time()) if now is None else now
+        s, u = web_sessions, users
+        with self.store._read() as conn:
+            row = conn.execute(
+                sa.select(s.c.csrf, s.c.expires_at, u.c.id, u.c.username, u.c.role,
+                          u.c.person_id)
+                .select_from(s.join(u, u.c.id == s.c.user_id))
+                .where(s.c.token_hash == _token_hash(token), s.c.site == self.site,
+                       s.c.expires_at > now, u.c.disabled.is_(False))).first()
+        if row is None:
+            return None
+        return Session(_user(row), row.csrf, row.expires_at)
+
+    def end_session(self, token: str) -> None:
+        with self.store._write() as conn:
+            conn.execute(web_sessions.delete().where(
+                web_sessions.c.token_hash == _token_hash(token)))
+
+    # alert acknowledgements
+
+    def acknowledge(self, alert: str, username: str, detail: dict | None = None) -> bool:
+        """Records that `username` acknowledged `alert`; False if it already was."""
+        with self.store._write() as conn:
+            if conn.execute(sa.select(alert_acks.c.alert).where(
+                    alert_acks.c.site == self.site, alert_acks.c.alert == alert)).first():
+                return False
+            conn.execute(alert_acks.insert().values(site=self.site, alert=alert, by=username,
+                                                    at=int(time.time())))
+            self.store._append_action(conn, self.site, f"web:{username}", "alert_ack",
+                                      {"alert": alert, **(detail or {})})
+        return True
+
+    def acknowledgements(self) -> dict[str, tuple[str, int]]:
+        """{alert: (username, at)} for the site."""
+        with self.store._read() as conn:
+            rows = conn.execute(sa.select(alert_acks).where(alert_acks.c.site == self.site))
+            return {r.alert: (r.by, r.at) for r in rows}
+
+    def forget_acknowledgements(self, alerts) -> None:
+        """Drops acknowledgements of conditions that have cleared (so a recurrence shows)."""
+        alerts = list(alerts)
+        if not alerts:
+            return
+        with self.store._write() as conn:
+            conn.execute(alert_acks.delete().where(alert_acks.c.site == self.site,
+                                                   alert_acks.c.alert.in_(alerts)))
+
+
+# -- login rate limiting --------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """At most `limit` failures per key in `window` seconds; then `blocked(key)` says how long to
+    wait. Thread-safe, in memory."""
+
+    def __init__(self, limit: int, window: float, clock=time.monotonic):
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._fails: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        times = [t for t in self._fails.get(key, ()) if now - t < self.window]
+        if times:
+            self._fails[key] = times
+        else:
+            self._fails.pop(key, None)
+        return times
+
+    def blocked(self, key: str) -> float:
+        """Seconds until `key` may try again (0: now)."""
+        with self._lock:
+            now = self.clock()
+            times = self._recent(key, now)
+            if len(times) < self.limit:
+                return 0.0
+            return max(0.0, times[-self.limit] + self.window - now)
+
+    def fail(self, key: str) -> None:
+        with self._lock:
+            now = self.clock()
+            self._recent(key, now)
+            self._fails.setdefault(key, []).append(now)
+            if len(self._fails) > 10000:  # bound memory under a spray of usernames
+                for k in list(self._fails)[:1000]:
+                    del self._fails[k]
+
+    def reset(self, key: str) -> None:
+        with self._lock:
+            self._fails.pop(key, None)

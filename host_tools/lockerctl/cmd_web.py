@@ -1,0 +1,131 @@
+"""`lockerctl user add|list|remove|passwd`: the dashboard's accounts (CONTRACT §6)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .clibase import UserError, cli, site_options
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        data = sys.stdin.readline()
+        password = data[:-1] if data.endswith("\n") else data
+        if password.endswith("\r"):
+            password = password[:-1]
+        if not password:
+            raise UserError("no password on standard input (--password-stdin reads one line)")
+        return password
+    if not sys.stdin.isatty():
+        raise UserError("give the password on standard input with --password-stdin")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+def _accounts(site):
+    from .accounts import Accounts
+    from .cmd_store import open_store
+
+    store = open_store(site)
+    return store, Accounts(store, site.site)
+
+
+def _actor() -> str:
+    from .cmd_store import _actor as store_actor
+
+    return store_actor()
+
+
+@cli.group("user")
+def user():
+    """Dashboard accounts (office, slt, admin)."""
+
+
+@user.command("add")
+@click.argument("username")
+@click.option("--role", required=True, type=click.Choice(["office", "slt", "admin"]),
+              help="office: lockers, alerts, opens; slt: also grants and the trail; admin: "
+              "also roster, timetable, lockers, users and exports.")
+@click.option("--person", "person_id", default=None, metavar="PERSON_ID",
+              help="The roster person this account acts as (the `by` of opens and grants).")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from the first line of standard input.")
+@site_options
+def user_add(site, username, role, person_id, password_stdin):
+    """Create dashboard account USERNAME with ROLE (password: 8 characters or more)."""
+    from .accounts import check_password, check_username
+    from .store import StoreError
+
+    try:
+        check_username(username)
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    password = _read_password(password_stdin)
+    try:
+        check_password(password)
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    store, accounts = _accounts(site)
+    try:
+        accounts.add_user(username, role, password, person_id, actor=_actor())
+        known = person_id is None or store.person(site.site, person_id) is not None
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    finally:
+        store.close()
+    click.echo(f"user {username} added ({role}{', person ' + person_id if person_id else ''})")
+    if not known:
+        click.echo(f"lockerctl: note: {person_id} is not on the roster yet; opens and grants "
+                   "need a person on the roster", err=True)
+
+
+@user.command("list")
+@site_options
+def user_list(site):
+    """The site's dashboard accounts."""
+    store, accounts = _accounts(site)
+    try:
+        rows = accounts.users()
+    finally:
+        store.close()
+    click.echo("username  role  person")
+    for u in rows:
+        click.echo(f"{u.username}  {u.role}  {u.person_id or '-'}")
+
+
+@user.command("remove")
+@click.argument("username")
+@site_options
+def user_remove(site, username):
+    """Delete account USERNAME and end its sessions."""
+    from .store import StoreError
+
+    store, accounts = _accounts(site)
+    try:
+        accounts.remove_user(username, actor=_actor())
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    finally:
+        store.close()
+    click.echo(f"user {username} removed")
+
+
+@user.command("passwd")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the new password from the first line of standard input.")
+@site_options
+def user_passwd(site, username, password_stdin):
+    """Set a new password for USERNAME (ends its sessions)."""
+    from .store import StoreError
+
+    password = _read_password(password_stdin)
+    store, accounts = _accounts(site)
+    try:
+        accounts.set_password(username, password, actor=_actor())
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    finally:
+        store.close()
+    click.echo(f"password of {username} changed")
