@@ -407,30 +407,37 @@ def tls_material(
 
     notes = []
     ca_key_path, ca_crt_path = dir / "ca.key", dir / "ca.crt"
-    ca = None
-    if not new_ca and ca_key_path.exists() and ca_crt_path.exists():
+    ca_key_pem = ca_cert_pem = None
+    if not new_ca and ca_crt_path.exists():
+        # The CA key may have been moved offline: it is needed only to issue server certificates.
         try:
-            ca_key_pem, ca_cert_pem = ca_key_path.read_bytes(), ca_crt_path.read_bytes()
+            ca_cert_pem = ca_crt_path.read_bytes()
             ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
-            ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+            if ca_key_path.exists():
+                ca_key_pem = ca_key_path.read_bytes()
+                ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
         except (ValueError, OSError) as e:
             raise BrokerError(
                 f"{ca_crt_path} or {ca_key_path} cannot be read ({e}); "
                 "use --new-ca to make a new site CA"
             ) from None
-        if ca_cert.public_key().public_numbers() != ca_key.public_key().public_numbers():
+        if ca_key_pem is not None and (
+            ca_cert.public_key().public_numbers() != ca_key.public_key().public_numbers()
+        ):
             raise BrokerError(f"{ca_key_path} is not the key of {ca_crt_path}; use --new-ca")
         if ca_cert.not_valid_after_utc < _now() + datetime.timedelta(days=RENEW_BEFORE_DAYS):
             raise BrokerError(
                 f"the site CA {ca_crt_path} expires on "
                 f"{ca_cert.not_valid_after_utc:%Y-%m-%d}: rotate it with --new-ca"
             )
-        ca = (ca_key_pem, ca_cert_pem)
-    if ca is None:
-        ca = make_ca(site)
+    if ca_cert_pem is None:
+        ca_key_pem, ca_cert_pem = make_ca(site)
         notes.append("made a new site CA: every locker needs the new ca.crt")
         renew = True
-    files = {"ca.key": ca[0], "ca.crt": ca[1]}
+    ca = (ca_key_pem, ca_cert_pem)
+    files = {"ca.crt": ca_cert_pem}
+    if ca_key_pem is not None:
+        files["ca.key"] = ca_key_pem
 
     srv_key_path, srv_crt_path = dir / "server.key", dir / "server.crt"
     if not renew and srv_key_path.exists() and srv_crt_path.exists():
@@ -450,6 +457,11 @@ def tls_material(
         if good:
             files["server.key"], files["server.crt"] = key_pem, srv_crt_path.read_bytes()
             return files, notes
+    if ca_key_pem is None:
+        raise BrokerError(
+            f"the server certificate must be issued again but the CA key {ca_key_path} is not "
+            "there: put it back for this run, or use --new-ca"
+        )
     files["server.key"], files["server.crt"] = make_server_cert(ca[0], ca[1], names)
     notes.append("issued a server certificate for " + ", ".join(names))
     return files, notes

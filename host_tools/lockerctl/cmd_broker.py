@@ -236,6 +236,8 @@ def device_json(row, site: Site, tls: bool = False) -> dict:
         "secret": bytes(row.secret).hex(),
         "data_dir": row.data_dir or f"var/{row.id}",
     }
+    if tls:  # the site CA's certificate, copied onto the board next to device.json
+        device["broker"]["ca"] = "ca.crt"
     if device["board"] == "sim" or row.control_port:
         device["sim"] = {"control_port": row.control_port or 7100}
     return device

@@ -360,6 +360,24 @@ def test_tls_listener_with_the_site_ca(tmp_path):
         db=db,
     )
     assert (d / "ca.crt").read_bytes() == ca and (d / "server.crt").read_bytes() != crt
+    # The CA key moved offline: the configuration is still written, but nothing can be issued.
+    crt = (d / "server.crt").read_bytes()
+    (d / "ca.key").rename(tmp_path / "ca.key.offline")
+    lockerctl(
+        "broker",
+        "config",
+        d,
+        "--tls",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--local-port",
+        local,
+        db=db,
+    )
+    assert not (d / "ca.key").exists() and (d / "server.crt").read_bytes() == crt
+    r = lockerctl("broker", "config", d, "--tls", "--renew", db=db, check=False)
+    assert r.returncode != 0 and "CA key" in r.stderr and r.stderr.count("\n") == 1
+    assert (d / "server.crt").read_bytes() == crt
 
 
 def test_rekey_locks_out_the_old_password_after_a_reload(tmp_path):
