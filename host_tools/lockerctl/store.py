@@ -270,6 +270,10 @@ class Store:
         if parsed.get_backend_name() == "sqlite":
             engine = _sqlite_engine(parsed)
         else:
+            if parsed.drivername in ("postgresql", "postgres"):
+                # Plain `postgresql://` (CONTRACT §5) means psycopg 3, the driver the package's
+                # `postgres` extra installs (SQLAlchemy's default would be psycopg2).
+                parsed = parsed.set(drivername="postgresql+psycopg")
             engine = sa.create_engine(parsed, pool_pre_ping=True)
         store = cls(engine)
         if migrate:
@@ -1128,8 +1132,8 @@ class Store:
         """(cards, timetable, grants) for the locker's bundle.
 
         cards: every card of the site, revoked ones included, ordered by uid; rows with uid,
-        person_id, role, year, walk_home, revoked. timetable: `parse_timetable` of the stored
-        TOML (the stored parsed dict if that module is missing), or None. grants: rows (id,
+        person_id, role, year, walk_home, revoked. timetable: the dict `parse_timetable` made of
+        the TOML when it was set (JSON-ready; `compile_timetable` takes it), or None. grants: rows (id,
         person_id, locker_id, from_ts, until_ts, by, reason) not revoked, not ended, for this
         locker or for every locker.
         """
@@ -1170,16 +1174,7 @@ class Store:
                 )
                 .order_by(grants.c.id)
             ).all()
-        timetable = None
-        if tt is not None:
-            timetable = tt.parsed
-            try:
-                from .timetable import parse_timetable
-            except ImportError:
-                pass
-            else:
-                timetable = parse_timetable(tt.source, "timetable")
-        return card_rows, timetable, grant_rows
+        return card_rows, (tt.parsed if tt is not None else None), grant_rows
 
     # -- events ------------------------------------------------------------------------------
 

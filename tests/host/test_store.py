@@ -244,3 +244,35 @@ def test_person_lookup(st):
     st.replace_roster("school", ROWS[:1])
     assert st.person("school", "S1") is None
     assert st.person("school", "S1", include_inactive=True).active is False
+
+
+@pytest.mark.skipif(
+    not os.environ.get("LOCKER_TEST_POSTGRES"),
+    reason="set LOCKER_TEST_POSTGRES=postgresql://... (an empty database)",
+)
+def test_postgresql_path():
+    url = os.environ["LOCKER_TEST_POSTGRES"]
+    s = Store.open(url)
+    with s.engine.begin() as conn:  # start from an empty schema
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    s.close()
+    s = Store.open(url)
+    assert Store.open(url).migrate() == []
+    assert s.ingest("school", [("L1", ev(1)), ("L1", ev(3)), ("L1", ev(1))]) == {"L1": 1}
+    assert s.ingest("school", [("L1", ev(2, ts=None, person="P1"))]) == {"L1": 3}
+    assert s.duplicates("school") == 1
+    s.add_locker("school", "L1", 8, b"\x01" * 32, "pw")
+    assert [s.next_command_id("school", "L1") for _ in range(2)] == [1, 2]
+    s.set_locker_status("school", "L1", online=True, state={"pending": 0})
+    assert s.locker("school", "L1").secret == b"\x01" * 32
+    s.replace_roster("school", ROWS)
+    s.revoke_cards("school", "P1")
+    s.add_grant("school", "P1", 1, 2**40, "S1", "r")
+    cards, _, grants = s.config_inputs("school", "L1")
+    assert [c.revoked for c in cards] == [True, False, False] and len(grants) == 1
+    assert [r.seq for r in s.events("school", person="P1")] == [2]
+    assert s.verify_trail()[0] == 7
+    s.redact_before("school", 2**40)
+    assert s.verify_trail()[0] == 8
+    s.close()
