@@ -1132,10 +1132,10 @@ class Store:
         """(cards, timetable, grants) for the locker's bundle.
 
         cards: every card of the site, revoked ones included, ordered by uid; rows with uid,
-        person_id, role, year, walk_home, revoked. timetable: the dict `parse_timetable` made of
-        the TOML when it was set (JSON-ready; `compile_timetable` takes it), or None. grants: rows (id,
-        person_id, locker_id, from_ts, until_ts, by, reason) not revoked, not ended, for this
-        locker or for every locker.
+        person_id, role, year, walk_home, revoked. timetable: the dict `parse_timetable` made
+        of the TOML when it was set (JSON-ready; `compile_timetable` takes it), or None.
+        grants: rows (id, person_id, locker_id, from_ts, until_ts, by, reason) not revoked, not
+        ended, for this locker or for every locker.
         """
         now = _now() if now is None else now
         with self._read() as conn:
