@@ -341,3 +341,24 @@ def test_config_is_streamed_in_chunks_and_retained_config_arrives_on_connect(bro
     assert r["length"] == r["received"] == len(cfg)
     assert r["crc"] == zlib.crc32(cfg)
     assert r["chunks"] == 10 and r["biggest_chunk"] == 512
+
+
+def test_broker_that_stops_reading_is_dropped_by_the_send_timeout(run):
+    # Keepalive off: only the bound on each send can notice a broker whose receive buffer is full.
+    server = SilentServer(connack=True)
+    try:
+        link = run(
+            server.port,
+            events=2000,
+            settings={
+                "keepalive_s": 0,
+                "write_timeout_s": 1,
+                "event_window": 2000,
+                "ack_timeout_s": 1,  # resends keep the data coming until the buffers are full
+            },
+        )
+        link.wait("link", lambda r: r["connects"] >= 2, timeout=20)
+        assert "disconnected (timed out)" in link.text()
+        assert link.last("tick")["worst_gap_ms"] < 900
+    finally:
+        server.close()
