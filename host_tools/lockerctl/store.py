@@ -596,52 +596,64 @@ class Store:
                     )
                 ).scalars()
             )
+        rows = []
         for seq in seqs:
             if seq in stored or seq <= ack:
                 dups += 1
                 continue
             ev = fresh[seq]
             ts = _int_or_none(ev.get("ts"))
-            row = {
-                "site": site,
-                "locker_id": locker_id,
-                "seq": seq,
-                "ts": ts,
-                "type": _text(ev.get("type"), 32) or "unknown",
-                "bay": _int_or_none(ev.get("bay")),
-                "person": _text(ev.get("person")),
-                "by": _text(ev.get("by")),
-                "reason": _text(ev.get("reason")),
-                "received_at": received,
-                "sort_ts": ts if ts is not None else received,
-            }
-            event_id = conn.execute(events.insert().values(**row)).inserted_primary_key[0]
-            content = trail.event_content(
-                site,
-                locker_id,
-                seq,
-                ts,
-                row["type"],
-                row["bay"],
-                row["person"],
-                row["by"],
-                row["reason"],
-                received,
+            rows.append(
+                {
+                    "site": site,
+                    "locker_id": locker_id,
+                    "seq": seq,
+                    "ts": ts,
+                    "type": _text(ev.get("type"), 32) or "unknown",
+                    "bay": _int_or_none(ev.get("bay")),
+                    "person": _text(ev.get("person")),
+                    "by": _text(ev.get("by")),
+                    "reason": _text(ev.get("reason")),
+                    "received_at": received,
+                    "sort_ts": ts if ts is not None else received,
+                }
             )
-            entry_id, chash, h = chain.append(content)
-            conn.execute(
-                trail_entries.insert().values(
-                    id=entry_id,
-                    site=site,
-                    kind=trail.EVENT,
-                    event_id=event_id,
-                    content=None,
-                    content_hash=chash,
-                    hash=h,
-                    redacted=False,
-                    at=received,
+        if rows:
+            # One executemany for the events, one query for their ids, one for the entries.
+            conn.execute(events.insert(), rows)
+            ids = {}
+            for i in range(0, len(rows), 500):
+                chunk = [r["seq"] for r in rows[i : i + 500]]
+                ids.update(
+                    conn.execute(
+                        sa.select(events.c.seq, events.c.id).where(
+                            events.c.site == site,
+                            events.c.locker_id == locker_id,
+                            events.c.seq.in_(chunk),
+                        )
+                    ).all()
                 )
-            )
+            entries = []
+            for r in rows:
+                content = trail.event_content(
+                    site, locker_id, r["seq"], r["ts"], r["type"], r["bay"], r["person"],
+                    r["by"], r["reason"], received,
+                )  # fmt: skip
+                entry_id, chash, h = chain.append(content)
+                entries.append(
+                    {
+                        "id": entry_id,
+                        "site": site,
+                        "kind": trail.EVENT,
+                        "event_id": ids[r["seq"]],
+                        "content": None,
+                        "content_hash": chash,
+                        "hash": h,
+                        "redacted": False,
+                        "at": received,
+                    }
+                )
+            conn.execute(trail_entries.insert(), entries)
         ack = self._advance(conn, site, locker_id, ack)
         conn.execute(
             m.update()
