@@ -76,7 +76,8 @@ class FileBlockDevice:
 
     def tear_at(self, n, nbytes):
         """The n-th write from now programs only its first nbytes, then the power goes
-        (PowerLoss). The device is dead afterwards: nothing more reaches the image."""
+        (PowerLoss). The device is dead afterwards: nothing more reaches the image (later
+        writes return an I/O error to littlefs, so stale handles can be closed)."""
         self._tear_at = self.writes + n if n > 0 else 0
         self._tear_bytes = nbytes
 
@@ -96,7 +97,7 @@ class FileBlockDevice:
 
     def writeblocks(self, n, buf, off=None):
         if self.dead:
-            raise PowerLoss("write after power loss")
+            return -_EIO  # no power: littlefs sees an I/O error and unwinds cleanly
         if off is None:  # the basic protocol: whole blocks, erase first
             nblocks = len(buf) // self.block_size
             for i in range(nblocks):
@@ -123,7 +124,7 @@ class FileBlockDevice:
 
     def _erase(self, block):
         if self.dead:
-            raise PowerLoss("erase after power loss")
+            return -_EIO
         self._fill(block * self.block_size, self.block_size)
         self.blocks_erased += 1
 
@@ -133,8 +134,7 @@ class FileBlockDevice:
         if op == _IOCTL_BLOCK_SIZE:
             return self.block_size
         if op == _IOCTL_BLOCK_ERASE:
-            self._erase(arg)
-            return 0
+            return self._erase(arg) or 0
         if op in (_IOCTL_INIT, _IOCTL_DEINIT, _IOCTL_SYNC):
             if op == _IOCTL_SYNC and self._f is not None and not self.dead:
                 self._f.flush()

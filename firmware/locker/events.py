@@ -127,7 +127,9 @@ def _text(name, value):
 
 def _u32(name, value):
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _U32:
-        raise ValueError("event: {} must be an integer 0..4294967295, not {!r}".format(name, value))
+        raise ValueError(
+            "event: {} must be an integer 0..4294967295, not {!r}".format(name, value)
+        )
     return value
 
 
@@ -218,6 +220,8 @@ def decode(buf, start=0, end=None):
         end = len(buf)
     mv = memoryview(buf)
     try:
+        if end - start < 6 or end > len(buf):
+            raise IndexError
         flags = mv[start]
         if flags & ~_KNOWN:
             raise ValueError("event: unknown flags")
@@ -225,16 +229,17 @@ def decode(buf, start=0, end=None):
         pos = start + 5
         ts = None
         if flags & _TS:
+            _need(pos + 4, end)
             ts = struct.unpack_from("<I", mv, pos)[0]
             pos += 4
         if flags & _TYPE_TEXT:
             kind, pos = _get_text(mv, pos, end)
         else:
-            kind = TYPES[mv[pos]]
+            kind = TYPES[mv[_need(pos + 1, end) - 1]]
             pos += 1
         bay = person = by = reason = None
         if flags & _BAY:
-            bay = mv[pos]
+            bay = mv[_need(pos + 1, end) - 1]
             pos += 1
         if flags & _PERSON:
             person, pos = _get_text(mv, pos, end)
@@ -244,26 +249,33 @@ def decode(buf, start=0, end=None):
             if flags & _REASON_TEXT:
                 reason, pos = _get_text(mv, pos, end)
             else:
-                reason = REASONS[mv[pos]]
+                reason = REASONS[mv[_need(pos + 1, end) - 1]]
                 pos += 1
-    except IndexError:
-        raise ValueError("event: truncated or unknown code") from None
+    except (IndexError, UnicodeError):
+        raise ValueError("event: truncated, or an unknown code") from None
     if pos != end:
         raise ValueError("event: {} bytes where {} were expected".format(end - start, pos - start))
     return Event(seq, ts, kind, bay, person, by, reason)
 
 
-def _get_text(mv, pos, end):
-    n = mv[pos]
-    stop = pos + 1 + n
+def _need(stop, end):
     if stop > end:
         raise IndexError
+    return stop
+
+
+def _get_text(mv, pos, end):
+    n = mv[_need(pos + 1, end) - 1]
+    stop = _need(pos + 1 + n, end)
     return str(bytes(mv[pos + 1 : stop]), "utf-8"), stop
+
+
+_JSON = '{{"seq": {}, "ts": {}, "type": {}, "bay": {}, "person": {}, "by": {}, "reason": {}}}'
 
 
 def to_json(ev):
     """The MQTT `event` payload (CONTRACT §4), keys in the contract's order."""
-    return '{{"seq": {}, "ts": {}, "type": {}, "bay": {}, "person": {}, "by": {}, "reason": {}}}'.format(
+    return _JSON.format(
         ev.seq,
         "null" if ev.ts is None else ev.ts,
         json.dumps(ev.type),

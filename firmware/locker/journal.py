@@ -303,7 +303,7 @@ class Journal:
     # -- reading ---------------------------------------------------------------------------------
 
     def unacked(self, after_seq=0):
-        """The events on flash with seq > after_seq and > acked, in seq order, read one at a time."""
+        """Events on flash with seq > after_seq and > acked, in seq order, read one at a time."""
         lo = max(after_seq, self.acked)
         hi = self.committed
         segs = [s[:] for s in self._segs]

@@ -1,0 +1,133 @@
+# runs-on: micropython
+# heapsize: 96k
+# The simulated flash: an image file behind littlefs, wear counters, clean failures and torn
+# writes (power cuts) that leave exactly what was programmed in the image.
+import os
+
+from hal import simflash
+from mpytest import raises, tmpdir
+
+BS = 4096
+
+
+def _image(name, blocks=16):
+    path = tmpdir("simflash_" + name) + "/flash.img"
+    return path, simflash.FileBlockDevice(path, BS, blocks)
+
+
+def _raw(path, pos, n):
+    with open(path, "rb") as f:
+        f.seek(pos)
+        return f.read(n)
+
+
+def test_new_image_is_erased_and_sized():
+    path, dev = _image("new", 8)
+    assert dev.created
+    assert os.stat(path)[6] == 8 * BS
+    assert _raw(path, 0, 16) == b"\xff" * 16 and _raw(path, 8 * BS - 4, 4) == b"\xff" * 4
+    assert dev.ioctl(4, 0) == 8 and dev.ioctl(5, 0) == BS
+    dev.close()
+    again = simflash.FileBlockDevice(path, BS, 8)
+    assert not again.created
+
+
+def test_program_read_erase_and_counters():
+    path, dev = _image("rw")
+    dev.writeblocks(2, b"hello", 100)
+    buf = bytearray(5)
+    dev.readblocks(2, buf, 100)
+    assert bytes(buf) == b"hello"
+    assert _raw(path, 2 * BS + 100, 5) == b"hello"  # in the image at once (flushed)
+    assert (dev.bytes_programmed, dev.writes, dev.blocks_erased) == (5, 1, 0)
+    assert dev.ioctl(6, 2) == 0
+    assert _raw(path, 2 * BS + 100, 5) == b"\xff" * 5
+    assert dev.blocks_erased == 1
+    dev.writeblocks(3, bytearray(BS))  # the basic protocol: erase, then program whole blocks
+    assert dev.blocks_erased == 2 and dev.bytes_programmed == 5 + BS
+    assert _raw(path, 3 * BS, 4) == b"\x00" * 4
+
+
+def test_fail_after_fails_that_write_only():
+    path, dev = _image("fail")
+    dev.fail_after(2)
+    dev.writeblocks(0, b"one", 0)
+    with raises(OSError) as e:
+        dev.writeblocks(0, b"two", 8)
+    assert e.value.args[0] == 5
+    assert _raw(path, 8, 3) == b"\xff" * 3  # nothing of it reached the image
+    dev.writeblocks(0, b"three", 16)  # a single fault
+    assert _raw(path, 0, 3) == b"one" and _raw(path, 16, 5) == b"three"
+
+
+def test_tear_programs_a_prefix_then_cuts_the_power():
+    path, dev = _image("tear")
+    dev.tear_at(2, 3)
+    dev.writeblocks(1, b"first", 0)
+    try:
+        dev.writeblocks(1, b"second", 10)
+    except Exception:  # noqa: BLE001 - PowerLoss must not be an Exception
+        raise AssertionError("PowerLoss was caught by except Exception") from None
+    except simflash.PowerLoss:
+        pass
+    else:
+        raise AssertionError("no PowerLoss")
+    assert _raw(path, BS + 10, 6) == b"sec\xff\xff\xff"
+    assert dev.writeblocks(1, b"late", 20) == -5  # dead: nothing more reaches the image
+    assert _raw(path, BS + 20, 4) == b"\xff" * 4
+
+
+def test_mount_formats_once_and_keeps_files():
+    base = tmpdir("simflash_mount")
+    img = base + "/flash.img"
+    dev = simflash.mount(img, "/sfm", block_count=32)
+    try:
+        with open("/sfm/hello.txt", "w") as f:
+            f.write("kept")
+        assert dev.bytes_programmed > 0 and dev.writes > 0
+        st = os.statvfs("/sfm")
+        assert st[0] == BS and st[2] == 32
+    finally:
+        os.umount("/sfm")
+    simflash.mount(img, "/sfm", block_count=32)  # no reformat: the file is still there
+    try:
+        with open("/sfm/hello.txt") as f:
+            assert f.read() == "kept"
+    finally:
+        os.umount("/sfm")
+
+
+def test_mount_survives_a_torn_write():
+    base = tmpdir("simflash_torn")
+    img = base + "/flash.img"
+    simflash.mount(img, "/sft", block_count=32)
+    with open("/sft/a", "wb") as f:
+        f.write(b"A" * 5000)
+    os.umount("/sft")
+    for k in range(1, 12):
+        dev = simflash.mount(img, "/sft", block_count=32)
+        dev.tear_at(k, 7)
+        try:
+            f = open("/sft/b{}".format(k), "wb")
+            f.write(b"B" * 3000)
+            f.close()
+        except simflash.PowerLoss:
+            pass
+        os.umount("/sft")
+        simflash.mount(img, "/sft", block_count=32)
+        with open("/sft/a", "rb") as f:
+            assert f.read() == b"A" * 5000  # what was there before the cut is intact
+        os.umount("/sft")
+
+
+def test_mount_formats_an_image_that_holds_no_filesystem():
+    base = tmpdir("simflash_blank")
+    img = base + "/flash.img"
+    with open(img, "wb") as f:
+        for _ in range(16):
+            f.write(bytes(BS))
+    simflash.mount(img, "/sfb", block_count=16)
+    try:
+        assert os.listdir("/sfb") == []
+    finally:
+        os.umount("/sfb")
