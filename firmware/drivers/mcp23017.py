@@ -44,13 +44,14 @@ class MCP23017:
         self.i2c.writeto_mem(self.address, reg, self._buf)
 
     # -- set-up --------------------------------------------------------------------------------
-    def setup(self, outputs, pullups=0):
-        """Pins in mask `outputs` become outputs driven low; `pullups` inputs get the 100 k pull-up."""
+    def setup(self, outputs, pullups=0, initial=0):
+        """Pins in mask `outputs` become outputs at the levels in `initial` (default low);
+        inputs in `pullups` get the 100 k pull-up."""
         self._outputs = outputs & 0xFFFF
         self._pullups = pullups & 0xFFFF
-        self.olat = 0
+        self.olat = initial & self._outputs
         self.write_register(_IOCON, 0)  # BANK 0, sequential addressing (both halves of the pair)
-        self.write_register(_OLAT, 0)  # latches low first ...
+        self.write_register(_OLAT, self.olat)  # latches first ...
         self.write_register(_IPOL, 0)
         self.write_register(_GPINTEN, 0)
         self.write_register(_GPPU, self._pullups)
@@ -64,11 +65,7 @@ class MCP23017:
 
     def restore(self):
         """setup() again, then the outputs as they were meant to be."""
-        want = self.olat
-        self.setup(self._outputs, self._pullups)
-        if want:
-            self.olat = want
-            self.write_register(_OLAT, want)
+        self.setup(self._outputs, self._pullups, self.olat)
 
     # -- pins --------------------------------------------------------------------------------
     def write(self, pin, value):

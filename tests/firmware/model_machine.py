@@ -111,6 +111,7 @@ time_model = _module(
 
 # -- machine ---------------------------------------------------------------------------------------
 PINS = {}
+WIRES = {}  # pin id -> function called with every level driven (a chip's input wired to it)
 SPI_DEVICES = {}
 I2C_DEVICES = {}
 WDTS = []
@@ -134,7 +135,7 @@ class Pin:
         self.history = []  # the first levels driven, in order
         self.drives = 0
         self.highs = 0  # how many times it was driven high
-        self.watchers = []
+        self.watchers = [WIRES[id]] if id in WIRES else []
         PINS[id] = self
         self.init(mode, pull, value)
 
@@ -281,6 +282,10 @@ def attach_spi(bus, cs, device):
     SPI_DEVICES.setdefault(bus, []).append((cs, device))
 
 
+def wire(pin, fn):
+    WIRES[pin] = fn
+
+
 def attach_i2c(bus, address, device):
     I2C_DEVICES.setdefault(bus, {})[address] = device
 
@@ -418,6 +423,7 @@ def install():
 def reset():
     """Fresh hardware: no pins, no devices, clock at 2000-01-01, no WiFi, no NTP answer."""
     PINS.clear()
+    WIRES.clear()
     SPI_DEVICES.clear()
     I2C_DEVICES.clear()
     WDTS.clear()
