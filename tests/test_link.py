@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import socket
 import threading
 import zlib
@@ -362,3 +363,35 @@ def test_broker_that_stops_reading_is_dropped_by_the_send_timeout(run):
         assert link.last("tick")["worst_gap_ms"] < 900
     finally:
         server.close()
+
+
+def test_tls_with_the_site_ca(tmp_path, run):
+    from lockerctl import broker as site_broker
+
+    ca_key, ca_crt = site_broker.make_ca("school")
+    key, crt = site_broker.make_server_cert(ca_key, ca_crt, ["localhost", "127.0.0.1"])
+    for name, data in (("ca.crt", ca_crt), ("server.key", key), ("server.crt", crt)):
+        (tmp_path / name).write_bytes(data)
+    port = free_port()
+    conf = tmp_path / "tls.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        f"cafile {tmp_path / 'ca.crt'}\ncertfile {tmp_path / 'server.crt'}\n"
+        f"keyfile {tmp_path / 'server.key'}\ntls_version tlsv1.2\n"
+        # as root, mosquitto would switch to its own user, who cannot read the test's files
+        f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
+    )
+    broker = Broker(tmp_path, conf=conf, port=port).start()
+    try:
+        link = run(port, events=3, tls=True, ca=str(tmp_path / "ca.crt"), heapsize="96k")
+        link.wait("link", lambda r: r["connects"] == 1 and r["sent_hi"] == 3)
+        link.wait("online", lambda v: v is True)
+
+        # A broker whose certificate the site CA did not sign is refused.
+        other_key, other_crt = site_broker.make_ca("elsewhere")
+        (tmp_path / "other.crt").write_bytes(other_crt)
+        wrong = run(port, tls=True, ca=str(tmp_path / "other.crt"))
+        wait_for(lambda: "no broker (MQTTError: TLS:" in wrong.text(), what="a refused handshake")
+        assert wrong.last("link")["connects"] == 0
+    finally:
+        broker.kill()

@@ -89,6 +89,9 @@ class MQTTClient:
         except _Timeout:
             self.close()
             raise OSError(_ETIMEDOUT) from None
+        except ValueError as e:  # how MicroPython's ssl reports a failed handshake
+            self.close()
+            raise MQTTError("TLS: " + str(e).strip()) from None
         except BaseException:
             self.close()
             raise
