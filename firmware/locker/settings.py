@@ -12,7 +12,13 @@ DEFAULTS = {
     "max_config_bytes": 131072,  # a config larger than this is discarded unread
     "max_cmd_bytes": 1024,
     "ack_timeout_s": 10,  # events not acknowledged within this are sent again
-    "keepalive_s": 30,
+    "keepalive_s": 30,  # MQTT keepalive: PINGREQ after half of it idle, dropped after 1.5 x
+    "connect_timeout_s": 5,  # a broker that does not answer CONNECT within this: try again later
+    "write_timeout_s": 10,  # a broker that does not take our bytes within this: reconnect
+    "backoff_min_s": 1,  # reconnect delay doubles from this (with jitter) ...
+    "backoff_max_s": 60,  # ... up to this
+    "event_window": 32,  # events sent and not yet acknowledged, at most
+    "event_qos": 1,  # events go out at QoS 1 (PUBACK not awaited; delivery is assured by ack)
 }
 
 
