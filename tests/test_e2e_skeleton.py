@@ -9,6 +9,7 @@ import io
 import json
 import signal
 import threading
+import uuid
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -34,13 +35,16 @@ class Watcher:
     def __init__(self, broker, locker_id="L1", site="school"):
         self.messages: list[tuple[str, bytes]] = []
         self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watch-{locker_id}")
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4().hex[:12]}"
+        )
         self.client.on_message = self._on_message
         ready = threading.Event()
         self.client.on_subscribe = lambda *a: ready.set()
+        topic = f"lockers/{site}/{locker_id}/#"
+        self.client.on_connect = lambda c, *a: c.subscribe(topic, qos=1)  # again on reconnect
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
-        self.client.subscribe(f"lockers/{site}/{locker_id}/#", qos=1)
         assert ready.wait(5)
 
     def _on_message(self, client, userdata, msg):
