@@ -325,6 +325,8 @@ def test_export_command(ctl):
     from openpyxl import load_workbook
 
     assert load_workbook(out).active.max_row == 3
+    piped = ctl("export", "--format", "xlsx").stdout_bytes  # standard output, not a terminal
+    assert load_workbook(io.BytesIO(piped)).active.max_row == 3
     r = ctl("export", "--from", "2026-07-03", "--to", "2026-07-01", ok=False)
     assert r.exit_code == 1 and "after --to" in r.stderr
     assert "no such locker" in ctl("export", "--locker", "L9", ok=False).stderr
