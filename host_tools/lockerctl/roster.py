@@ -115,7 +115,7 @@ def parse_roster(data: bytes | str, source: str = "roster") -> list[dict]:
         raise RosterError(source, [(1, f"not CSV: {e}")]) from None
     if [h.strip().lower() for h in header] != HEADER:
         raise RosterError(
-            source, [(1, f"header must be {','.join(HEADER)} (found {','.join(header)})")]
+            source, [(1, f"header must be {','.join(HEADER)} (found {','.join(header)!r})")]
         )
     rows: list[dict] = []
     uid_line: dict[str, tuple[int, str]] = {}
