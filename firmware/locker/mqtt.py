@@ -37,6 +37,7 @@ class MQTTError(Exception):
 class MQTTClient:
     CHUNK = 512  # bytes of the buffer incoming packets are read through
     MAX_TOPIC = 128  # a longer incoming topic is skipped (its payload discarded)
+    TX = 512  # bytes of the buffer outgoing packets are assembled in (a longer payload: 2 writes)
 
     def __init__(
         self,
@@ -49,6 +50,7 @@ class MQTTClient:
         ssl=None,
         timeout=10,
         chunk=0,
+        tx=0,
     ):
         self.client_id = _b(client_id)
         self.host = host
@@ -64,8 +66,7 @@ class MQTTClient:
         self._lock = asyncio.Lock()
         self._buf = bytearray(chunk or self.CHUNK)
         self._mv = memoryview(self._buf)
-        self._hdr = bytearray(7)  # fixed header (1 + up to 4) + topic length (2)
-        self._pidb = bytearray(2)
+        self._tx = bytearray(tx or self.TX)  # outgoing packets are assembled here
         self._ack = bytearray(b"\x40\x02\0\0")
         self.last_rx = self.last_tx = ticks_ms()
         self.suback = None  # granted QoS of the last SUBACK (0x80: refused)
@@ -165,7 +166,6 @@ class MQTTClient:
 
     def _next_pid(self):
         self._pid = self._pid % 65535 + 1
-        struct.pack_into("!H", self._pidb, 0, self._pid)
         return self._pid
 
     async def publish(self, topic, msg, retain=False, qos=0):
@@ -174,21 +174,28 @@ class MQTTClient:
         topic = _b(topic)
         msg = _b(msg)
         size = 2 + len(topic) + len(msg) + (2 if qos else 0)
-        if size >= 268435456:
-            raise ValueError("mqtt: message too large")
-        async with self._lock:  # the header buffers are shared with PUBACKs sent by the reader
-            hdr = self._hdr
-            n = _put_len(hdr, PUBLISH | qos << 1 | (1 if retain else 0), size)
-            struct.pack_into("!H", hdr, n, len(topic))
-            pid = self._next_pid() if qos else 0
+        if size >= 268435456 or len(topic) > self.MAX_TOPIC:
+            raise ValueError("mqtt: message or topic too large")
+        async with self._lock:  # the buffers are shared with PUBACKs sent by the reader
             w = self._w
             if w is None:
                 raise OSError(_ECONNRESET)
-            w.write(memoryview(hdr)[: n + 2])
-            w.write(topic)
+            tx = self._tx
+            n = _put_len(tx, PUBLISH | qos << 1 | (1 if retain else 0), size)
+            n = _put_str(tx, n, topic)
+            pid = 0
             if qos:
-                w.write(self._pidb)
-            w.write(msg)
+                pid = self._next_pid()
+                tx[n] = pid >> 8
+                tx[n + 1] = pid & 0xFF
+                n += 2
+            # One write (one TCP segment, with TCP_NODELAY) when the message fits the buffer.
+            if n + len(msg) <= len(tx):
+                tx[n : n + len(msg)] = msg
+                w.write(memoryview(tx)[: n + len(msg)])
+            else:
+                w.write(memoryview(tx)[:n])
+                w.write(msg)
             try:
                 await asyncio.wait_for_ms(w.drain(), self.timeout_ms)
             except _Timeout:
@@ -199,18 +206,18 @@ class MQTTClient:
     async def subscribe(self, topic, qos=1):
         """Sends SUBSCRIBE; the SUBACK is read by read_packet (its code lands in .suback)."""
         topic = _b(topic)
-        if len(topic) > 120:
+        if len(topic) > self.MAX_TOPIC:
             raise ValueError("mqtt: topic too long")
         async with self._lock:
-            hdr = self._hdr
-            pid = self._next_pid()
-            struct.pack_into("!BBHH", hdr, 0, 0x82, 5 + len(topic), pid, len(topic))
             w = self._w
             if w is None:
                 raise OSError(_ECONNRESET)
-            w.write(memoryview(hdr)[:6])
-            w.write(topic)
-            w.write(b"\x01" if qos else b"\x00")
+            tx = self._tx
+            pid = self._next_pid()
+            struct.pack_into("!BBH", tx, 0, 0x82, 5 + len(topic), pid)
+            n = _put_str(tx, 4, topic)
+            tx[n] = 1 if qos else 0
+            w.write(memoryview(tx)[: n + 1])
             try:
                 await asyncio.wait_for_ms(w.drain(), self.timeout_ms)
             except _Timeout:
