@@ -1,0 +1,36 @@
+"""The office dashboard (`lockerctl serve --http HOST:PORT`, CONTRACT §6).
+
+`start(service, host, port)` is what `serve.Service` calls: it opens its own store on the
+service's database, signs opens with `serve.prepare_open` and publishes them through the
+service's MQTT connection (`Service.publish_command`). `serve_store(store, site, host, port,
+publish=None)` runs the same dashboard on a store alone (tests, a read-only dashboard).
+Both return a started `Dashboard` (`url`, `stop()`).
+"""
+
+from __future__ import annotations
+
+from .. import accounts as _accounts  # noqa: F401 - registers the dashboard's migration
+from .server import App, Dashboard
+
+__all__ = ["App", "Dashboard", "serve_store", "start"]
+
+
+def serve_store(store, site: str, host: str = "127.0.0.1", port: int = 0, publish=None,
+                broker: tuple[str, int] | None = None, connected=None) -> Dashboard:
+    """A started dashboard for `site` on `store` (migrated here). `publish(locker_id,
+    payload)` sends a signed command; without it the open page says there is no connection."""
+    store.migrate()
+    app = App(store, site, publish=publish, broker=broker, connected=connected)
+    return Dashboard(app, host, port).start()
+
+
+def start(service, host: str, port: int) -> Dashboard:
+    """The dashboard of a running `serve.Service`."""
+    from ..store import Store
+
+    store = Store.open(service.site.db)
+    return serve_store(
+        store, service.site.site, host, port, publish=service.publish_command,
+        broker=(service.site.broker_host, service.site.broker_port),
+        connected=service.connected.is_set,
+    )

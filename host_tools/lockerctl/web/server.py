@@ -1,0 +1,319 @@
+"""The dashboard's HTTP side: a `ThreadingHTTPServer`, requests and responses, sessions, CSRF
+and the role check in front of every route. The pages themselves are in `pages.py`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
+from http import cookies as http_cookies
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from ..accounts import Accounts, RateLimiter
+
+log = logging.getLogger("lockerctl.web")
+
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                ".png": "image/png", ".svg": "image/svg+xml"}
+COOKIE = "cl_session"
+LOGIN_COOKIE = "cl_login"  # the login form's CSRF token, before there is a session
+MAX_BODY = 8 * 1024 * 1024
+SECURITY_HEADERS = [
+    ("Content-Security-Policy",
+     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "same-origin"),
+]
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict
+    headers: dict
+    cookies: dict
+    client: str
+    form: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)  # name -> (filename, bytes)
+    session: object = None
+    token: str | None = None
+
+    def q(self, name: str, default: str = "") -> str:
+        return self.query.get(name, default)
+
+    def f(self, name: str, default: str = "") -> str:
+        return self.form.get(name, default)
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes | str = b""
+    content_type: str = "text/html; charset=utf-8"
+    headers: list = field(default_factory=list)
+
+    @classmethod
+    def redirect(cls, location: str, status: int = 303) -> Response:
+        return cls(status, b"", headers=[("Location", location)])
+
+    @classmethod
+    def json(cls, data, status: int = 200) -> Response:
+        return cls(status, json.dumps(data), "application/json")
+
+
+def _parse_form(content_type: str, body: bytes) -> tuple[dict, dict]:
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if ctype == "application/x-www-form-urlencoded":
+        pairs = urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        return dict(pairs), {}
+    if ctype == "multipart/form-data":
+        msg = BytesParser(policy=HTTP).parsebytes(
+            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+        form, files = {}, {}
+        for part in msg.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if not name:
+                continue
+            data = part.get_payload(decode=True) or b""
+            filename = part.get_filename()
+            if filename is not None:
+                files[name] = (filename, data)
+            else:
+                form[name] = data.decode("utf-8", "replace")
+        return form, files
+    return {}, {}
+
+
+class App:
+    """Routes and shared state of one dashboard (one site)."""
+
+    def __init__(self, store, site: str, publish=None, broker: tuple[str, int] | None = None,
+                 connected=None):
+        self.store = store
+        self.site = site
+        self.publish = publish  # publish(locker_id, payload: bytes), or None without a broker
+        self.connected = connected or (lambda: publish is not None)
+        self.broker = broker or ("127.0.0.1", 1883)
+        self.accounts = Accounts(store, site)
+        self.user_limiter = RateLimiter(5, 300)
+        self.client_limiter = RateLimiter(30, 300)
+        self._flash: dict[str, tuple[str, str]] = {}
+        self.sent: dict[str, dict] = {}  # remote opens in flight: ref -> what was sent
+        self.lock = threading.Lock()
+        self.routes: dict[tuple[str, str], tuple] = {}
+        self.prefix_routes: list[tuple[str, str, object, tuple]] = []
+        from . import pages
+
+        pages.register(self)
+
+    # route table
+
+    def route(self, method: str, path: str, roles=("office", "slt", "admin"), prefix=False):
+        def deco(fn):
+            if prefix:
+                self.prefix_routes.append((method, path, fn, roles))
+            else:
+                self.routes[(method, path)] = (fn, roles)
+            return fn
+
+        return deco
+
+    def find(self, method: str, path: str):
+        hit = self.routes.get((method, path))
+        if hit:
+            return hit
+        for m, prefix, fn, roles in self.prefix_routes:
+            if m == method and path.startswith(prefix):
+                return fn, roles
+        return None
+
+    # flash messages (shown once, after a redirect)
+
+    def flash(self, req: Request, kind: str, text: str) -> None:
+        if req.token:
+            with self.lock:
+                self._flash[req.token] = (kind, text)
+
+    def take_flash(self, req: Request):
+        if not req.token:
+            return None
+        with self.lock:
+            return self._flash.pop(req.token, None)
+
+    def actor(self, req: Request) -> str:
+        return f"web:{req.session.user.username}"
+
+    # the request cycle
+
+    def handle(self, req: Request) -> Response:
+        if req.path.startswith("/static/"):
+            return self.static(req.path[len("/static/"):])
+        if req.path == "/favicon.ico":
+            return Response(204)
+        token = req.cookies.get(COOKIE)
+        req.session = self.accounts.session(token) if token else None
+        req.token = token if req.session else None
+        hit = self.find(req.method, req.path)
+        if req.path in ("/login",):
+            if hit is None:
+                raise HTTPError(405, "method not allowed")
+            return hit[0](req)
+        if req.session is None:
+            if req.path.startswith("/api/"):
+                return Response.json({"error": "not signed in"}, 401)
+            if req.method == "GET":
+                return Response.redirect("/login")
+            raise HTTPError(403, "not signed in")
+        if hit is None:
+            if any(p == req.path for (_, p) in self.routes):
+                raise HTTPError(405, "method not allowed")
+            raise HTTPError(404, "no such page")
+        fn, roles = hit
+        if req.session.user.role not in roles:
+            raise HTTPError(403, f"your role ({req.session.user.role}) may not use this page")
+        if req.method == "POST":
+            sent = req.form.get("csrf", "")
+            if not sent or not hmac.compare_digest(sent, req.session.csrf):
+                raise HTTPError(403, "the form has expired or did not come from this "
+                                     "dashboard (CSRF check failed); reload the page")
+        return fn(req)
+
+    def static(self, name: str) -> Response:
+        path = (STATIC_DIR / name).resolve()
+        if STATIC_DIR.resolve() not in path.parents or not path.is_file():
+            raise HTTPError(404, "no such file")
+        ctype = STATIC_TYPES.get(path.suffix, "application/octet-stream")
+        return Response(200, path.read_bytes(), ctype,
+                        headers=[("Cache-Control", "no-cache")])
+
+
+def _handler_class(app: App):
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "classlocker"
+        sys_version = ""
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt, *args):
+            log.debug("%s %s", self.address_string(), fmt % args)
+
+        def _request(self, method: str) -> Request:
+            parts = urllib.parse.urlsplit(self.path)
+            query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+            jar = http_cookies.SimpleCookie()
+            try:
+                jar.load(self.headers.get("Cookie", ""))
+            except http_cookies.CookieError:
+                pass
+            req = Request(method, parts.path or "/", query,
+                          {k.lower(): v for k, v in self.headers.items()},
+                          {k: m.value for k, m in jar.items()}, self.client_address[0])
+            if method == "POST":
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    raise HTTPError(400, "bad Content-Length") from None
+                if length > MAX_BODY:
+                    raise HTTPError(413, f"upload too large (at most {MAX_BODY // 2**20} MiB)")
+                body = self.rfile.read(length) if length else b""
+                req.form, req.files = _parse_form(self.headers.get("Content-Type", ""), body)
+            return req
+
+        def _run(self, method: str) -> None:
+            close = False
+            try:
+                req = self._request(method)
+                resp = app.handle(req)
+            except HTTPError as err:
+                from .pages import error_page
+
+                resp = error_page(err.status, err.message)
+                close = err.status == 413
+            except Exception:
+                log.exception("dashboard error on %s %s", method, self.path)
+                from .pages import error_page
+
+                resp = error_page(500, "something went wrong on the server (see its log)")
+            body = resp.body.encode() if isinstance(resp.body, str) else resp.body
+            self.send_response(resp.status)
+            self.send_header("Content-Type", resp.content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in SECURITY_HEADERS:
+                self.send_header(name, value)
+            if not any(h[0] == "Cache-Control" for h in resp.headers):
+                self.send_header("Cache-Control", "no-store")
+            for name, value in resp.headers:
+                self.send_header(name, value)
+            if close:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            if method != "HEAD":
+                self.wfile.write(body)
+
+        def do_GET(self):
+            self._run("GET")
+
+        def do_HEAD(self):
+            self._run("GET")
+
+        def do_POST(self):
+            self._run("POST")
+
+    return Handler
+
+
+class Dashboard:
+    """A running dashboard: `url`, `stop()`."""
+
+    def __init__(self, app: App, host: str, port: int):
+        self.app = app
+        self.httpd = ThreadingHTTPServer((host, port), _handler_class(app))
+        self.httpd.daemon_threads = True
+        self.host, self.port = self.httpd.server_address[:2]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="dashboard",
+                                       kwargs={"poll_interval": 0.5}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Dashboard:
+        self.thread.start()
+        log.info("dashboard on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def cookie_header(name: str, value: str, max_age: int | None = None) -> tuple[str, str]:
+    """A session-style cookie: HttpOnly, SameSite=Strict, whole site."""
+    parts = [f"{name}={value}", "Path=/", "HttpOnly", "SameSite=Strict"]
+    if max_age is not None:
+        parts.append(f"Max-Age={max_age}")
+    return ("Set-Cookie", "; ".join(parts))
+
+
+def now() -> float:
+    return time.time()
