@@ -481,3 +481,35 @@ def test_a_dir_closed_to_the_broker_account_keeps_the_broker_root_with_a_warning
         assert ok
     finally:
         b.kill()
+
+
+@pytest.mark.slow
+def test_real_firmware_and_serve_work_through_the_locked_down_broker(
+    tmp_path, make_locker, make_serve
+):
+    """The ACL matches what the firmware and `lockerctl serve` really do: the locker's boot event
+    is stored and acknowledged, and the configuration signed by the host reaches the locker."""
+    db = f"sqlite:///{tmp_path / 'lockers.db'}"
+    port = free_port()
+    device = json.loads(
+        lockerctl(
+            "locker", "add", "L1", "--bays", 4, "--broker", f"127.0.0.1:{port}", db=db
+        ).stdout
+    )
+    device["data_dir"] = str(tmp_path / "data-L1")
+    lockerctl("broker", "config", tmp_path / "mqtt", "--listen", f"127.0.0.1:{port}", db=db)
+    b = Broker(tmp_path, conf=tmp_path / "mqtt" / "mosquitto.conf", port=port).start()
+    try:
+        make_serve(db, b)  # no --user/--password: the host account recorded by broker config
+        locker = make_locker("L1", device=device)
+        state = wait_for(
+            lambda: (s := locker.state())["pending"] == 0 and s["config"] is not None and s,
+            timeout=30,
+            what="boot event acknowledged and configuration applied",
+        )
+        assert state["online"] is True
+        out = lockerctl("export", "--format", "jsonl", db=db).stdout
+        assert any(json.loads(line).get("event") == "boot" for line in out.splitlines())
+        lockerctl("audit", "verify", db=db)
+    finally:
+        b.kill()
