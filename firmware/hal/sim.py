@@ -6,6 +6,7 @@
 # real-time clock is unknown until set (`clock` on the control port, as NTP would) and then
 # advances with real time.
 
+import gc
 import os
 import time
 
@@ -39,6 +40,8 @@ class Board:
         self.buzzer = 0  # beeps so far
         self.feedback_log = []
         self._clock_offset = None
+        self.heap_max = 0  # high-water mark of the heap in use, sampled (see sample_heap)
+        self.code_bytes = 0  # heap taken by the loaded modules (set by the app)
 
         host_dir = device.get("data_dir") or "var/" + device["locker_id"]
         _makedirs(host_dir)
@@ -81,8 +84,19 @@ class Board:
     def set_door(self, bay, reading):
         self.doors[bay - 1] = reading
 
+    def sample_heap(self):
+        """Sampled after every control-port request and every tick: the high-water mark of the
+        live heap (what is still reachable after a collection) as the firmware actually runs."""
+        gc.collect()
+        used = gc.mem_alloc()
+        if used > self.heap_max:
+            self.heap_max = used
+
     def outputs(self):
+        self.sample_heap()
         return {
+            "heap": {"used": gc.mem_alloc(), "free": gc.mem_free(), "max_used": self.heap_max,
+                     "code": self.code_bytes},
             "locks": ["unlocked" if on else "locked" for on in self.locks],
             "led": self.led,
             "buzzer": self.buzzer,

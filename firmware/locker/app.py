@@ -10,11 +10,14 @@ from locker import settings as settings_mod
 from locker.core import Locker
 
 
-async def _ticker(locker, period_ms):
+async def _ticker(locker, board, period_ms):
     while True:
         await asyncio.sleep_ms(period_ms)
         try:
             locker.tick()
+            sample = getattr(board, "sample_heap", None)
+            if sample is not None:
+                sample()
         except Exception as e:  # one bad tick must not stop the time-driven checks
             import sys
 
@@ -38,22 +41,22 @@ async def _reader(locker, board):
 
 async def main(device):
     settings = settings_mod.load(device)
+    from locker import control, link  # noqa: F401 - loaded now so that the code is counted below
+
+    gc.collect()
+    code_bytes = gc.mem_alloc()  # the firmware's own code, which an ESP32 keeps frozen in flash
     board = make_board(device, settings)
+    board.code_bytes = code_bytes
     locker = Locker(board, device, settings)
     gc.collect()
-    tasks = [asyncio.create_task(_ticker(locker, settings["tick_ms"]))]
+    tasks = [asyncio.create_task(_ticker(locker, board, settings["tick_ms"]))]
     if device.get("board", "sim") == "sim":
-        from locker import control
-
         port = int((device.get("sim") or {}).get("control_port", 7101))
         await control.serve(locker, board, port)
     else:
         tasks.append(asyncio.create_task(_reader(locker, board)))
     if device.get("broker"):
-        from locker.link import Link
-
-        link = Link(locker, device, settings)
-        tasks.append(asyncio.create_task(link.run()))
+        tasks.append(asyncio.create_task(link.Link(locker, device, settings).run()))
     board.feedback("boot")
     print("locker {} ready: {} bays, config {}".format(locker.locker_id, board.nbays,
                                                        locker.config_version))

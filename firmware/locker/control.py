@@ -62,7 +62,9 @@ def handle(locker, board, line):
 
 def _handle_safely(locker, board, text):
     try:
-        return handle(locker, board, text)
+        reply = handle(locker, board, text)
+        board.sample_heap()
+        return reply
     except Exception as e:  # a bug must cost one reply, never the control port
         import sys
 
