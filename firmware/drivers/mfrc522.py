@@ -6,9 +6,9 @@
 # UID once when a card is newly presented, and nothing while the same card stays on the reader.
 #
 # Exchange per poll: REQA (cards that are not halted answer) -> anticollision and SELECT over the
-# cascade levels -> HLTA, so a card left on the reader stays quiet. Cards already reported are then
-# checked with WUPA + a SELECT of their known UID (+ HLTA): present, or counted as absent; only after
-# `absent_polls` misses in a row does the same card count as presented again.
+# cascade levels -> HLTA, so a card left on the reader stays quiet. Cards already reported are
+# then checked with WUPA + a SELECT of their known UID (+ HLTA): present, or counted as absent;
+# only after `absent_polls` misses in a row does the same card count as presented again.
 #
 # Chip failures (no interrupt at all within the deadline, CRC unit stuck, a wrong VersionReg) are
 # counted; after MAX_ERRORS in a row the chip is reset and initialised again (hard reset through

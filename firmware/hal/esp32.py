@@ -20,11 +20,10 @@ import os
 import time
 
 import machine
-from micropython import const
-
 from drivers.ds3231 import DS3231
 from drivers.mcp23017 import MCP23017, parse_pin
 from drivers.mfrc522 import MFRC522SPI
+from micropython import const
 
 # The ESP32 port counts from 2000-01-01, the unix port from 1970: board.now() is always unix time.
 EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
@@ -58,22 +57,26 @@ def load_pinmap(path="pinmap.json"):
         with open(path) as f:
             return json.load(f)
     except OSError:
-        raise ValueError("pin map {} not found (make flash copies hardware/pinmap.json)".format(path))
+        raise ValueError(
+            "pin map {} not found (make flash copies hardware/pinmap.json)".format(path)
+        ) from None
     except ValueError:
-        raise ValueError("pin map {} is not valid JSON".format(path))
+        raise ValueError("pin map {} is not valid JSON".format(path)) from None
 
 
 def parse_spec(spec, where):
     """'0x20:A3' -> (0x20, 3) on an expander; 'gpio:26' -> (None, 26) on the ESP32 itself."""
     if not isinstance(spec, str) or ":" not in spec:
-        raise ValueError("pinmap.json: {}: {!r} is not '<address>:<pin>' or 'gpio:<n>'".format(where, spec))
+        raise ValueError(
+            "pinmap.json: {}: {!r} is not '<address>:<pin>' or 'gpio:<n>'".format(where, spec)
+        )
     head, pin = spec.split(":", 1)
     try:
         if head == "gpio":
             return None, int(pin)
         return int(head, 16), parse_pin(pin)
     except ValueError as e:
-        raise ValueError("pinmap.json: {}: {}".format(where, e))
+        raise ValueError("pinmap.json: {}: {}".format(where, e)) from None
 
 
 def _makedirs(path):
@@ -251,7 +254,9 @@ class Board:
                 reeds.append((addr, pin))
         for addr in outputs:
             if outputs[addr] & pullups.get(addr, 0):
-                raise ValueError("pinmap.json: expander 0x{:02x} pin used as lock and reed".format(addr))
+                raise ValueError(
+                    "pinmap.json: expander 0x{:02x} pin used as lock and reed".format(addr)
+                )
         return locks, reeds, outputs, pullups
 
     # -- the board interface (docs/architecture.md) -----------------------------------------

@@ -86,7 +86,7 @@ def _time():
 
 
 def _gmtime(t=None):
-    return unix_to_tuple((CLOCK.unix() if t is None else t + EPOCH_2000))
+    return unix_to_tuple(CLOCK.unix() if t is None else t + EPOCH_2000)
 
 
 def _mktime(tm):
@@ -109,7 +109,7 @@ time_model = _module(
 )
 
 
-# -- machine ---------------------------------------------------------------------------------------
+# -- machine --------------------------------------------------------------------------------
 PINS = {}
 WIRES = {}  # pin id -> function called with every level driven (a chip's input wired to it)
 SPI_DEVICES = {}
@@ -224,7 +224,9 @@ class I2C:
         return d
 
     def scan(self):
-        return sorted(a for a, d in I2C_DEVICES.get(self.id, {}).items() if not getattr(d, "absent", 0))
+        return sorted(
+            a for a, d in I2C_DEVICES.get(self.id, {}).items() if not getattr(d, "absent", 0)
+        )
 
     def readfrom_mem_into(self, addr, reg, buf, addrsize=8):
         data = self._dev(addr).read_mem(reg, len(buf))
@@ -290,7 +292,7 @@ def attach_i2c(bus, address, device):
     I2C_DEVICES.setdefault(bus, {})[address] = device
 
 
-# -- network ---------------------------------------------------------------------------------------
+# -- network --------------------------------------------------------------------------------
 class _Net:
     def __init__(self):
         self.aps = {}  # ssid -> password of the access points in range
@@ -410,7 +412,9 @@ def _ntp_settime():
     RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], 0))
 
 
-ntptime_model = _module("ntptime", host="pool.ntp.org", timeout=1, time=_ntp_time, settime=_ntp_settime)
+ntptime_model = _module(
+    "ntptime", host="pool.ntp.org", timeout=1, time=_ntp_time, settime=_ntp_settime
+)
 
 
 def install():
@@ -477,7 +481,14 @@ class DS3231Model:
         y = 2000 + _unbcd(r[6]) + (100 if r[5] & 0x80 else 0)
         self.set_unix(
             tuple_to_unix(
-                (y, _unbcd(r[5] & 0x1F), _unbcd(r[4]), _unbcd(r[2] & 0x3F), _unbcd(r[1]), _unbcd(r[0]))
+                (
+                    y,
+                    _unbcd(r[5] & 0x1F),
+                    _unbcd(r[4]),
+                    _unbcd(r[2] & 0x3F),
+                    _unbcd(r[1]),
+                    _unbcd(r[0]),
+                )
             )
         )
 

@@ -7,9 +7,28 @@
 # that no lock was ever energised when it should not have been.
 
 _NAMES = (
-    "IODIRA", "IODIRB", "IPOLA", "IPOLB", "GPINTENA", "GPINTENB", "DEFVALA", "DEFVALB",
-    "INTCONA", "INTCONB", "IOCON", "IOCON", "GPPUA", "GPPUB", "INTFA", "INTFB",
-    "INTCAPA", "INTCAPB", "GPIOA", "GPIOB", "OLATA", "OLATB",
+    "IODIRA",
+    "IODIRB",
+    "IPOLA",
+    "IPOLB",
+    "GPINTENA",
+    "GPINTENB",
+    "DEFVALA",
+    "DEFVALB",
+    "INTCONA",
+    "INTCONB",
+    "IOCON",
+    "IOCON",
+    "GPPUA",
+    "GPPUB",
+    "INTFA",
+    "INTFB",
+    "INTCAPA",
+    "INTCAPB",
+    "GPIOA",
+    "GPIOB",
+    "OLATA",
+    "OLATB",
 )
 
 

@@ -145,8 +145,11 @@ class Card:
                 return None  # not this card: stays READY, silent
             return mine[known:]
         if self.state == ACTIVE:
-            if n == 32 and data[0] == 0x50 and data[1] == 0 and crc_a(data[:2]) == data[2] | (
-                data[3] << 8
+            if (
+                n == 32
+                and data[0] == 0x50
+                and data[1] == 0
+                and crc_a(data[:2]) == data[2] | (data[3] << 8)
             ):
                 self.state = HALT
                 return None

@@ -32,8 +32,14 @@ def _bank(bays=8, rtc=None, wifi=None, expanders=(0x20, 0x21, 0x22), pinmap=None
     mm.wire(PINMAP["mfrc522"]["rst"], chip.rst)
     if rtc is not None:
         mm.attach_i2c(0, 0x68, rtc)
-    dev = {"locker_id": "L1", "site": "school", "board": "esp32", "bays": bays,
-           "secret": "00" * 32, "data_dir": tmpdir("esp32") + "/var/L1"}
+    dev = {
+        "locker_id": "L1",
+        "site": "school",
+        "board": "esp32",
+        "bays": bays,
+        "secret": "00" * 32,
+        "data_dir": tmpdir("esp32") + "/var/L1",
+    }
     if wifi:
         dev["wifi"] = wifi
     dev.update(device)
@@ -199,7 +205,7 @@ def test_wifi_backoff_doubles_with_jitter_and_resets_on_success():
         if board.wifi_attempts != before:
             starts.append(t)
         t += 100
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [starts[i + 1] - starts[i] for i in range(len(starts) - 1)]
     expect = board.BACKOFF_MIN_MS
     for g in gaps:
         assert expect <= g <= expect + expect // 4 + 100, (g, expect)
@@ -286,8 +292,10 @@ def test_bad_pin_spec_names_the_bay():
 
 def test_small_bank_on_plain_gpio():
     pm = json.loads(json.dumps(PINMAP))
-    pm["bays"] = [{"bay": 1, "lock": "gpio:32", "reed": "gpio:34"},
-                  {"bay": 2, "lock": "gpio:33", "reed": "gpio:35"}]
+    pm["bays"] = [
+        {"bay": 1, "lock": "gpio:32", "reed": "gpio:34"},
+        {"bay": 2, "lock": "gpio:33", "reed": "gpio:35"},
+    ]
     board, exps, _ = _bank(bays=2, pinmap=pm)
     lock = mm.PINS[32]
     assert lock.history == [0] and lock.mode == mm.Pin.OUT
@@ -306,7 +314,16 @@ def test_data_dir_is_created_and_make_board_builds_an_esp32():
     mm.reset()
     mm.attach_i2c(0, 0x20, MCP23017Model())
     d = tmpdir("esp32mk") + "/var/L2"
-    board = make_board({"locker_id": "L2", "board": "esp32", "bays": 8, "secret": "00" * 32,
-                        "data_dir": d, "pinmap": PINMAP}, {"tick_ms": 1000})
+    board = make_board(
+        {
+            "locker_id": "L2",
+            "board": "esp32",
+            "bays": 8,
+            "secret": "00" * 32,
+            "data_dir": d,
+            "pinmap": PINMAP,
+        },
+        {"tick_ms": 1000},
+    )
     assert board.nbays == 8 and board.data_dir == d
     os.stat(d)

@@ -1,6 +1,6 @@
 # runs-on: micropython
 # drivers/mfrc522.py against the register-level model of the chip and of ISO 14443 A cards.
-from drivers.mfrc522 import CHIP, NO_CARD, OK, MFRC522, MFRC522SPI
+from drivers.mfrc522 import CHIP, MFRC522, MFRC522SPI, NO_CARD
 from model_mfrc522 import HALT, Card, MFRC522Model, crc_a
 
 
