@@ -312,6 +312,7 @@ def test_oversized_messages_are_discarded_without_memory_blowup(broker, watcher,
     watcher.send("config", big, retain=True)
     r = link.wait("config_discarded")
     assert r["length"] == 300_000
+    assert r["mem_free"] > 32_000  # of 96 KB: nothing of it was buffered
     watcher.send("cmd", b"x" * 5000)
     link.wait("cmd_rejected", lambda reason: reason == "too_large")
 
@@ -327,6 +328,7 @@ def test_oversized_messages_are_discarded_without_memory_blowup(broker, watcher,
     r = link.wait("config", lambda r: r["length"] == 120_000)
     assert r["received"] == 120_000 and r["crc"] == zlib.crc32(cfg)
     assert r["biggest_chunk"] <= 512 and r["chunks"] >= 120_000 // 512
+    assert r["mem_free"] > 32_000
     assert link.process.alive()
 
 

@@ -222,10 +222,15 @@ class Link:
             # Read a few events, then publish them: the journal's iterator is closed before
             # any await, so no file stays open while the locker appends or compacts.
             batch = []
-            for ev in journal.unacked(self.cursor):
-                batch.append((ev.seq, self.to_json(ev)))
-                if len(batch) >= _BATCH or len(batch) >= room:
-                    break
+            it = journal.unacked(self.cursor)
+            try:
+                for ev in it:
+                    batch.append((ev.seq, self.to_json(ev)))
+                    if len(batch) >= _BATCH or len(batch) >= room:
+                        break
+            finally:
+                if hasattr(it, "close"):
+                    it.close()  # MicroPython does not close an abandoned generator (or its file)
             if not batch:
                 return
             for seq, payload in batch:
