@@ -166,7 +166,7 @@ class Board:
         rtc_cfg = pinmap.get("rtc")
         if rtc_cfg and self._i2c is not None:
             self._rtc = DS3231(self._i2c, int(rtc_cfg.get("address", "0x68"), 16))
-            self._clock_from_rtc()
+            self._clock_from_rtc(self._rtc)
 
         # 4. The reader.
         self.reader = None
@@ -233,8 +233,9 @@ class Board:
             raise ValueError(
                 "device.json: bays = {} but the pin map wires {}".format(self.nbays, len(rows))
             )
-        locks, reeds = [], []
-        outputs, pullups = {}, {}
+        locks, reeds = [], []  # type: (list, list)
+        outputs = {}  # type: dict
+        pullups = {}  # type: dict
         Pin = machine.Pin
         for bay in range(1, self.nbays + 1):
             row = by_bay.get(bay)
@@ -392,8 +393,7 @@ class Board:
                 self.expander_ok[addr] = False
 
     # -- the clock ---------------------------------------------------------------------------
-    def _clock_from_rtc(self):
-        rtc = self._rtc
+    def _clock_from_rtc(self, rtc):
         try:
             if rtc.lost_time():
                 self.rtc_state = "lost"  # oscillator stopped: flat cell or never set
