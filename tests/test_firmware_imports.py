@@ -150,3 +150,31 @@ def test_type_check_is_live(tmp_path):
     errors = _mypy(tmp_path, ["wrong.py"], probe)
     assert any("valeu" in e for e in errors), errors
     assert not any("import-not-found" in e for e in errors), errors
+
+
+def test_manifest_freezes_every_firmware_package():
+    """Runs firmware/manifest.py with the manifest functions MicroPython's build provides."""
+    frozen, required, included = [], [], []
+
+    def package(name, files=None, base_path=".", opt=None):
+        frozen.append((name, files))
+
+    def module(name, base_path=".", opt=None):
+        frozen.append((name, None))
+
+    env = {
+        "include": lambda path, **kw: included.append(path),
+        "require": lambda name, **kw: required.append(name),
+        "package": package,
+        "module": module,
+        "freeze": lambda *a, **kw: None,
+    }
+    exec(compile((FIRMWARE / "manifest.py").read_text(), "manifest.py", "exec"), env)
+    names = {name for name, _ in frozen}
+    packages = {p.parent.name for p in FIRMWARE.glob("*/__init__.py")}
+    assert packages <= names, packages - names
+    assert "umqtt.simple" in required
+    for name, files in frozen:
+        for f in files or ():
+            assert (FIRMWARE / name / f).is_file(), (name, f)
+    assert ("hal", ("__init__.py", "esp32.py")) in frozen  # the simulated board stays out
