@@ -397,3 +397,23 @@ def test_tls_with_the_site_ca(tmp_path, run):
         assert wrong.last("link")["connects"] == 0
     finally:
         broker.kill()
+
+
+def test_real_journal_acked_events_stay_acked_across_a_restart(tmp_path, broker, watcher, run):
+    journal = str(tmp_path / "journal")
+    first = run(broker.port, events=10, journal_dir=journal)
+    wait_for(lambda: watcher.events()[:10] == list(range(1, 11)), what="10 events")
+    sent = [json.loads(p) for p, _ in watcher.on("event")]
+    assert sent[0]["type"] == "deposit" and sent[0]["person"] == "P0000"  # events.to_json
+    watcher.ack(6)
+    first.wait("ack", lambda seq: seq == 6)
+    first.kill()
+
+    n = len(watcher.events())
+    second = run(broker.port, events=2, journal_dir=journal)  # seq 11 and 12 on top
+    wait_for(lambda: 12 in watcher.events()[n:], what="the new events")
+    again = watcher.events()[n:]
+    assert again[:6] == [7, 8, 9, 10, 11, 12]  # what was not acknowledged, then the new ones
+    watcher.ack(12)
+    second.wait("ack", lambda seq: seq == 12)
+    wait_for(lambda: json.loads(watcher.on("state")[-1][0])["pending"] == 0, what="pending 0")

@@ -9,7 +9,7 @@
 #
 # spec: {"host", "port", "locker_id", "site", "events": N journaled at start,
 #        "append_every_ms": M, "append_max": K (more events later), "settings": {...},
-#        "max_config_bytes": B}
+#        "max_config_bytes": B, "journal_dir": D (the real journal instead of the in-memory one)}
 
 import asyncio
 import binascii
@@ -162,6 +162,31 @@ class StandIn:
         say("cmd_rejected", reason)
 
 
+class RealJournalStandIn(StandIn):
+    """The same, over the real journal (locker/journal.py) in a directory: what survives a
+    restart is what the journal kept."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        from locker.journal import Journal
+
+        self.journal = Journal(spec["journal_dir"], lambda: b"", segment_bytes=4096)
+        self.journal.open()
+
+    def record(self, type, bay=None, person=None):
+        self.journal.append(type, 1795549393, bay, person)
+        self.journal.commit()
+        self.state_rev += 1
+        self.events_ready.set()
+
+    def acknowledged(self, seq):
+        before = self.journal.acked
+        self.journal.ack(seq)
+        if self.journal.acked != before:
+            self.state_rev += 1
+            say("ack", seq)
+
+
 async def counter(period_ms=10):
     """The locker's own work: counts every period and reports the longest gap it saw."""
     count = 0
@@ -206,7 +231,13 @@ async def watch(link):
 
 
 async def main(spec):
-    locker = StandIn(spec)
+    if spec.get("journal_dir"):
+        from locker.events import to_json as payload
+
+        locker = RealJournalStandIn(spec)
+    else:
+        payload = to_json
+        locker = StandIn(spec)
     for i in range(spec.get("events", 0)):
         locker.record("deposit", bay=1 + i % 8, person="P{:04d}".format(i))
     device = {
@@ -221,7 +252,7 @@ async def main(spec):
             "ca": spec.get("ca"),
         },
     }
-    link = Link(locker, device, spec.get("settings", {}), to_json=to_json)
+    link = Link(locker, device, spec.get("settings", {}), to_json=payload)
     asyncio.create_task(counter())
     asyncio.create_task(watch(link))
     if spec.get("append_max"):
