@@ -77,13 +77,15 @@ class Scenario:
 class Watcher:
     """A paho client on the locker's topics: records what the locker publishes, sends to it."""
 
-    def __init__(self, broker: Broker, topics=ROOT_TOPIC + "#"):
+    def __init__(self, broker: Broker, topics=ROOT_TOPIC + "#", user=None, password=None):
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         self.client.on_message = self._on_message
         self.subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: self.subscribed.set()
+        if user:
+            self.client.username_pw_set(user, password)
         self.client.connect(broker.host, broker.port)
         self.client.subscribe(topics, qos=1)
         self.client.loop_start()
@@ -417,3 +419,34 @@ def test_real_journal_acked_events_stay_acked_across_a_restart(tmp_path, broker,
     watcher.ack(12)
     second.wait("ack", lambda seq: seq == 12)
     wait_for(lambda: json.loads(watcher.on("state")[-1][0])["pending"] == 0, what="pending 0")
+
+
+def test_site_broker_with_passwords_and_acl(tmp_path, run):
+    from lockerctl import broker as site_broker
+
+    (tmp_path / "passwd").write_text(
+        site_broker.password_file([("L1", "locker-pw"), ("host", "host-pw")])
+    )
+    (tmp_path / "acl").write_text(site_broker.acl_text("school", ["L1"], "host"))
+    port = free_port()
+    conf = tmp_path / "site.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous false\npersistence false\n"
+        f"password_file {tmp_path / 'passwd'}\nacl_file {tmp_path / 'acl'}\n"
+        f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
+    )
+    broker = Broker(tmp_path, conf=conf, port=port).start()
+    host = Watcher(broker, topics="lockers/school/+/#", user="host", password="host-pw")
+    try:
+        link = run(port, events=3, user="L1", password="locker-pw")
+        wait_for(lambda: host.events() == [1, 2, 3], what="events through the ACL")
+        assert (b"online", False) in host.on("status")
+        host.ack(3)  # the host account may write the locker's ack; the locker may read it
+        link.wait("ack", lambda seq: seq == 3)
+
+        refused = run(port, locker_id="L1", user="L1", password="wrong")
+        wait_for(lambda: "no broker (MQTTError: 5)" in refused.text(), what="refused login")
+        assert refused.last("link")["connects"] == 0
+    finally:
+        host.close()
+        broker.kill()

@@ -56,7 +56,7 @@ class MQTTClient:
         self.host = host
         self.port = port or (8883 if ssl else 1883)
         self.user = None if user is None else _b(user)
-        self.password = None if password is None else _b(password or "")
+        self.password = _b(password or "")  # sent only with a user name
         self.keepalive = keepalive
         self.ssl = ssl
         self.timeout_ms = int(timeout * 1000)  # bound on every send (drain)
@@ -101,7 +101,7 @@ class MQTTClient:
         r, w = await asyncio.open_connection(self.host, self.port, ssl=self.ssl)
         self._r, self._w = r, w
         try:
-            w.s.setsockopt(6, 1, 1)  # TCP_NODELAY: a QoS 1 round trip drops from ~44 ms to <2 ms
+            w.s.setsockopt(6, 1, 1)  # TCP_NODELAY: no small packet waits for a delayed ACK
         except (AttributeError, OSError):
             pass  # a TLS stream has no setsockopt; it works without, only slower
         size = 10 + 2 + len(self.client_id)
