@@ -71,7 +71,10 @@ class FileBlockDevice:
     # -- fault injection ------------------------------------------------------------------------
 
     def fail_after(self, n):
-        """The n-th write from now (1 = the next one) raises OSError(EIO) and writes nothing."""
+        """The n-th write from now (1 = the next one) fails and writes nothing: littlefs gets
+        an I/O error and the filesystem call in progress raises OSError(EIO). (The error is
+        returned, not raised: an exception thrown through littlefs's C code would leave the
+        filesystem's state half-updated, which no real flash driver does.)"""
         self._fail_at = self.writes + n if n > 0 else 0
 
     def tear_at(self, n, nbytes):
@@ -90,13 +93,15 @@ class FileBlockDevice:
 
     def readblocks(self, n, buf, off=0):
         f = self._f
+        if f is None:  # closed: a stale file handle of an old mount being finalised
+            return -_EIO
         f.seek(n * self.block_size + off)
         got = f.readinto(buf)
         if got != len(buf):
             raise OSError(_EIO)
 
     def writeblocks(self, n, buf, off=None):
-        if self.dead:
+        if self.dead or self._f is None:
             return -_EIO  # no power: littlefs sees an I/O error and unwinds cleanly
         if off is None:  # the basic protocol: whole blocks, erase first
             nblocks = len(buf) // self.block_size
@@ -106,7 +111,7 @@ class FileBlockDevice:
         self.writes += 1
         if self.writes == self._fail_at:
             self._fail_at = 0
-            raise OSError(_EIO)
+            return -_EIO  # littlefs unwinds and the file call raises OSError(EIO)
         f = self._f
         f.seek(n * self.block_size + off)
         if self.writes == self._tear_at:
@@ -123,7 +128,7 @@ class FileBlockDevice:
         self.bytes_programmed += len(buf)
 
     def _erase(self, block):
-        if self.dead:
+        if self.dead or self._f is None:
             return -_EIO
         self._fill(block * self.block_size, self.block_size)
         self.blocks_erased += 1

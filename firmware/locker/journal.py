@@ -34,6 +34,7 @@ _ACK_ROOM = const(256)  # the tail of every segment is kept for ack records (abo
 _RESERVE = const(131072)  # default: leave this much of the filesystem to everything else
 _DEFAULT_CAPACITY = const(393216)  # default budget: 96 blocks of a 512 KB partition
 _SUFFIX = ".seg"
+_TAIL = "tail"
 
 
 class JournalFull(Exception):
@@ -41,6 +42,8 @@ class JournalFull(Exception):
 
 
 class Journal:
+    TAIL_BYTES = 128  # littlefs keeps files up to its cache size (128 by default) inline
+
     def __init__(self, directory, snapshot_fn, capacity_bytes=None, segment_bytes=16384):
         if not 2048 <= segment_bytes <= 1048576:
             raise ValueError("journal: segment_bytes must be 2048..1048576")
@@ -62,8 +65,14 @@ class Journal:
         self._rmv = memoryview(self._rbuf)
         self._wbuf = bytearray(_MAX_EVENT_RECORD)
         self._wmv = memoryview(self._wbuf)
-        self._obuf = bytearray(1024)  # framed records appended but not committed
+        self._obuf = bytearray(256)  # framed records appended but not committed (grows)
         self._olen = 0
+        # the tail: the newest records, in a file small enough for littlefs to keep inline in
+        # its directory (no block of its own, so a commit there copies no block); mirrored here
+        self._tbuf = bytearray(self.TAIL_BYTES)
+        self._tlen = 0
+        self._tail = None  # append handle of the tail file
+        self._tail_stale = False  # the tail file holds more than _tbuf: empty it on next move
         self.capacity = 0
         self._max_segs = 0
 
@@ -100,7 +109,7 @@ class Journal:
             num, covered = segs[-1]
             committed = covered
             end = 0
-            for kind, off, n in self._records(num):
+            for kind, off, n in self._records(self._path(num)):
                 if kind == _EVENT:
                     seq = struct.unpack_from("<I", self._rbuf, _HDR + 2)[0]
                     committed = max(committed, seq)
@@ -111,11 +120,73 @@ class Journal:
             # append only right after the last good record: garbage after it means a new segment
             self._roll = _size(self._path(num)) != end
             snap = self._read_snapshot(num)
+        seg_committed = committed
+        committed, acked = self._load_tail(committed, acked, bool(segs))
         self.committed = self.last_seq = committed
         self.acked = min(acked, committed)
         self._drop()
-        events = self._events_in(segs[-1][0], segs[-1][1], committed) if segs else iter(())
-        return snap, events
+        return snap, self._recovered(segs[-1] if segs else None, seg_committed)
+
+    def _recovered(self, last, seg_committed):
+        if last is not None:
+            for ev in self._events_in(last[0], last[1], seg_committed):
+                yield ev
+        for ev in self._tail_events(seg_committed, self.committed):
+            yield ev
+
+    def _load_tail(self, committed, acked, have_segs):
+        """Takes the tail file's records that are newer than the segments into _tbuf."""
+        self._tlen = 0
+        kept = 0
+        path = self.directory + "/" + _TAIL
+        for kind, _off, n in self._records(path):
+            rec = self._rmv[: _HDR + n]
+            if kind == _EVENT:
+                seq = struct.unpack_from("<I", self._rbuf, _HDR + 2)[0]
+                if seq <= committed or not have_segs:
+                    continue  # already moved into a segment (or nothing to follow)
+                committed = seq
+            elif kind == _ACK:
+                acked = max(acked, struct.unpack_from("<I", self._rbuf, _HDR + 1)[0])
+            else:
+                continue
+            self._tail_keep(rec)
+            kept += _HDR + n
+        if kept != _size(path) and _size(path) > 0:
+            self._tail_stale = True  # copies, leftovers or garbage: rewritten at the next move
+        return committed, acked
+
+    def _tail_keep(self, rec):
+        need = self._tlen + len(rec)
+        if need > len(self._tbuf):  # only after a tail that could not be emptied
+            grown = bytearray(need)
+            grown[: self._tlen] = memoryview(self._tbuf)[: self._tlen]
+            self._tbuf = grown
+            self._tail_stale = True
+        self._tbuf[self._tlen : need] = rec
+        self._tlen = need
+
+    def _tail_events(self, lo, hi):
+        """Events in the tail with lo < seq <= hi (from RAM: the tail is tiny)."""
+        buf = self._tbuf
+        off = 0
+        end = self._tlen
+        while off < end and lo < hi:
+            n = struct.unpack_from("<H", buf, off)[0]
+            if buf[off + _HDR] == _EVENT:
+                seq = struct.unpack_from("<I", buf, off + _HDR + 2)[0]
+                if lo < seq <= hi:
+                    try:
+                        ev = E.decode(buf, off + _HDR + 1, off + _HDR + n)
+                    except ValueError:
+                        ev = None
+                    if ev is not None:
+                        lo = seq
+                        yield ev
+                        buf = self._tbuf  # a move may have emptied the tail meanwhile
+                        if self._tlen != end:
+                            return
+            off += _HDR + n
 
     def _set_capacity(self):
         cap = self._capacity_arg
@@ -145,8 +216,10 @@ class Journal:
     @property
     def used_bytes(self):
         if not self._segs:
-            return self._olen
-        return (len(self._segs) - 1) * self.segment_bytes + self._cur_size + self._olen
+            return self._olen + self._tlen
+        return (
+            (len(self._segs) - 1) * self.segment_bytes + self._cur_size + self._tlen + self._olen
+        )
 
     @property
     def near_full(self):
@@ -160,7 +233,7 @@ class Journal:
             return False
         if self._roll:
             return True
-        return self._cur_size + self._olen + _MAX_EVENT_RECORD > self._event_limit
+        return self._cur_size + self._tlen + self._olen + _MAX_EVENT_RECORD > self._event_limit
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -222,24 +295,58 @@ class Journal:
         self._olen = need
 
     def _write(self, data, limit):
-        """Appends data (whole records) to the last segment, or to a new one, and flushes."""
-        if self._roll or self._cur is None and not self._segs:
-            self._new_segment(data)
+        """Makes data (whole records) durable: appended to the tail while it stays small,
+        otherwise moved with the tail into the last segment (or a new one)."""
+        tail_ok = self._segs and not self._roll and not self._tail_stale
+        if tail_ok and self._tlen + len(data) <= self.TAIL_BYTES:
+            try:
+                if self._tail is None:
+                    self._tail = open(self.directory + "/" + _TAIL, "ab")
+                self._tail.write(data)
+                self._tail.flush()
+            except Exception:
+                self._broken()
+                raise
+            self._tail_keep(data)
             return
-        if self._cur_size + len(data) > limit:
-            self._new_segment(data)
-            return
-        try:
-            if self._cur is None:
-                self._cur = open(self._path(self._segs[-1][0]), "ab")
-            self._cur.write(data)
-            self._cur.flush()
-        except Exception:
-            self._broken()
-            raise
-        self._cur_size += len(data)
+        tail = memoryview(self._tbuf)[: self._tlen]
+        if self._roll or not self._segs:
+            self._new_segment(tail, data)
+        elif self._cur_size + len(tail) + len(data) > limit:
+            self._new_segment(tail, data)
+        else:
+            try:
+                if self._cur is None:
+                    self._cur = open(self._path(self._segs[-1][0]), "ab")
+                self._cur.write(tail)
+                self._cur.write(data)
+                self._cur.flush()
+            except Exception:
+                self._broken()
+                raise
+            self._cur_size += len(tail) + len(data)
+        self._empty_tail()
 
-    def _new_segment(self, data):
+    def _empty_tail(self):
+        """The tail's records are in a segment now. If emptying the file fails (or the power goes
+        first) its records are copies that open() skips."""
+        self._tlen = 0
+        self._close_tail()
+        try:
+            open(self.directory + "/" + _TAIL, "wb").close()
+            self._tail_stale = False
+        except OSError:
+            self._tail_stale = True
+
+    def _close_tail(self):
+        f, self._tail = self._tail, None
+        if f is not None:
+            try:
+                f.close()
+            except Exception:
+                pass
+
+    def _new_segment(self, tail, data):
         snap = self._snapshot_fn()
         if len(snap) > 65535 - _SNAP_HEAD or len(snap) > self.segment_bytes // 4:
             raise ValueError("journal: snapshot of {} bytes is too large".format(len(snap)))
@@ -258,6 +365,7 @@ class Journal:
             f = open(path, "wb")
             self._cur = f
             f.write(rec)
+            f.write(tail)
             f.write(data)
             f.flush()
         except Exception:
@@ -265,7 +373,7 @@ class Journal:
             self._remove(num)  # if it cannot go now, open() drops or voids it later
             raise
         self._segs.append([num, self.committed])
-        self._cur_size = len(rec) + len(data)
+        self._cur_size = len(rec) + len(tail) + len(data)
         self._roll = False
         self._drop()
 
@@ -273,6 +381,7 @@ class Journal:
         """A write failed: what reached flash after the last good record is unknown, so nothing
         more goes into this segment (the next write starts a new one)."""
         self._close()
+        self._close_tail()
         self._roll = True
 
     def _close(self):
@@ -316,12 +425,14 @@ class Journal:
             for ev in self._events_in(segs[i][0], lo, min(limit, hi)):
                 lo = ev.seq
                 yield ev
+        for ev in self._tail_events(lo, hi):
+            yield ev
 
     def _events_in(self, num, lo, hi):
         """Events of segment num with lo < seq <= hi."""
         if hi <= lo:
             return
-        records = self._records(num)
+        records = self._records(self._path(num))
         try:
             for kind, _off, n in records:
                 if kind != _EVENT:
@@ -342,12 +453,12 @@ class Journal:
         finally:
             records.close()
 
-    def _records(self, num):
+    def _records(self, path):
         """Yields (kind, offset, body length) for each good record of segment num, stopping at the
         first bad one. Bodies that fit are in self._rbuf[_HDR:] when yielded; larger ones (big
         snapshots) are checked chunk by chunk and must be read again by the caller."""
         try:
-            f = open(self._path(num), "rb")
+            f = open(path, "rb")
         except OSError:
             return
         buf = self._rbuf
@@ -385,7 +496,7 @@ class Journal:
 
     def _snapshot_head(self, num):
         """(covered seq, acked) of the snapshot that starts segment num, or None."""
-        records = self._records(num)
+        records = self._records(self._path(num))
         try:
             for kind, _off, n in records:
                 if kind != _SNAPSHOT:
@@ -414,6 +525,7 @@ class Journal:
 
     def close(self):
         self._close()
+        self._close_tail()
 
 
 def _size(path):

@@ -3,11 +3,14 @@
 # The journal on a simulated littlefs flash: durability, seq for life, acks and compaction,
 # capacity, and recovery after power cuts at every write of a sequence.
 import gc
-import os
 
-from hal import simflash
-from locker.journal import Journal, JournalFull
-from mpytest import raises, tmpdir
+gc.collect()  # room for compiling the journal from source on a 96k heap (the board runs .mpy)
+
+import os  # noqa: E402
+
+from hal import simflash  # noqa: E402
+from locker.journal import Journal, JournalFull  # noqa: E402
+from mpytest import raises, tmpdir  # noqa: E402
 
 _mounts = []
 
@@ -69,7 +72,7 @@ class Rig:
         return evs
 
     def files(self):
-        return sorted(os.listdir(self.mp + "/journal"))
+        return sorted(n for n in os.listdir(self.mp + "/journal") if n.endswith(".seg"))
 
     def done(self):
         self._drop()
@@ -306,7 +309,7 @@ def _scenario(r, log):
     """A fixed sequence of commits (single and batched), acks and segment changes. `log` gets
     each batch when it is appended ("appended") and again when commit returned ("committed")."""
     j = r.j
-    for step in range(24):
+    for step in range(12):
         n = 1 + step % 3
         evs = [
             j.append("deposit", 1795549393 + step, 1 + step % 4, "P{:04d}".format(step))
@@ -316,25 +319,38 @@ def _scenario(r, log):
         j.commit()
         r.state = evs[-1].seq
         log.append(("committed", evs))
-        if step % 7 == 6:
+        if step % 5 == 4:
             log.append(("acking", j.committed - 2))  # before: the cut may come in the middle
             j.ack(j.committed - 2)
+
+
+def _prefill(r, log):
+    """Events enough that the scenario after it crosses into a new segment (few writes),
+    acknowledged so that only the scenario's events are checked (a 96k heap)."""
+    for _ in range(3):
+        for _ in range(20):
+            r.j.append("boot", None)
+        r.j.commit()
+    r.j.ack(r.j.committed)
+    log.append(("acking", r.j.committed))
 
 
 def test_power_cut_at_every_write_of_a_sequence():
     r = Rig("tear", blocks=48, segment_bytes=2048)
     # one run without faults to count the writes
     r.open()
+    _prefill(r, [])
     base = r.dev.writes
     _scenario(r, [])
     total = r.dev.writes - base
     r.done()
-    assert total > 40
+    assert total > 30
     for k in range(1, total + 1):
+        gc.collect()
         r = Rig("tear", blocks=48, segment_bytes=2048)
         r.open()
-        log = [("committed", [r.j.append("boot", None), r.j.append("boot", 1)])]
-        r.j.commit()
+        log = []
+        _prefill(r, log)
         r.dev.tear_at(k, (k * 37) % 300)
         try:
             _scenario(r, log)
@@ -400,10 +416,11 @@ def test_wear_per_event_stays_low():
     print(
         "wear: {:.0f} bytes programmed, {:.2f} blocks erased per event".format(per_event, erased)
     )
-    assert per_event < 4096 and erased <= 1.1
+    # a block copy (up to 4096 bytes) and an erase per commit without the tail; far less with it
+    assert per_event < 1024 and erased < 0.4, (per_event, erased)
     b0, e0 = r.dev.bytes_programmed, r.dev.blocks_erased
     for _ in range(30):
         r.record(10)  # ten events made in one step: one commit
     batched = (r.dev.bytes_programmed - b0) / 300
-    assert batched < per_event / 4
+    assert batched < per_event, (batched, per_event)
     r.done()

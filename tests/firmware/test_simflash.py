@@ -52,9 +52,7 @@ def test_fail_after_fails_that_write_only():
     path, dev = _image("fail")
     dev.fail_after(2)
     dev.writeblocks(0, b"one", 0)
-    with raises(OSError) as e:
-        dev.writeblocks(0, b"two", 8)
-    assert e.value.args[0] == 5
+    assert dev.writeblocks(0, b"two", 8) == -5  # EIO for littlefs
     assert _raw(path, 8, 3) == b"\xff" * 3  # nothing of it reached the image
     dev.writeblocks(0, b"three", 16)  # a single fault
     assert _raw(path, 0, 3) == b"one" and _raw(path, 16, 5) == b"three"
@@ -75,6 +73,22 @@ def test_tear_programs_a_prefix_then_cuts_the_power():
     assert _raw(path, BS + 10, 6) == b"sec\xff\xff\xff"
     assert dev.writeblocks(1, b"late", 20) == -5  # dead: nothing more reaches the image
     assert _raw(path, BS + 20, 4) == b"\xff" * 4
+
+
+def test_fail_after_makes_a_file_write_raise_eio():
+    base = tmpdir("simflash_eio")
+    dev = simflash.mount(base + "/flash.img", "/sfe", block_count=32)
+    try:
+        f = open("/sfe/a", "wb")
+        f.write(b"x" * 5000)  # past the inline size: littlefs programs blocks
+        dev.fail_after(1)
+        with raises(OSError) as e:
+            f.write(b"y" * 5000)
+            f.flush()
+        assert e.value.args[0] == 5
+        f.close()
+    finally:
+        os.umount("/sfe")
 
 
 def test_mount_formats_once_and_keeps_files():
