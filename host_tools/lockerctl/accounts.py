@@ -39,7 +39,8 @@ _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 _SCRYPT_MAXMEM = 64 * 1024 * 1024
 
 web_sessions = sa.Table(
-    "web_sessions", metadata,
+    "web_sessions",
+    metadata,
     sa.Column("token_hash", sa.String(64), primary_key=True),
     sa.Column("site", sa.String(64), nullable=False),
     sa.Column("user_id", sa.Integer, nullable=False),
@@ -50,7 +51,8 @@ web_sessions = sa.Table(
 )
 
 alert_acks = sa.Table(
-    "alert_acks", metadata,
+    "alert_acks",
+    metadata,
     sa.Column("site", sa.String(64), primary_key=True),
     sa.Column("alert", sa.String(120), primary_key=True),  # e.g. "event:42", "offline:L1"
     sa.Column("by", sa.String(64), nullable=False),  # the account's username
@@ -76,8 +78,15 @@ def _b64(data: bytes) -> str:
 def hash_password(password: str) -> str:
     """`scrypt$N$r$p$salt$hash` for `password` with a fresh random salt."""
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P,
-                            maxmem=_SCRYPT_MAXMEM, dklen=32)
+    digest = hashlib.scrypt(
+        password.encode(),
+        salt=salt,
+        n=_SCRYPT_N,
+        r=_SCRYPT_R,
+        p=_SCRYPT_P,
+        maxmem=_SCRYPT_MAXMEM,
+        dklen=32,
+    )
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(digest)}"
 
 
@@ -88,8 +97,15 @@ def verify_password(password: str, stored: str) -> bool:
         if kind != "scrypt":
             return False
         salt_b, digest_b = base64.b64decode(salt), base64.b64decode(digest)
-        got = hashlib.scrypt(password.encode(), salt=salt_b, n=int(n), r=int(r), p=int(p),
-                             maxmem=_SCRYPT_MAXMEM, dklen=len(digest_b))
+        got = hashlib.scrypt(
+            password.encode(),
+            salt=salt_b,
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            maxmem=_SCRYPT_MAXMEM,
+            dklen=len(digest_b),
+        )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got, digest_b)
@@ -155,8 +171,14 @@ class Accounts:
 
     # users
 
-    def add_user(self, username: str, role: str, password: str, person_id: str | None = None,
-                 actor: str = "lockerctl") -> User:
+    def add_user(
+        self,
+        username: str,
+        role: str,
+        password: str,
+        person_id: str | None = None,
+        actor: str = "lockerctl",
+    ) -> User:
         """Creates an account; StoreError (nothing changed) for a bad value or a taken name."""
         check_username(username)
         if role not in ACCOUNT_ROLES:
@@ -167,63 +189,95 @@ class Accounts:
         pw_hash = hash_password(password)
         with self.store._write() as conn:
             self.store._ensure_site(conn, self.site)
-            if conn.execute(sa.select(users.c.id).where(
-                    users.c.site == self.site, users.c.username == username)).first():
+            if conn.execute(
+                sa.select(users.c.id).where(
+                    users.c.site == self.site, users.c.username == username
+                )
+            ).first():
                 raise StoreError(f"user {username} already exists at site {self.site}")
-            uid = conn.execute(users.insert().values(
-                site=self.site, username=username, password_hash=pw_hash, role=role,
-                person_id=person_id, created_at=int(time.time()), disabled=False,
-            )).inserted_primary_key[0]
-            self.store._append_action(conn, self.site, actor, "user_add", {
-                "username": username, "role": role, "person": person_id})
+            uid = conn.execute(
+                users.insert().values(
+                    site=self.site,
+                    username=username,
+                    password_hash=pw_hash,
+                    role=role,
+                    person_id=person_id,
+                    created_at=int(time.time()),
+                    disabled=False,
+                )
+            ).inserted_primary_key[0]
+            self.store._append_action(
+                conn,
+                self.site,
+                actor,
+                "user_add",
+                {"username": username, "role": role, "person": person_id},
+            )
         return User(uid, username, role, person_id)
 
     def users(self) -> list[User]:
         with self.store._read() as conn:
-            rows = conn.execute(sa.select(users).where(
-                users.c.site == self.site, users.c.disabled.is_(False))
-                .order_by(users.c.username)).all()
+            rows = conn.execute(
+                sa.select(users)
+                .where(users.c.site == self.site, users.c.disabled.is_(False))
+                .order_by(users.c.username)
+            ).all()
         return [_user(r) for r in rows]
 
     def user(self, username: str) -> User | None:
         with self.store._read() as conn:
-            row = conn.execute(sa.select(users).where(
-                users.c.site == self.site, users.c.username == username,
-                users.c.disabled.is_(False))).first()
+            row = conn.execute(
+                sa.select(users).where(
+                    users.c.site == self.site,
+                    users.c.username == username,
+                    users.c.disabled.is_(False),
+                )
+            ).first()
         return _user(row) if row else None
 
     def remove_user(self, username: str, actor: str = "lockerctl") -> None:
         """Deletes the account and ends its sessions; StoreError if there is no such user."""
         with self.store._write() as conn:
-            row = conn.execute(sa.select(users.c.id).where(
-                users.c.site == self.site, users.c.username == username)).first()
+            row = conn.execute(
+                sa.select(users.c.id).where(
+                    users.c.site == self.site, users.c.username == username
+                )
+            ).first()
             if row is None:
                 raise StoreError(f"no user {username} at site {self.site}")
             conn.execute(web_sessions.delete().where(web_sessions.c.user_id == row.id))
             conn.execute(users.delete().where(users.c.id == row.id))
-            self.store._append_action(conn, self.site, actor, "user_remove",
-                                      {"username": username})
+            self.store._append_action(
+                conn, self.site, actor, "user_remove", {"username": username}
+            )
 
     def set_password(self, username: str, password: str, actor: str = "lockerctl") -> None:
         check_password(password)
         pw_hash = hash_password(password)
         with self.store._write() as conn:
-            row = conn.execute(sa.select(users.c.id).where(
-                users.c.site == self.site, users.c.username == username)).first()
+            row = conn.execute(
+                sa.select(users.c.id).where(
+                    users.c.site == self.site, users.c.username == username
+                )
+            ).first()
             if row is None:
                 raise StoreError(f"no user {username} at site {self.site}")
-            conn.execute(users.update().where(users.c.id == row.id)
-                         .values(password_hash=pw_hash))
+            conn.execute(users.update().where(users.c.id == row.id).values(password_hash=pw_hash))
             conn.execute(web_sessions.delete().where(web_sessions.c.user_id == row.id))
-            self.store._append_action(conn, self.site, actor, "user_password",
-                                      {"username": username})
+            self.store._append_action(
+                conn, self.site, actor, "user_password", {"username": username}
+            )
 
     def authenticate(self, username: str, password: str) -> User | None:
         """The user if the password is right, else None (same work either way)."""
         with self.store._read() as conn:
-            row = conn.execute(sa.select(users).where(
-                users.c.site == self.site, users.c.username == username,
-                users.c.disabled.is_(False))).first()
+            row = conn.execute(
+                sa.select(users).where(
+                    users.c.site == self.site,
+                    users.c.username == username,
+                    users.c.disabled.is_(False),
+                )
+            ).first()
         ok = verify_password(password, row.password_hash if row else _dummy_hash())
         return _user(row) if (row is not None and ok) else None
 
@@ -236,9 +290,16 @@ class Accounts:
         csrf = secrets.token_urlsafe(32)
         with self.store._write() as conn:
             conn.execute(web_sessions.delete().where(web_sessions.c.expires_at < now))
-            conn.execute(web_sessions.insert().values(
-                token_hash=_token_hash(token), site=self.site, user_id=user.id, csrf=csrf,
-                created_at=now, expires_at=now + SESSION_SECONDS))
+            conn.execute(
+                web_sessions.insert().values(
+                    token_hash=_token_hash(token),
+                    site=self.site,
+                    user_id=user.id,
+                    csrf=csrf,
+                    created_at=now,
+                    expires_at=now + SESSION_SECONDS,
+                )
+            )
         return token, Session(user, csrf, now + SESSION_SECONDS)
 
     def session(self, token: str | None, now: int | None = None) -> Session | None:
@@ -249,32 +310,44 @@ class Accounts:
         s, u = web_sessions, users
         with self.store._read() as conn:
             row = conn.execute(
-                sa.select(s.c.csrf, s.c.expires_at, u.c.id, u.c.username, u.c.role,
-                          u.c.person_id)
+                sa.select(s.c.csrf, s.c.expires_at, u.c.id, u.c.username, u.c.role, u.c.person_id)
                 .select_from(s.join(u, u.c.id == s.c.user_id))
-                .where(s.c.token_hash == _token_hash(token), s.c.site == self.site,
-                       s.c.expires_at > now, u.c.disabled.is_(False))).first()
+                .where(
+                    s.c.token_hash == _token_hash(token),
+                    s.c.site == self.site,
+                    s.c.expires_at > now,
+                    u.c.disabled.is_(False),
+                )
+            ).first()
         if row is None:
             return None
         return Session(_user(row), row.csrf, row.expires_at)
 
     def end_session(self, token: str) -> None:
         with self.store._write() as conn:
-            conn.execute(web_sessions.delete().where(
-                web_sessions.c.token_hash == _token_hash(token)))
+            conn.execute(
+                web_sessions.delete().where(web_sessions.c.token_hash == _token_hash(token))
+            )
 
     # alert acknowledgements
 
     def acknowledge(self, alert: str, username: str, detail: dict | None = None) -> bool:
         """Records that `username` acknowledged `alert`; False if it already was."""
         with self.store._write() as conn:
-            if conn.execute(sa.select(alert_acks.c.alert).where(
-                    alert_acks.c.site == self.site, alert_acks.c.alert == alert)).first():
+            if conn.execute(
+                sa.select(alert_acks.c.alert).where(
+                    alert_acks.c.site == self.site, alert_acks.c.alert == alert
+                )
+            ).first():
                 return False
-            conn.execute(alert_acks.insert().values(site=self.site, alert=alert, by=username,
-                                                    at=int(time.time())))
-            self.store._append_action(conn, self.site, f"web:{username}", "alert_ack",
-                                      {"alert": alert, **(detail or {})})
+            conn.execute(
+                alert_acks.insert().values(
+                    site=self.site, alert=alert, by=username, at=int(time.time())
+                )
+            )
+            self.store._append_action(
+                conn, self.site, f"web:{username}", "alert_ack", {"alert": alert, **(detail or {})}
+            )
         return True
 
     def acknowledgements(self) -> dict[str, tuple[str, int]]:
@@ -289,8 +362,11 @@ class Accounts:
         if not alerts:
             return
         with self.store._write() as conn:
-            conn.execute(alert_acks.delete().where(alert_acks.c.site == self.site,
-                                                   alert_acks.c.alert.in_(alerts)))
+            conn.execute(
+                alert_acks.delete().where(
+                    alert_acks.c.site == self.site, alert_acks.c.alert.in_(alerts)
+                )
+            )
 
 
 # -- login rate limiting --------------------------------------------------------------------------

@@ -44,13 +44,25 @@ def user():
 
 @user.command("add")
 @click.argument("username")
-@click.option("--role", required=True, type=click.Choice(["office", "slt", "admin"]),
-              help="office: lockers, alerts, opens; slt: also grants and the trail; admin: "
-              "also roster, timetable, lockers, users and exports.")
-@click.option("--person", "person_id", default=None, metavar="PERSON_ID",
-              help="The roster person this account acts as (the `by` of opens and grants).")
-@click.option("--password-stdin", is_flag=True,
-              help="Read the password from the first line of standard input.")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(["office", "slt", "admin"]),
+    help="office: lockers, alerts, opens; slt: also grants and the trail; admin: "
+    "also roster, timetable, lockers, users and exports.",
+)
+@click.option(
+    "--person",
+    "person_id",
+    default=None,
+    metavar="PERSON_ID",
+    help="The roster person this account acts as (the `by` of opens and grants).",
+)
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of standard input.",
+)
 @site_options
 def user_add(site, username, role, person_id, password_stdin):
     """Create dashboard account USERNAME with ROLE (password: 8 characters or more)."""
@@ -76,8 +88,11 @@ def user_add(site, username, role, person_id, password_stdin):
         store.close()
     click.echo(f"user {username} added ({role}{', person ' + person_id if person_id else ''})")
     if not known:
-        click.echo(f"lockerctl: note: {person_id} is not on the roster yet; opens and grants "
-                   "need a person on the roster", err=True)
+        click.echo(
+            f"lockerctl: note: {person_id} is not on the roster yet; opens and grants "
+            "need a person on the roster",
+            err=True,
+        )
 
 
 @user.command("list")
@@ -113,8 +128,11 @@ def user_remove(site, username):
 
 @user.command("passwd")
 @click.argument("username")
-@click.option("--password-stdin", is_flag=True,
-              help="Read the new password from the first line of standard input.")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the new password from the first line of standard input.",
+)
 @site_options
 def user_passwd(site, username, password_stdin):
     """Set a new password for USERNAME (ends its sessions)."""

@@ -18,13 +18,26 @@ import pytest
 from harness import ROOT, Broker, Serve, SimLocker, free_port, lockerctl, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SITE = "school"
 
-CARDS = {"pia": "04A1B2C3", "pat": "04A2B2C3", "sam": "04B1B2C3", "hana": "04C1B2C3",
-         "hana_fob": "04C2B2C3", "olive": "04D1B2C3"}
+CARDS = {
+    "pia": "04A1B2C3",
+    "pat": "04A2B2C3",
+    "sam": "04B1B2C3",
+    "hana": "04C1B2C3",
+    "hana_fob": "04C2B2C3",
+    "olive": "04D1B2C3",
+}
 ROSTER = f"""person_id,name,role,year,walk_home,card_uid
 P001,Pia Pupil,pupil,6,yes,{CARDS["pia"]}
 P002,Pat Pupil,pupil,4,no,{CARDS["pat"]}
@@ -34,9 +47,11 @@ H001,Hana Head,slt,,no,{CARDS["hana_fob"]}
 O001,Olive Office,office,,no,{CARDS["olive"]}
 """
 # (username, role, person, password)
-ACCOUNTS = [("olive", "office", "O001", "office-pass-1"),
-            ("hana", "slt", "H001", "slt-pass-123"),
-            ("root", "admin", "H001", "admin-pass-1")]
+ACCOUNTS = [
+    ("olive", "office", "O001", "office-pass-1"),
+    ("hana", "slt", "H001", "slt-pass-123"),
+    ("root", "admin", "H001", "admin-pass-1"),
+]
 PASSWORDS = {u: pw for u, _, _, pw in ACCOUNTS}
 
 
@@ -116,22 +131,62 @@ def filled_store(tmp_path):
     store.replace_roster(SITE, parse_roster(ROSTER))
     store.add_locker(SITE, "L1", 4, b"\x01" * 32, "pw", control_port=7101)
     store.add_locker(SITE, "L2", 4, b"\x02" * 32, "pw", control_port=7102)
-    bays = [{"bay": 1, "locked": True, "door": "closed", "holder": "P001"},
-            {"bay": 2, "locked": True, "door": "closed", "holder": None},
-            {"bay": 3, "locked": False, "door": "open", "holder": None},
-            {"bay": 4, "locked": True, "door": "closed", "holder": "S001"}]
-    store.set_locker_status(SITE, "L1", online=True, state={
-        "locker": "L1", "clock_ok": True, "online": True, "pending": 0, "config": 3,
-        "bays": bays})
-    store.set_locker_status(SITE, "L2", online=False, state={
-        "locker": "L2", "clock_ok": False, "online": False, "pending": 2, "config": 3,
-        "bays": [dict(b, holder=None, locked=True, door="closed") for b in bays]})
+    bays = [
+        {"bay": 1, "locked": True, "door": "closed", "holder": "P001"},
+        {"bay": 2, "locked": True, "door": "closed", "holder": None},
+        {"bay": 3, "locked": False, "door": "open", "holder": None},
+        {"bay": 4, "locked": True, "door": "closed", "holder": "S001"},
+    ]
+    store.set_locker_status(
+        SITE,
+        "L1",
+        online=True,
+        state={
+            "locker": "L1",
+            "clock_ok": True,
+            "online": True,
+            "pending": 0,
+            "config": 3,
+            "bays": bays,
+        },
+    )
+    store.set_locker_status(
+        SITE,
+        "L2",
+        online=False,
+        state={
+            "locker": "L2",
+            "clock_ok": False,
+            "online": False,
+            "pending": 2,
+            "config": 3,
+            "bays": [dict(b, holder=None, locked=True, door="closed") for b in bays],
+        },
+    )
     now = int(time.time())
-    evs = [("L1", {"seq": i + 1, "ts": now - 3600 + i * 60, "type": t, "bay": bay,
-                   "person": person, "by": None, "reason": None})
-           for i, (t, bay, person) in enumerate([
-               ("boot", None, None), ("deposit", 1, "P001"), ("deposit", 4, "S001"),
-               ("door_forced", 3, None), ("policy_flag", 1, "P001")])]
+    evs = [
+        (
+            "L1",
+            {
+                "seq": i + 1,
+                "ts": now - 3600 + i * 60,
+                "type": t,
+                "bay": bay,
+                "person": person,
+                "by": None,
+                "reason": None,
+            },
+        )
+        for i, (t, bay, person) in enumerate(
+            [
+                ("boot", None, None),
+                ("deposit", 1, "P001"),
+                ("deposit", 4, "S001"),
+                ("door_forced", 3, None),
+                ("policy_flag", 1, "P001"),
+            ]
+        )
+    ]
     store.ingest(SITE, evs)
     from lockerctl.accounts import Accounts
 
@@ -147,8 +202,13 @@ def dash(filled_store):
     from lockerctl.web import serve_store
 
     sent = []
-    d = serve_store(filled_store, SITE, "127.0.0.1", 0,
-                    publish=lambda locker, payload: sent.append((locker, payload)))
+    d = serve_store(
+        filled_store,
+        SITE,
+        "127.0.0.1",
+        0,
+        publish=lambda locker, payload: sent.append((locker, payload)),
+    )
     yield StoreDashboard(filled_store, d, sent)
     d.stop()
 
@@ -159,7 +219,12 @@ def dash(filled_store):
 class Live:
     def __init__(self, db_url, broker, locker, serve, url):
         self.db_url, self.broker, self.locker, self.serve, self.url = (
-            db_url, broker, locker, serve, url)
+            db_url,
+            broker,
+            locker,
+            serve,
+            url,
+        )
 
     def store(self):
         from lockerctl.store import Store
@@ -178,18 +243,34 @@ def live(tmp_path_factory):
     try:
         (tmp / "roster.csv").write_text(ROSTER)
         lockerctl("roster", "import", tmp / "roster.csv", db=db_url)
-        device = json.loads(lockerctl("locker", "add", "L1", "--bays", 4, "--broker",
-                                      broker.address, db=db_url).stdout)
+        device = json.loads(
+            lockerctl(
+                "locker", "add", "L1", "--bays", 4, "--broker", broker.address, db=db_url
+            ).stdout
+        )
         device["data_dir"] = str(tmp / "data-L1")
         for username, role, person, password in ACCOUNTS:
-            lockerctl("user", "add", username, "--role", role, "--person", person,
-                      "--password-stdin", db=db_url, input=password + "\n")
+            lockerctl(
+                "user",
+                "add",
+                username,
+                "--role",
+                role,
+                "--person",
+                person,
+                "--password-stdin",
+                db=db_url,
+                input=password + "\n",
+            )
         locker = SimLocker(tmp, "L1", broker=broker, device=device).start()
         locker.clock(int(time.time()))
         port = free_port()
         serve = Serve(tmp, db_url, broker, http_port=port).start()
-        wait_for(lambda: locker.state()["config"] is not None, timeout=30,
-                 what="the locker's configuration")
+        wait_for(
+            lambda: locker.state()["config"] is not None,
+            timeout=30,
+            what="the locker's configuration",
+        )
         yield Live(db_url, broker, locker, serve, f"http://127.0.0.1:{port}")
     finally:
         if serve is not None:

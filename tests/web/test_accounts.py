@@ -27,7 +27,8 @@ class Client:
         self.base = base
         self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(self.jar), self._NoRedirect)
+            urllib.request.HTTPCookieProcessor(self.jar), self._NoRedirect
+        )
 
     def request(self, path: str, form: dict | None = None, headers: dict | None = None):
         data = urllib.parse.urlencode(form).encode() if form is not None else None
@@ -46,20 +47,37 @@ class Client:
 
     def login(self, username: str, password: str):
         token = self.csrf("/login")
-        return self.request("/login", {"username": username, "password": password,
-                                       "csrf": token})
+        return self.request("/login", {"username": username, "password": password, "csrf": token})
 
 
 # -- the command ---------------------------------------------------------------------------------
 
 
 def test_user_add_list_remove(db_url):
-    out = lockerctl("user", "add", "olive", "--role", "office", "--person", "O001",
-                    "--password-stdin", db=db_url, input="correct horse\n")
+    out = lockerctl(
+        "user",
+        "add",
+        "olive",
+        "--role",
+        "office",
+        "--person",
+        "O001",
+        "--password-stdin",
+        db=db_url,
+        input="correct horse\n",
+    )
     assert "olive" in out.stdout
     assert "not on the roster" in out.stderr  # said, not refused: the roster may come later
-    lockerctl("user", "add", "root", "--role", "admin", "--password-stdin", db=db_url,
-              input="battery staple\n")
+    lockerctl(
+        "user",
+        "add",
+        "root",
+        "--role",
+        "admin",
+        "--password-stdin",
+        db=db_url,
+        input="battery staple\n",
+    )
     listing = lockerctl("user", "list", db=db_url).stdout
     assert re.search(r"olive\s+office\s+O001", listing)
     assert re.search(r"root\s+admin\s+-", listing)
@@ -84,15 +102,19 @@ def test_user_add_list_remove(db_url):
     assert ("user_add", "olive") in acts and ("user_remove", "olive") in acts
 
 
-@pytest.mark.parametrize("args,stdin,message", [
-    (["--role", "office"], "short\n", "password too short"),
-    (["--role", "janitor"], "long enough\n", "Invalid value for '--role'"),
-    (["--role", "office"], "\n", "no password on standard input"),
-    (["--role", "office", "--person", "bad id!"], "long enough\n", "person 'bad id!'"),
-])
+@pytest.mark.parametrize(
+    "args,stdin,message",
+    [
+        (["--role", "office"], "short\n", "password too short"),
+        (["--role", "janitor"], "long enough\n", "Invalid value for '--role'"),
+        (["--role", "office"], "\n", "no password on standard input"),
+        (["--role", "office", "--person", "bad id!"], "long enough\n", "person 'bad id!'"),
+    ],
+)
 def test_user_add_refuses_bad_input_in_one_line(db_url, args, stdin, message):
-    proc = lockerctl("user", "add", "olive", *args, "--password-stdin", db=db_url, input=stdin,
-                     check=False)
+    proc = lockerctl(
+        "user", "add", "olive", *args, "--password-stdin", db=db_url, input=stdin, check=False
+    )
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -100,13 +122,39 @@ def test_user_add_refuses_bad_input_in_one_line(db_url, args, stdin, message):
 
 
 def test_user_add_twice_and_bad_names(db_url):
-    lockerctl("user", "add", "olive", "--role", "office", "--password-stdin", db=db_url,
-              input="long enough\n")
-    again = lockerctl("user", "add", "olive", "--role", "admin", "--password-stdin", db=db_url,
-                      input="long enough\n", check=False)
+    lockerctl(
+        "user",
+        "add",
+        "olive",
+        "--role",
+        "office",
+        "--password-stdin",
+        db=db_url,
+        input="long enough\n",
+    )
+    again = lockerctl(
+        "user",
+        "add",
+        "olive",
+        "--role",
+        "admin",
+        "--password-stdin",
+        db=db_url,
+        input="long enough\n",
+        check=False,
+    )
     assert again.returncode == 1 and "already exists" in again.stderr
-    bad = lockerctl("user", "add", "o live", "--role", "admin", "--password-stdin", db=db_url,
-                    input="long enough\n", check=False)
+    bad = lockerctl(
+        "user",
+        "add",
+        "o live",
+        "--role",
+        "admin",
+        "--password-stdin",
+        db=db_url,
+        input="long enough\n",
+        check=False,
+    )
     assert bad.returncode == 1 and "username 'o live'" in bad.stderr
     gone = lockerctl("user", "remove", "nobody", db=db_url, check=False)
     assert gone.returncode == 1 and "no user nobody" in gone.stderr
@@ -154,8 +202,15 @@ def test_every_form_needs_the_csrf_token(dash):
     before = len(dash.actions())
     for path, form in [
         ("/open", {"scope": "bay", "locker": "L1", "bay": "1", "reason": "x", "confirm": "yes"}),
-        ("/grants", {"person": "P001", "from": "2030-01-01T10:00", "until": "2030-01-02T10:00",
-                     "reason": "x"}),
+        (
+            "/grants",
+            {
+                "person": "P001",
+                "from": "2030-01-01T10:00",
+                "until": "2030-01-02T10:00",
+                "reason": "x",
+            },
+        ),
         ("/admin/users", {"username": "eve", "role": "admin", "new_password": "eve-password"}),
         ("/admin/lockers", {"id": "L9", "bays": "4", "board": "sim"}),
         ("/alerts/ack", {"alert": "offline:L2"}),
@@ -187,23 +242,37 @@ def test_login_attempts_are_rate_limited(dash):
 def test_login_form_token_must_match_and_cross_site_login_is_refused(dash):
     c = Client(dash.url)
     c.csrf("/login")  # sets the login cookie
-    status, _, _ = c.request("/login", {"username": "olive", "password": "office-pass-1",
-                                        "csrf": "not-the-one"})
+    status, _, _ = c.request(
+        "/login", {"username": "olive", "password": "office-pass-1", "csrf": "not-the-one"}
+    )
     assert status == 403
     fresh = Client(dash.url)
-    status, _, _ = fresh.request("/login", {"username": "olive", "password": "office-pass-1"},
-                                 headers={"Origin": "http://evil.example"})
+    status, _, _ = fresh.request(
+        "/login",
+        {"username": "olive", "password": "office-pass-1"},
+        headers={"Origin": "http://evil.example"},
+    )
     assert status == 403
     # a script (no browser, no form token, no Origin) may still sign in with the two fields
     status, headers, _ = Client(dash.url).request(
-        "/login", {"username": "olive", "password": "office-pass-1"})
+        "/login", {"username": "olive", "password": "office-pass-1"}
+    )
     assert status == 303 and headers["Location"] == "/lockers"
 
 
 def test_anonymous_requests_get_only_the_login_page(dash):
     c = Client(dash.url)
-    for path in ("/", "/lockers", "/alerts", "/grants", "/trail", "/trail.csv",
-                 "/admin/users", "/admin/device.json?locker=L1", "/open/sent?ref=x"):
+    for path in (
+        "/",
+        "/lockers",
+        "/alerts",
+        "/grants",
+        "/trail",
+        "/trail.csv",
+        "/admin/users",
+        "/admin/device.json?locker=L1",
+        "/open/sent?ref=x",
+    ):
         status, headers, _ = c.request(path)
         assert (status, headers["Location"]) == (303, "/login"), path
     assert c.request("/api/lockers")[0] == 401

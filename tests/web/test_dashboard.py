@@ -62,8 +62,11 @@ def test_office_watches_a_deposit_live_and_opens_the_bay(live, page, shots):
     page.click("button:text('Confirm open')")
     page.wait_for_url("**/open/sent?ref=*")
 
-    wait_for(lambda: not live.locker.state()["bays"][bay - 1]["locked"], timeout=20,
-             what="the bay unlocked in the simulation")
+    wait_for(
+        lambda: not live.locker.state()["bays"][bay - 1]["locked"],
+        timeout=20,
+        what="the bay unlocked in the simulation",
+    )
     expect(page.locator(".outcome.opened")).to_contain_text(f"bay {bay} opened", timeout=20000)
     shots(page, "open-outcome")
     live.locker.door(bay, "open")  # the phone is handed back
@@ -82,8 +85,11 @@ def test_alert_appears_live_and_is_acknowledged_by_name(live, page, shots):
     page.evaluate("window.__sameDocument = 7")
     free = [b["bay"] for b in live.locker.state()["bays"] if b["holder"] is None]
     live.locker.door(free[-1], "open")  # forced: the bay is locked
-    row = page.locator("table.alerts.open tr", has_text="Door forced open").filter(
-        has_text="L1").first
+    row = (
+        page.locator("table.alerts.open tr", has_text="Door forced open")
+        .filter(has_text="L1")
+        .first
+    )
     expect(row).to_be_visible(timeout=20000)
     assert page.evaluate("window.__sameDocument") == 7
     shots(page, "alerts")
@@ -121,8 +127,11 @@ def test_slt_sees_holder_names_and_grants_reach_the_locker(live, page, shots):
     assert after > before
     assert [(g.person_id, g.by) for g in grants] == [("P002", "H001")]
     assert any(a.get("action") == "grant" and a["actor"] == "web:hana" for a in actions)
-    wait_for(lambda: (live.locker.state()["config"] or 0) >= after, timeout=20,
-             what="the new configuration at the locker")
+    wait_for(
+        lambda: (live.locker.state()["config"] or 0) >= after,
+        timeout=20,
+        what="the new configuration at the locker",
+    )
 
     row.get_by_role("button", name="Revoke").click()
     expect(page.locator(".flash.ok")).to_contain_text("revoked")
@@ -139,9 +148,16 @@ def test_office_cannot_grant(live, page):
     assert resp.status == 403
     page.goto(live.url + "/open")
     csrf = page.locator('input[name="csrf"]').first.get_attribute("value")
-    resp = page.request.post(live.url + "/grants", form={
-        "csrf": csrf, "person": "P002", "from": "2030-01-01T10:00", "until": "2030-01-01T11:00",
-        "reason": "sneaky"})
+    resp = page.request.post(
+        live.url + "/grants",
+        form={
+            "csrf": csrf,
+            "person": "P002",
+            "from": "2030-01-01T10:00",
+            "until": "2030-01-01T11:00",
+            "reason": "sneaky",
+        },
+    )
     assert resp.status == 403
     for path in ("/trail", "/trail.csv", "/admin/roster", "/admin/users"):
         assert page.request.get(live.url + path).status == 403, path
@@ -150,8 +166,17 @@ def test_office_cannot_grant(live, page):
 
 
 def test_anonymous_visitor_only_sees_the_login_page(live, page, shots):
-    for path in ("/", "/lockers", "/alerts", "/open", "/grants", "/trail", "/admin/users",
-                 "/admin/device.json?locker=L1", "/trail.csv"):
+    for path in (
+        "/",
+        "/lockers",
+        "/alerts",
+        "/open",
+        "/grants",
+        "/trail",
+        "/admin/users",
+        "/admin/device.json?locker=L1",
+        "/trail.csv",
+    ):
         page.goto(live.url + path)
         assert page.url == live.url + "/login", path
         assert page.locator("form input[name=username]").count() == 1
@@ -171,8 +196,11 @@ def test_anonymous_visitor_only_sees_the_login_page(live, page, shots):
 def test_admin_downloads_the_trail_as_csv_and_excel(live, page, shots):
     deposit(live.locker, "pat")
     with live.store() as st:
-        wait_for(lambda: st.count_events(SITE, types=["deposit"], person="P002") >= 1,
-                 timeout=20, what="the deposit stored")
+        wait_for(
+            lambda: st.count_events(SITE, types=["deposit"], person="P002") >= 1,
+            timeout=20,
+            what="the deposit stored",
+        )
     login(page, live.url, "root")
     page.goto(live.url + "/trail")
     page.fill("#tperson", "P002")
@@ -184,8 +212,18 @@ def test_admin_downloads_the_trail_as_csv_and_excel(live, page, shots):
     with page.expect_download() as info:
         page.click("a:text('CSV')")
     rows = list(csv.DictReader(io.StringIO(open(info.value.path(), encoding="utf-8").read())))
-    assert list(rows[0])[:10] == ["time", "locker", "bay", "event", "person_id", "name", "role",
-                                  "by", "reason", "seq"]
+    assert list(rows[0])[:10] == [
+        "time",
+        "locker",
+        "bay",
+        "event",
+        "person_id",
+        "name",
+        "role",
+        "by",
+        "reason",
+        "seq",
+    ]
     assert {r["person_id"] for r in rows if r["person_id"]} == {"P002"}
     assert any(r["event"] == "deposit" and r["name"] == "Pat Pupil" for r in rows)
 
@@ -203,9 +241,13 @@ def test_admin_downloads_the_trail_as_csv_and_excel(live, page, shots):
     assert [a["detail"]["format"] for a in exports[:2]] == ["xlsx", "csv"]
     assert exports[0]["actor"] == "web:root"
 
-    for path, name in (("/lockers", "lockers-admin-view"), ("/admin/roster", "admin-roster"),
-                       ("/admin/timetable", "admin-timetable"),
-                       ("/admin/lockers", "admin-lockers"), ("/admin/users", "admin-users")):
+    for path, name in (
+        ("/lockers", "lockers-admin-view"),
+        ("/admin/roster", "admin-roster"),
+        ("/admin/timetable", "admin-timetable"),
+        ("/admin/lockers", "admin-lockers"),
+        ("/admin/users", "admin-users"),
+    ):
         page.goto(live.url + path)
         shots(page, name)
 
@@ -217,19 +259,33 @@ def test_each_role_sees_its_pages(dash, page):
     expected = {
         "olive": ["Lockers", "Alerts", "Emergency open"],
         "hana": ["Lockers", "Alerts", "Emergency open", "Grants", "Trail"],
-        "root": ["Lockers", "Alerts", "Emergency open", "Grants", "Trail", "Roster",
-                 "Timetable", "Lockers setup", "Users"],
+        "root": [
+            "Lockers",
+            "Alerts",
+            "Emergency open",
+            "Grants",
+            "Trail",
+            "Roster",
+            "Timetable",
+            "Lockers setup",
+            "Users",
+        ],
     }
     for username, links in expected.items():
         page.context.clear_cookies()
         login(page, dash.url, username)
-        names = [t.strip().rstrip("0123456789").strip()
-                 for t in page.locator("nav a").all_inner_texts()]
+        names = [
+            t.strip().rstrip("0123456789").strip() for t in page.locator("nav a").all_inner_texts()
+        ]
         assert names == links, username
         # the bay grid: states in words, holders only for slt and admin
         l1 = page.locator('section[data-locker="L1"]')
         assert [c.get_attribute("data-status") for c in l1.locator("li.bay").all()] == [
-            "occupied", "free", "door-open", "occupied"]
+            "occupied",
+            "free",
+            "door-open",
+            "occupied",
+        ]
         expect(page.locator('section[data-locker="L2"] .status')).to_have_text("offline")
         assert ("Pia Pupil" in l1.inner_text()) == (username != "olive")
     logins = [a for a in dash.actions("login")]
@@ -240,8 +296,10 @@ def test_open_needs_a_reason_and_a_confirmation(dash, page):
     login(page, dash.url, "olive")
     page.goto(dash.url + "/open?locker=L2")
     csrf = page.locator('input[name="csrf"]').first.get_attribute("value")
-    resp = page.request.post(dash.url + "/open", form={
-        "csrf": csrf, "scope": "locker", "locker": "L2", "reason": "  ", "confirm": "yes"})
+    resp = page.request.post(
+        dash.url + "/open",
+        form={"csrf": csrf, "scope": "locker", "locker": "L2", "reason": "  ", "confirm": "yes"},
+    )
     assert resp.status == 400 and "a reason is required" in resp.text()
     assert dash.sent == []
     page.check('input[name="scope"][value="staff"]')
@@ -261,17 +319,21 @@ def test_open_needs_a_reason_and_a_confirmation(dash, page):
     assert sorted(locker for locker, _ in dash.sent) == ["L1", "L2"]
     details = [a["detail"] for a in dash.actions("open")]
     assert sorted((d["locker"], d["bay"], d["reason"]) for d in details) == [
-        ("L1", "staff", "evacuation"), ("L2", "staff", "evacuation")]
+        ("L1", "staff", "evacuation"),
+        ("L2", "staff", "evacuation"),
+    ]
 
 
 def test_roster_upload_shows_each_bad_line(dash, page, tmp_path, shots):
     login(page, dash.url, "root")
     page.goto(dash.url + "/admin/roster")
     bad = tmp_path / "bad.csv"
-    bad.write_text("person_id,name,role,year,walk_home,card_uid\n"
-                   "P010,Ok Pupil,pupil,3,no,04AA0001\n"
-                   "P011,Bad Year,pupil,9,no,04AA0002\n"
-                   "P012,Bad Card,staff,,no,XYZ\n")
+    bad.write_text(
+        "person_id,name,role,year,walk_home,card_uid\n"
+        "P010,Ok Pupil,pupil,3,no,04AA0001\n"
+        "P011,Bad Year,pupil,9,no,04AA0002\n"
+        "P012,Bad Card,staff,,no,XYZ\n"
+    )
     page.set_input_files("#roster", str(bad))
     page.click("button:text('Upload')")
     problems = page.locator("table.problems tbody tr")
@@ -284,8 +346,10 @@ def test_roster_upload_shows_each_bad_line(dash, page, tmp_path, shots):
     assert dash.store.person(SITE, "P010") is None  # nothing applied
 
     good = tmp_path / "good.csv"
-    good.write_text("person_id,name,role,year,walk_home,card_uid\n"
-                    "P010,Ok Pupil,pupil,3,no,04AA0001\nS001,Sam Staff,staff,,no,04B1B2C3\n")
+    good.write_text(
+        "person_id,name,role,year,walk_home,card_uid\n"
+        "P010,Ok Pupil,pupil,3,no,04AA0001\nS001,Sam Staff,staff,,no,04B1B2C3\n"
+    )
     page.set_input_files("#roster", str(good))
     page.click("button:text('Upload')")
     expect(page.locator(".flash.ok")).to_contain_text("2 people, 2 cards")
@@ -296,14 +360,17 @@ def test_roster_upload_shows_each_bad_line(dash, page, tmp_path, shots):
 def test_timetable_is_validated_before_it_is_saved(dash, page):
     login(page, dash.url, "root")
     page.goto(dash.url + "/admin/timetable")
-    page.fill("#toml", 'timezone = "Mars/Olympus"\nhome_time = "15:15"\ncontact = []\n'
-                       "terms = []\n")
+    page.fill(
+        "#toml", 'timezone = "Mars/Olympus"\nhome_time = "15:15"\ncontact = []\nterms = []\n'
+    )
     page.click("button:text('Check and save')")
     expect(page.locator(".error")).to_contain_text("timezone")
     assert dash.store.timetable(SITE) is None
-    text = ('timezone = "Europe/London"\nhome_time = "15:15"\n'
-            'contact = [["08:45", "12:00"], ["13:00", "15:15"]]\n'
-            'terms = [["2026-09-03", "2026-12-18"]]\n')
+    text = (
+        'timezone = "Europe/London"\nhome_time = "15:15"\n'
+        'contact = [["08:45", "12:00"], ["13:00", "15:15"]]\n'
+        'terms = [["2026-09-03", "2026-12-18"]]\n'
+    )
     page.fill("#toml", text)
     page.click("button:text('Check and save')")
     expect(page.locator(".flash.ok")).to_contain_text("Timetable saved")
@@ -353,9 +420,24 @@ def test_admin_adds_an_account_that_can_sign_in(dash, page, browser):
 
 def test_trail_is_paginated_and_filtered(dash, page):
     now = int(time.time())
-    dash.store.ingest(SITE, [("L2", {"seq": i, "ts": now - 10000 + i, "type": "deposit",
-                                     "bay": 1, "person": "P002", "by": None, "reason": None})
-                             for i in range(1, 121)])
+    dash.store.ingest(
+        SITE,
+        [
+            (
+                "L2",
+                {
+                    "seq": i,
+                    "ts": now - 10000 + i,
+                    "type": "deposit",
+                    "bay": 1,
+                    "person": "P002",
+                    "by": None,
+                    "reason": None,
+                },
+            )
+            for i in range(1, 121)
+        ],
+    )
     login(page, dash.url, "hana")
     page.goto(dash.url + "/trail?locker=L2")
     expect(page.locator(".pager")).to_contain_text("Page 1 of 3 (120 events)")

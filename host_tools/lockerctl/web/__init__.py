@@ -15,8 +15,15 @@ from .server import App, Dashboard
 __all__ = ["App", "Dashboard", "serve_store", "start"]
 
 
-def serve_store(store, site: str, host: str = "127.0.0.1", port: int = 0, publish=None,
-                broker: tuple[str, int] | None = None, connected=None) -> Dashboard:
+def serve_store(
+    store,
+    site: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    publish=None,
+    broker: tuple[str, int] | None = None,
+    connected=None,
+) -> Dashboard:
     """A started dashboard for `site` on `store` (migrated here). `publish(locker_id,
     payload)` sends a signed command; without it the open page says there is no connection."""
     store.migrate()
@@ -30,7 +37,11 @@ def start(service, host: str, port: int) -> Dashboard:
 
     store = Store.open(service.site.db)
     return serve_store(
-        store, service.site.site, host, port, publish=service.publish_command,
+        store,
+        service.site.site,
+        host,
+        port,
+        publish=service.publish_command,
         broker=(service.site.broker_host, service.site.broker_port),
         connected=service.connected.is_set,
     )

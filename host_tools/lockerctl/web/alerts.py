@@ -74,18 +74,42 @@ def compute(store, site: str, acks: dict, now: float | None = None) -> tuple[lis
     e, p = events, people
     with store._read() as conn:
         rows = conn.execute(
-            sa.select(e.c.id, e.c.locker_id, e.c.ts, e.c.sort_ts, e.c.type, e.c.bay,
-                      e.c.person, e.c.reason, p.c.name)
-            .select_from(e.outerjoin(p, sa.and_(p.c.site == e.c.site,
-                                                p.c.person_id == e.c.person)))
-            .where(e.c.site == site, e.c.type.in_(list(EVENT_ALERTS)),
-                   e.c.sort_ts >= int(now - WINDOW))
-            .order_by(e.c.sort_ts.desc(), e.c.id.desc()).limit(MAX_EVENT_ALERTS)
+            sa.select(
+                e.c.id,
+                e.c.locker_id,
+                e.c.ts,
+                e.c.sort_ts,
+                e.c.type,
+                e.c.bay,
+                e.c.person,
+                e.c.reason,
+                p.c.name,
+            )
+            .select_from(
+                e.outerjoin(p, sa.and_(p.c.site == e.c.site, p.c.person_id == e.c.person))
+            )
+            .where(
+                e.c.site == site,
+                e.c.type.in_(list(EVENT_ALERTS)),
+                e.c.sort_ts >= int(now - WINDOW),
+            )
+            .order_by(e.c.sort_ts.desc(), e.c.id.desc())
+            .limit(MAX_EVENT_ALERTS)
         ).all()
     for r in rows:
-        out.append(Alert(f"event:{r.id}", r.ts if r.ts is not None else r.sort_ts, r.locker_id,
-                         r.type, EVENT_ALERTS[r.type], r.bay, r.person, r.name,
-                         r.reason or ""))
+        out.append(
+            Alert(
+                f"event:{r.id}",
+                r.ts if r.ts is not None else r.sort_ts,
+                r.locker_id,
+                r.type,
+                EVENT_ALERTS[r.type],
+                r.bay,
+                r.person,
+                r.name,
+                r.reason or "",
+            )
+        )
     active = set()
     in_hours = school_hours(store.timetable(site), now)
     for locker in store.lockers(site):
@@ -93,15 +117,30 @@ def compute(store, site: str, acks: dict, now: float | None = None) -> tuple[lis
         if state and state.get("clock_ok") is False:
             key = f"clock:{locker.id}"
             active.add(key)
-            out.append(Alert(key, locker.last_seen, locker.id, "clock",
-                             "Clock not trusted", detail="deposits work; retrievals need an "
-                             "override until the clock is set"))
+            out.append(
+                Alert(
+                    key,
+                    locker.last_seen,
+                    locker.id,
+                    "clock",
+                    "Clock not trusted",
+                    detail="deposits work; retrievals need an override until the clock is set",
+                )
+            )
         if in_hours and not locker.online:
             key = f"offline:{locker.id}"
             active.add(key)
             seen = "never seen" if locker.last_seen is None else "offline"
-            out.append(Alert(key, locker.last_seen, locker.id, "offline",
-                             "Locker offline in school hours", detail=seen))
+            out.append(
+                Alert(
+                    key,
+                    locker.last_seen,
+                    locker.id,
+                    "offline",
+                    "Locker offline in school hours",
+                    detail=seen,
+                )
+            )
     for a in out:
         if a.key in acks:
             a.acked_by, a.acked_at = acks[a.key]

@@ -48,8 +48,9 @@ def flash_html(flash) -> str:
     return f'<div class="flash {e(kind)}" role="{role}">{e(text)}</div>'
 
 
-def layout(title: str, body: str, session=None, active: str = "", flash=None,
-           alerts: int | None = None) -> str:
+def layout(
+    title: str, body: str, session=None, active: str = "", flash=None, alerts: int | None = None
+) -> str:
     nav = ""
     if session is not None:
         links = []
@@ -60,14 +61,16 @@ def layout(title: str, body: str, session=None, active: str = "", flash=None,
             badge = ""
             if path == "/alerts":
                 n = alerts or 0
-                badge = (f' <span class="badge" id="alert-count" data-count="{n}">'
-                         f'{n if n else ""}</span>')
+                badge = (
+                    f' <span class="badge" id="alert-count" data-count="{n}">'
+                    f"{n if n else ''}</span>"
+                )
             links.append(f'<li><a href="{path}"{current}>{e(label)}{badge}</a></li>')
         nav = (
             '<header class="top"><span class="brand">classlocker</span>'
             f'<nav aria-label="Main"><ul>{"".join(links)}</ul></nav>'
             f'<form method="post" action="/logout" class="who">'
-            f'<span>{e(session.user.username)} ({e(session.user.role)})</span>'
+            f"<span>{e(session.user.username)} ({e(session.user.role)})</span>"
             f'{csrf_field(session)}<button type="submit" class="link">Sign out</button></form>'
             "</header>"
         )
@@ -89,8 +92,10 @@ def table(headers, rows, caption: str = "", cls: str = "") -> str:
     cap = f"<caption>{e(caption)}</caption>" if caption else ""
     if not rows:
         body = f'<tr><td colspan="{len(headers)}" class="empty">Nothing to show.</td></tr>'
-    return (f'<div class="scroll"><table class="{e(cls)}">{cap}<thead><tr>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table></div>")
+    return (
+        f'<div class="scroll"><table class="{e(cls)}">{cap}<thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def options(values, selected=None) -> str:

@@ -49,11 +49,13 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
     def tz() -> str:
         return store.timezone(site)
 
-    def page(req: Request, title: str, body: str, active: str = "", status: int = 200,
-             flash=None) -> Response:
+    def page(
+        req: Request, title: str, body: str, active: str = "", status: int = 200, flash=None
+    ) -> Response:
         flash = flash or app.take_flash(req)
-        return Response(status, layout(title, body, req.session, active, flash,
-                                       alerts=open_alert_count()))
+        return Response(
+            status, layout(title, body, req.session, active, flash, alerts=open_alert_count())
+        )
 
     def open_alert_count() -> int:
         try:
@@ -64,8 +66,9 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
 
     # -- login and logout ------------------------------------------------------------------------
 
-    def login_form(req: Request, message: str = "", status: int = 200,
-                   username: str = "") -> Response:
+    def login_form(
+        req: Request, message: str = "", status: int = 200, username: str = ""
+    ) -> Response:
         token = req.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
         err = f'<p class="error" role="alert">{e(message)}</p>' if message else ""
         body = (
@@ -106,14 +109,19 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         ukey, ckey = f"user:{username.lower()}", f"client:{req.client}"
         wait = max(app.user_limiter.blocked(ukey), app.client_limiter.blocked(ckey))
         if wait:
-            return login_form(req, f"Too many failed sign-ins; try again in {int(wait) + 1} "
-                                   "seconds.", 429, username)
+            return login_form(
+                req,
+                f"Too many failed sign-ins; try again in {int(wait) + 1} seconds.",
+                429,
+                username,
+            )
         user = app.accounts.authenticate(username, password) if username else None
         if user is None:
             app.user_limiter.fail(ukey)
             app.client_limiter.fail(ckey)
-            store.record_action(site, "web", "login_failed",
-                                {"username": username[:64], "client": req.client})
+            store.record_action(
+                site, "web", "login_failed", {"username": username[:64], "client": req.client}
+            )
             return login_form(req, "Wrong username or password.", 401, username)
         app.user_limiter.reset(ukey)
         token, _ = app.accounts.create_session(user)
@@ -142,8 +150,11 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         if not ids:
             return {}
         with store._read() as conn:
-            rows = conn.execute(sa.select(people.c.person_id, people.c.name).where(
-                people.c.site == site, people.c.person_id.in_(ids))).all()
+            rows = conn.execute(
+                sa.select(people.c.person_id, people.c.name).where(
+                    people.c.site == site, people.c.person_id.in_(ids)
+                )
+            ).all()
         return {r.person_id: r.name for r in rows}
 
     def bay_status(bay: dict) -> tuple[str, str]:
@@ -186,19 +197,23 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
                 who = ""
                 holder = b.get("holder")
                 if holder and show_names:
-                    who = (f'<span class="holder">{e(names.get(holder, holder))}</span>'
-                           f'<span class="pid">{e(holder)}</span>')
+                    who = (
+                        f'<span class="holder">{e(names.get(holder, holder))}</span>'
+                        f'<span class="pid">{e(holder)}</span>'
+                    )
                 cells.append(
                     f'<li class="bay {cls}" data-bay="{e(b.get("bay"))}" data-status="{cls}">'
                     f'<span class="num">Bay {e(b.get("bay"))}</span>'
-                    f'<span class="word">{e(word)}</span>{who}</li>')
+                    f'<span class="word">{e(word)}</span>{who}</li>'
+                )
             out.append(
                 f'<section class="locker" data-locker="{e(r.id)}" aria-label="Locker {e(r.id)}">'
                 f'<h2>{e(r.id)} <span class="status {online.replace(" ", "-")}">{online}</span>'
                 f'</h2><p class="meta">Last seen {e(seen)}'
-                f'{" · " + e(", ".join(notes)) if notes else ""}'
+                f"{' · ' + e(', '.join(notes)) if notes else ''}"
                 f' · <a href="/open?locker={urllib.parse.quote(r.id)}">Open bays…</a></p>'
-                f'<ul class="bays">{"".join(cells)}</ul></section>')
+                f'<ul class="bays">{"".join(cells)}</ul></section>'
+            )
         if not out:
             return '<p class="empty">No lockers registered yet.</p>'
         return "".join(out)
@@ -214,10 +229,12 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
                 who = f" — {e(r.name or r.person)}" if show_names else " — (holder)"
             bay = f" bay {r.bay}" if r.bay is not None else ""
             when = local_time(r.ts if r.ts is not None else r.sort_ts, zone, seconds=True)
-            items.append(f'<li data-event="{e(r.type)}" data-locker="{e(r.locker_id)}">'
-                         f'<time>{e(when)}</time> <strong>{e(r.type)}</strong> '
-                         f'{e(r.locker_id)}{e(bay)}{who}'
-                         f'{" · " + e(r.reason) if r.reason else ""}</li>')
+            items.append(
+                f'<li data-event="{e(r.type)}" data-locker="{e(r.locker_id)}">'
+                f"<time>{e(when)}</time> <strong>{e(r.type)}</strong> "
+                f"{e(r.locker_id)}{e(bay)}{who}"
+                f"{' · ' + e(r.reason) if r.reason else ''}</li>"
+            )
         if not items:
             return '<li class="empty">No events yet.</li>'
         return "".join(items)
@@ -228,7 +245,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             '<p class="hint">Updates by itself every few seconds.</p>'
             f'<div id="lockers" class="lockers" data-live="/api/lockers">'
             f"{lockers_fragment(req)}</div>"
-            '<h2>Latest events</h2>'
+            "<h2>Latest events</h2>"
             f'<ol id="events" class="events" aria-live="polite" data-live="/api/events">'
             f"{recent_fragment(req)}</ol>"
         )
@@ -256,8 +273,15 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
                     if not show:
                         b["holder"] = "occupied" if b.get("holder") else None
                     bays.append(b)
-            out.append({"id": r.id, "online": r.online, "last_seen": r.last_seen,
-                        "clock_ok": state.get("clock_ok"), "bays": bays})
+            out.append(
+                {
+                    "id": r.id,
+                    "online": r.online,
+                    "last_seen": r.last_seen,
+                    "clock_ok": state.get("clock_ok"),
+                    "bays": bays,
+                }
+            )
         return Response.json({"lockers": out})
 
     # -- alerts ----------------------------------------------------------------------------------
@@ -274,23 +298,32 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             who = ""
             if a.person:
                 who = e(a.name or a.person) if show_names else "(holder)"
-            cells = [e(local_time(a.when, zone)), e(a.locker),
-                     e(a.bay if a.bay is not None else ""),
-                     f'<span class="kind {e(a.kind)}">{e(a.title)}</span>', who, e(a.detail)]
+            cells = [
+                e(local_time(a.when, zone)),
+                e(a.locker),
+                e(a.bay if a.bay is not None else ""),
+                f'<span class="kind {e(a.kind)}">{e(a.title)}</span>',
+                who,
+                e(a.detail),
+            ]
             if a.acked_by is None:
                 cells.append(
                     f'<form method="post" action="/alerts/ack">{csrf_field(req.session)}'
                     f'<input type="hidden" name="alert" value="{e(a.key)}">'
                     f'<button type="submit" aria-label="Acknowledge {e(a.title)} at '
-                    f'{e(a.locker)}">Acknowledge</button></form>')
+                    f'{e(a.locker)}">Acknowledge</button></form>'
+                )
                 open_rows.append(cells)
             else:
                 cells.append(f"by {e(a.acked_by)} at {e(local_time(a.acked_at, zone))}")
                 done_rows.append(cells)
         heads = ["When", "Locker", "Bay", "Alert", "Person", "Detail", ""]
-        return (table(heads, open_rows, "Needs attention", "alerts open")
-                + "<details><summary>Acknowledged</summary>"
-                + table(heads, done_rows, "Acknowledged", "alerts done") + "</details>")
+        return (
+            table(heads, open_rows, "Needs attention", "alerts open")
+            + "<details><summary>Acknowledged</summary>"
+            + table(heads, done_rows, "Acknowledged", "alerts done")
+            + "</details>"
+        )
 
     @app.route("GET", "/alerts")
     def alerts_page(req):
@@ -312,8 +345,9 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             app.flash(req, "error", "That alert is no longer open.")
             return Response.redirect("/alerts")
         a = match[0]
-        if app.accounts.acknowledge(key, req.session.user.username,
-                                    {"locker": a.locker, "kind": a.kind, "bay": a.bay}):
+        if app.accounts.acknowledge(
+            key, req.session.user.username, {"locker": a.locker, "kind": a.kind, "bay": a.bay}
+        ):
             app.flash(req, "ok", f"Acknowledged: {a.title} at {a.locker}.")
         else:
             app.flash(req, "ok", "It was already acknowledged.")
@@ -328,13 +362,13 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         err = f'<p class="error" role="alert">{e(message)}</p>' if message else ""
         body = (
             f'{err}<form method="post" action="/open" class="card">{csrf_field(req.session)}'
-            '<fieldset><legend>What to open</legend>'
+            "<fieldset><legend>What to open</legend>"
             f'<label class="choice"><input type="radio" name="scope" value="bay"'
-            f'{checked["bay"]}> One bay</label>'
+            f"{checked['bay']}> One bay</label>"
             f'<label class="choice"><input type="radio" name="scope" value="locker"'
-            f'{checked["locker"]}> Every occupied bay of a locker bank</label>'
+            f"{checked['locker']}> Every occupied bay of a locker bank</label>"
             f'<label class="choice"><input type="radio" name="scope" value="staff"'
-            f'{checked["staff"]}> Every staff bay of the school (all banks)</label></fieldset>'
+            f"{checked['staff']}> Every staff bay of the school (all banks)</label></fieldset>"
             '<label for="locker">Locker bank</label>'
             f'<select id="locker" name="locker">'
             f"{options(choices, values.get('locker'))}"
@@ -343,19 +377,22 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             f'<input id="bay" name="bay" inputmode="numeric" value="{e(values.get("bay", ""))}">'
             '<label for="reason">Reason (required, recorded)</label>'
             f'<textarea id="reason" name="reason" required maxlength="200">'
-            f'{e(values.get("reason", ""))}</textarea>'
+            f"{e(values.get('reason', ''))}</textarea>"
             '<button type="submit">Continue</button></form>'
         )
         if req.session.user.person_id is None:
-            body = ('<p class="error" role="alert">Your account is not linked to a person on '
-                    "the roster, so it cannot send opens (an admin sets it: "
-                    "lockerctl user add … --person PERSON_ID).</p>") + body
+            body = (
+                '<p class="error" role="alert">Your account is not linked to a person on '
+                "the roster, so it cannot send opens (an admin sets it: "
+                "lockerctl user add … --person PERSON_ID).</p>"
+            ) + body
         return page(req, "Emergency open", body, "/open", status)
 
     @app.route("GET", "/open")
     def open_get(req):
-        return open_form(req, {"locker": req.q("locker"), "bay": req.q("bay"),
-                               "scope": req.q("scope")})
+        return open_form(
+            req, {"locker": req.q("locker"), "bay": req.q("bay"), "scope": req.q("scope")}
+        )
 
     def open_targets(req: Request) -> tuple[list[tuple[str, object]], str, str]:
         """[(locker, bay)], reason, description; ValueError for a bad request."""
@@ -400,20 +437,27 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         if req.f("confirm") != "yes":
             hidden = "".join(
                 f'<input type="hidden" name="{e(k)}" value="{e(values.get(k, ""))}">'
-                for k in ("scope", "locker", "bay", "reason"))
+                for k in ("scope", "locker", "bay", "reason")
+            )
             body = (
                 f'<div class="card confirm" role="alertdialog" aria-labelledby="confirm-q">'
                 f'<p id="confirm-q" class="big">Open {e(what)}?</p>'
-                f'<p>Reason: <q>{e(reason)}</q></p><p>The phones in these bays will be '
+                f"<p>Reason: <q>{e(reason)}</q></p><p>The phones in these bays will be "
                 "released. This is recorded with your name.</p>"
                 f'<form method="post" action="/open">{csrf_field(req.session)}{hidden}'
                 '<input type="hidden" name="confirm" value="yes">'
                 '<button type="submit" class="danger">Confirm open</button> '
-                '<a href="/open" class="button secondary">Cancel</a></form></div>')
+                '<a href="/open" class="button secondary">Cancel</a></form></div>'
+            )
             return page(req, "Confirm emergency open", body, "/open")
         if app.publish is None:
-            return open_form(req, values, "This dashboard has no connection to the lockers "
-                                          "(run it with lockerctl serve --http).", 503)
+            return open_form(
+                req,
+                values,
+                "This dashboard has no connection to the lockers "
+                "(run it with lockerctl serve --http).",
+                503,
+            )
         from ..serve import prepare_open
 
         with store._read() as conn:
@@ -421,9 +465,15 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         sent = []
         for locker, bay in targets:
             try:
-                _, payload, detail = prepare_open(store, site, locker, bay,
-                                                  req.session.user.person_id, reason,
-                                                  actor=app.actor(req))
+                _, payload, detail = prepare_open(
+                    store,
+                    site,
+                    locker,
+                    bay,
+                    req.session.user.person_id,
+                    reason,
+                    actor=app.actor(req),
+                )
                 app.publish(locker, payload)
             except (ValueError, OSError, StoreError) as err:
                 app.flash(req, "error", f"{locker}: not sent: {err}")
@@ -431,9 +481,15 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             sent.append({"locker": locker, "bay": bay, "cmd_id": detail["cmd_id"]})
         ref = secrets.token_urlsafe(12)
         with app.lock:
-            app.sent[ref] = {"after": after, "sent": sent, "by": req.session.user.person_id,
-                             "reason": reason, "what": what, "at": time.time(),
-                             "user": req.session.user.username}
+            app.sent[ref] = {
+                "after": after,
+                "sent": sent,
+                "by": req.session.user.person_id,
+                "reason": reason,
+                "what": what,
+                "at": time.time(),
+                "user": req.session.user.username,
+            }
             if len(app.sent) > 200:
                 for k in list(app.sent)[:50]:
                     del app.sent[k]
@@ -446,11 +502,24 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             return '<p class="error">Nothing was sent.</p>'
         with store._read() as conn:
             rows = conn.execute(
-                sa.select(events.c.locker_id, events.c.type, events.c.bay, events.c.person,
-                          events.c.by, events.c.reason, events.c.ts, events.c.sort_ts)
-                .where(events.c.site == site, events.c.id > info["after"],
-                       events.c.locker_id.in_(lockers), events.c.type.in_(OUTCOME_TYPES))
-                .order_by(events.c.id)).all()
+                sa.select(
+                    events.c.locker_id,
+                    events.c.type,
+                    events.c.bay,
+                    events.c.person,
+                    events.c.by,
+                    events.c.reason,
+                    events.c.ts,
+                    events.c.sort_ts,
+                )
+                .where(
+                    events.c.site == site,
+                    events.c.id > info["after"],
+                    events.c.locker_id.in_(lockers),
+                    events.c.type.in_(OUTCOME_TYPES),
+                )
+                .order_by(events.c.id)
+            ).all()
         items, answered = [], set()
         for r in rows:
             if r.type == "emergency_open" and (r.by != info["by"] or r.reason != info["reason"]):
@@ -466,13 +535,17 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             else:
                 text = f"{r.locker_id}: bay {r.bay} opened"
                 cls = "opened"
-            items.append(f'<li class="outcome {cls}" data-locker="{e(r.locker_id)}" '
-                         f'data-bay="{e(r.bay)}"><time>{e(when)}</time> {e(text)}</li>')
+            items.append(
+                f'<li class="outcome {cls}" data-locker="{e(r.locker_id)}" '
+                f'data-bay="{e(r.bay)}"><time>{e(when)}</time> {e(text)}</li>'
+            )
         waiting = [x for x in lockers if x not in answered]
         wait = ""
         if waiting:
-            wait = (f'<p class="waiting">Waiting for {e(", ".join(waiting))} to answer… '
-                    "(an offline locker answers when it is back)</p>")
+            wait = (
+                f'<p class="waiting">Waiting for {e(", ".join(waiting))} to answer… '
+                "(an offline locker answers when it is back)</p>"
+            )
         return f'<ul class="outcomes">{"".join(items)}</ul>{wait}'
 
     @app.route("GET", "/open/sent")
@@ -480,14 +553,18 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         info = app.sent.get(req.q("ref"))
         if info is None:
             raise HTTPError(404, "no such open (the dashboard may have restarted)")
-        sent = ", ".join(f"{s['locker']} ({s['bay']}, command {s['cmd_id']})"
-                         for s in info["sent"]) or "nothing"
-        body = (f'<p>Sent: open {e(info["what"])} — {e(sent)}. Reason: <q>{e(info["reason"])}'
-                "</q></p><h2>What the lockers did</h2>"
-                f'<div id="outcome" aria-live="polite" '
-                f'data-live="/api/open?ref={e(urllib.parse.quote(req.q("ref")))}">'
-                f"{outcome_fragment(req, info)}</div>"
-                '<p><a href="/lockers">Back to the lockers</a></p>')
+        sent = (
+            ", ".join(f"{s['locker']} ({s['bay']}, command {s['cmd_id']})" for s in info["sent"])
+            or "nothing"
+        )
+        body = (
+            f"<p>Sent: open {e(info['what'])} — {e(sent)}. Reason: <q>{e(info['reason'])}"
+            "</q></p><h2>What the lockers did</h2>"
+            f'<div id="outcome" aria-live="polite" '
+            f'data-live="/api/open?ref={e(urllib.parse.quote(req.q("ref")))}">'
+            f"{outcome_fragment(req, info)}</div>"
+            '<p><a href="/lockers">Back to the lockers</a></p>'
+        )
         return page(req, "Emergency open sent", body, "/open")
 
     @app.route("GET", "/api/open")
@@ -505,21 +582,34 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         rows = []
         for g in store.grants(site, now=now):
             status = "future" if g.from_ts > now else "active"
-            rows.append([e(g.id), e(g.person_id), e(g.locker_id or "every locker"),
-                         e(local_time(g.from_ts, zone)), e(local_time(g.until_ts, zone)),
-                         e(g.by), e(g.reason), e(status),
-                         f'<form method="post" action="/grants/revoke">'
-                         f'{csrf_field(req.session)}<input type="hidden" name="id" '
-                         f'value="{e(g.id)}"><button type="submit" aria-label="Revoke grant '
-                         f'{e(g.id)}">Revoke</button></form>'])
+            rows.append(
+                [
+                    e(g.id),
+                    e(g.person_id),
+                    e(g.locker_id or "every locker"),
+                    e(local_time(g.from_ts, zone)),
+                    e(local_time(g.until_ts, zone)),
+                    e(g.by),
+                    e(g.reason),
+                    e(status),
+                    f'<form method="post" action="/grants/revoke">'
+                    f'{csrf_field(req.session)}<input type="hidden" name="id" '
+                    f'value="{e(g.id)}"><button type="submit" aria-label="Revoke grant '
+                    f'{e(g.id)}">Revoke</button></form>',
+                ]
+            )
         lockers = [("", "every locker")] + [(r.id, r.id) for r in store.lockers(site)]
         err = f'<p class="error" role="alert">{e(message)}</p>' if message else ""
         default_from = dt.datetime.now(ZoneInfo(zone)).strftime("%Y-%m-%dT%H:%M")
         return (
-            table(["Id", "Person", "Locker", "From", "Until", "By", "Reason", "Status", ""],
-                  rows, "Current and future grants", "grants")
+            table(
+                ["Id", "Person", "Locker", "From", "Until", "By", "Reason", "Status", ""],
+                rows,
+                "Current and future grants",
+                "grants",
+            )
             + f'<h2>New grant</h2>{err}<form method="post" action="/grants" class="card">'
-            f'{csrf_field(req.session)}'
+            f"{csrf_field(req.session)}"
             '<label for="person">Person id</label>'
             f'<input id="person" name="person" required value="{e(values.get("person", ""))}">'
             f'<label for="from">From (local time, {e(zone)})</label>'
@@ -533,7 +623,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             "</select>"
             '<label for="greason">Reason (required)</label>'
             f'<textarea id="greason" name="reason" required maxlength="200">'
-            f'{e(values.get("reason", ""))}</textarea>'
+            f"{e(values.get('reason', ''))}</textarea>"
             '<button type="submit">Grant</button></form>'
         )
 
@@ -575,11 +665,13 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             locker = req.f("locker") or None
             if locker is not None and store.locker(site, locker) is None:
                 raise ValueError(f"no locker {locker}")
-            gid = store.add_grant(site, person, start, end, by, reason, locker,
-                                  actor=app.actor(req))
+            gid = store.add_grant(
+                site, person, start, end, by, reason, locker, actor=app.actor(req)
+            )
         except (ValueError, StoreError) as err:
-            return page(req, "Exception grants", grants_page_body(req, values, str(err)),
-                        "/grants", 400)
+            return page(
+                req, "Exception grants", grants_page_body(req, values, str(err)), "/grants", 400
+            )
         app.flash(req, "ok", f"Grant {gid} for {person} created.")
         return Response.redirect("/grants")
 
@@ -615,20 +707,34 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         except ValueError:
             page_no = 1
         total = store.count_events(site, start, end, locker, person)
-        q = store._events_query(site, start, end, locker, person).order_by(
-            events.c.sort_ts.desc(), events.c.locker_id, events.c.seq.desc()
-        ).limit(PAGE_SIZE).offset((page_no - 1) * PAGE_SIZE)
+        q = (
+            store._events_query(site, start, end, locker, person)
+            .order_by(events.c.sort_ts.desc(), events.c.locker_id, events.c.seq.desc())
+            .limit(PAGE_SIZE)
+            .offset((page_no - 1) * PAGE_SIZE)
+        )
         with store._read() as conn:
             rows = conn.execute(q).all()
-        trs = [[e(local_time(r.ts, zone, True) if r.ts is not None else "(clock unknown)"),
-                e(r.locker_id), e(r.bay if r.bay is not None else ""), e(r.type),
-                e(r.person or ""), e(r.name or ""), e(r.by or ""), e(r.reason or ""), e(r.seq)]
-               for r in rows]
+        trs = [
+            [
+                e(local_time(r.ts, zone, True) if r.ts is not None else "(clock unknown)"),
+                e(r.locker_id),
+                e(r.bay if r.bay is not None else ""),
+                e(r.type),
+                e(r.person or ""),
+                e(r.name or ""),
+                e(r.by or ""),
+                e(r.reason or ""),
+                e(r.seq),
+            ]
+            for r in rows
+        ]
         lockers = [("", "all")] + [(r.id, r.id) for r in store.lockers(site)]
         keep = {k: req.q(k) for k in ("from", "to", "locker", "person") if req.q(k)}
         qs = urllib.parse.urlencode(keep)
         pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
         nav = []
+
         def link(n):
             return e(urllib.parse.urlencode({**keep, "page": n}))
 
@@ -639,9 +745,11 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             nav.append(f'<a href="/trail?{link(page_no + 1)}" rel="next">Older →</a>')
         downloads = ""
         if req.session.user.role == "admin":
-            downloads = (f'<p class="downloads">Download what is shown: '
-                         f'<a href="/trail.csv?{e(qs)}" download>CSV</a> · '
-                         f'<a href="/trail.xlsx?{e(qs)}" download>Excel</a></p>')
+            downloads = (
+                f'<p class="downloads">Download what is shown: '
+                f'<a href="/trail.csv?{e(qs)}" download>CSV</a> · '
+                f'<a href="/trail.xlsx?{e(qs)}" download>Excel</a></p>'
+            )
         body = (
             '<form method="get" action="/trail" class="filters card">'
             f'<label for="tfrom">From date</label><input id="tfrom" name="from" type="date" '
@@ -651,11 +759,15 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             f'<label for="tperson">Person id</label><input id="tperson" name="person" '
             f'value="{e(req.q("person"))}">'
             f'<label for="tlocker">Locker</label><select id="tlocker" name="locker">'
-            f'{options(lockers, req.q("locker"))}</select>'
+            f"{options(lockers, req.q('locker'))}</select>"
             '<button type="submit">Search</button></form>'
             + downloads
-            + table(["Time", "Locker", "Bay", "Event", "Person", "Name", "By", "Reason", "Seq"],
-                    trs, "Events, newest first", "trail")
+            + table(
+                ["Time", "Locker", "Bay", "Event", "Person", "Name", "By", "Reason", "Seq"],
+                trs,
+                "Events, newest first",
+                "trail",
+            )
             + f'<nav class="pager" aria-label="Pages">{" ".join(nav)}</nav>'
         )
         return page(req, "Audit trail", body, "/trail")
@@ -666,22 +778,40 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         start, end, locker, person = trail_filters(req)
         if fmt == "csv":
             buf = io.StringIO()
-            n = export_events(store, site, "csv", buf, start=start, end=end, locker=locker,
-                              person=person)
+            n = export_events(
+                store, site, "csv", buf, start=start, end=end, locker=locker, person=person
+            )
             data = buf.getvalue().encode("utf-8")
             ctype = "text/csv; charset=utf-8"
         else:
             bbuf = io.BytesIO()
-            n = export_events(store, site, "xlsx", bbuf, start=start, end=end, locker=locker,
-                              person=person)
+            n = export_events(
+                store, site, "xlsx", bbuf, start=start, end=end, locker=locker, person=person
+            )
             data = bbuf.getvalue()
             ctype = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-        store.record_action(site, app.actor(req), "export", {
-            "format": fmt, "rows": n, "from": start, "to": end, "locker": locker,
-            "person": person})
+        store.record_action(
+            site,
+            app.actor(req),
+            "export",
+            {
+                "format": fmt,
+                "rows": n,
+                "from": start,
+                "to": end,
+                "locker": locker,
+                "person": person,
+            },
+        )
         stamp = dt.datetime.now(ZoneInfo(tz())).strftime("%Y%m%d-%H%M")
-        return Response(200, data, ctype, headers=[
-            ("Content-Disposition", f'attachment; filename="trail-{site}-{stamp}.{fmt}"')])
+        return Response(
+            200,
+            data,
+            ctype,
+            headers=[
+                ("Content-Disposition", f'attachment; filename="trail-{site}-{stamp}.{fmt}"')
+            ],
+        )
 
     @app.route("GET", "/trail.csv", ADMIN)
     def trail_csv(req):
@@ -702,9 +832,18 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         roles = ", ".join(f"{n} {role}" for role, n in sorted(by_role.items())) or "none"
         bad = ""
         if problems is not None:
-            bad = ('<div class="error" role="alert"><p>' + e(summary) + "</p>"
-                   + table(["Line", "Problem"], [[e(line), e(msg)] for line, msg in problems],
-                           "Bad lines", "problems") + "</div>")
+            bad = (
+                '<div class="error" role="alert"><p>'
+                + e(summary)
+                + "</p>"
+                + table(
+                    ["Line", "Problem"],
+                    [[e(line), e(msg)] for line, msg in problems],
+                    "Bad lines",
+                    "problems",
+                )
+                + "</div>"
+            )
         return (
             f"{bad}<p>The roster lists {people_n} people with {len(rows)} cards ({e(roles)}). "
             '<a href="/admin/roster.csv" download>Download it (card numbers masked)</a>.</p>'
@@ -726,19 +865,30 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
 
         filename, data = req.files.get("roster", ("", b""))
         if not filename and not data:
-            return page(req, "Roster", roster_body(req, [(0, "no file chosen")],
-                                                   "Nothing imported."), "/admin/roster", 400)
+            return page(
+                req,
+                "Roster",
+                roster_body(req, [(0, "no file chosen")], "Nothing imported."),
+                "/admin/roster",
+                400,
+            )
         source = filename or "roster.csv"
         try:
             rows = parse_roster(data, source)
         except RosterError as err:
-            return page(req, "Roster", roster_body(req, err.problems, str(err)),
-                        "/admin/roster", 400)
-        counts = store.replace_roster(site, rows, actor=app.actor(req),
-                                      detail={"source": source[:100]})
-        app.flash(req, "ok", f"Roster imported from {source}: {counts['people']} people, "
-                             f"{counts['cards']} cards ({counts['added']} added, "
-                             f"{counts['updated']} updated, {counts['removed']} removed).")
+            return page(
+                req, "Roster", roster_body(req, err.problems, str(err)), "/admin/roster", 400
+            )
+        counts = store.replace_roster(
+            site, rows, actor=app.actor(req), detail={"source": source[:100]}
+        )
+        app.flash(
+            req,
+            "ok",
+            f"Roster imported from {source}: {counts['people']} people, "
+            f"{counts['cards']} cards ({counts['added']} added, "
+            f"{counts['updated']} updated, {counts['removed']} removed).",
+        )
         return Response.redirect("/admin/roster")
 
     @app.route("GET", "/admin/roster.csv", ADMIN)
@@ -748,8 +898,12 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         buf = io.StringIO()
         n = write_roster(store.roster(site), buf)
         store.record_action(site, app.actor(req), "roster_export", {"rows": n})
-        return Response(200, buf.getvalue(), "text/csv; charset=utf-8", headers=[
-            ("Content-Disposition", f'attachment; filename="roster-{site}.csv"')])
+        return Response(
+            200,
+            buf.getvalue(),
+            "text/csv; charset=utf-8",
+            headers=[("Content-Disposition", f'attachment; filename="roster-{site}.csv"')],
+        )
 
     # -- admin: timetable ------------------------------------------------------------------------
 
@@ -757,7 +911,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         err = f'<p class="error" role="alert">{e(message)}</p>' if message else ""
         return (
             f'{err}<form method="post" action="/admin/timetable" class="card wide">'
-            f'{csrf_field(req.session)}'
+            f"{csrf_field(req.session)}"
             '<label for="toml">Timetable (TOML): timezone, home_time, y6_release_minutes, '
             "uncollected_after_minutes, contact, terms, closed</label>"
             f'<textarea id="toml" name="toml" rows="16" spellcheck="false" class="code">'
@@ -768,8 +922,9 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
     @app.route("GET", "/admin/timetable", ADMIN)
     def timetable_get(req):
         row = store.timetable(site)
-        return page(req, "Timetable", timetable_body(req, row.source if row else ""),
-                    "/admin/timetable")
+        return page(
+            req, "Timetable", timetable_body(req, row.source if row else ""), "/admin/timetable"
+        )
 
     @app.route("POST", "/admin/timetable", ADMIN)
     def timetable_post(req):
@@ -780,15 +935,28 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             parsed = parse_timetable(text, "timetable")
             compile_timetable(parsed, int(time.time()))
         except TimetableError as err:
-            return page(req, "Timetable", timetable_body(req, text, err.format_message()),
-                        "/admin/timetable", 400)
+            return page(
+                req,
+                "Timetable",
+                timetable_body(req, text, err.format_message()),
+                "/admin/timetable",
+                400,
+            )
         except (ValueError, KeyError) as err:
-            return page(req, "Timetable", timetable_body(req, text, f"cannot compile: {err}"),
-                        "/admin/timetable", 400)
-        version = store.set_timetable(site, text, parsed, parsed["timezone"],
-                                      actor=app.actor(req))
-        app.flash(req, "ok", f"Timetable saved ({parsed['timezone']}); configuration version "
-                             f"{version} goes to the lockers.")
+            return page(
+                req,
+                "Timetable",
+                timetable_body(req, text, f"cannot compile: {err}"),
+                "/admin/timetable",
+                400,
+            )
+        version = store.set_timetable(site, text, parsed, parsed["timezone"], actor=app.actor(req))
+        app.flash(
+            req,
+            "ok",
+            f"Timetable saved ({parsed['timezone']}); configuration version "
+            f"{version} goes to the lockers.",
+        )
         return Response.redirect("/admin/timetable")
 
     # -- admin: lockers --------------------------------------------------------------------------
@@ -798,14 +966,26 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         rows = []
         for r in store.lockers(site):
             online = {True: "online", False: "offline", None: "never seen"}[r.online]
-            rows.append([e(r.id), e(r.bays), e(r.board), e(r.control_port or ""), e(online),
-                         e(local_time(r.last_seen, zone) or "never"),
-                         f'<a href="/admin/device.json?locker={e(urllib.parse.quote(r.id))}" '
-                         f'download>device.json</a>'])
+            rows.append(
+                [
+                    e(r.id),
+                    e(r.bays),
+                    e(r.board),
+                    e(r.control_port or ""),
+                    e(online),
+                    e(local_time(r.last_seen, zone) or "never"),
+                    f'<a href="/admin/device.json?locker={e(urllib.parse.quote(r.id))}" '
+                    f"download>device.json</a>",
+                ]
+            )
         err = f'<p class="error" role="alert">{e(message)}</p>' if message else ""
         return (
-            table(["Locker", "Bays", "Board", "Control port", "Status", "Last seen", ""], rows,
-                  "Registered lockers", "lockers-admin")
+            table(
+                ["Locker", "Bays", "Board", "Control port", "Status", "Last seen", ""],
+                rows,
+                "Registered lockers",
+                "lockers-admin",
+            )
             + f'<h2>Add a locker</h2>{err}<form method="post" action="/admin/lockers" '
             f'class="card">{csrf_field(req.session)}'
             '<label for="lid">Locker id</label>'
@@ -816,7 +996,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             f'value="{e(values.get("bays", "8"))}">'
             '<label for="lboard">Board</label>'
             f'<select id="lboard" name="board">'
-            f'{options([("sim", "simulated"), ("esp32", "ESP32")], values.get("board"))}'
+            f"{options([('sim', 'simulated'), ('esp32', 'ESP32')], values.get('board'))}"
             "</select>"
             '<button type="submit">Add</button></form>'
             f'<p class="hint">The device.json holds the locker\'s secret and broker password: '
@@ -849,12 +1029,25 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             secret = _new_secret()
             password = secrets.token_urlsafe(24)
             port = 7100 + len(store.lockers(site)) + 1
-            store.add_locker(site, locker_id, bays, secret, password, board=board,
-                             control_port=port, data_dir=f"var/{locker_id}",
-                             actor=app.actor(req))
+            store.add_locker(
+                site,
+                locker_id,
+                bays,
+                secret,
+                password,
+                board=board,
+                control_port=port,
+                data_dir=f"var/{locker_id}",
+                actor=app.actor(req),
+            )
         except (ValueError, StoreError) as err:
-            return page(req, "Lockers setup", lockers_admin_body(req, values, str(err)),
-                        "/admin/lockers", 400)
+            return page(
+                req,
+                "Lockers setup",
+                lockers_admin_body(req, values, str(err)),
+                "/admin/lockers",
+                400,
+            )
         app.flash(req, "ok", f"Locker {locker_id} added; download its device.json below.")
         return Response.redirect("/admin/lockers")
 
@@ -866,16 +1059,28 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         if row is None:
             raise HTTPError(404, f"no locker {req.q('locker')!r}")
         device = {
-            "locker_id": row.id, "site": site, "board": row.board, "bays": row.bays,
-            "broker": {"host": app.broker[0], "port": app.broker[1], "user": row.id,
-                       "password": row.broker_password, "tls": False},
+            "locker_id": row.id,
+            "site": site,
+            "board": row.board,
+            "bays": row.bays,
+            "broker": {
+                "host": app.broker[0],
+                "port": app.broker[1],
+                "user": row.id,
+                "password": row.broker_password,
+                "tls": False,
+            },
             "secret": locker_secret(row).hex(),
             "data_dir": row.data_dir or f"var/{row.id}",
             "sim": {"control_port": row.control_port or 7101},
         }
         store.record_action(site, app.actor(req), "device_json", {"locker": row.id})
-        return Response(200, json.dumps(device, indent=2) + "\n", "application/json", headers=[
-            ("Content-Disposition", f'attachment; filename="device-{row.id}.json"')])
+        return Response(
+            200,
+            json.dumps(device, indent=2) + "\n",
+            "application/json",
+            headers=[("Content-Disposition", f'attachment; filename="device-{row.id}.json"')],
+        )
 
     # -- admin: users ----------------------------------------------------------------------------
 
@@ -884,10 +1089,12 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         for u in app.accounts.users():
             remove = ""
             if u.username != req.session.user.username:
-                remove = (f'<form method="post" action="/admin/users/remove">'
-                          f'{csrf_field(req.session)}<input type="hidden" name="username" '
-                          f'value="{e(u.username)}"><button type="submit" aria-label="Remove '
-                          f'{e(u.username)}">Remove</button></form>')
+                remove = (
+                    f'<form method="post" action="/admin/users/remove">'
+                    f'{csrf_field(req.session)}<input type="hidden" name="username" '
+                    f'value="{e(u.username)}"><button type="submit" aria-label="Remove '
+                    f'{e(u.username)}">Remove</button></form>'
+                )
             rows.append([e(u.username), e(u.role), e(u.person_id or ""), remove])
         err = f'<p class="error" role="alert">{e(message)}</p>' if message else ""
         roles = [("office", "office"), ("slt", "SLT"), ("admin", "admin")]
@@ -916,9 +1123,13 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
     def users_post(req):
         values = {k: v for k, v in req.form.items() if k != "new_password"}
         try:
-            user = app.accounts.add_user(req.f("username").strip(), req.f("role"),
-                                         req.f("new_password"), req.f("person").strip() or None,
-                                         actor=app.actor(req))
+            user = app.accounts.add_user(
+                req.f("username").strip(),
+                req.f("role"),
+                req.f("new_password"),
+                req.f("person").strip() or None,
+                actor=app.actor(req),
+            )
         except StoreError as err:
             return page(req, "Users", users_body(req, values, str(err)), "/admin/users", 400)
         app.flash(req, "ok", f"Account {user.username} ({user.role}) added.")

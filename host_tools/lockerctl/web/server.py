@@ -22,15 +22,21 @@ from ..accounts import Accounts, RateLimiter
 log = logging.getLogger("lockerctl.web")
 
 STATIC_DIR = Path(__file__).parent / "static"
-STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                ".png": "image/png", ".svg": "image/svg+xml"}
+STATIC_TYPES = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+}
 COOKIE = "cl_session"
 LOGIN_COOKIE = "cl_login"  # the login form's CSRF token, before there is a session
 MAX_BODY = 8 * 1024 * 1024
 SECURITY_HEADERS = [
-    ("Content-Security-Policy",
-     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"),
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+    ),
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
     ("Referrer-Policy", "same-origin"),
@@ -87,7 +93,8 @@ def _parse_form(content_type: str, body: bytes) -> tuple[dict, dict]:
         return dict(pairs), {}
     if ctype == "multipart/form-data":
         msg = BytesParser(policy=HTTP).parsebytes(
-            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+        )
         form, files = {}, {}
         for part in msg.iter_parts():
             name = part.get_param("name", header="content-disposition")
@@ -106,8 +113,9 @@ def _parse_form(content_type: str, body: bytes) -> tuple[dict, dict]:
 class App:
     """Routes and shared state of one dashboard (one site)."""
 
-    def __init__(self, store, site: str, publish=None, broker: tuple[str, int] | None = None,
-                 connected=None):
+    def __init__(
+        self, store, site: str, publish=None, broker: tuple[str, int] | None = None, connected=None
+    ):
         self.store = store
         self.site = site
         self.publish = publish  # publish(locker_id, payload: bytes), or None without a broker
@@ -166,7 +174,7 @@ class App:
 
     def handle(self, req: Request) -> Response:
         if req.path.startswith("/static/"):
-            return self.static(req.path[len("/static/"):])
+            return self.static(req.path[len("/static/") :])
         if req.path == "/favicon.ico":
             return Response(204)
         token = req.cookies.get(COOKIE)
@@ -193,8 +201,11 @@ class App:
         if req.method == "POST":
             sent = req.form.get("csrf", "")
             if not sent or not hmac.compare_digest(sent, req.session.csrf):
-                raise HTTPError(403, "the form has expired or did not come from this "
-                                     "dashboard (CSRF check failed); reload the page")
+                raise HTTPError(
+                    403,
+                    "the form has expired or did not come from this "
+                    "dashboard (CSRF check failed); reload the page",
+                )
         return fn(req)
 
     def static(self, name: str) -> Response:
@@ -202,8 +213,7 @@ class App:
         if STATIC_DIR.resolve() not in path.parents or not path.is_file():
             raise HTTPError(404, "no such file")
         ctype = STATIC_TYPES.get(path.suffix, "application/octet-stream")
-        return Response(200, path.read_bytes(), ctype,
-                        headers=[("Cache-Control", "no-cache")])
+        return Response(200, path.read_bytes(), ctype, headers=[("Cache-Control", "no-cache")])
 
 
 def _handler_class(app: App):
@@ -223,9 +233,14 @@ def _handler_class(app: App):
                 jar.load(self.headers.get("Cookie", ""))
             except http_cookies.CookieError:
                 pass
-            req = Request(method, parts.path or "/", query,
-                          {k.lower(): v for k, v in self.headers.items()},
-                          {k: m.value for k, m in jar.items()}, self.client_address[0])
+            req = Request(
+                method,
+                parts.path or "/",
+                query,
+                {k.lower(): v for k, v in self.headers.items()},
+                {k: m.value for k, m in jar.items()},
+                self.client_address[0],
+            )
             if method == "POST":
                 try:
                     length = int(self.headers.get("Content-Length") or 0)
@@ -289,8 +304,12 @@ class Dashboard:
         self.httpd = ThreadingHTTPServer((host, port), _handler_class(app))
         self.httpd.daemon_threads = True
         self.host, self.port = self.httpd.server_address[:2]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="dashboard",
-                                       kwargs={"poll_interval": 0.5}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever,
+            name="dashboard",
+            kwargs={"poll_interval": 0.5},
+            daemon=True,
+        )
 
     @property
     def url(self) -> str:
