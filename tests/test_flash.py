@@ -123,6 +123,7 @@ def test_flash_copies_build_byte_identical_and_it_imports(board, build, tmp_path
     expected = {"main.py", "device.json", "pinmap.json"}
     for mpy in build.rglob("*.mpy"):
         expected.add(mpy.relative_to(build).as_posix())
+    expected.discard("manifest.mpy")  # the freezing recipe stays on the PC
     got = {p.relative_to(cwd).as_posix() for p in cwd.rglob("*") if p.is_file()}
     assert got == expected
     for rel in expected - {"device.json", "pinmap.json"}:
@@ -207,3 +208,17 @@ def test_bad_inputs_give_one_line_errors(tmp_path, build):
         timeout=60,
     )
     assert r.returncode == 2 and "mpremote failed" in r.stderr
+
+
+def test_tls_ca_certificate_goes_along(tmp_path, build):
+    device = _device(tmp_path)
+    d = json.loads(device.read_text())
+    d["broker"].update(tls=True, ca="ca.crt")
+    device.write_text(json.dumps(d))
+    r = _flash("--port", "P", "--device", str(device), "--build", str(build), "--dry-run")
+    assert r.returncode == 2 and "ca.crt" in r.stderr
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    r = _flash("--port", "P", "--device", str(device), "--build", str(build), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert f"{tmp_path / 'ca.crt'} :ca.crt" in r.stdout
+    assert "resume" in r.stdout.split("exec")[0]

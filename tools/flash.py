@@ -4,7 +4,8 @@
 
 Copies `main.py`, every compiled module (`.mpy`, keeping their directories: locker/, hal/,
 drivers/, lib/umqtt/), the pin map (hardware/pinmap.json, as `pinmap.json`) and DEVICE as
-`device.json`. mpremote connects with `resume`: no soft reset before copying, so the board's
+`device.json` (and the site CA certificate device.json's broker.ca names, for TLS, from beside
+DEVICE). mpremote connects with `resume`: no soft reset before copying, so the board's
 running state does not matter and it also works against the unix port's REPL on a pseudo-terminal.
 Reset the board afterwards (the EN button, or `mpremote reset`) to start the locker.
 
@@ -52,7 +53,9 @@ def check_device(path: Path) -> dict:
     return device
 
 
-def plan(build: Path, device: Path, pinmap: Path, frozen: bool = False) -> list[tuple[Path, str]]:
+def plan(
+    build: Path, device: Path, pinmap: Path, frozen: bool = False, ca: str | None = None
+) -> list[tuple[Path, str]]:
     """(local file, remote path) for everything that goes onto the board, in copy order."""
     main = build / "main.py"
     if not main.is_file():
@@ -69,6 +72,13 @@ def plan(build: Path, device: Path, pinmap: Path, frozen: bool = False) -> list[
     if not pinmap.is_file():
         raise FlashError(f"{pinmap}: pin map not found")
     files.append((pinmap, "pinmap.json"))
+    if ca:  # the site CA for a TLS broker: next to device.json here, by the same name there
+        if "/" in ca or ca.startswith("."):
+            raise FlashError(f"{device}: broker.ca must be a plain file name, not {ca!r}")
+        local = device.parent / ca
+        if not local.is_file():
+            raise FlashError(f"{local}: not found (broker.ca in {device} names it)")
+        files.append((local, ca))
     files.append((device, "device.json"))
     return files
 
@@ -105,7 +115,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         device = check_device(args.device)
-        files = plan(args.build, args.device, args.pinmap, args.frozen)
+        broker = device.get("broker") or {}
+        ca = broker.get("ca") if isinstance(broker, dict) else None
+        files = plan(args.build, args.device, args.pinmap, args.frozen, ca)
         if device.get("board") != "esp32":
             print(
                 f"flash: note: {args.device} has board {device.get('board')!r}; "

@@ -155,7 +155,8 @@ class Board:
         self._want = [False] * self.nbays
 
         # 2. The watchdog: once started it cannot be stopped; service() feeds it.
-        wdt_ms = int(device.get("watchdog_ms") or pinmap.get("watchdog_ms") or 8000)
+        # device.json "watchdog_ms": 0 turns it off (bench work at the REPL); never in service
+        wdt_ms = int(device.get("watchdog_ms", pinmap.get("watchdog_ms", 8000)))
         self.wdt = machine.WDT(timeout=wdt_ms) if wdt_ms > 0 else None
 
         # 3. The clock.

@@ -143,6 +143,9 @@ def test_watchdog_started_and_fed_by_service():
     board.service()
     board.service()
     assert mm.WDTS[0].feeds == 2
+    board, _, _ = _bank(watchdog_ms=0)  # bench work at the REPL
+    assert mm.WDTS == [] and board.wdt is None
+    board.service()
 
 
 def test_clock_not_trusted_without_ntp_or_a_good_rtc():
