@@ -111,6 +111,10 @@ class Receiver:
         hlen = struct.unpack_from(">I", self._fixed, 16)[0]
         if size > self._max or hlen > self.MAX_HEADER:
             self._fail("too_large")
+        # The broker hands the retained bundle over again on every reconnect: one that is not
+        # newer than what runs is dropped here, before a byte of it is written to flash.
+        if self._current is not None and struct.unpack_from(">I", self._fixed, 8)[0] <= self._current:
+            self._fail("stale")
         self._declared = size
 
     def write(self, chunk):

@@ -12,7 +12,7 @@ from locker import bays as B
 from locker import policy
 from locker.bundle import Bundle, BundleError, Receiver
 from locker.cmdauth import CommandError, Counter, verify
-from locker.journal import Journal
+from locker.journal import Journal, JournalFull
 from locker.mac import derive
 from locker.registry import Registry, parse_uid
 from locker.timetable import Timetable
@@ -57,6 +57,7 @@ class Locker:
         self.state_rev = 0
         self.on_commit = None  # the link sets this to be woken when events are durable
         self._near_full_raised = False
+        self.unrecorded = 0  # events that could not be journaled because it was full
 
         self.journal = Journal(
             self.dir + "/journal",
@@ -127,6 +128,13 @@ class Locker:
         if self.journal.full:
             self.board.feedback("alarm")
             return _denied("journal_full")
+        try:
+            return self._tap(uid)
+        except OSError:  # the flash refused the record: nothing was unlocked
+            self.board.feedback("alarm")
+            return _denied("journal_error")
+
+    def _tap(self, uid):
         now = self.board.now()
         now_ms = self.board.ticks_ms()
         card = self.registry.lookup(uid)
@@ -340,7 +348,14 @@ class Locker:
     # -- the journal ----------------------------------------------------------------------------
 
     def _record(self, kind, ts, bay=None, person=None, by=None, reason=None):
-        self.journal.append(kind, ts, bay, person, by, reason)
+        """Append an event (committed by _commit). When the journal is full nothing more can be
+        recorded: taps are refused before they get here (see tap), and what the time-driven
+        checks and doors would add is counted as lost and sounded as an alarm instead."""
+        try:
+            self.journal.append(kind, ts, bay, person, by, reason)
+        except JournalFull:
+            self.unrecorded += 1
+            self.board.feedback("alarm")
 
     def _commit(self):
         self.journal.commit()
@@ -397,6 +412,7 @@ class Locker:
             "pending": self.journal.pending,
             "config": self.config_version,
             "bays": [bay.view() for bay in self.bays],
+            "journal_free": self.journal.capacity - self.journal.used_bytes,
         }
 
 
@@ -421,4 +437,5 @@ class _ConfigSink:
         """The payload was refused mid-stream, or the connection dropped: nothing changes."""
         reason = self.receiver.failed or "truncated"
         self.receiver.abort()
-        self.locker._config_rejected(reason)
+        if reason != "stale":  # the retained copy of what already runs: no news
+            self.locker._config_rejected(reason)
