@@ -55,6 +55,9 @@ async def main(device):
         await control.serve(locker, board, port)
     else:
         tasks.append(asyncio.create_task(_reader(locker, board)))
+    if hasattr(board, "run"):  # real boards: watchdog feed, WiFi, NTP, LED/buzzer patterns
+        board.on_clock_set = locker.clock_set
+        tasks.append(asyncio.create_task(board.run()))
     if device.get("broker"):
         tasks.append(asyncio.create_task(link.Link(locker, device, settings).run()))
     board.feedback("boot")
