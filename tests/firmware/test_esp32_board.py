@@ -330,3 +330,44 @@ def test_data_dir_is_created_and_make_board_builds_an_esp32():
     )
     assert board.nbays == 8 and board.data_dir == d
     os.stat(d)
+
+
+def test_the_locker_core_runs_on_the_esp32_board():
+    """A card on the MFRC522 model -> the locker's decision -> the expander pin of that bay; the
+    reed through the expander; the clock from the DS3231. The same steps as app._reader."""
+    import mpytest
+    from locker import settings
+    from locker.core import Locker
+
+    day = 1795478400  # Tuesday 2026-11-24, a school day (fixture timetable)
+    rtc = mm.DS3231Model(unix=day + 7 * 3600 + 50 * 60, osf=False)  # 07:50 UTC
+    board, exps, chip = _bank(bays=8, rtc=rtc)
+    with open(board.data_dir + "/config.bin", "wb") as f:
+        f.write(mpytest.fixture("bundle-v1.bin"))
+    device = {
+        "locker_id": "L1",
+        "site": "school",
+        "bays": 8,
+        "secret": mpytest.fixture("secret.hex").decode(),
+    }
+    locker = Locker(board, device, settings.load(device))
+    for pin in range(8, 16):
+        exps[0x20].set_input(pin, 0)  # every door shut
+    assert exps[0x20].high() == 0
+
+    chip.field.add(Card("04A10004"))  # S1, staff
+    uid = board.poll_card()
+    r = locker.tap(uid)
+    assert r["result"] == "granted" and r["action"] == "deposit", r
+    bay = r["bay"]
+    assert exps[0x20].high() == 1 << (bay - 1)  # that bay's solenoid, and only it
+    assert board.last_feedback[0] == "granted"
+    assert board.poll_card() is None  # the card still lies on the reader: no second tap
+
+    exps[0x20].set_input(8 + bay - 1, None)  # door opens: the reed's pull-up wins
+    locker.door(bay, 1 if board.door_open(bay) else 0)
+    exps[0x20].set_input(8 + bay - 1, 0)
+    locker.door(bay, 1 if board.door_open(bay) else 0)
+    assert exps[0x20].high() == 0  # locked again, phone inside
+    assert locker.state()["bays"][bay - 1]["holder"] == "S1"
+    assert locker.state()["clock_ok"] is True
