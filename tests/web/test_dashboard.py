@@ -477,3 +477,32 @@ def test_usable_on_a_tablet_and_by_keyboard(dash, browser):
             assert unlabeled == 0, path
     finally:
         ctx.close()
+
+
+def test_offline_locker_is_an_alert_in_school_hours_only(filled_store):
+    from lockerctl.timetable import parse_timetable
+    from lockerctl.web import alerts
+
+    text = (
+        'timezone = "Europe/London"\nhome_time = "15:15"\n'
+        'contact = [["08:45", "12:00"], ["13:00", "15:15"]]\n'
+        'terms = [["2026-09-03", "2026-12-18"]]\nclosed = ["2026-11-02"]\n'
+    )
+    filled_store.set_timetable(SITE, text, parse_timetable(text, "t"), "Europe/London")
+    zone = ZoneInfo("Europe/London")
+
+    def keys(when: dt.datetime):
+        found, _ = alerts.compute(filled_store, SITE, {}, now=when.timestamp())
+        return {a.key for a in found if not a.key.startswith("event:")}
+
+    thursday = dt.datetime(2026, 11, 5, 10, 0, tzinfo=zone)
+    assert keys(thursday) == {"offline:L2", "clock:L2"}  # L1 is online
+    assert keys(thursday.replace(hour=16)) == {"clock:L2"}  # after home time
+    assert keys(thursday.replace(day=7)) == {"clock:L2"}  # Saturday
+    assert keys(dt.datetime(2026, 11, 2, 10, 0, tzinfo=zone)) == {"clock:L2"}  # INSET day
+    assert keys(dt.datetime(2026, 12, 21, 10, 0, tzinfo=zone)) == {"clock:L2"}  # holiday
+    # an acknowledged condition that has cleared is forgotten, so a recurrence shows again
+    _, stale = alerts.compute(
+        filled_store, SITE, {"offline:L2": ("olive", 1)}, now=thursday.replace(hour=16).timestamp()
+    )
+    assert stale == ["offline:L2"]

@@ -23,12 +23,14 @@ def serve_store(
     publish=None,
     broker: tuple[str, int] | None = None,
     connected=None,
+    on_stop=None,
 ) -> Dashboard:
     """A started dashboard for `site` on `store` (migrated here). `publish(locker_id,
-    payload)` sends a signed command; without it the open page says there is no connection."""
+    payload)` sends a signed command; without it the open page says there is no connection.
+    `connected()` says whether commands can go out now; `on_stop()` runs after `stop()`."""
     store.migrate()
     app = App(store, site, publish=publish, broker=broker, connected=connected)
-    return Dashboard(app, host, port).start()
+    return Dashboard(app, host, port, on_stop=on_stop).start()
 
 
 def start(service, host: str, port: int) -> Dashboard:
@@ -44,4 +46,5 @@ def start(service, host: str, port: int) -> Dashboard:
         publish=service.publish_command,
         broker=(service.site.broker_host, service.site.broker_port),
         connected=service.connected.is_set,
+        on_stop=store.close,
     )

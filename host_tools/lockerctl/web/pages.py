@@ -458,6 +458,14 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
                 "(run it with lockerctl serve --http).",
                 503,
             )
+        if not app.connected():
+            return open_form(
+                req,
+                values,
+                "Not connected to the broker right now: nothing was sent. Try again in a "
+                "moment (the service reconnects by itself).",
+                503,
+            )
         from ..serve import prepare_open
 
         with store._read() as conn:

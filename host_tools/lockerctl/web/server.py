@@ -299,8 +299,9 @@ def _handler_class(app: App):
 class Dashboard:
     """A running dashboard: `url`, `stop()`."""
 
-    def __init__(self, app: App, host: str, port: int):
+    def __init__(self, app: App, host: str, port: int, on_stop=None):
         self.app = app
+        self.on_stop = on_stop  # called after the server has stopped (closes its store)
         self.httpd = ThreadingHTTPServer((host, port), _handler_class(app))
         self.httpd.daemon_threads = True
         self.host, self.port = self.httpd.server_address[:2]
@@ -324,6 +325,8 @@ class Dashboard:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(5)
+        if self.on_stop is not None:
+            self.on_stop()
 
 
 def cookie_header(name: str, value: str, max_age: int | None = None) -> tuple[str, str]:
