@@ -1,6 +1,11 @@
 """Fixtures for end-to-end tests: each starts real processes and stops them by pid."""
 
+import glob
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,3 +54,36 @@ def make_serve(tmp_path):
     yield make
     for s in started:
         s.kill()
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))),
+                                        None)
+    if not found:
+        raise RuntimeError(f"PostgreSQL's {name} is missing: tools/install-system-deps installs it")
+    return found
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server on a free loopback port, for the store's PostgreSQL path.
+    initdb refuses to run as root, so as root the cluster belongs to the `postgres` user."""
+    from harness import free_port
+
+    as_root = os.geteuid() == 0
+    run_as = ["runuser", "-u", "postgres", "--"] if as_root else []
+    data = Path(tempfile.mkdtemp(prefix="classlocker-pg-"))
+    if as_root:
+        shutil.chown(data, "postgres", "postgres")
+    port = free_port()
+    subprocess.run([*run_as, _pg_bin("initdb"), "-D", str(data / "db"), "-A", "trust",
+                    "-U", "postgres"], check=True, capture_output=True)
+    subprocess.run([*run_as, _pg_bin("pg_ctl"), "-D", str(data / "db"), "-w", "-l",
+                    str(data / "log"), "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+                    "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*run_as, _pg_bin("pg_ctl"), "-D", str(data / "db"), "-m", "immediate",
+                        "stop"], capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)

@@ -246,12 +246,8 @@ def test_person_lookup(st):
     assert st.person("school", "S1", include_inactive=True).active is False
 
 
-@pytest.mark.skipif(
-    not os.environ.get("LOCKER_TEST_POSTGRES"),
-    reason="set LOCKER_TEST_POSTGRES=postgresql://... (an empty database)",
-)
-def test_postgresql_path():
-    url = os.environ["LOCKER_TEST_POSTGRES"]
+def test_postgresql_path(postgres_url):
+    url = os.environ.get("LOCKER_TEST_POSTGRES") or postgres_url
     s = Store.open(url)
     with s.engine.begin() as conn:  # start from an empty schema
         conn.execute(sa.text("DROP SCHEMA public CASCADE"))
