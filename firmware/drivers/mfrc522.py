@@ -85,7 +85,7 @@ class MFRC522:
 
     def __init__(self, rst=None, timeout_ms=30, absent_polls=3):
         self._rst = rst
-        self.timeout_ms = timeout_ms  # host-side deadline, beyond the chip's own 10 ms timer
+        self.timeout_ms = timeout_ms  # host-side deadline, beyond the chip's own 5 ms timer
         self.absent_polls = absent_polls
         self._buf = bytearray(9)  # SEL NVB uid0..3 BCC CRC CRC
         self._rx = bytearray(16)
@@ -132,11 +132,12 @@ class MFRC522:
             self.alive = False
             return False
         # timer: starts at the end of each transmission, 13.56 MHz / (2*169+1) = 40 kHz,
-        # 400 ticks = 10 ms: the longest any ISO 14443-3 answer takes, with margin
+        # 200 ticks = 5 ms. ISO 14443-3 answers (ATQA, UID, SAK) come within ~0.1 ms; no card
+        # (and HLTA, which is never answered) costs the full 5 ms, so keep it short.
         self.write_register(_TModeReg, 0x80)
         self.write_register(_TPrescalerReg, 0xA9)
-        self.write_register(_TReloadRegH, 0x01)
-        self.write_register(_TReloadRegL, 0x90)
+        self.write_register(_TReloadRegH, 0x00)
+        self.write_register(_TReloadRegL, 0xC8)
         self.write_register(_TxASKReg, 0x40)  # 100 % ASK, as type A cards expect
         self.write_register(_ModeReg, 0x3D)  # CRC preset 0x6363 (CRC_A)
         # clear received bits after a collision, so the first collision position is exact
@@ -395,7 +396,11 @@ class MFRC522:
                 entry[1] = 0
             else:
                 entry[1] += 1
-        self._present = [e for e in self._present if e[1] < self.absent_polls]
+        i = len(self._present)
+        while i:
+            i -= 1
+            if self._present[i][1] >= self.absent_polls:
+                self._present.pop(i)  # gone long enough: its next tap is a new one
         return fresh
 
     def _entry(self, uid):

@@ -99,6 +99,7 @@ class Board:
     NTP_RETRY_MIN_MS = 15000
     NTP_RETRY_MAX_MS = 600000
     HEALTH_MS = 1000  # expanders re-checked this often
+    READER_PERIOD_MS = 100
 
     def __init__(self, device, settings=None, pinmap=None):
         if pinmap is None and isinstance(settings, dict) and "spi" in settings:
@@ -211,6 +212,7 @@ class Board:
         self.ntp_syncs = 0
         self.ntp_failures = 0
         self._health_next = now
+        self._reader_next = now
 
         self._pattern = None
         self._step = 0
@@ -303,8 +305,14 @@ class Board:
             return None
 
     def poll_card(self):
+        """A UID (bytes) once per presentation, else None. The reader is asked at most every
+        READER_PERIOD_MS: a poll without a card costs the chip's 5 ms timeout."""
         if self.reader is None:
             return None
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self._reader_next) < 0:
+            return None
+        self._reader_next = time.ticks_add(now, self.READER_PERIOD_MS)
         try:
             return self.reader.poll()
         except OSError:

@@ -45,6 +45,7 @@ def _bank(bays=8, rtc=None, wifi=None, expanders=(0x20, 0x21, 0x22), pinmap=None
     dev.update(device)
     board = Board(dev, pinmap=pinmap or PINMAP)
     board.made_at = time.ticks_ms()
+    board.READER_PERIOD_MS = 0  # tests poll back to back
     return board, exps, chip
 
 
@@ -124,6 +125,18 @@ def test_poll_card_reads_through_spi_once_per_presentation():
     assert board.poll_card() == bytes([4, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66])
     assert board.poll_card() is None
     assert board.status()["reader"]["version"] == 0x92
+
+
+def test_reader_is_not_asked_more_often_than_its_period():
+    board, _, chip = _bank()
+    board.READER_PERIOD_MS = 60000
+    board._reader_next = time.ticks_ms()
+    board.poll_card()
+    before = chip.transceives
+    chip.field.add(Card("04a1b2c3"))
+    for _ in range(5):
+        assert board.poll_card() is None
+    assert chip.transceives == before
 
 
 def test_dead_reader_does_not_stop_the_board():
