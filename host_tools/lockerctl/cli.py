@@ -19,11 +19,7 @@ def _load_commands() -> None:
     import importlib
 
     for name in _COMMAND_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
+        importlib.import_module(name)
 
 
 def main(argv=None) -> int:
