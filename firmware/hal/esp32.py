@@ -27,7 +27,8 @@ from micropython import const
 
 # The ESP32 port counts from 2000-01-01, the unix port from 1970: board.now() is always unix time.
 EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
-MIN_TRUSTED = const(1704067200)  # 2024-01-01: a clock reading before this is not believed
+MIN_TRUSTED = 1704067200  # 2024-01-01: a clock reading before this is not believed (no const:
+# beyond a 32-bit port's small int)
 
 _DOWN = const(0)
 _CONNECTING = const(1)
