@@ -94,12 +94,12 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
 
     @app.route("POST", "/login")
     def login_post(req):
-        # The login form carries a token matched to a cookie. A client that sends neither
-        # (a script) is accepted unless the browser says the form came from another origin.
+        # The login form carries a token matched to a cookie; a token that does not match is
+        # refused. A client that sends no token (a script posting the two fields) is accepted
+        # unless the browser says the form came from another origin.
         sent, cookie = req.form.get("csrf"), req.cookies.get(LOGIN_COOKIE)
-        if sent or cookie:
-            if not (sent and cookie and hmac.compare_digest(sent, cookie)):
-                return login_form(req, "The sign-in form expired; please try again.", 403)
+        if sent and not (cookie and hmac.compare_digest(sent, cookie)):
+            return login_form(req, "The sign-in form expired; please try again.", 403)
         origin = req.headers.get("origin")
         host = req.headers.get("host", "")
         if origin and urllib.parse.urlsplit(origin).netloc != host:
