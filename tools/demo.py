@@ -104,7 +104,8 @@ class Demo:
         self.lockerctl("timetable", "set", str(EXAMPLES / "timetable.toml"))
         admin_password = "demo-admin"
         try:
-            self.lockerctl("user", "add", "admin", "--role", "admin", "--password-stdin",
+            self.lockerctl("user", "add", "admin", "--role", "admin", "--person", "H0001",
+                           "--password-stdin",
                            input=admin_password + "\n")
         except SystemExit:
             admin_password = None  # the dashboard's accounts are not there in this build
