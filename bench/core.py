@@ -1,0 +1,206 @@
+"""What every benchmark shares: figures with their spread, the run context, the machine, the table
+and the Markdown page."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the end-to-end harness: real broker, sim lockers, serve
+
+import harness  # noqa: E402
+
+MICROPYTHON = harness.MICROPYTHON
+BUILD = ROOT / "build" / "firmware"
+
+
+@dataclass
+class Figure:
+    """One measured quantity: every sample taken (one per run), shown as median and spread."""
+
+    section: str
+    name: str
+    unit: str
+    samples: list[float]
+    note: str = ""
+    digits: int = 1
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    def spread(self) -> str:
+        if len(self.samples) < 2:
+            return "(1 run)"
+        lo, hi = min(self.samples), max(self.samples)
+        return f"{fmt(lo, self.digits)} – {fmt(hi, self.digits)} ({len(self.samples)} runs)"
+
+    def value(self) -> str:
+        return fmt(self.median, self.digits)
+
+
+def fmt(x: float, digits: int = 1) -> str:
+    if isinstance(x, int) or (float(x).is_integer() and abs(x) >= 100):
+        return f"{int(x):,}"
+    return f"{x:,.{digits}f}"
+
+
+@dataclass
+class Context:
+    """What a benchmark is given: its sizes, how many runs, a scratch directory it owns."""
+
+    sizes: dict
+    runs: int
+    workdir: Path
+    quick: bool
+    log: callable = print
+    _dirs: int = field(default=0)
+
+    def scratch(self, name: str) -> Path:
+        self._dirs += 1
+        path = self.workdir / f"{self._dirs:02d}-{name}"
+        path.mkdir(parents=True)
+        return path
+
+
+def make_workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="classlocker-bench-"))
+
+
+def remove_workdir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of values."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[k]
+
+
+# -- the machine ----------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": mem,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "micropython": _version([str(MICROPYTHON), "-c", "import sys; print(sys.version)"]),
+        "mosquitto": _version([harness.MOSQUITTO, "-h"], first_line=True),
+        "sqlite": _sqlite_version(),
+        "commit": _version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+    }
+
+
+def _sqlite_version() -> str:
+    import sqlite3
+
+    return sqlite3.sqlite_version
+
+
+def _version(argv, first_line=False) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else "?"
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+HEADERS = ("figure", "median", "unit", "spread (min – max)", "note")
+
+
+def rows(figures: list[Figure]) -> list[tuple[str, ...]]:
+    return [(f.name, f.value(), f.unit, f.spread(), f.note) for f in figures]
+
+
+def table(figures: list[Figure]) -> str:
+    """The plain-text table printed at the end of a run, one block per section."""
+    out = []
+    for section in _sections(figures):
+        out.append(f"\n== {section}")
+        body = rows([f for f in figures if f.section == section])
+        widths = [max(len(HEADERS[i]), *(len(r[i]) for r in body)) for i in range(4)]
+        out.append("  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=False)))
+        for r in body:
+            cells = [
+                r[0].ljust(widths[0]),
+                r[1].rjust(widths[1]),
+                r[2].ljust(widths[2]),
+                r[3].ljust(widths[3]),
+                r[4],
+            ]
+            out.append("  ".join(cells).rstrip())
+    return "\n".join(out)
+
+
+def _sections(figures):
+    seen = []
+    for f in figures:
+        if f.section not in seen:
+            seen.append(f.section)
+    return seen
+
+
+def markdown(figures: list[Figure], info: dict, intro: str, args: str, elapsed: float) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`.venv/bin/python -m bench"
+        + (f" {args}" if args else "")
+        + "`); do not edit by hand: run it again.",
+        "",
+        intro.strip(),
+        "",
+        "## Machine",
+        "",
+        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}"
+        f" (the run took {elapsed / 60:.1f} min)",
+        f"- CPU: {info['cpu']}, {info['cores']} cores; memory {info['memory']}; {info['os']}",
+        f"- Python {info['python']}, SQLite {info['sqlite']}; {info['micropython']};"
+        f" {info['mosquitto']}",
+        f"- classlocker commit {info['commit']}",
+        "- the machine's 2 cores were shared with other engineers running test suites during the"
+        " run: figures are noisy, and the spread says how much",
+        "",
+    ]
+    for section in _sections(figures):
+        lines += [
+            f"## {section}",
+            "",
+            "| " + " | ".join(HEADERS) + " |",
+            "|" + "|".join(["---", "---:", "---", "---", "---"]) + "|",
+        ]
+        for r in rows([f for f in figures if f.section == section]):
+            lines.append("| " + " | ".join(c.replace("|", "/") for c in r) + " |")
+        lines.append("")
+    return "\n".join(lines)

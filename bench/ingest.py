@@ -1,0 +1,315 @@
+"""Ingest: lockers publishing at full speed to a real mosquitto, `lockerctl serve` storing every
+event, against `mosquitto_sub` receiving the same stream in the same run (what the broker and the
+network give) and against a bare `executemany` of the same rows (what SQLite gives)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+from . import site
+from .core import Context, Figure, harness
+
+NAME = "ingest"
+SECTION = "Ingest (lockers publishing at full speed)"
+SIZES = {
+    "full": {"lockers": 20, "events": 2500, "runs": 3},
+    "quick": {"lockers": 2, "events": 40, "runs": 1},
+}
+MOSQUITTO_SUB = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
+MOSQUITTO_PUB = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
+TYPES = ("deposit", "retrieve", "deposit", "retrieve", "denied", "policy_flag")
+
+
+def locker_ids(n: int) -> list[str]:
+    return [f"L{i:02d}" for i in range(1, n + 1)]
+
+
+def event(seq: int, i: int) -> dict:
+    """Event `seq` of a locker, shaped as the firmware publishes it (CONTRACT §4)."""
+    kind = TYPES[seq % len(TYPES)]
+    return {
+        "seq": seq,
+        "ts": site.BEFORE_SCHOOL + seq,
+        "type": kind,
+        "bay": None if kind == "denied" else 1 + seq % 8,
+        "person": f"P{(i * 7 + seq) % 600:04d}",
+        "by": None,
+        "reason": "unknown_card" if kind == "denied" else "pupil",
+    }
+
+
+def payloads(workdir: Path, lockers: list[str], n: int) -> dict[str, Path]:
+    """One file per locker: its n events, one JSON line each (mosquitto_pub -l)."""
+    files = {}
+    for i, lid in enumerate(lockers):
+        path = workdir / f"events-{lid}.jsonl"
+        path.write_text("".join(json.dumps(event(s, i)) + "\n" for s in range(1, n + 1)))
+        files[lid] = path
+    return files
+
+
+def template_db(workdir: Path, lockers: list[str]) -> Path:
+    """A store with the school's roster and timetable and every locker registered (and W00, the
+    locker whose one event warms serve up), checkpointed so that copying the file copies it all."""
+    path = workdir / "template.db"
+    db = site.db_url(path)
+    site.setup_site(workdir, db, n_pupils=600)
+    for lid in [*lockers, "W00"]:
+        site.add_locker(workdir, db, None, lid)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return path
+
+
+def one_run(ctx: Context, template: Path, files: dict[str, Path], n: int) -> dict:
+    work = ctx.scratch("ingest")
+    dbfile = work / "lockers.db"
+    shutil.copy(template, dbfile)
+    total = n * len(files)
+    broker = bench_broker(work)
+    serve = sub = None
+    pubs = []
+    counter = None
+    try:
+        serve = harness.Serve(work, site.db_url(dbfile), broker).start()
+        counter = site.EventCounter(dbfile)
+        warm = json.dumps(event(1, 0))
+        # until serve has subscribed, the warm-up event goes nowhere: send it again (a repeat
+        # is a duplicate, counted and not stored)
+        deadline = time.monotonic() + 30
+        while counter.count() < 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError("serve did not store the warm-up event within 30 s")
+            subprocess.run(
+                [
+                    MOSQUITTO_PUB,
+                    "-p",
+                    str(broker.port),
+                    "-q",
+                    "1",
+                    "-t",
+                    "lockers/school/W00/event",
+                    "-m",
+                    warm,
+                ],
+                check=True,
+            )
+            time.sleep(0.2)
+        subprocess.run(
+            [MOSQUITTO_PUB, "-p", str(broker.port), "-r", "-t", "bench/ready", "-m", "ready"],
+            check=True,
+        )
+        out = work / "sub.out"
+        with open(out, "wb") as f:
+            sub = subprocess.Popen(
+                [
+                    MOSQUITTO_SUB,
+                    "-p",
+                    str(broker.port),
+                    "-q",
+                    "1",
+                    "-t",
+                    "bench/ready",
+                    "-t",
+                    "lockers/school/+/event",
+                    "-C",
+                    str(total + 1),
+                ],
+                stdout=f,
+                stderr=subprocess.STDOUT,
+            )
+        site.wait_until(lambda: out.stat().st_size > 0, 10, 0.005, "mosquitto_sub subscribed")
+
+        t0 = time.monotonic()
+        for lid, path in files.items():
+            with open(path, "rb") as stdin:
+                pubs.append(
+                    subprocess.Popen(
+                        [
+                            MOSQUITTO_PUB,
+                            "-p",
+                            str(broker.port),
+                            "-i",
+                            lid,
+                            "-q",
+                            "1",
+                            "-l",
+                            "-t",
+                            f"lockers/school/{lid}/event",
+                        ],
+                        stdin=stdin,
+                    )
+                )
+        t_pub = t_sub = t_serve = None
+        last, moved = 0, t0
+        while t_serve is None or t_sub is None or t_pub is None:
+            now = time.monotonic()
+            stored = counter.count()
+            if stored != last:
+                last, moved = stored, now
+            elif now - moved > 30:
+                raise TimeoutError(
+                    f"ingest: serve stored nothing more for 30 s ({stored - 1} of"
+                    f" {total}; mosquitto_sub {'done' if t_sub else 'not done'})"
+                )
+            if t_pub is None and all(p.poll() is not None for p in pubs):
+                t_pub = now - t0
+            if t_sub is None and sub.poll() is not None:
+                t_sub = now - t0
+            if t_serve is None and counter.count() >= total + 1:
+                t_serve = now - t0
+            time.sleep(0.002)
+        stored = counter.count() - 1
+    finally:
+        for p in pubs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if sub is not None and sub.poll() is None:
+            sub.kill()
+            sub.wait()
+        if counter is not None:
+            counter.close()
+        if serve is not None:
+            serve.stop()
+        broker.kill()
+    return {"serve": t_serve, "sub": t_sub, "pub": t_pub, "stored": stored}
+
+
+def bench_broker(work: Path) -> harness.Broker:
+    """An anonymous mosquitto on a free port, as tests/harness.py makes, except that it queues
+    without limit: a site's broker (lockerctl broker config) drops what is queued beyond 10,000
+    messages for a slow subscriber and the lockers send it again after their ack timeout, which
+    mosquitto_pub does not do; here every message must arrive so that the time to store them
+    all is measured."""
+    port = harness.free_port()
+    conf = work / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_inflight_messages 0\nmax_queued_messages 0\n"
+    )
+    return harness.Broker(work, conf=conf, port=port).start()
+
+
+def executemany(ctx: Context, files: dict[str, Path]) -> float:
+    """The same rows into a fresh store of the same schema and settings (WAL, synchronous=FULL),
+    one executemany in one transaction: the most SQLite can take."""
+    from lockerctl.store import Store
+
+    work = ctx.scratch("executemany")
+    path = work / "lockers.db"
+    Store.open(site.db_url(path)).close()
+    rows = []
+    received = int(time.time())
+    for lid, f in files.items():
+        for line in f.read_text().splitlines():
+            e = json.loads(line)
+            rows.append(
+                (
+                    "school",
+                    lid,
+                    e["seq"],
+                    e["ts"],
+                    e["type"],
+                    e["bay"],
+                    e["person"],
+                    e["by"],
+                    e["reason"],
+                    received,
+                    e["ts"],
+                )
+            )
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    t0 = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(
+        "INSERT INTO events (site, locker_id, seq, ts, type, bay, person, by, reason,"
+        " received_at, sort_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
+    conn.execute("COMMIT")
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    return elapsed
+
+
+def run(ctx: Context) -> list[Figure]:
+    lockers = locker_ids(ctx.sizes["lockers"])
+    n = ctx.sizes["events"]
+    total = n * len(lockers)
+    setup = ctx.scratch("ingest-setup")
+    template = template_db(setup, lockers)
+    files = payloads(setup, lockers, n)
+    results = []
+    for k in range(ctx.runs):
+        r = one_run(ctx, template, files, n)
+        ctx.log(
+            f"  ingest run {k + 1}: serve {r['serve']:.2f} s, mosquitto_sub {r['sub']:.2f} s,"
+            f" publishers {r['pub']:.2f} s, stored {r['stored']}"
+        )
+        results.append(r)
+    bare = [executemany(ctx, files) for _ in range(ctx.runs)]
+    what = f"{len(lockers)} lockers x {n:,} events = {total:,}"
+    serve_t = [r["serve"] for r in results]
+    sub_t = [r["sub"] for r in results]
+    return [
+        Figure(SECTION, "serve: all events stored", "s", serve_t, what, 2),
+        Figure(
+            SECTION,
+            "serve: ingest rate",
+            "events/s",
+            [total / t for t in serve_t],
+            "publish start to the last row in the store",
+            0,
+        ),
+        Figure(
+            SECTION, "mosquitto_sub: all events received", "s", sub_t, "same stream, same run", 2
+        ),
+        Figure(
+            SECTION, "mosquitto_sub: receive rate", "events/s", [total / t for t in sub_t], "", 0
+        ),
+        Figure(
+            SECTION,
+            "serve / mosquitto_sub (rate ratio)",
+            "x",
+            [r["sub"] / r["serve"] for r in results],
+            "goal 0.8 or better",
+            2,
+        ),
+        Figure(
+            SECTION,
+            "publishers done (mosquitto_pub -q 1)",
+            "s",
+            [r["pub"] for r in results],
+            f"{len(lockers)} clients, one per locker",
+            2,
+        ),
+        Figure(
+            SECTION,
+            "bare executemany of the same rows",
+            "events/s",
+            [total / t for t in bare],
+            "one transaction, WAL, synchronous=FULL",
+            0,
+        ),
+        Figure(
+            SECTION,
+            "serve / bare executemany (rate ratio)",
+            "x",
+            [statistics_ratio(b, r["serve"]) for b, r in zip(bare, results, strict=False)],
+            "the store's own limit is 1.0",
+            3,
+        ),
+    ]
+
+
+def statistics_ratio(bare: float, serve: float) -> float:
+    return bare / serve

@@ -1,0 +1,215 @@
+"""The journal on the simulated flash (firmware/hal/simflash.py counts every program and erase):
+wear per event, events until a 512 KB partition is full, and the replay rate after an outage (a
+locker with 10,000 pending events connects to the broker and serve)."""
+
+from __future__ import annotations
+
+import time
+
+from . import site
+from .core import BUILD, Context, Figure, harness
+
+NAME = "journal"
+SECTION = "Journal (simulated flash, 4 KiB blocks)"
+SIZES = {
+    "full": {
+        "blocks": 128,
+        "capacity": None,
+        "segment": 16384,
+        "steady": 5000,
+        "outage": 10000,
+        "runs": 3,
+    },
+    # a small journal budget (two 4 KiB segments) so that filling it takes a second
+    "quick": {
+        "blocks": 128,
+        "capacity": 8192,
+        "segment": 4096,
+        "steady": 100,
+        "outage": 100,
+        "runs": 1,
+    },
+}
+
+# Events as the locker journals them: each committed on its own (one tap, one commit). `acks`:
+# the host acknowledges every 32 events (the link's window), so segments are dropped as in
+# service; without acks the journal fills until JournalFull.
+WEAR = """
+import sys, time, json
+sys.path.insert(0, {build!r})
+from hal import simflash
+from locker.journal import Journal, JournalFull
+dev = simflash.mount({img!r}, "/flash", block_count={blocks})
+j = Journal("/flash/journal", lambda: b"[]", {capacity}, {segment})
+j.open()
+p0, e0 = dev.bytes_programmed, dev.blocks_erased
+n = 0
+t0 = time.ticks_ms()
+limit = {limit}
+while limit == 0 or n < limit:
+    try:
+        j.append("deposit", 1795508400 + n, 1 + n % 24, "P{{:04d}}".format(n % 600), None, "pupil")
+    except JournalFull:
+        break
+    j.commit()
+    n += 1
+    if {acks} and n % 32 == 0:
+        j.ack(j.committed)
+ms = time.ticks_diff(time.ticks_ms(), t0)
+print(json.dumps({{"events": n, "programmed": dev.bytes_programmed - p0,
+                  "erased": dev.blocks_erased - e0, "ms": ms, "capacity": j.capacity}}))
+"""
+
+# An outage: the locker's own flash image filled with `n` pending events by the real Locker on
+# the sim board (what a day of taps with the network down leaves behind), quickly, in-process.
+FILL = """
+import sys, json
+sys.path.insert(0, {build!r})
+from hal.sim import Board
+from locker import settings as S
+from locker.core import Locker
+device = json.loads({device!r})
+st = S.load(device)
+board = Board(device, st)
+locker = Locker(board, device, st)
+board.set_clock({clock})
+for i in range({n}):
+    locker.tap_text("06{{:06X}}".format(i))
+print(json.dumps({{"pending": locker.journal.pending}}))
+"""
+
+
+def wear(ctx: Context, blocks: int, limit: int, acks: bool) -> dict:
+    work = ctx.scratch("wear")
+    capacity = ctx.sizes["capacity"] if not limit else None
+    segment = ctx.sizes["segment"] if not limit else 16384
+    script = WEAR.format(
+        build=str(BUILD),
+        img=str(work / "flash.img"),
+        blocks=blocks,
+        limit=limit,
+        acks=acks,
+        capacity=capacity,
+        segment=segment,
+    )
+    return site.run_micropython(script, heapsize="192k")
+
+
+def replay(ctx: Context, n: int) -> dict:
+    work = ctx.scratch("replay")
+    dbfile = work / "lockers.db"
+    db = site.db_url(dbfile)
+    broker = harness.Broker(work).start()
+    serve = locker = None
+    try:
+        site.setup_site(work, db, n_pupils=0)
+        device = site.add_locker(work, db, None, "L1", bays=8)
+        device["broker"].update(host=broker.host, port=broker.port)
+        filled = site.run_micropython(
+            FILL.format(
+                build=str(BUILD),
+                device=__import__("json").dumps(device),
+                clock=site.BEFORE_SCHOOL,
+                n=n,
+            ),
+            heapsize="192k",
+        )
+        pending = filled["pending"]
+        serve = harness.Serve(work, db, broker).start()
+        site.serve_subscribed(broker, dbfile, db, work)
+        locker = harness.SimLocker(work, "L1", broker=broker, device=device, compiled=True)
+        t0 = time.monotonic()
+        locker.start()
+        first = locker.state()["pending"]
+        site.wait_until(lambda: locker.state()["pending"] == 0, 600, 0.05, "replay")
+        elapsed = time.monotonic() - t0
+        counter = site.EventCounter(dbfile)
+        stored = counter.count("L1")
+        counter.close()
+    finally:
+        if locker is not None:
+            locker.kill()
+        if serve is not None:
+            serve.stop()
+        broker.kill()
+    return {"pending": max(pending, first), "seconds": elapsed, "stored": stored}
+
+
+def run(ctx: Context) -> list[Figure]:
+    blocks = ctx.sizes["blocks"]
+    kib = blocks * 4
+    full = [wear(ctx, blocks, 0, False) for _ in range(ctx.runs)]
+    steady = [wear(ctx, blocks, ctx.sizes["steady"], True) for _ in range(ctx.runs)]
+    f0, s0 = full[0], steady[0]
+    ctx.log(f"  journal until full: {f0}; steady: {s0}")
+    figs = [
+        Figure(
+            SECTION,
+            f"events until a {kib} KiB partition is full",
+            "events",
+            [r["events"] for r in full],
+            f"no acks; journal budget {f0['capacity'] // 1024} KiB of the partition",
+            0,
+        ),
+        Figure(
+            SECTION,
+            "bytes programmed per event, filling",
+            "B",
+            [r["programmed"] / r["events"] for r in full],
+            "one commit per event",
+            1,
+        ),
+        Figure(
+            SECTION,
+            "blocks erased per event, filling",
+            "blocks",
+            [r["erased"] / r["events"] for r in full],
+            "",
+            4,
+        ),
+        Figure(
+            SECTION,
+            "bytes programmed per event, in service",
+            "B",
+            [r["programmed"] / r["events"] for r in steady],
+            f"{s0['events']:,} events, acked every 32",
+            1,
+        ),
+        Figure(
+            SECTION,
+            "blocks erased per event, in service",
+            "blocks",
+            [r["erased"] / r["events"] for r in steady],
+            "",
+            4,
+        ),
+        Figure(
+            SECTION,
+            "events journaled per second (unix port)",
+            "events/s",
+            [r["events"] / max(r["ms"], 1) * 1000 for r in steady],
+            "append + commit, each to the image file",
+            0,
+        ),
+    ]
+    rep = [replay(ctx, ctx.sizes["outage"]) for _ in range(ctx.runs)]
+    ctx.log(f"  replay: {rep}")
+    figs += [
+        Figure(
+            SECTION,
+            "replay after an outage: events per second",
+            "events/s",
+            [r["pending"] / r["seconds"] for r in rep],
+            f"{rep[0]['pending']:,} pending; locker start to pending 0, through serve",
+            0,
+        ),
+        Figure(
+            SECTION,
+            "replay after an outage: time to empty the journal",
+            "s",
+            [r["seconds"] for r in rep],
+            "",
+            1,
+        ),
+    ]
+    return figs
