@@ -9,6 +9,7 @@ STAMP    := $(VENV)/.installed
 UMQTT    := $(BUILD)/lib/umqtt/simple.py
 PORT     ?=
 DEVICE   ?= device.json
+FLASH_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: all demo test firmware flash bench deps clean distclean lint
@@ -36,7 +37,7 @@ firmware: deps
 flash: firmware
 	@test -n "$(PORT)" || { echo "make flash: set PORT=/dev/ttyUSB0 (or a pseudo-terminal)" >&2; exit 2; }
 	@test -f "$(DEVICE)" || { echo "make flash: DEVICE=$(DEVICE) does not exist (lockerctl locker add prints one)" >&2; exit 2; }
-	$(PY) tools/flash.py --port "$(PORT)" --device "$(DEVICE)" --build $(BUILD)
+	$(PY) tools/flash.py --port "$(PORT)" --device "$(DEVICE)" --build $(BUILD) $(FLASH_ARGS)
 
 test: firmware
 	$(PY) -m pytest $(PYTEST_ARGS)

