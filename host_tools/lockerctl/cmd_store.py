@@ -348,6 +348,8 @@ def _new_secret() -> bytes:
     help="The simulated board's control port [default: 7100 + the locker's number].",
 )
 @click.option("--data-dir", default=None, help="The locker's data directory [default: var/ID].")
+@click.option("--wifi-ssid", default=None, help="ESP32: the school network the locker joins.")
+@click.option("--wifi-password", default=None, help="ESP32: that network's password.")
 @click.option(
     "-o",
     "--output",
@@ -356,10 +358,13 @@ def _new_secret() -> bytes:
     help="Write device.json to FILE (owner-only) instead of standard output.",
 )
 @site_options
-def locker_add(site, locker_id, bays, board, broker, control_port, data_dir, output):
+def locker_add(site, locker_id, bays, board, broker, control_port, data_dir, wifi_ssid,
+               wifi_password, output):
     """Register locker ID and print its device.json (secret and broker credentials included)."""
     if not PERSON_ID_RE.match(locker_id):
         raise UserError(f"locker id {locker_id!r}: use 1-28 of A-Z a-z 0-9 . _ -")
+    if (wifi_ssid is None) != (wifi_password is None):
+        raise UserError("--wifi-ssid and --wifi-password go together")
     host, port = parse_hostport(broker)
     secret = _new_secret()
     password = secrets.token_urlsafe(24)
@@ -394,6 +399,8 @@ def locker_add(site, locker_id, bays, board, broker, control_port, data_dir, out
         "data_dir": data_dir,
         "sim": {"control_port": control_port},
     }
+    if wifi_ssid is not None:
+        device["wifi"] = {"ssid": wifi_ssid, "password": wifi_password}
     with _output(output, private=True) as out:
         out.write(json.dumps(device, indent=2) + "\n")
 
