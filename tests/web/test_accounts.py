@@ -287,6 +287,9 @@ def test_anonymous_requests_get_only_the_login_page(dash):
     assert dash.sent == []
     status, _, body = c.request("/login")
     assert status == 200 and 'name="username"' in body and 'name="password"' in body
+    head = urllib.request.Request(dash.url + "/login", method="HEAD")
+    with urllib.request.urlopen(head) as resp:
+        assert resp.status == 200 and resp.read() == b""
 
 
 def test_logout_and_removed_users_end_sessions(dash):

@@ -51,9 +51,10 @@ def test_office_watches_a_deposit_live_and_opens_the_bay(live, page, shots):
     assert "Pia" not in page.locator('section[data-locker="L1"]').inner_text()
     shots(page, "lockers-office")
 
-    page.click('section[data-locker="L1"] a:text("Open bays")')
-    page.check('input[name="scope"][value="bay"]')
-    page.fill("#bay", str(bay))
+    cell.locator("a").click()  # an occupied bay leads to the open form, filled in
+    expect(page.locator('input[name="scope"][value="bay"]')).to_be_checked()
+    expect(page.locator("#bay")).to_have_value(str(bay))
+    expect(page.locator("#locker")).to_have_value("L1")
     page.fill("#reason", "fire drill: phones out")
     page.click("button:text('Continue')")
     expect(page.locator("#confirm-q")).to_have_text(f"Open bay {bay} of L1?")

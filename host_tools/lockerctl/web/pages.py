@@ -201,10 +201,21 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
                         f'<span class="holder">{e(names.get(holder, holder))}</span>'
                         f'<span class="pid">{e(holder)}</span>'
                     )
+                inner = (
+                    f'<span class="num">Bay {e(b.get("bay"))}</span>'
+                    f'<span class="word">{e(word)}</span>{who}'
+                )
+                if cls == "occupied":  # a tap on an occupied bay starts an open of that bay
+                    q = urllib.parse.urlencode(
+                        {"locker": r.id, "bay": b.get("bay"), "scope": "bay"}
+                    )
+                    inner = (
+                        f'<a href="/open?{e(q)}" aria-label="Bay {e(b.get("bay"))} occupied: '
+                        f'open it">{inner}</a>'
+                    )
                 cells.append(
                     f'<li class="bay {cls}" data-bay="{e(b.get("bay"))}" data-status="{cls}">'
-                    f'<span class="num">Bay {e(b.get("bay"))}</span>'
-                    f'<span class="word">{e(word)}</span>{who}</li>'
+                    f"{inner}</li>"
                 )
             out.append(
                 f'<section class="locker" data-locker="{e(r.id)}" aria-label="Locker {e(r.id)}">'
@@ -618,8 +629,10 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             )
             + f'<h2>New grant</h2>{err}<form method="post" action="/grants" class="card">'
             f"{csrf_field(req.session)}"
-            '<label for="person">Person id</label>'
-            f'<input id="person" name="person" required value="{e(values.get("person", ""))}">'
+            '<label for="person">Person id (type a name or id to pick from the roster)</label>'
+            f'<input id="person" name="person" required list="people" autocomplete="off" '
+            f'value="{e(values.get("person", ""))}">'
+            f'<datalist id="people">{people_options()}</datalist>'
             f'<label for="from">From (local time, {e(zone)})</label>'
             f'<input id="from" name="from" type="datetime-local" required '
             f'value="{e(values.get("from", default_from))}">'
@@ -634,6 +647,14 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             f"{e(values.get('reason', ''))}</textarea>"
             '<button type="submit">Grant</button></form>'
         )
+
+    def people_options() -> str:
+        seen, out = set(), []
+        for r in store.roster(site):
+            if r.person_id not in seen:
+                seen.add(r.person_id)
+                out.append(f'<option value="{e(r.person_id)}">{e(r.name)}</option>')
+        return "".join(out)
 
     @app.route("GET", "/grants", SLT)
     def grants_get(req):

@@ -252,7 +252,7 @@ def _handler_class(app: App):
                 req.form, req.files = _parse_form(self.headers.get("Content-Type", ""), body)
             return req
 
-        def _run(self, method: str) -> None:
+        def _run(self, method: str, head: bool = False) -> None:
             close = False
             try:
                 req = self._request(method)
@@ -281,14 +281,14 @@ def _handler_class(app: App):
                 self.send_header("Connection", "close")
                 self.close_connection = True
             self.end_headers()
-            if method != "HEAD":
+            if not head:
                 self.wfile.write(body)
 
         def do_GET(self):
             self._run("GET")
 
         def do_HEAD(self):
-            self._run("GET")
+            self._run("GET", head=True)
 
         def do_POST(self):
             self._run("POST")
