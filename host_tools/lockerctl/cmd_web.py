@@ -104,9 +104,11 @@ def user_list(site):
         rows = accounts.users()
     finally:
         store.close()
-    click.echo("username  role  person")
-    for u in rows:
-        click.echo(f"{u.username}  {u.role}  {u.person_id or '-'}")
+    table = [("username", "role", "person")]
+    table += [(u.username, u.role, u.person_id or "-") for u in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(3)]
+    for r in table:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
 @user.command("remove")
