@@ -57,10 +57,13 @@ def make_serve(tmp_path):
 
 
 def _pg_bin(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))),
-                                        None)
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None
+    )
     if not found:
-        raise RuntimeError(f"PostgreSQL's {name} is missing: tools/install-system-deps installs it")
+        raise RuntimeError(
+            f"PostgreSQL's {name} is missing: tools/install-system-deps installs it"
+        )
     return found
 
 
@@ -76,14 +79,32 @@ def postgres_url():
     if as_root:
         shutil.chown(data, "postgres", "postgres")
     port = free_port()
-    subprocess.run([*run_as, _pg_bin("initdb"), "-D", str(data / "db"), "-A", "trust",
-                    "-U", "postgres"], check=True, capture_output=True)
-    subprocess.run([*run_as, _pg_bin("pg_ctl"), "-D", str(data / "db"), "-w", "-l",
-                    str(data / "log"), "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
-                    "start"], check=True, capture_output=True)
+    subprocess.run(
+        [*run_as, _pg_bin("initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *run_as,
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(data / "db"),
+            "-w",
+            "-l",
+            str(data / "log"),
+            "-o",
+            f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*run_as, _pg_bin("pg_ctl"), "-D", str(data / "db"), "-m", "immediate",
-                        "stop"], capture_output=True)
+        subprocess.run(
+            [*run_as, _pg_bin("pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(data, ignore_errors=True)

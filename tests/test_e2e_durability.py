@@ -26,8 +26,11 @@ def roster(path, n_pupils=0):
 def setup_site(tmp_path, db_url, broker, bays=8, n_pupils=0):
     lockerctl("roster", "import", roster(tmp_path / "roster.csv", n_pupils), db=db_url)
     lockerctl("timetable", "set", ROOT / "docs/examples/timetable.toml", db=db_url)
-    device = json.loads(lockerctl("locker", "add", "L1", "--bays", bays, "--broker",
-                                  broker.address, db=db_url).stdout)
+    device = json.loads(
+        lockerctl(
+            "locker", "add", "L1", "--bays", bays, "--broker", broker.address, db=db_url
+        ).stdout
+    )
     device["broker"].update(host=broker.host, port=broker.port)
     device["data_dir"] = str(tmp_path / "data-L1")
     return device
@@ -100,8 +103,10 @@ def test_firmware_runs_in_an_esp32_sized_heap_with_600_cards(
     wait_for(lambda: locker.state()["pending"] == 0, timeout=30, what="events acknowledged")
     heap = locker.send("outputs")["heap"]
     running = heap["max_used"] - heap["code"]
-    print(f"heap with 600 cards and 24 bays: code {heap['code']} B, live high-water "
-          f"{heap['max_used']} B, of which the running locker {running} B")
+    print(
+        f"heap with 600 cards and 24 bays: code {heap['code']} B, live high-water "
+        f"{heap['max_used']} B, of which the running locker {running} B"
+    )
     # On the ESP32 the code is frozen into flash (firmware/manifest.py) and costs no heap; what
     # the running locker holds must fit an ESP32-sized heap with room to spare.
     assert running < 64 * 1024

@@ -1,5 +1,5 @@
-"""The simulated locker as a process: the real firmware on the MicroPython unix port, driven through
-its control port exactly as CONTRACT §2 says, from source and from the mpy-cross build."""
+"""The simulated locker as a process: the real firmware on the MicroPython unix port, driven
+through its control port exactly as CONTRACT §2 says, from source and from the mpy-cross build."""
 
 import json
 import socket
@@ -36,9 +36,24 @@ def test_clock_and_unknown_card(make_locker):
 def test_garbage_on_the_control_port_is_answered_with_an_error_line(make_locker):
     locker = make_locker("L1")
     bad = [
-        "", "hello", "tap", "tap XYZ", "tap 04A1B2C3 extra", "tap 0", "tap GGGGGGGG",
-        "door", "door 0 open", "door 99 open", "door x open", "door 1 sideways",
-        "clock", "clock soon", "clock -5", "state now", "\x00\x01\x02", "tap " + "A" * 100,
+        "",
+        "hello",
+        "tap",
+        "tap XYZ",
+        "tap 04A1B2C3 extra",
+        "tap 0",
+        "tap GGGGGGGG",
+        "door",
+        "door 0 open",
+        "door 99 open",
+        "door x open",
+        "door 1 sideways",
+        "clock",
+        "clock soon",
+        "clock -5",
+        "state now",
+        "\x00\x01\x02",
+        "tap " + "A" * 100,
     ]
     for line in bad:
         reply = locker.send(line)
@@ -85,9 +100,14 @@ def test_bad_device_file_is_one_line(tmp_path):
 
     device = tmp_path / "device.json"
     device.write_text('{"locker_id": "L1", "bays": "eight"}')
-    proc = subprocess.run([str(MICROPYTHON), str(ROOT / "firmware/main.py")], cwd=tmp_path,
-                          env={"LOCKER_DEVICE": str(device), "PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [str(MICROPYTHON), str(ROOT / "firmware/main.py")],
+        cwd=tmp_path,
+        env={"LOCKER_DEVICE": str(device), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode != 0
     out = (proc.stdout + proc.stderr).strip()
     assert "device.json" in out and "Traceback" not in out, out

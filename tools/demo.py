@@ -60,24 +60,36 @@ class Demo:
         self.env = dict(os.environ)
 
     def lockerctl(self, *args, input=None) -> str:
-        proc = subprocess.run([str(BIN / "lockerctl"), *args], input=input, capture_output=True,
-                              text=True, env=self.env, cwd=ROOT)
+        proc = subprocess.run(
+            [str(BIN / "lockerctl"), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=ROOT,
+        )
         if proc.returncode:
             raise SystemExit(f"demo: lockerctl {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc.stdout
 
     def start(self, name: str, argv, env=None) -> subprocess.Popen:
         log = open(DEMO / f"{name}.log", "ab")
-        proc = subprocess.Popen([str(a) for a in argv], stdout=log, stderr=subprocess.STDOUT,
-                                env=env or self.env, cwd=ROOT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(a) for a in argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env or self.env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
         self.procs.append((name, proc))
         return proc
 
     def stop_all(self) -> None:
-        for name, proc in reversed(self.procs):
+        for _name, proc in reversed(self.procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for name, proc in reversed(self.procs):
+        for _name, proc in reversed(self.procs):
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -92,8 +104,9 @@ class Demo:
         broker_port = pick_port(1883)
         http_port = pick_port(8080)
         db = f"sqlite:///{DEMO / 'lockers.db'}"
-        self.env.update(LOCKER_DB=db, LOCKER_BROKER=f"127.0.0.1:{broker_port}",
-                        LOCKER_SIM_DIR=str(DEMO))
+        self.env.update(
+            LOCKER_DB=db, LOCKER_BROKER=f"127.0.0.1:{broker_port}", LOCKER_SIM_DIR=str(DEMO)
+        )
 
         for i, (locker_id, bays) in enumerate(LOCKERS):
             device = json.loads(self.lockerctl("locker", "add", locker_id, "--bays", str(bays)))
@@ -104,18 +117,28 @@ class Demo:
         self.lockerctl("timetable", "set", str(EXAMPLES / "timetable.toml"))
         admin_password = "demo-admin"
         try:
-            self.lockerctl("user", "add", "admin", "--role", "admin", "--person", "H0001",
-                           "--password-stdin",
-                           input=admin_password + "\n")
+            self.lockerctl(
+                "user",
+                "add",
+                "admin",
+                "--role",
+                "admin",
+                "--person",
+                "H0001",
+                "--password-stdin",
+                input=admin_password + "\n",
+            )
         except SystemExit:
             admin_password = None  # the dashboard's accounts are not there in this build
-        self.lockerctl("broker", "config", str(DEMO / "broker"), "--listen",
-                       f"127.0.0.1:{broker_port}")
+        self.lockerctl(
+            "broker", "config", str(DEMO / "broker"), "--listen", f"127.0.0.1:{broker_port}"
+        )
 
         broker = self.start("mosquitto", [MOSQUITTO, "-c", DEMO / "broker" / "mosquitto.conf"])
         wait_port(broker_port, broker, "mosquitto")
-        serve = self.start("serve", [BIN / "lockerctl", "serve", "--http",
-                                     f"127.0.0.1:{http_port}"])
+        serve = self.start(
+            "serve", [BIN / "lockerctl", "serve", "--http", f"127.0.0.1:{http_port}"]
+        )
         wait_port(http_port, serve, "lockerctl serve")
         for locker_id, _ in LOCKERS:
             device_path = DEMO / f"{locker_id}.json"
@@ -126,11 +149,13 @@ class Demo:
             # the sim's clock is unknown at boot, as an ESP32's is before NTP: set it now
             self.lockerctl("sim", "clock", locker_id, str(int(time.time())))
 
-        print(f"""
+        print(
+            f"""
 classlocker demo is running (logs and data in {DEMO.relative_to(ROOT)}/)
 
-  dashboard   http://127.0.0.1:{http_port}/   {"user admin, password " + admin_password
-                                                if admin_password else ""}
+  dashboard   http://127.0.0.1:{http_port}/   {
+                "user admin, password " + admin_password if admin_password else ""
+            }
   broker      127.0.0.1:{broker_port} (mosquitto, accounts and ACL from lockerctl broker config)
   lockers     {", ".join(f"{lid} ({bays} bays)" for lid, bays in LOCKERS)}
 
@@ -146,7 +171,9 @@ In another terminal:
   .venv/bin/lockerctl audit verify
 
 Cards are in docs/examples/roster.csv. Press Ctrl-C to stop everything.
-""", flush=True)
+""",
+            flush=True,
+        )
         while True:
             for name, proc in self.procs:
                 if proc.poll() is not None:

@@ -23,9 +23,20 @@ MEMBER = "umqtt/simple.py"
 def resolve_address() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "-d", tmp, PACKAGE],
-            capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                tmp,
+                PACKAGE,
+            ],
+            capture_output=True,
+            text=True,
         )
         # pip may have fetched it after all (newer pips); use the file if it is there.
         for f in Path(tmp).glob("*.tar.gz"):
@@ -33,7 +44,9 @@ def resolve_address() -> str:
     found = re.findall(r"(\S+?\.tar\.gz)", proc.stdout + proc.stderr)
     found = [a for a in found if "://" in a]
     if not found:
-        raise SystemExit(f"fetch_umqtt: pip did not name a file for {PACKAGE}:\n{proc.stderr[-400:]}")
+        raise SystemExit(
+            f"fetch_umqtt: pip did not name a file for {PACKAGE}:\n{proc.stderr[-400:]}"
+        )
     return found[-1]
 
 

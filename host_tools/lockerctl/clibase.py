@@ -51,10 +51,20 @@ def parse_hostport(value: str, default_port: int = 1883) -> tuple[str, int]:
 def site_options(fn):
     """--db and --site, with LOCKER_DB / LOCKER_SITE as defaults; passes `site: Site`."""
 
-    @click.option("--db", "db", default=lambda: os.environ.get("LOCKER_DB", "sqlite:///lockers.db"),
-                  show_default="sqlite:///lockers.db or $LOCKER_DB", help="Store URL.")
-    @click.option("--site", "site_name", default=lambda: os.environ.get("LOCKER_SITE", "school"),
-                  show_default="school or $LOCKER_SITE", help="Site name (the MQTT topic root).")
+    @click.option(
+        "--db",
+        "db",
+        default=lambda: os.environ.get("LOCKER_DB", "sqlite:///lockers.db"),
+        show_default="sqlite:///lockers.db or $LOCKER_DB",
+        help="Store URL.",
+    )
+    @click.option(
+        "--site",
+        "site_name",
+        default=lambda: os.environ.get("LOCKER_SITE", "school"),
+        show_default="school or $LOCKER_SITE",
+        help="Site name (the MQTT topic root).",
+    )
     @functools.wraps(fn)
     def wrapper(*args, db, site_name, **kw):
         return fn(*args, site=Site(db=db, site=site_name), **kw)
@@ -63,13 +73,20 @@ def site_options(fn):
 
 
 def broker_options(fn):
-    """--db, --site, --broker, --user, --password; passes `site: Site` with the broker filled in."""
+    """--db, --site, --broker, --user, --password; passes `site: Site` with the broker set."""
 
     @site_options
-    @click.option("--broker", default=lambda: os.environ.get("LOCKER_BROKER", "127.0.0.1:1883"),
-                  show_default="127.0.0.1:1883 or $LOCKER_BROKER", help="MQTT broker HOST:PORT.")
-    @click.option("--user", default=None, help="Broker user (default: the host account recorded "
-                  "by `broker config`).")
+    @click.option(
+        "--broker",
+        default=lambda: os.environ.get("LOCKER_BROKER", "127.0.0.1:1883"),
+        show_default="127.0.0.1:1883 or $LOCKER_BROKER",
+        help="MQTT broker HOST:PORT.",
+    )
+    @click.option(
+        "--user",
+        default=None,
+        help="Broker user (default: the host account recorded by `broker config`).",
+    )
     @click.option("--password", default=None, help="Broker password.")
     @functools.wraps(fn)
     def wrapper(*args, site, broker, user, password, **kw):

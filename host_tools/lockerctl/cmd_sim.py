@@ -21,11 +21,17 @@ from .clibase import UserError, cli
 def _port(locker: str, device: str | None, port: int | None) -> int:
     if port:
         return port
-    path = Path(device) if device else Path(os.environ.get("LOCKER_SIM_DIR", "var/demo")) / f"{locker}.json"
+    path = (
+        Path(device)
+        if device
+        else Path(os.environ.get("LOCKER_SIM_DIR", "var/demo")) / f"{locker}.json"
+    )
     try:
         return int(json.loads(path.read_text())["sim"]["control_port"])
     except FileNotFoundError:
-        raise UserError(f"no device file for {locker} at {path} (use --device or --port)") from None
+        raise UserError(
+            f"no device file for {locker} at {path} (use --device or --port)"
+        ) from None
     except (ValueError, KeyError, TypeError):
         raise UserError(f"{path}: no sim.control_port in it") from None
 
@@ -43,8 +49,9 @@ def request(port: int, line: str, timeout: float = 10.0) -> dict:
 
 
 def _locker_options(fn):
-    fn = click.option("--port", type=int, default=None, help="Control port (default: from the "
-                      "device file).")(fn)
+    fn = click.option(
+        "--port", type=int, default=None, help="Control port (default: from the device file)."
+    )(fn)
     fn = click.option("--device", default=None, help="The locker's device.json.")(fn)
     return fn
 

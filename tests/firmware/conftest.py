@@ -29,18 +29,27 @@ def _header(path: Path) -> str:
 
 def _test_names(path: Path) -> list[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    return [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
+    return [
+        n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")
+    ]
 
 
 def pytest_collect_file(file_path: Path, parent):
-    if file_path.suffix == ".py" and file_path.name.startswith("test_") and file_path.parent == HERE:
+    if (
+        file_path.suffix == ".py"
+        and file_path.name.startswith("test_")
+        and file_path.parent == HERE
+    ):
         return MicroPythonFile.from_parent(parent, path=file_path)
     return None
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pycollect_makemodule(module_path: Path, parent):
-    if module_path.parent == HERE and "cpython" not in _header(module_path).split("runs-on:")[-1].split("\n")[0]:
+    if (
+        module_path.parent == HERE
+        and "cpython" not in _header(module_path).split("runs-on:")[-1].split("\n")[0]
+    ):
         return _NotForCPython.from_parent(parent, path=module_path)
     return None
 
@@ -55,8 +64,11 @@ def _fixtures(config) -> Path:
     cached = getattr(config, "_mpy_fixtures", None)
     if cached is None:
         cached = config._tmp_path_factory.mktemp("fixtures")  # noqa: SLF001
-        proc = subprocess.run([sys.executable, str(HERE / "make_fixtures.py"), str(cached)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, str(HERE / "make_fixtures.py"), str(cached)],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode:  # tests that need them fail, and say why
             (cached / "ERROR").write_text(proc.stderr[-2000:])
         config._mpy_fixtures = cached
@@ -77,11 +89,16 @@ class MicroPythonFile(pytest.File):
             if m:
                 cmd += ["-X", "heapsize=" + m.group(1)]
             cmd += [str(HERE / "mpyrun.py"), self.path.stem]
-            env = dict(os.environ, MPYTEST_TMP=str(tmp_root), MPYTEST_ROOT=str(ROOT),
-                       MPYTEST_FIXTURES=str(_fixtures(self.config)))
+            env = dict(
+                os.environ,
+                MPYTEST_TMP=str(tmp_root),
+                MPYTEST_ROOT=str(ROOT),
+                MPYTEST_FIXTURES=str(_fixtures(self.config)),
+            )
             try:
-                proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                                      timeout=MODULE_TIMEOUT)
+                proc = subprocess.run(
+                    cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=MODULE_TIMEOUT
+                )
                 out, err, code = proc.stdout, proc.stderr, proc.returncode
             except subprocess.TimeoutExpired as e:
                 out, err, code = (e.stdout or b"").decode(), "timed out", -1

@@ -28,7 +28,9 @@ class FakeBoard:
         if unlocked and self.locker is not None:
             j = self.locker.journal
             # the journal must hold nothing appended-but-not-committed when a bay unlocks
-            assert j.last_seq == self.committed, "bay {} unlocked before its record was durable".format(bay)
+            assert j.last_seq == self.committed, (
+                "bay {} unlocked before its record was durable".format(bay)
+            )
             self.unlocks.append(bay)
         self.locks[bay - 1] = bool(unlocked)
 
