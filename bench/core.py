@@ -171,6 +171,70 @@ def _sections(figures):
     return seen
 
 
+def find(figures: list[Figure], name: str) -> Figure | None:
+    for f in figures:
+        if f.name.strip() == name:
+            return f
+    return None
+
+
+def headlines(figures: list[Figure]) -> list[str]:
+    """What the figures say against their bounds, in a sentence each (only for those measured)."""
+    out = []
+    g = {f.name.strip(): f for f in figures}
+    ratio = g.get("serve / mosquitto_sub (rate ratio)")
+    if ratio:
+        verdict = "meets" if ratio.median >= 0.8 else "is below"
+        out.append(
+            f"Ingest: `lockerctl serve` stores {g['serve: ingest rate'].value()} events/s while"
+            f" `mosquitto_sub` receives {g['mosquitto_sub: receive rate'].value()} events/s of"
+            f" the same stream: a ratio of {ratio.value()}, which {verdict} the 0.8 goal."
+            f" A bare `executemany` of the same rows takes"
+            f" {g['bare executemany of the same rows'].value()} events/s, so SQLite is not what"
+            " bounds serve"
+            + (
+                " (per-event work in serve and the trail is)."
+                if g["serve / bare executemany (rate ratio)"].median < 0.5
+                else "."
+            )
+        )
+    p50, p99 = g.get("tap to row in the store, p50"), g.get("tap to row in the store, p99")
+    if p50 and p99:
+        out.append(
+            f"A tap is a row in the host's audit trail {p50.value()} ms later (p50),"
+            f" {p99.value()} ms at p99."
+        )
+    run = g.get("of which the running locker")
+    if run:
+        out.append(
+            f"Through a school day the running locker holds at most {run.value()} KiB of"
+            " heap besides its code (frozen in flash on an ESP32, where objects are half"
+            " this port's size)."
+        )
+    dec = g.get("decision per tap, deposit, p50")
+    if dec:
+        out.append(f"A deposit is decided and journaled in {dec.value()} ms (p50) on this port.")
+    full = next(
+        (f for f in figures if f.name.startswith("events until the journal is full")), None
+    )
+    if full:
+        out.append(
+            f"With the network down the journal holds {full.value()} events before it"
+            " refuses taps (`journal_full`): weeks of a locker's taps."
+        )
+    rep = g.get("replay after an outage: events per second")
+    if rep:
+        out.append(f"After an outage the locker replays its journal at {rep.value()} events/s.")
+    verify = g.get("audit verify")
+    csv = g.get("export to CSV")
+    if verify and csv:
+        out.append(
+            f"At the scale figures' size ({csv.note.split(',')[0]}), a CSV export takes"
+            f" {csv.value()} s and `audit verify` {verify.value()} s."
+        )
+    return out
+
+
 def markdown(figures: list[Figure], info: dict, intro: str, args: str, elapsed: float) -> str:
     lines = [
         "# Benchmarks",
@@ -180,6 +244,10 @@ def markdown(figures: list[Figure], info: dict, intro: str, args: str, elapsed: 
         + "`); do not edit by hand: run it again.",
         "",
         intro.strip(),
+        "",
+        "## Headlines",
+        "",
+        *[f"- {h}" for h in headlines(figures)],
         "",
         "## Machine",
         "",

@@ -145,7 +145,7 @@ def run(ctx: Context) -> list[Figure]:
     figs = [
         Figure(
             SECTION,
-            f"events until a {kib} KiB partition is full",
+            f"events until the journal is full ({kib} KiB partition)",
             "events",
             [r["events"] for r in full],
             f"no acks; journal budget {f0['capacity'] // 1024} KiB of the partition",

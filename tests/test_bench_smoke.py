@@ -6,7 +6,7 @@ import math
 import pytest
 
 from bench.__main__ import BENCHMARKS, main, parse_args
-from bench.core import Context, Figure, markdown, table
+from bench.core import Context, Figure, headlines, markdown, table
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +26,7 @@ def test_benchmark_runs_at_quick_sizes_and_reports_its_figures(name, tmp_path):
     assert set(mod.SIZES) == {"full", "quick"}
     text = table(figures)
     assert all(f.name in text for f in figures)
+    assert all(isinstance(h, str) for h in headlines(figures))
 
 
 def test_the_page_holds_the_machine_and_every_figure():
