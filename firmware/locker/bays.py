@@ -30,36 +30,24 @@ DOOR_NAMES = ("closed", "open", "unknown")
 
 
 class Bay:
-    __slots__ = (
-        "number",
-        "state",
-        "holder",
-        "holder_role",
-        "last_holder",
-        "door",
-        "granted_ms",
-        "door_opened",
-        "door_open_since_ms",
-        "left_open_raised",
-        "uncollected_day",
-        "previous_holder",
-        "previous_role",
-    )
+    # Every field has its resting value here, on the class: an instance holds only what differs
+    # (MicroPython has no __slots__; each instance attribute is a slot in the instance's own
+    # dict, and 24 bays of 13 fields each cost 8 KB of a 64-bit heap).
+    state = FREE
+    holder = None  # person whose phone is in the bay (or is being deposited)
+    holder_role = None  # role of the card that deposited it
+    last_holder = None  # a person goes back to their own bay
+    door = CLOSED
+    granted_ms = None
+    door_opened = False
+    door_open_since_ms = None
+    left_open_raised = False
+    uncollected_day = 0
+    previous_holder = None  # restored when a retrieval lapses
+    previous_role = None
 
     def __init__(self, number):
         self.number = number
-        self.state = FREE
-        self.holder = None  # person whose phone is in the bay (or is being deposited)
-        self.holder_role = None  # role of the card that deposited it
-        self.last_holder = None  # a person goes back to their own bay
-        self.door = CLOSED
-        self.granted_ms = None
-        self.door_opened = False
-        self.door_open_since_ms = None
-        self.left_open_raised = False
-        self.uncollected_day = 0
-        self.previous_holder = None  # restored when a retrieval lapses
-        self.previous_role = None
 
     @property
     def locked(self):

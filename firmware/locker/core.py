@@ -11,7 +11,6 @@ from binascii import unhexlify
 from locker import bays as B
 from locker import policy
 from locker.bundle import Bundle, BundleError, Receiver
-from locker.cmdauth import CommandError, Counter, verify
 from locker.journal import Journal, JournalFull
 from locker.mac import derive
 from locker.registry import Registry, parse_uid
@@ -48,7 +47,7 @@ class Locker:
         self.timetable = Timetable(None)
         self.grants = ()
         self._load_config()
-        self.commands = Counter(self.dir + "/cmd_counter")
+        self._commands = None  # the command counter, read when the first command arrives
 
         self.override_by = None  # person id of the SLT fob that armed an override
         self.override_until_ms = 0
@@ -247,8 +246,20 @@ class Locker:
         self.board.feedback("alarm")
         return [bay.number for bay in bays]
 
+    @property
+    def commands(self):
+        """The id counter of signed commands (locker.cmdauth.Counter). Commands are rare, so
+        their module is imported when the first one arrives, not at boot."""
+        if self._commands is None:
+            from locker.cmdauth import Counter
+
+            self._commands = Counter(self.dir + "/cmd_counter")
+        return self._commands
+
     def command(self, payload):
         """A signed command from the host (`cmd` topic)."""
+        from locker.cmdauth import CommandError, verify
+
         now = self.board.now()
         try:
             cmd = verify(payload, self.cmd_key, self.locker_id, self.commands.last, now)
@@ -274,6 +285,8 @@ class Locker:
         if isinstance(which, int) and not isinstance(which, bool) and 1 <= which <= len(self.bays):
             bay = self.bays[which - 1]
             return [bay] if bay.state == B.OCCUPIED else []
+        from locker.cmdauth import CommandError
+
         raise CommandError("no_such_bay")
 
     # -- doors and time -------------------------------------------------------------------------
