@@ -138,29 +138,32 @@ class Ingestor:
     # -- called from the MQTT network thread ---------------------------------------------------
 
     def handle(self, topic: str, payload: bytes) -> None:
-        """One incoming message. Never raises: a bad payload is logged and counted."""
+        """One incoming message, queued as it came: parsing is the writer's job, so that the
+        network thread keeps reading at the broker's pace (a subscriber that falls behind has
+        QoS 0 messages dropped by the broker)."""
         if not self._accepting:
             return  # shutting down: the locker resends what we do not ack
+        self.idle.clear()
+        self.stats.queued += 1
+        self._queue.put((topic, payload))
+
+    def _parse(self, topic: str, payload: bytes):
+        """(kind, locker, value) for a message worth writing, else None (bad ones logged)."""
         where = parse_topic(topic, self.site)
         if where is None:
-            return
+            return None
         locker, kind = where
         try:
             if kind == "event":
-                item = ("event", locker, parse_event(payload))
-            elif kind == "status":
-                item = ("status", locker, _parse_status(payload))
-            elif kind == "state":
-                item = ("state", locker, _parse_state(payload))
-            else:
-                return
+                return ("event", locker, parse_event(payload))
+            if kind == "status":
+                return ("status", locker, _parse_status(payload))
+            if kind == "state":
+                return ("state", locker, _parse_state(payload))
         except BadPayload as e:
             self.stats.bad += 1
             log.warning("bad %s on %s: %s", kind, topic, e)
-            return
-        self.idle.clear()
-        self.stats.queued += 1
-        self._queue.put(item)
+        return None
 
     # -- the writer thread ---------------------------------------------------------------------
 
@@ -189,7 +192,7 @@ class Ingestor:
             if first is _STOP:
                 break
             items = [first]
-            nevents = 1 if first[0] == "event" else 0
+            nevents = 1 if first[0].endswith("/event") else 0
             deadline = time.monotonic() + self.max_wait
             while nevents < self.max_batch:
                 remaining = deadline - time.monotonic()
@@ -205,7 +208,7 @@ class Ingestor:
                     stopping = True
                     break
                 items.append(item)
-                if item[0] == "event":
+                if item[0].endswith("/event"):
                     nevents += 1
             self._write(items)
             if self._queue.empty():
@@ -224,7 +227,8 @@ class Ingestor:
             self._write(rest)
         self.idle.set()
 
-    def _write(self, items: list) -> None:
+    def _write(self, raw: list) -> None:
+        items = [item for item in (self._parse(t, p) for t, p in raw) if item is not None]
         batch = [(locker, ev) for kind, locker, ev in items if kind == "event"]
         if batch:
             self._ingest(batch)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -334,6 +335,9 @@ class Service:
     # life cycle
 
     def start(self, http: tuple[str, int] | None = None) -> Service:
+        # The writer holds the GIL in long stretches of SQL; switching more often keeps the
+        # network thread reading at the broker's pace (a slow subscriber loses QoS 0 messages).
+        sys.setswitchinterval(0.0005)
         self.ingestor.start()
         self.client.connect_async(self.site.broker_host, self.site.broker_port, keepalive=30)
         self.client.loop_start()
@@ -377,8 +381,10 @@ class Service:
         self.client.loop_stop()
         s = self.ingestor.stats
         log.info(
-            "stopped: %d events stored in %d batches, %d acks, %d bad payloads, "
+            "stopped: %d messages received, %d events stored in %d batches, %d acks, "
+            "%d bad payloads, "
             "%d from unregistered lockers",
+            s.queued,
             s.received,
             s.batches,
             s.acks,
