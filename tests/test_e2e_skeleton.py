@@ -122,3 +122,34 @@ def test_status_is_retained_and_recorded_by_serve(
         return row.online and row.state and row.state["locker"] == "L1"
 
     wait_for(recorded, timeout=10, what="serve records L1 online with its state")
+
+
+def test_skeleton_on_the_locked_down_broker(tmp_path, db_url, make_locker, make_serve):
+    """The same path through the site's own broker configuration (`lockerctl broker config`:
+    passwords, ACL, no anonymous access): serve uses the host account recorded in the store,
+    the locker its own device.json credentials; the ACL lets each do its part. A serve killed
+    without warning and started again picks up where it was."""
+    from harness import Broker, free_port
+
+    port = free_port()
+    device = register(db_url, Broker(tmp_path, port=port), tmp_path)
+    conf_dir = tmp_path / "broker"
+    lockerctl("broker", "config", conf_dir, "--listen", f"127.0.0.1:{port}", db=db_url)
+    broker = Broker(tmp_path, conf=conf_dir / "mosquitto.conf", port=port).start()
+    try:
+        locker = make_locker("L1", broker=broker, device=device)
+        serve = make_serve(db_url, broker)
+        wait_for(lambda: locker.state()["pending"] == 0, timeout=20, what="boot acknowledged")
+        wait_for(lambda: locker.state()["config"] is not None, timeout=20, what="config")
+        serve.kill()  # SIGKILL: no goodbye
+        reply = locker.tap("04A1B2C3")
+        assert reply == {"result": "denied", "reason": "unknown_card"}
+        wait_for(lambda: locker.state()["pending"] >= 1, what="the denial journaled")
+        make_serve(db_url, broker)
+        wait_for(lambda: locker.state()["pending"] == 0, timeout=30, what="acked after restart")
+        out = lockerctl("export", "--format", "jsonl", db=db_url).stdout
+        events = [json.loads(line) for line in out.splitlines()]
+        denied = [e for e in events if e["event"] == "denied"]
+        assert len(denied) == 1 and denied[0]["reason"] == "unknown_card"
+    finally:
+        broker.kill()
