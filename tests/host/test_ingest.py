@@ -447,3 +447,46 @@ def test_open_refuses_bad_requests_with_one_line(site, db_url, tmp_path, args, m
     assert proc.returncode != 0
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert len(open_store(db_url).trail_actions(SITE)) == before  # nothing recorded
+
+
+def test_events_sent_while_serve_is_away_wait_in_its_session(site, db_url, locker):
+    """A fixed client id and a persistent session: QoS 1 events published while serve is
+    stopped are delivered when it comes back."""
+    client_id = f"serve-{uuid.uuid4().hex[:8]}"
+    first = Service(site, client_id=client_id).start()
+    assert first.connected.wait(10)
+    time.sleep(0.2)
+    first.stop()
+    for seq in (1, 2, 3):
+        locker.publish("L1", event(seq))
+    second = Service(site, client_id=client_id).start()
+    try:
+        locker.wait_ack("L1", 3)
+        assert stored(db_url, "L1") == [1, 2, 3]
+    finally:
+        second.stop()
+
+
+def test_config_republished_after_the_broker_restarts(site, db_url, broker, start_service):
+    """A broker restarted without persistence has lost the retained bundles: serve publishes
+    them again when it reconnects."""
+    from harness import Broker
+
+    st = open_store(db_url)
+    secret = bytes(st.locker(SITE, "L1").secret)
+    svc = start_service()
+    watcher = ConfigWatcher(broker)
+    watcher.latest("L1", secret)
+    watcher.close()
+    broker.kill()
+    svc.connected.clear()
+    again = Broker(broker.workdir, port=broker.port).start()
+    try:
+        assert svc.connected.wait(20), "serve did not reconnect"
+        watcher = ConfigWatcher(again)
+        try:
+            assert watcher.latest("L1", secret)["version"] == st.config_version(SITE)
+        finally:
+            watcher.close()
+    finally:
+        again.kill()
