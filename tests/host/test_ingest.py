@@ -4,6 +4,7 @@ gap. The service runs in this process (lockerctl.serve.Service) so that a test c
 the lockers are played by a paho client publishing the CONTRACT §4 payloads."""
 
 import json
+import secrets
 import sys
 import threading
 import time
@@ -80,8 +81,9 @@ class Locker:
 
 @pytest.fixture
 def site(db_url, broker):
+    st = open_store(db_url)  # what `lockerctl locker add` does, without a process per locker
     for locker in ("L1", "L2"):
-        lockerctl("locker", "add", locker, "--bays", "8", db=db_url)
+        st.add_locker(SITE, locker, 8, secrets.token_bytes(32), secrets.token_hex(16))
     return Site(db=db_url, site=SITE, broker_host=broker.host, broker_port=broker.port)
 
 
