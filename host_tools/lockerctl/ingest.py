@@ -111,6 +111,7 @@ class Ingestor:
     max_batch = 500
     max_wait = 0.02  # seconds from the first queued event to the commit
     retry_delay = 0.5
+    bad_log_limit = 20  # bad-payload lines logged per minute
 
     def __init__(
         self,
@@ -133,6 +134,8 @@ class Ingestor:
         self._known: set[str] = set()
         self._known_at = 0.0
         self._accepting = True
+        self._bad_window = time.monotonic()
+        self._bad_logged = self._bad_suppressed = 0
         self.idle = threading.Event()  # set whenever the queue has been drained and committed
 
     # -- called from the MQTT network thread ---------------------------------------------------
@@ -162,8 +165,24 @@ class Ingestor:
                 return ("state", locker, _parse_state(payload))
         except BadPayload as e:
             self.stats.bad += 1
-            log.warning("bad %s on %s: %s", kind, topic, e)
+            self._log_bad(kind, topic, e)
         return None
+
+    def _log_bad(self, kind: str, topic: str, e: BadPayload) -> None:
+        """One line per bad payload, at most `bad_log_limit` a minute: a device gone haywire
+        must not fill the disk with the same line."""
+        now = time.monotonic()
+        if now - self._bad_window >= 60:
+            if self._bad_suppressed:
+                log.warning(
+                    "%d more bad payloads in the last minute (not logged)", self._bad_suppressed
+                )
+            self._bad_window, self._bad_logged, self._bad_suppressed = now, 0, 0
+        if self._bad_logged < self.bad_log_limit:
+            self._bad_logged += 1
+            log.warning("bad %s on %s: %s", kind, topic, e)
+        else:
+            self._bad_suppressed += 1
 
     # -- the writer thread ---------------------------------------------------------------------
 

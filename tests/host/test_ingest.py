@@ -492,3 +492,31 @@ def test_config_republished_after_the_broker_restarts(site, db_url, broker, star
             watcher.close()
     finally:
         again.kill()
+
+
+def test_parse_event_fills_absent_optional_fields_and_ignores_extra_keys():
+    from lockerctl.ingest import parse_event
+
+    ev = parse_event(b'{"seq": 7, "ts": null, "type": "boot", "fw": "1.0"}')
+    assert ev == {
+        "seq": 7,
+        "ts": None,
+        "type": "boot",
+        "bay": None,
+        "person": None,
+        "by": None,
+        "reason": None,
+    }
+
+
+def test_bad_payload_lines_are_limited_per_minute(caplog):
+    from lockerctl.ingest import Ingestor
+
+    ingestor = Ingestor(None, SITE, None)
+    with caplog.at_level("WARNING", logger="lockerctl.serve"):
+        for _ in range(ingestor.bad_log_limit + 30):
+            ingestor._parse(f"lockers/{SITE}/L1/event", b"junk")
+    assert ingestor.stats.bad == ingestor.bad_log_limit + 30
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == ingestor.bad_log_limit
+    assert lines[0] == f"bad event on lockers/{SITE}/L1/event: not JSON (JSONDecodeError)"
