@@ -258,6 +258,24 @@ def _run_the_day(day, db_url, broker):
     # the same command sent again (a replay) opens nothing
     replay = _replay_last_command(db_url, broker)
     assert replay["type"] == "cmd_rejected" and replay["reason"] == "replayed"
+    # opening a bay with no phone in it opens nothing, and says so
+    out = lockerctl(
+        "open",
+        "L1",
+        bays["gus"],
+        "--by",
+        "O001",
+        "--reason",
+        "check",
+        "--expires",
+        expires,
+        "--wait",
+        "15",
+        "--broker",
+        broker.address,
+        db=db_url,
+    ).stdout
+    assert "no occupied bay to open" in out
 
     # Year 6 walk-home pupils go ten minutes before home time, to the second.
     day.clock("15:04", 50)
@@ -280,6 +298,22 @@ def _run_the_day(day, db_url, broker):
         lambda e: e["type"] == "emergency_open" and e["person"] == "P004" and e["by"] == "H001",
         "double-tap emergency open",
     )
+    # Nobody came: the opened bays relock after the grant lapses, phones still inside.
+    day.event(
+        lambda e: e["type"] == "cancelled" and e["person"] == "P004" and e["reason"] == "retrieve",
+        "the unused emergency open lapsing",
+    )
+    assert day.bay(bays["dan"])["holder"] == "P004" and day.bay(bays["dan"])["locked"]
+
+    # A revoked card never retrieves on its own, but SLT can hand the phone back.
+    day.denied("cat", "revoked")
+    assert day.tap("hana_fob")["action"] == "override"
+    assert day.retrieve("cat", action="override") == bays["cat"]
+
+    # The next day is an INSET day: nothing is enforced, in the middle of the morning.
+    next_day = at("10:00") + 86400
+    assert day.locker.clock(next_day) == {"ok": True}
+    assert day.retrieve("dan") == bays["dan"]
 
 
 def _replay_last_command(db_url, broker):
@@ -368,7 +402,10 @@ def _check_the_export(db_url, tmp_path):
     early = find("retrieve", "P001")
     assert early[0]["time"].startswith(f"{DAY}T15:05:0")
     find("uncollected", "P004")
-    find("emergency_open", "P004", by="H001")
+    find("emergency_open", "P004", by="H001", reason="double_tap")
+    find("override", "P003", by="H001")
+    inset = find("retrieve", "P004")
+    assert inset[0]["time"].startswith(f"{DAY + dt.timedelta(days=1)}T10:00")
 
     # the office's open request is in the trail too, and the whole chain verifies
     verify = lockerctl("audit", "verify", db=db_url)
