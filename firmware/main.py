@@ -1,6 +1,7 @@
 # classlocker firmware entry point (the ESP32 runs main.py at boot; the unix port runs it as
 #   micropython firmware/main.py      with ./device.json or $LOCKER_DEVICE
-# and the compiled build as  micropython -c "import sys; sys.path.insert(0,'build/firmware'); import main").
+# and the compiled build as
+#   micropython -c "import sys; sys.path.insert(0,'build/firmware'); import main"
 import json
 import sys
 
@@ -24,7 +25,9 @@ def _load_device(path):
         with open(path) as f:
             return json.load(f)
     except OSError:
-        raise SystemExit("locker: cannot read {} (set LOCKER_DEVICE or write device.json)".format(path))
+        raise SystemExit(
+            "locker: cannot read {} (set LOCKER_DEVICE or write device.json)".format(path)
+        )
     except ValueError:
         raise SystemExit("locker: {} is not valid JSON".format(path))
 

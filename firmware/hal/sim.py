@@ -10,10 +10,12 @@ import gc
 import os
 import time
 
+from micropython import const
+
 from hal import simflash
 
-MOUNTPOINT = "/flash"
-_FEEDBACK_KEEP = 16
+_MOUNTPOINT = const("/flash")
+_FEEDBACK_KEEP = const(16)
 
 
 def _makedirs(path):
@@ -45,9 +47,9 @@ class Board:
 
         host_dir = device.get("data_dir") or "var/" + device["locker_id"]
         _makedirs(host_dir)
-        self.flash = simflash.mount(host_dir + "/flash.img", MOUNTPOINT,
+        self.flash = simflash.mount(host_dir + "/flash.img", _MOUNTPOINT,
                                     block_count=settings["flash_blocks"])
-        self.data_dir = MOUNTPOINT
+        self.data_dir = _MOUNTPOINT
 
     # -- the board interface (docs/architecture.md) ---------------------------------------------
 

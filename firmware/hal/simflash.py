@@ -25,7 +25,7 @@ _IOCTL_BLOCK_COUNT = const(4)
 _IOCTL_BLOCK_SIZE = const(5)
 _IOCTL_BLOCK_ERASE = const(6)
 _EIO = const(5)
-_ERASED = b"\xff"
+_ERASED = const(b"\xff")
 
 
 class PowerLoss(BaseException):

@@ -7,6 +7,7 @@ import gc
 
 from hal import make_board
 
+from locker import unload
 from locker.core import Locker
 
 
@@ -39,23 +40,12 @@ async def _reader(locker, board):
         await asyncio.sleep_ms(50)
 
 
-def _forget(name):
-    """Unloads a module used once (its code is garbage once nothing refers to it)."""
-    import sys
-
-    sys.modules.pop(name, None)
-    package, _, attr = name.rpartition(".")
-    parent = sys.modules.get(package)
-    if parent is not None and hasattr(parent, attr):
-        delattr(parent, attr)
-
-
 def load_settings(device):
     """device.json's settings over the defaults; the defaults' module is dropped afterwards."""
     from locker import settings as settings_mod
 
     settings = settings_mod.load(device)
-    _forget("locker.settings")
+    unload("locker.settings")
     return settings
 
 

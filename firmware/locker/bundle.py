@@ -1,8 +1,9 @@
 # The signed configuration bundle (docs/protocol.md, `config`): received in chunks straight to
 # flash with its MAC computed on the way, verified, then renamed over config.bin in one step.
 # Cards are read back from flash by binary search; the card table is never held in RAM.
+# Receiving a bundle is locker.receiver's job, a module loaded only while one arrives; `Receiver`
+# is still importable from here.
 import json
-import os
 import struct
 
 from locker import mac
@@ -29,7 +30,8 @@ ROLES = ("", "pupil", "staff", "slt", "office")  # role code -> name
 CURRENT = "config.bin"
 INCOMING = "config.new"
 
-_FIXED_FMT = ">4sBBHIII"
+MAX_HEADER = const(16384)  # the header JSON is parsed in RAM: bound it
+_FIXED_FMT = const(">4sBBHIII")
 _BUF = const(256)  # read buffer for re-verifying a bundle's MAC
 
 
@@ -42,13 +44,6 @@ class BundleError(Exception):
         return self.args[0]
 
 
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
 def _declared_size(fixed):
     """Total bundle size announced by the 20-byte fixed header, or None if it is not ours."""
     magic, fmt, rsize, _, _, ncards, hlen = struct.unpack(_FIXED_FMT, fixed)
@@ -57,135 +52,13 @@ def _declared_size(fixed):
     return FIXED + hlen + ncards * RECORD + MAC_LEN
 
 
-class Receiver:
-    """Streams one bundle to `directory/config.new`: write(chunk) ..., then finish() or abort().
-
-    Only the last 32 bytes seen (the candidate MAC) and the 20-byte fixed header are kept in RAM.
-    """
-
-    MAX_HEADER = 16384  # the header JSON is parsed in RAM: bound it
-
-    def __init__(self, directory, config_key, locker_id, current_version, max_bytes):
-        self._dir = directory
-        self._path = directory + "/" + INCOMING
-        self._locker = locker_id
-        self._current = current_version
-        self._max = max_bytes
-        self._mac = mac.HMAC(config_key)
-        self._tail = bytearray(MAC_LEN)
-        self._ntail = 0
-        self._fixed = bytearray(FIXED)
-        self._nfixed = 0
-        self._declared = None
-        self.received = 0
-        self.failed = None  # the reason, once refused
-        self._f = open(self._path, "wb")
-
-    def _fail(self, reason):
-        self.abort()
-        self.failed = reason
-        raise BundleError(reason)
-
-    def abort(self):
-        """Drops what was received (connection lost, bundle refused); config.bin is untouched."""
-        if self.failed is None:
-            self.failed = "truncated"  # nothing more will come
-        if self._f is not None:
-            try:
-                self._f.close()
-            except OSError:
-                pass
-            self._f = None
-        _remove(self._path)
-
-    def _emit(self, data):
-        # `data` is part of the signed body: to the MAC, to flash, and the fixed header noted.
-        self._mac.update(data)
-        self._f.write(data)
-
-    def _check_fixed(self):
-        # Not yet authenticated: this only refuses early what could never be accepted.
-        size = _declared_size(self._fixed)
-        if size is None:
-            self._fail("malformed")
-        hlen = struct.unpack_from(">I", self._fixed, 16)[0]
-        if size > self._max or hlen > self.MAX_HEADER:
-            self._fail("too_large")
-        # The broker hands the retained bundle over again on every reconnect: one that is not
-        # newer than what runs is dropped here, before a byte of it is written to flash.
-        if self._current is not None and struct.unpack_from(">I", self._fixed, 8)[0] <= self._current:
-            self._fail("stale")
-        self._declared = size
-
-    def write(self, chunk):
-        if self._f is None:
-            raise BundleError(self.failed or "malformed")  # refused or finished already
-        n = len(chunk)
-        self.received += n
-        if self.received > self._max:
-            self._fail("too_large")
-        if self._declared is not None and self.received > self._declared:
-            self._fail("malformed")
-        mv = memoryview(chunk)
-        if self._nfixed < FIXED:  # the first bytes received are the fixed header
-            k = min(FIXED - self._nfixed, n)
-            self._fixed[self._nfixed : self._nfixed + k] = mv[:k]
-            self._nfixed += k
-            if self._nfixed == FIXED:
-                self._check_fixed()
-        emit = self._ntail + n - MAC_LEN
-        if emit > 0:
-            # the oldest held-back bytes and the head of this chunk are no longer the tail
-            t = min(emit, self._ntail)
-            if t:
-                self._emit(memoryview(self._tail)[:t])
-                self._tail[: self._ntail - t] = self._tail[t : self._ntail]
-                self._ntail -= t
-            c = emit - t
-            if c:
-                self._emit(mv[:c])
-            mv = mv[c:]
-        self._tail[self._ntail : self._ntail + len(mv)] = mv
-        self._ntail += len(mv)
-
-    def finish(self):
-        """Verifies the whole bundle and makes it current; returns its version."""
-        if self._f is None:
-            raise BundleError(self.failed or "malformed")  # refused, aborted or finished already
-        self._f.write(memoryview(self._tail)[: self._ntail])  # the MAC, kept for load()
-        self._f.close()
-        self._f = None
-        if self._ntail < MAC_LEN or self._nfixed < FIXED:
-            self._fail("truncated")
-        if not mac.equal(self._mac.digest(), self._tail):
-            if self._declared is not None and self.received < self._declared:
-                self._fail("truncated")
-            self._fail("bad_signature")
-        if self.received != self._declared:
-            self._fail("malformed")
-        try:
-            with open(self._path, "rb") as f:
-                version, header = _read_header(f)
-                _check_cards(f, header["_ncards"])
-        except BundleError as e:
-            self._fail(e.reason)
-        except (OSError, ValueError, KeyError, TypeError):
-            self._fail("malformed")
-        if header.get("locker") != self._locker:
-            self._fail("wrong_locker")
-        if self._current is not None and version <= self._current:
-            self._fail("stale")
-        os.rename(self._path, self._dir + "/" + CURRENT)
-        return version
-
-
 def _read_header(f):
     """Reads the fixed header and the JSON header from the start of f; returns (version, dict)."""
     fixed = f.read(FIXED)
     if len(fixed) != FIXED or _declared_size(fixed) is None:
         raise BundleError("malformed")
     _, _, _, _, version, ncards, hlen = struct.unpack(_FIXED_FMT, fixed)
-    if hlen > Receiver.MAX_HEADER:
+    if hlen > MAX_HEADER:
         raise BundleError("too_large")
     raw = f.read(hlen)
     if len(raw) != hlen:
@@ -206,21 +79,6 @@ def _read_header(f):
     header["_ncards"] = ncards  # removed again by the caller
     header["_cards_at"] = FIXED + hlen
     return version, header
-
-
-def _check_cards(f, ncards):
-    """Card records well formed and strictly ascending by card_hash (binary search needs it)."""
-    rec = bytearray(RECORD)
-    prev = bytearray(HASH_LEN)
-    for i in range(ncards):
-        if f.readinto(rec) != RECORD:
-            raise BundleError("truncated")
-        if i and _compare(rec, prev) <= 0:
-            raise BundleError("malformed")
-        role, _, _, plen = rec[16], rec[17], rec[18], rec[19]
-        if not 1 <= role <= 4 or plen > PERSON_MAX:
-            raise BundleError("malformed")
-        prev[:] = memoryview(rec)[:HASH_LEN]
 
 
 def _compare(buf, key):
@@ -341,3 +199,12 @@ def _verify_file(f, key, size):
     f.seek(0)
     if not mac.equal(h.digest(), tag):
         raise BundleError("bad_signature")
+
+
+def __getattr__(name):
+    # `from locker.bundle import Receiver` keeps working; the module loads on first use
+    if name == "Receiver":
+        from locker.receiver import Receiver
+
+        return Receiver
+    raise AttributeError(name)

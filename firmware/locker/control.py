@@ -14,13 +14,16 @@
 import asyncio
 import json
 
+from micropython import const
+
 from locker import bays as B
 
-MAX_LINE = 128
+_MAX_LINE = const(128)
 
 
 def handle(locker, board, line):
-    """One request line (str) -> the reply object. Never raises for bad input."""
+    """One request line (str) -> the reply object (the `state` reply comes as JSON already, a
+    bytearray). Never raises for bad input."""
     words = line.split()
     if not words:
         return {"error": "empty line"}
@@ -49,7 +52,8 @@ def handle(locker, board, line):
             locker.clock_set()
             return {"ok": True}
         if verb == "state" and len(words) == 1:
-            return locker.state()
+            state_json = getattr(locker, "state_json", None)  # JSON already: no dict of dicts
+            return state_json() if state_json is not None else locker.state()
         if verb == "outputs" and len(words) == 1:
             return board.outputs()
         if verb == "tick" and len(words) == 1:
@@ -87,21 +91,21 @@ async def _serve_client(locker, board, reader, writer):
     overlong = False
     try:
         while True:
-            chunk = await reader.read(MAX_LINE)
+            chunk = await reader.read(_MAX_LINE)
             if not chunk:
                 break
             buf += chunk
             while True:
                 nl = buf.find(b"\n")
                 if nl < 0:
-                    if len(buf) > MAX_LINE:
+                    if len(buf) > _MAX_LINE:
                         overlong = True
                         buf = b""
                     break
                 line, buf = buf[:nl], buf[nl + 1 :]
                 if overlong:
                     overlong = False
-                    reply = {"error": "line too long (max {} bytes)".format(MAX_LINE)}
+                    reply = {"error": "line too long (max {} bytes)".format(_MAX_LINE)}
                 else:
                     try:
                         text = line.decode().strip()
@@ -111,7 +115,11 @@ async def _serve_client(locker, board, reader, writer):
                         reply = {"error": "line is not UTF-8"}
                     else:
                         reply = _handle_safely(locker, board, text)
-                writer.write(json.dumps(reply).encode() + b"\n")
+                if not isinstance(reply, bytearray):
+                    reply = bytearray(json.dumps(reply).encode())
+                reply += b"\n"
+                writer.write(reply)
+                reply = None
                 await writer.drain()
     except OSError:
         pass

@@ -8,15 +8,23 @@
 import json
 from binascii import unhexlify
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
 from locker import bays as B
-from locker import policy
-from locker.bundle import Bundle, BundleError, Receiver
+from locker import policy, unload
+from locker.bundle import Bundle, BundleError
 from locker.journal import Journal, JournalFull
 from locker.mac import derive
 from locker.registry import Registry, parse_uid
 from locker.timetable import Timetable
 
-ROLE_OF_FOB = "slt"
+_ROLE_OF_FOB = const("slt")
 
 
 def _denied(reason):
@@ -139,7 +147,7 @@ class Locker:
         card = self.registry.lookup(uid)
         self._expire_override(now_ms)
 
-        if card is not None and card.role == ROLE_OF_FOB and not card.revoked:
+        if card is not None and card.role == _ROLE_OF_FOB and not card.revoked:
             return self._fob(card, now, now_ms)
 
         bay = self._bay_of(card.person) if card is not None else None
@@ -175,7 +183,8 @@ class Locker:
                 return _granted("deposit", bay.number)
             self._record("deposit", now, bay=bay.number, person=card.person, reason=card.role)
             if flag:
-                self._record(flag, now, bay=bay.number, person=card.person, reason="phone_not_allowed")
+                self._record(flag, now, bay=bay.number, person=card.person,
+                             reason="phone_not_allowed")
             self._commit()
             bay.grant_deposit(card.person, card.role, now_ms)
             self._unlock(bay)
@@ -200,7 +209,8 @@ class Locker:
         return _granted(action, bay.number)
 
     def _fob(self, card, now, now_ms):
-        """An SLT fob: arm an override; a second tap within double_tap_s opens every occupied bay."""
+        """An SLT fob: arm an override; a second tap within double_tap_s opens every occupied
+        bay."""
         last = self.last_fob
         if last is not None and last[0] == card.person:
             if now_ms - last[1] <= self.settings["double_tap_s"] * 1000:
@@ -230,7 +240,8 @@ class Locker:
     # -- opening bays on someone's authority ----------------------------------------------------
 
     def emergency_open(self, bays, now, by, reason):
-        """Open `bays` (occupied ones) for retrieval: all journaled in one commit, then unlocked."""
+        """Open `bays` (occupied ones) for retrieval: all journaled in one commit, then
+        unlocked."""
         if not bays:
             self._record("emergency_open", now, by=by, reason=reason)
             self._commit()
@@ -428,6 +439,36 @@ class Locker:
             "journal_free": self.journal.capacity - self.journal.used_bytes,
         }
 
+    def state_json(self):
+        """json.dumps(self.state()) as a bytearray, written piece by piece: the state is built
+        on every change (the `state` topic, the control port), and as a dict of one dict per bay,
+        then a str, then bytes, it took 5-7 KB of heap at once for 24 bays; this takes one buffer
+        of its own size and a few small strings."""
+        dumps = json.dumps
+        out = bytearray(b'{"locker": ')
+        out += dumps(self.locker_id).encode()
+        out += b', "clock_ok": '
+        out += b"true" if self.board.now() is not None else b"false"
+        out += b', "online": '
+        out += b"true" if self.online else b"false"
+        out += ', "pending": {}, "config": {}, "bays": ['.format(
+            self.journal.pending, dumps(self.config_version)
+        ).encode()
+        first = True
+        for bay in self.bays:
+            out += b'{"bay": ' if first else b', {"bay": '
+            first = False
+            out += '{}, "locked": {}, "door": "{}", "holder": {}}}'.format(
+                bay.number,
+                "true" if bay.locked else "false",
+                B.DOOR_NAMES[bay.door],
+                dumps(bay.holder if bay.occupied or bay.state == B.OPEN_DEPOSIT else None),
+            ).encode()
+        out += '], "journal_free": {}}}'.format(
+            self.journal.capacity - self.journal.used_bytes
+        ).encode()
+        return out
+
 
 class _ConfigSink:
     """Streams a `config` payload to flash; the bundle is checked and swapped in on close."""
@@ -436,6 +477,8 @@ class _ConfigSink:
         self.locker = locker
         self.expected = length
         self.received = 0
+        from locker.receiver import Receiver  # loaded while a bundle arrives, then dropped
+
         self.receiver = Receiver(locker.dir, locker.config_key, locker.locker_id,
                                  locker.config_version or 0, locker.settings["max_config_bytes"])
 
@@ -444,11 +487,24 @@ class _ConfigSink:
         self.receiver.write(chunk)
 
     def close(self):
-        self.locker._config_finished(self.receiver, self.received == self.expected)
+        if self.receiver is None:
+            return  # aborted already
+        try:
+            self.locker._config_finished(self.receiver, self.received == self.expected)
+        finally:
+            self._done()
 
     def abort(self):
         """The payload was refused mid-stream, or the connection dropped: nothing changes."""
+        if self.receiver is None:
+            return  # closed or aborted already
         reason = self.receiver.failed or "truncated"
         self.receiver.abort()
+        self._done()
         if reason != "stale":  # the retained copy of what already runs: no news
             self.locker._config_rejected(reason)
+
+    def _done(self):
+        # Configs are rare: the receiver's code goes with this sink (docs/memory.md).
+        self.receiver = None
+        unload("locker.receiver")

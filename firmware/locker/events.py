@@ -88,11 +88,10 @@ _KNOWN = const(0x7F)
 MAX_TEXT = const(255)  # bytes of UTF-8 in one text field
 # the largest encoding: flags, seq, ts, type text, bay, person, by, reason text
 MAX_ENCODED = const(1 + 4 + 4 + 256 + 1 + 256 + 256 + 256)
-_U32 = 0xFFFFFFFF
+_U32 = const(0xFFFFFFFF)
 
 
 class Event:
-    __slots__ = ("seq", "ts", "type", "bay", "person", "by", "reason")
 
     def __init__(self, seq, ts, type, bay=None, person=None, by=None, reason=None):  # noqa: A002
         self.seq = seq
@@ -270,7 +269,9 @@ def _get_text(mv, pos, end):
     return str(bytes(mv[pos + 1 : stop]), "utf-8"), stop
 
 
-_JSON = '{{"seq": {}, "ts": {}, "type": {}, "bay": {}, "person": {}, "by": {}, "reason": {}}}'
+_JSON = const(
+    '{{"seq": {}, "ts": {}, "type": {}, "bay": {}, "person": {}, "by": {}, "reason": {}}}'
+)
 
 
 def to_json(ev):

@@ -21,10 +21,11 @@ from micropython import const
 from locker.mqtt import MQTTClient, MQTTError
 
 _ETIMEDOUT = const(110)
-_Timeout = asyncio.TimeoutError  # MicroPython has no builtin TimeoutError
 _BATCH = const(8)  # events read from the journal per step (their JSON is held until sent)
 _ACK_MAX = const(48)  # an ack payload longer than this is not an ack
 _STABLE_MS = const(10000)  # a connection that lasted this long resets the backoff
+_WINDOW = const(32)  # events in flight (sent, not yet acknowledged), unless set
+_POLL_MS = const(500)  # the link looks for work at least this often
 
 try:
     from random import getrandbits
@@ -36,8 +37,6 @@ except ImportError:  # pragma: no cover - every MicroPython port we run on has i
 
 
 class Link:
-    WINDOW = 32  # events in flight (sent, not yet acknowledged)
-    POLL_MS = 500  # the link looks for work at least this often
 
     def __init__(self, locker, device, settings, to_json=None):
         if to_json is None:
@@ -58,7 +57,7 @@ class Link:
         self.connect_timeout = get("connect_timeout_s", 5)
         self.backoff_min_ms = int(get("backoff_min_s", 1) * 1000)
         self.backoff_max_ms = int(get("backoff_max_s", 60) * 1000)
-        self.window = int(get("event_window", self.WINDOW))
+        self.window = int(get("event_window", _WINDOW))
         self.event_qos = int(get("event_qos", 1))
         self.max_cmd = int(get("max_cmd_bytes", 1024))
         tls = broker.get("tls", False)
@@ -180,13 +179,16 @@ class Link:
                     await c.ping()
             rev = locker.state_rev
             if rev != self.state_rev_sent:
-                await c.publish(self.t_state, json.dumps(locker.state()).encode(), True, 1)
+                state_json = getattr(locker, "state_json", None)  # built without a dict of dicts
+                payload = state_json() if state_json else json.dumps(locker.state()).encode()
+                await c.publish(self.t_state, payload, True, 1)
+                payload = None
                 self.state_rev_sent = rev
             await self._upload()
             if self._dead is None:
                 try:
-                    await asyncio.wait_for_ms(self._wake.wait(), self.POLL_MS)
-                except _Timeout:
+                    await asyncio.wait_for_ms(self._wake.wait(), _POLL_MS)
+                except asyncio.TimeoutError:  # MicroPython has no builtin one
                     pass
 
     async def _forward(self, ready):

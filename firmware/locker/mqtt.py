@@ -26,7 +26,6 @@ SUBACK = const(0x90)
 PINGRESP = const(0xD0)
 _CONNACK = const(0x20)
 _ETIMEDOUT = const(110)
-_Timeout = asyncio.TimeoutError  # MicroPython has no builtin TimeoutError
 _ECONNRESET = const(104)
 
 
@@ -87,7 +86,7 @@ class MQTTClient:
         self.close()
         try:
             return await asyncio.wait_for_ms(self._connect(clean_session), int(timeout * 1000))
-        except _Timeout:
+        except asyncio.TimeoutError:
             self.close()
             raise OSError(_ETIMEDOUT) from None
         except ValueError as e:  # how MicroPython's ssl reports a failed handshake
@@ -160,7 +159,7 @@ class MQTTClient:
                 w.write(p)
             try:
                 await asyncio.wait_for_ms(w.drain(), self.timeout_ms)
-            except _Timeout:
+            except asyncio.TimeoutError:
                 raise OSError(_ETIMEDOUT) from None  # a broker that does not read: reconnect
             self.last_tx = ticks_ms()
 
@@ -198,7 +197,7 @@ class MQTTClient:
                 w.write(msg)
             try:
                 await asyncio.wait_for_ms(w.drain(), self.timeout_ms)
-            except _Timeout:
+            except asyncio.TimeoutError:
                 raise OSError(_ETIMEDOUT) from None
             self.last_tx = ticks_ms()
         return pid
@@ -220,7 +219,7 @@ class MQTTClient:
             w.write(memoryview(tx)[: n + 1])
             try:
                 await asyncio.wait_for_ms(w.drain(), self.timeout_ms)
-            except _Timeout:
+            except asyncio.TimeoutError:
                 raise OSError(_ETIMEDOUT) from None
             self.last_tx = ticks_ms()
         return pid
@@ -341,7 +340,7 @@ class MQTTClient:
                 w.write(self._ack)
                 try:
                     await asyncio.wait_for_ms(w.drain(), self.timeout_ms)
-                except _Timeout:
+                except asyncio.TimeoutError:
                     raise OSError(_ETIMEDOUT) from None
                 self.last_tx = ticks_ms()
 

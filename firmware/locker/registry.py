@@ -4,18 +4,18 @@ from binascii import unhexlify
 
 from locker.mac import HMAC
 
-_HEX = "0123456789abcdefABCDEF"
-
 
 def parse_uid(text):
     """A UID from 8 or 14 hex digits (4- or 7-byte card) to bytes; ValueError otherwise."""
     text = text.strip()
     if len(text) not in (8, 14):
         raise ValueError("card UID must be 8 or 14 hex digits")
-    for c in text:
-        if c not in _HEX:
-            raise ValueError("card UID must be 8 or 14 hex digits")
-    return unhexlify(text)
+    # unhexlify checks the digits: iterating over the str would intern each character seen as a
+    # one-letter name (MicroPython does), a few more of the heap's interned names for good.
+    try:
+        return unhexlify(text)
+    except ValueError:
+        raise ValueError("card UID must be 8 or 14 hex digits") from None
 
 
 class Registry:

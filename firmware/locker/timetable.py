@@ -16,7 +16,7 @@ except ImportError:  # CPython (host tools and tests share this module)
 
 _DAY = const(86400)
 _HOUR = const(3600)
-LONDON = "Europe/London"
+_LONDON = const("Europe/London")
 
 
 def days_from_civil(y, m, d):
@@ -87,7 +87,7 @@ class Timetable:
         self.terms = spec.get("terms") or []
         self.closed = spec.get("closed") or []
         self.enforced = self.spec is not None
-        self._london = self.timezone == LONDON
+        self._london = self.timezone == _LONDON
 
     # -- time of day --------------------------------------------------------------------------
 
