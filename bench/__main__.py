@@ -19,6 +19,9 @@ What bounds each figure is measured in the same run, next to it: the broker's ow
 runs with their spread (min – max). Firmware figures come from the MicroPython unix port on this
 machine (64-bit, objects twice an ESP32's size, bytecode in the heap rather than frozen in flash):
 the ESP32's times are several times longer and its heap figures smaller; the ratios hold.
+The ingest broker queues without limit (a site's broker drops what is queued beyond 10,000
+messages for a slow subscriber, and lockers resend it after their ack timeout; `mosquitto_pub`
+does not), so that the time to store every event is what is measured.
 Benchmarks are not tests: nothing here fails on a number (`tests/test_bench_smoke.py` only checks
 that every benchmark runs, at the `--quick` sizes).
 """

@@ -112,11 +112,17 @@ def machine() -> dict:
         "memory": mem,
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "micropython": _version([str(MICROPYTHON), "-c", "import sys; print(sys.version)"]),
+        "micropython": _version([str(MICROPYTHON), "-c", _MPY_VERSION]),
         "mosquitto": _version([harness.MOSQUITTO, "-h"], first_line=True),
         "sqlite": _sqlite_version(),
         "commit": _version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
     }
+
+
+_MPY_VERSION = (
+    "import sys; v = sys.implementation.version; print('MicroPython {}.{}.{} ({})'.format("
+    "v[0], v[1], v[2], sys.version.split('MicroPython ')[-1]))"
+)
 
 
 def _sqlite_version() -> str:
@@ -219,8 +225,9 @@ def headlines(figures: list[Figure]) -> list[str]:
     )
     if full:
         out.append(
-            f"With the network down the journal holds {full.value()} events before it"
-            " refuses taps (`journal_full`): weeks of a locker's taps."
+            f"With the network down the journal holds {full.value()} events before it refuses"
+            f" taps (`journal_full`): at 100 events a school day, {full.median / 100:.0f} school"
+            " days."
         )
     rep = g.get("replay after an outage: events per second")
     if rep:
@@ -228,10 +235,18 @@ def headlines(figures: list[Figure]) -> list[str]:
     verify = g.get("audit verify")
     csv = g.get("export to CSV")
     if verify and csv:
+        size = csv.note.split(" events")[0]
         out.append(
-            f"At the scale figures' size ({csv.note.split(',')[0]}), a CSV export takes"
-            f" {csv.value()} s and `audit verify` {verify.value()} s."
+            f"With {size} events in the store, a CSV export takes {csv.value()} s and"
+            f" `audit verify` {verify.value()} s."
         )
+        peaks = [f.median for f in figures if f.name.endswith("peak memory")]
+        xlsx = g.get("export to Excel (xlsx)")
+        if xlsx and peaks:
+            out.append(
+                f"An Excel export of the same takes {xlsx.value()} s; no export or verify"
+                f" holds more than {max(peaks):.0f} MiB (they stream)."
+            )
     return out
 
 
