@@ -25,7 +25,7 @@ _IOCTL_BLOCK_COUNT = const(4)
 _IOCTL_BLOCK_SIZE = const(5)
 _IOCTL_BLOCK_ERASE = const(6)
 _EIO = const(5)
-_ERASED = const(b"\xff")
+_ERASED = b"\xff" * 128  # one erased run, written over and over: an erase allocates nothing
 
 
 class PowerLoss(BaseException):
@@ -60,20 +60,12 @@ class FileBlockDevice:
 
     def _create(self, path, size):
         with open(path, "wb") as f:
-            chunk = _ERASED * 512
-            for _ in range(size // 512):
-                f.write(chunk)
-            f.write(_ERASED * (size % 512))
+            _write_erased(f, size)
 
     def _fill(self, pos, n):
         f = self._f
         f.seek(pos)
-        chunk = _ERASED * 512
-        while n >= 512:
-            f.write(chunk)
-            n -= 512
-        if n:
-            f.write(_ERASED * n)
+        _write_erased(f, n)
         f.flush()
 
     # -- fault injection ------------------------------------------------------------------------
@@ -153,6 +145,15 @@ class FileBlockDevice:
                 self._f.flush()
             return 0
         return None
+
+
+def _write_erased(f, n):
+    step = len(_ERASED)
+    while n >= step:
+        f.write(_ERASED)
+        n -= step
+    if n:
+        f.write(memoryview(_ERASED)[:n])
 
 
 def _has_superblock(dev):

@@ -22,8 +22,8 @@ _MAX_LINE = const(128)
 
 
 def handle(locker, board, line):
-    """One request line (str) -> the reply object (the `state` reply comes as JSON already, a
-    bytearray). Never raises for bad input."""
+    """One request line (str) -> the reply object (the `state` reply comes as JSON already: the
+    locker's state buffer, valid until its next state_json()). Never raises for bad input."""
     words = line.split()
     if not words:
         return {"error": "empty line"}
@@ -115,10 +115,11 @@ async def _serve_client(locker, board, reader, writer):
                         reply = {"error": "line is not UTF-8"}
                     else:
                         reply = _handle_safely(locker, board, text)
-                if not isinstance(reply, bytearray):
-                    reply = bytearray(json.dumps(reply).encode())
-                reply += b"\n"
-                writer.write(reply)
+                if isinstance(reply, bytearray):  # the locker's state buffer: written out now
+                    writer.write(reply)
+                    writer.write(b"\n")
+                else:
+                    writer.write(json.dumps(reply).encode() + b"\n")
                 reply = None
                 await writer.drain()
     except OSError:

@@ -25,6 +25,8 @@ from locker.registry import Registry, parse_uid
 from locker.timetable import Timetable
 
 _ROLE_OF_FOB = const("slt")
+_STATE_FIXED = const(192)  # state_json's room for all but the bays (a 28-character locker id)
+_STATE_PER_BAY = const(72)  # ... and per bay (a longer holder's id grows the buffer once)
 
 
 def _denied(reason):
@@ -65,6 +67,7 @@ class Locker:
         self.on_commit = None  # the link sets this to be woken when events are durable
         self._near_full_raised = False
         self.unrecorded = 0  # events that could not be journaled because it was full
+        self._state_buf = None  # state_json's buffer, kept: see there
 
         self.journal = Journal(
             self.dir + "/journal",
@@ -439,35 +442,37 @@ class Locker:
             "journal_free": self.journal.capacity - self.journal.used_bytes,
         }
 
-    def state_json(self):
-        """json.dumps(self.state()) as a bytearray, written piece by piece: the state is built
-        on every change (the `state` topic, the control port), and as a dict of one dict per bay,
-        then a str, then bytes, it took 5-7 KB of heap at once for 24 bays; this takes one buffer
-        of its own size and a few small strings."""
+    def state_json(self, buf=None):
+        """json.dumps(self.state()) written into `buf` (a bytearray, emptied first and grown as
+        needed), or into the locker's own buffer, which the next such call reuses: write it out
+        before anything else runs. As a dict of one dict per bay, then a str, then bytes, the
+        state took 5-7 KB of heap at once for 24 bays, in blocks that a fragmented heap may no
+        longer have; it is built on every change (the `state` topic, the control port)."""
+        if buf is None:
+            buf = self._state_buf
+            if buf is None:  # once, early, while the heap still has room in one piece
+                buf = self._state_buf = bytearray(_STATE_FIXED + _STATE_PER_BAY * len(self.bays))
+        buf[:] = b""  # the length goes to 0, the block stays
         dumps = json.dumps
-        out = bytearray(b'{"locker": ')
-        out += dumps(self.locker_id).encode()
-        out += b', "clock_ok": '
-        out += b"true" if self.board.now() is not None else b"false"
-        out += b', "online": '
-        out += b"true" if self.online else b"false"
-        out += ', "pending": {}, "config": {}, "bays": ['.format(
+        buf += b'{"locker": '
+        buf += dumps(self.locker_id).encode()
+        buf += b', "clock_ok": true' if self.board.now() is not None else b', "clock_ok": false'
+        buf += b', "online": true' if self.online else b', "online": false'
+        buf += ', "pending": {}, "config": {}, "bays": ['.format(
             self.journal.pending, dumps(self.config_version)
         ).encode()
-        first = True
         for bay in self.bays:
-            out += b'{"bay": ' if first else b', {"bay": '
-            first = False
-            out += '{}, "locked": {}, "door": "{}", "holder": {}}}'.format(
+            buf += '{}{{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}'.format(
+                ", " if bay.number > 1 else "",
                 bay.number,
                 "true" if bay.locked else "false",
                 B.DOOR_NAMES[bay.door],
                 dumps(bay.holder if bay.occupied or bay.state == B.OPEN_DEPOSIT else None),
             ).encode()
-        out += '], "journal_free": {}}}'.format(
+        buf += '], "journal_free": {}}}'.format(
             self.journal.capacity - self.journal.used_bytes
         ).encode()
-        return out
+        return buf
 
 
 class _ConfigSink:

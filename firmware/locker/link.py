@@ -90,6 +90,9 @@ class Link:
         self._reader_task = None
         self._ack = _Collector(bytearray(_ACK_MAX), self._on_ack)
         self._cmd = _Collector(bytearray(self.max_cmd), self._on_cmd)
+        # the state's JSON, rewritten on each change; allocated now, while the heap has room in
+        # one piece (about 72 bytes a bay: Locker.state_json grows it if ever needed)
+        self._state_buf = bytearray(192 + 72 * len(getattr(locker, "bays", ())))
         if getattr(locker, "events_ready", None) is None and hasattr(locker, "on_commit"):
             locker.on_commit = self._wake.set
 
@@ -180,7 +183,10 @@ class Link:
             rev = locker.state_rev
             if rev != self.state_rev_sent:
                 state_json = getattr(locker, "state_json", None)  # built without a dict of dicts
-                payload = state_json() if state_json else json.dumps(locker.state()).encode()
+                if state_json is not None:  # into the link's own buffer, kept for the next one
+                    payload = state_json(self._state_buf)
+                else:
+                    payload = json.dumps(locker.state()).encode()
                 await c.publish(self.t_state, payload, True, 1)
                 payload = None
                 self.state_rev_sent = rev

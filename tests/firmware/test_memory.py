@@ -34,6 +34,10 @@ def test_state_json_is_the_state_in_every_bay_state():
     assert state == locker.state()
     assert state["bays"][r["bay"] - 1]["holder"] is not None
     assert state["bays"][3]["door"] == "unknown"
+    mine = bytearray(b"left over from before")
+    assert locker.state_json(mine) is mine  # the link's own buffer, emptied and refilled
+    assert json.loads(bytes(mine)) == locker.state()
+    assert locker.state_json() is locker.state_json()  # the locker's buffer, reused
 
 
 def test_bays_hold_only_what_differs_from_rest():
