@@ -54,7 +54,7 @@ def serve(site: Site, http, client_id, verbose):
     _setup_logging(verbose)
     address = parse_hostport(http, 8080) if http else None
     _open_store(site)  # a bad --db is a one-line error before anything starts
-    service = Service(site, client_id=client_id)
+    service = Service(site, client_id=client_id, writer_process=True)
 
     def stop(signum, frame):
         service.request_stop()

@@ -108,7 +108,7 @@ class Ingestor:
     commit for every locker with events in the batch.
     """
 
-    max_batch = 500
+    max_batch = 2000  # a flood commits in big batches: the per-locker cost of a commit is shared
     max_wait = 0.02  # seconds from the first queued event to the commit
     retry_delay = 0.5
     bad_log_limit = 20  # bad-payload lines logged per minute
@@ -134,6 +134,14 @@ class Ingestor:
         self._known: set[str] = set()
         self._known_at = 0.0
         self._accepting = True
+        self._child: _ChildWriter | None = None
+        self._child_base = {  # counts from before the child (none: it starts with the service)
+            "received": 0,
+            "bad": 0,
+            "unknown_locker": 0,
+            "batches": 0,
+            "failed_batches": 0,
+        }
         self._bad_window = time.monotonic()
         self._bad_logged = self._bad_suppressed = 0
         self.idle = threading.Event()  # set whenever the queue has been drained and committed
@@ -229,7 +237,7 @@ class Ingestor:
                 items.append(item)
                 if item[0].endswith("/event"):
                     nevents += 1
-            self._write(items)
+            self._dispatch(items)
             if self._queue.empty():
                 self.idle.set()
         # Whatever is still queued after the stop marker arrived was accepted before it: commit
@@ -243,8 +251,43 @@ class Ingestor:
             if item is not _STOP:
                 rest.append(item)
         if rest:
-            self._write(rest)
+            self._dispatch(rest)
+        if self._child is not None:
+            self._child.close()
+            self._child = None
         self.idle.set()
+
+    # -- committing in a process of its own ------------------------------------------------------
+
+    def use_process(self, db_url: str) -> None:
+        """Parse and commit in a child process with its own store. The SQL work then runs on
+        another core instead of taking the GIL from the network thread: under a flood the
+        broker's stream is read and stored in parallel. Call before `start()`."""
+        self._child = _ChildWriter(db_url, self.site, self.max_batch)
+
+    def _dispatch(self, raw: list) -> None:
+        if self._child is None:
+            self._write(raw)
+            return
+        try:
+            acks, stats = self._child.write(raw)
+        except (EOFError, OSError) as e:
+            log.error(
+                "the ingest process stopped (%s): writing in this process from now on",
+                _one_line(e),
+            )
+            self._child.close()
+            self._child = None
+            self._write(raw)  # whatever it committed already comes back as duplicates
+            return
+        for name in ("received", "bad", "unknown_locker", "batches", "failed_batches"):
+            setattr(self.stats, name, self._child_base[name] + stats[name])
+        for locker, seq in acks:
+            try:
+                self.publish_ack(locker, seq)
+                self.stats.acks += 1
+            except Exception as e:
+                log.error("ack %s to %s not sent: %s", seq, locker, _one_line(e))
 
     def _write(self, raw: list) -> None:
         items = [item for item in (self._parse(t, p) for t, p in raw) if item is not None]
@@ -337,6 +380,77 @@ class Ingestor:
             except Exception as e:
                 log.error("could not list lockers: %s", _one_line(e))
         return locker in self._known
+
+
+class _ChildWriter:
+    """The parent's end of the ingest process: `write(raw) -> (acks, stats)`, `close()`."""
+
+    def __init__(self, db_url: str, site: str, max_batch: int):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # never fork a process with threads running
+        self.conn, child_conn = ctx.Pipe()
+        level = logging.getLogger("lockerctl").getEffectiveLevel()
+        self.proc = ctx.Process(
+            target=_child_main,
+            args=(child_conn, db_url, site, max_batch, level),
+            name="lockerctl-ingest",
+            daemon=True,
+        )
+        self.proc.start()
+        child_conn.close()
+
+    def write(self, raw: list) -> tuple[list, dict]:
+        self.conn.send(raw)
+        return self.conn.recv()
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+        self.conn.close()
+
+
+def _child_main(conn, db_url: str, site: str, max_batch: int, level: int) -> None:
+    """The ingest process: receives raw batches, parses, commits, answers with the acks to
+    send. Signals are the parent's business: it finishes the batch, then closes the pipe."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logger = logging.getLogger("lockerctl")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s serve: %(message)s", "%Y-%m-%d %H:%M:%S")
+        )
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level)
+    from .store import Store
+
+    acks: list = []
+    ingestor = Ingestor(
+        Store.open(db_url),
+        site,
+        lambda locker, seq: acks.append((locker, seq)),
+        max_batch=max_batch,
+    )
+    while True:
+        try:
+            raw = conn.recv()
+        except (EOFError, OSError):  # the parent is gone
+            return
+        if raw is None:
+            return
+        acks.clear()
+        ingestor._write(raw)
+        conn.send((list(acks), ingestor.stats.as_dict()))
 
 
 def _row_id(row) -> str:

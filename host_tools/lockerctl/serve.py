@@ -251,6 +251,7 @@ class Service:
         max_batch: int | None = None,
         max_wait: float | None = None,
         store_factory=None,
+        writer_process: bool = False,
     ):
         self.site = site
         self.client_id = client_id or f"lockerctl-serve-{site.site}"
@@ -263,6 +264,8 @@ class Service:
             max_batch=max_batch,
             max_wait=max_wait,
         )
+        if writer_process:
+            self.ingestor.use_process(site.db)
         self.configs = ConfigPublisher(
             self._store_factory(),
             site.site,

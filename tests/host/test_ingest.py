@@ -128,8 +128,11 @@ def _events(st, locker):
         yield row if isinstance(row, dict) else dict(row._mapping)
 
 
-def test_each_event_stored_once_and_resends_counted(site, db_url, locker, start_service):
-    start_service()
+@pytest.mark.parametrize("writer_process", [False, True], ids=["thread", "process"])
+def test_each_event_stored_once_and_resends_counted(
+    site, db_url, locker, start_service, writer_process
+):
+    svc = start_service(writer_process=writer_process)
     for seq in range(1, 51):
         locker.publish("L1", event(seq))
     locker.wait_ack("L1", 50)
@@ -138,10 +141,14 @@ def test_each_event_stored_once_and_resends_counted(site, db_url, locker, start_
     wait_for(lambda: open_store(db_url).duplicates(SITE) == 50, what="50 duplicates counted")
     wait_for(lambda: locker.acks["L1"].count(50) >= 2, what="the resend acknowledged")
     assert stored(db_url, "L1") == list(range(1, 51))
+    assert svc.ingestor.stats.received == 100  # stored or counted as duplicates
 
 
-def test_bad_payloads_are_dropped_and_the_service_goes_on(site, db_url, locker, start_service):
-    svc = start_service()
+@pytest.mark.parametrize("writer_process", [False, True], ids=["thread", "process"])
+def test_bad_payloads_are_dropped_and_the_service_goes_on(
+    site, db_url, locker, start_service, writer_process
+):
+    svc = start_service(writer_process=writer_process)
     bad = [
         b"not json",
         b"\xff\xfe",
@@ -294,8 +301,11 @@ def _state(row):
     raise AssertionError(f"no state column in {list(row)}")
 
 
-def test_stop_commits_and_acks_what_was_received(site, db_url, locker, start_service):
-    svc = start_service(max_batch=5)
+@pytest.mark.parametrize("writer_process", [False, True], ids=["thread", "process"])
+def test_stop_commits_and_acks_what_was_received(
+    site, db_url, locker, start_service, writer_process
+):
+    svc = start_service(max_batch=5, writer_process=writer_process)
     svc.ingestor.max_wait = 0.2
     for seq in range(1, 101):
         locker.publish("L1", event(seq))
@@ -520,3 +530,18 @@ def test_bad_payload_lines_are_limited_per_minute(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == ingestor.bad_log_limit
     assert lines[0] == f"bad event on lockers/{SITE}/L1/event: not JSON (JSONDecodeError)"
+
+
+def test_a_dead_ingest_process_is_replaced_by_the_writer_thread(
+    site, db_url, locker, start_service
+):
+    svc = start_service(writer_process=True)
+    locker.publish("L1", event(1))
+    locker.wait_ack("L1", 1)
+    svc.ingestor._child.proc.kill()
+    svc.ingestor._child.proc.join(5)
+    for seq in (2, 3):
+        locker.publish("L1", event(seq))
+    locker.wait_ack("L1", 3)
+    assert stored(db_url, "L1") == [1, 2, 3]
+    assert svc.ingestor._child is None
