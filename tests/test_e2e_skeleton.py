@@ -153,3 +153,32 @@ def test_skeleton_on_the_locked_down_broker(tmp_path, db_url, make_locker, make_
         assert len(denied) == 1 and denied[0]["reason"] == "unknown_card"
     finally:
         broker.kill()
+
+
+def test_open_reports_what_the_locker_answered(tmp_path, broker, db_url, make_locker, make_serve):
+    """`lockerctl open --wait`: an expired command is refused by the locker and the refusal is
+    the command's answer (exit 1, one line); a good one reports the bay it opened."""
+    import time
+
+    (tmp_path / "roster.csv").write_text(
+        "person_id,name,role,year,walk_home,card_uid\n"
+        "O001,Olive Office,office,,no,04A5B2C3\n"
+        "S001,Sam Staff,staff,,no,04A2B2C3\n"
+    )
+    lockerctl("roster", "import", tmp_path / "roster.csv", db=db_url)
+    device = register(db_url, broker, tmp_path)
+    make_serve(db_url, broker)
+    locker = make_locker("L1", broker=broker, device=device)
+    wait_for(lambda: locker.state()["config"] is not None, timeout=20, what="config")
+    locker.clock(int(time.time()) + 3600)  # the locker's clock is an hour ahead of the office
+    reply = locker.tap("04A2B2C3")
+    assert reply["action"] == "deposit"
+    assert locker.door(reply["bay"], "open") == {"ok": True}
+    assert locker.door(reply["bay"], "close") == {"ok": True}
+    base = ("open", "L1", reply["bay"], "--by", "O001", "--broker", broker.address)
+    late = lockerctl(*base, "--reason", "test", "--wait", "15", db=db_url, check=False)
+    assert late.returncode == 1
+    assert late.stderr.strip() == "lockerctl: L1 rejected the command: expired"
+    assert locker.state()["bays"][reply["bay"] - 1]["holder"] == "S001"
+    ok = lockerctl(*base, "--reason", "test", "--expires", "7200", "--wait", "15", db=db_url)
+    assert f"emergency_open: bay {reply['bay']} opened (holder S001)" in ok.stdout
