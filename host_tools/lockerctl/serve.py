@@ -175,14 +175,16 @@ class ConfigPublisher:
             self.poll_interval = poll_interval
         self.published_version: int | None = None
         self.published: dict[str, int] = {}  # locker -> version of its last published bundle
-        self._force = threading.Event()
+        self._force = False
+        self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def republish(self) -> None:
         """Publish everything again at the next poll (after a reconnect: the broker may have
         restarted and lost its retained messages)."""
-        self._force.set()
+        self._force = True
+        self._wake.set()
 
     def start(self) -> ConfigPublisher:
         self._thread = threading.Thread(target=self._run, name="config-publisher", daemon=True)
@@ -191,7 +193,7 @@ class ConfigPublisher:
 
     def stop(self) -> None:
         self._stop.set()
-        self._force.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
 
@@ -202,14 +204,18 @@ class ConfigPublisher:
                     self.poll_once()
             except Exception as e:
                 log.error("config publishing failed: %s", _one_line(e))
-            self._force.wait(self.poll_interval)
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
 
     def poll_once(self) -> int:
         """Publishes what changed; returns how many bundles were published."""
-        force = self._force.is_set()
-        self._force.clear()
-        version = int(self.store.config_version(self.site))
-        lockers = list(self.store.lockers(self.site))
+        force, self._force = self._force, False
+        try:
+            version = int(self.store.config_version(self.site))
+            lockers = list(self.store.lockers(self.site))
+        except Exception:
+            self._force = self._force or force  # the store is busy or down: try again later
+            raise
         ids = {_field(row, "id") for row in lockers}
         if version <= 0:  # nothing configured yet (a bundle's version is at least 1)
             return 0
