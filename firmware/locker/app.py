@@ -70,6 +70,9 @@ async def main(device):
         tasks.append(asyncio.create_task(board.run()))
     if device.get("broker"):
         tasks.append(asyncio.create_task(link.Link(locker, device, settings).run()))
+    # Everything has taken what it needs from device.json: its strings (the secret among them)
+    # need not stay in RAM for the rest of the day.
+    device.clear()
     board.feedback("boot")
     print("locker {} ready: {} bays, config {}".format(locker.locker_id, board.nbays,
                                                        locker.config_version))

@@ -92,6 +92,8 @@ class Locker:
         self.bundle = bundle
         self.registry.use(bundle)
         self.timetable = Timetable(bundle.timetable if bundle else None)
+        if bundle is not None and bundle.timetable:
+            bundle.timetable.pop("offsets", None)  # the Timetable holds it, compactly
         self.grants = bundle.grants if bundle else ()
 
     @property

@@ -6,6 +6,8 @@
 # Civil-date arithmetic is done here (Howard Hinnant's days-from-civil) rather than with
 # time.gmtime/mktime: their epoch is 1970 on the unix port but 2000 on some ESP32 builds.
 # Europe/London's rule is built in so a locker whose offset table has run out still gets it right.
+from array import array
+
 try:
     from micropython import const
 except ImportError:  # CPython (host tools and tests share this module)
@@ -79,7 +81,13 @@ class Timetable:
         if spec is None:
             spec = {}
         self.timezone = spec.get("timezone") or "UTC"
-        self.offsets = spec.get("offsets") or []
+        # [[utc_ts, offset], ...] as two flat arrays: a list of 2-lists costs 64 bytes an entry
+        # on a 64-bit heap, these 12 (docs/memory.md)
+        self._change_at = array("q")
+        self._offset = array("l")
+        for at, off in spec.get("offsets") or ():
+            self._change_at.append(at)
+            self._offset.append(off)
         self.home_time = spec.get("home_time", 0)
         self.y6_release_minutes = spec.get("y6_release_minutes", 10)
         self.uncollected_after_minutes = spec.get("uncollected_after_minutes", 60)
@@ -91,24 +99,29 @@ class Timetable:
 
     # -- time of day --------------------------------------------------------------------------
 
+    @property
+    def offsets(self):
+        """The offset table, [[utc_ts, offset], ...] from the first change on."""
+        return [[at, off] for at, off in zip(self._change_at, self._offset)]
+
     def offset(self, ts):
         """UTC offset (seconds) in force at UTC instant ts."""
-        table = self.offsets
-        n = len(table)
-        if self._london and (n == 0 or ts < table[0][0] or ts >= table[n - 1][0]):
+        at = self._change_at
+        n = len(at)
+        if self._london and (n == 0 or ts < at[0] or ts >= at[n - 1]):
             return london_offset(ts)
         if n == 0:
             return 0
-        if ts < table[0][0]:
-            return table[0][1]
-        lo, hi = 0, n - 1  # invariant: table[lo][0] <= ts; answer in [lo, hi]
+        if ts < at[0]:
+            return self._offset[0]
+        lo, hi = 0, n - 1  # invariant: at[lo] <= ts; answer in [lo, hi]
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if table[mid][0] <= ts:
+            if at[mid] <= ts:
                 lo = mid
             else:
                 hi = mid - 1
-        return table[lo][1]
+        return self._offset[lo]
 
     def local(self, ts):
         """(date YYYYMMDD, weekday 0=Monday, seconds_of_day, offset) of UTC instant ts."""
