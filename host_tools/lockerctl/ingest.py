@@ -142,6 +142,7 @@ class Ingestor:
             "batches": 0,
             "failed_batches": 0,
         }
+        self._unknown_warned: dict[str, float] = {}
         self._bad_window = time.monotonic()
         self._bad_logged = self._bad_suppressed = 0
         self.idle = threading.Event()  # set whenever the queue has been drained and committed
@@ -317,12 +318,15 @@ class Ingestor:
                 known.append((locker, ev))
             else:
                 self.stats.unknown_locker += 1
-                log.warning(
-                    "event seq %s from unregistered locker %s on site %s: dropped",
-                    ev["seq"],
-                    locker,
-                    self.site,
-                )
+                now = time.monotonic()
+                if now - self._unknown_warned.get(locker, -60.0) >= 60:  # a line a minute
+                    self._unknown_warned[locker] = now
+                    log.warning(
+                        "events from unregistered locker %s on site %s (seq %s): dropped",
+                        locker,
+                        self.site,
+                        ev["seq"],
+                    )
         if not known:
             return
         acks = self._commit(known)
@@ -335,7 +339,8 @@ class Ingestor:
 
     def _commit(self, batch: list) -> dict | None:
         """One transaction; on failure one retry, then event by event so that one event the store
-        refuses cannot hold back the others. None when nothing could be committed."""
+        refuses cannot hold back the others (given up after a few failures in a row: then it is
+        the store, not an event). None when nothing could be committed."""
         for attempt in (1, 2):
             try:
                 return self.store.ingest(self.site, batch)
@@ -351,11 +356,17 @@ class Ingestor:
         if len(batch) == 1:
             return None
         acks: dict[str, int] = {}
+        failures = 0
         for locker, ev in batch:
             try:
                 acks.update(self.store.ingest(self.site, [(locker, ev)]))
+                failures = 0
             except Exception as e:
                 log.error("event seq %s of %s not stored: %s", ev["seq"], locker, _one_line(e))
+                failures += 1
+                if failures >= 3:
+                    log.error("the store refuses every event: the lockers will send them again")
+                    break
         return acks or None
 
     def _send_acks(self, acks: dict, lockers: set) -> None:

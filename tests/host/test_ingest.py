@@ -545,3 +545,34 @@ def test_a_dead_ingest_process_is_replaced_by_the_writer_thread(
     locker.wait_ack("L1", 3)
     assert stored(db_url, "L1") == [1, 2, 3]
     assert svc.ingestor._child is None
+
+
+class RefusingStore:
+    """The real store, refusing any batch that holds L2's event 1 (as a constraint would)."""
+
+    def __init__(self, url):
+        self.real = open_store(url)
+        self.refuse = True
+
+    def ingest(self, site, batch):
+        if self.refuse and ("L2", 1) in {(lk, ev["seq"]) for lk, ev in batch}:
+            raise ValueError("CHECK constraint failed")
+        return self.real.ingest(site, batch)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_one_refused_event_does_not_hold_back_the_others(site, db_url, locker, start_service):
+    refusing = RefusingStore(db_url)
+    svc = start_service(store_factory=lambda: refusing)
+    svc.ingestor.max_wait = 0.3  # all four in one batch
+    for lk, seq in (("L1", 1), ("L2", 1), ("L1", 2), ("L2", 2)):
+        locker.publish(lk, event(seq))
+    locker.wait_ack("L1", 2)
+    assert stored(db_url, "L1") == [1, 2]
+    assert stored(db_url, "L2") == [2]
+    assert "L2" not in locker.acks  # 1 is missing: nothing to acknowledge yet
+    refusing.refuse = False
+    locker.publish("L2", event(1))  # the locker sends it again
+    locker.wait_ack("L2", 2)
