@@ -75,7 +75,8 @@ class Bay:
     def _granted(self, now_ms):
         self.granted_ms = now_ms
         self.door_opened = self.door == OPEN
-        self.uncollected_day = 0
+        if self.uncollected_day:  # written only when it changes: see the class's comment
+            self.uncollected_day = 0
 
     def lapse_due(self, now_ms, lapse_ms):
         """True when an open grant's door was never opened in time (the grant lapses)."""
@@ -120,7 +121,8 @@ class Bay:
         self.door = reading
         if reading == OPEN:
             self.door_open_since_ms = now_ms
-            self.left_open_raised = False
+            if self.left_open_raised:
+                self.left_open_raised = False
             if self.locked:
                 return "door_forced"
             self.door_opened = True

@@ -233,7 +233,7 @@ class Link:
             it = journal.unacked(self.cursor)
             try:
                 for ev in it:
-                    batch.append((ev.seq, self.to_json(ev)))
+                    batch.append((ev.seq, _b(self.to_json(ev))))  # the str is garbage at once
                     if len(batch) >= _BATCH or len(batch) >= room:
                         break
             finally:
@@ -242,7 +242,7 @@ class Link:
             if not batch:
                 return
             for seq, payload in batch:
-                await self.client.publish(self.t_event, _b(payload), False, self.event_qos)
+                await self.client.publish(self.t_event, payload, False, self.event_qos)
                 self.cursor = seq
                 if seq > self.sent_hi:
                     self.sent_hi = seq
