@@ -6,8 +6,6 @@
 # Civil-date arithmetic is done here (Howard Hinnant's days-from-civil) rather than with
 # time.gmtime/mktime: their epoch is 1970 on the unix port but 2000 on some ESP32 builds.
 # Europe/London's rule is built in so a locker whose offset table has run out still gets it right.
-from array import array
-
 try:
     from micropython import const
 except ImportError:  # CPython (host tools and tests share this module)
@@ -81,13 +79,11 @@ class Timetable:
         if spec is None:
             spec = {}
         self.timezone = spec.get("timezone") or "UTC"
-        # [[utc_ts, offset], ...] as two flat arrays: a list of 2-lists costs 64 bytes an entry
-        # on a 64-bit heap, these 12 (docs/memory.md)
-        self._change_at = array("q")
-        self._offset = array("l")
-        for at, off in spec.get("offsets") or ():
-            self._change_at.append(at)
-            self._offset.append(off)
+        # [[utc_ts, offset], ...] as two flat tuples: a list of 2-lists costs 64 bytes an entry
+        # on a 64-bit heap, these 16 (docs/memory.md)
+        table = spec.get("offsets") or ()
+        self._change_at = tuple(row[0] for row in table)
+        self._offset = tuple(row[1] for row in table)
         self.home_time = spec.get("home_time", 0)
         self.y6_release_minutes = spec.get("y6_release_minutes", 10)
         self.uncollected_after_minutes = spec.get("uncollected_after_minutes", 60)
