@@ -245,14 +245,18 @@ class Serve:
             argv += ["--http", f"127.0.0.1:{http_port}"]
         self.process = Process(argv, workdir / "serve.log")
 
-    def start(self):
+    def start(self, timeout: float = 20.0):
+        """Returns once serve is connected and subscribed (and its dashboard listening)."""
         self.process.start()
+        wait_for(
+            lambda: "connected to" in self.process.output() or not self.process.alive(),
+            timeout=timeout,
+            what="lockerctl serve to connect",
+        )
+        if not self.process.alive():
+            raise RuntimeError("lockerctl serve exited:\n" + self.process.output())
         if self.http_port:
             wait_port(self.http_port, proc=self.process.proc)
-        else:
-            time.sleep(0.5)
-            if not self.process.alive():
-                raise RuntimeError("lockerctl serve exited:\n" + self.process.output())
         return self
 
     def stop(self):
