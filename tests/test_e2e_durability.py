@@ -103,8 +103,22 @@ def test_firmware_runs_in_an_esp32_sized_heap_with_600_cards(
     assert locker.tap("05FFFFFF")["reason"] == "unknown_card"
     assert locker.tap(STAFF[0])["reason"] == "no_free_bay"
     # A signed office command as well: the code that checks it loads when the first one arrives.
-    opened = lockerctl("open", "L1", 1, "--by", "S001", "--reason", "heap test", "--expires",
-                       7200, "--wait", 15, "--broker", broker.address, db=db_url).stdout
+    opened = lockerctl(
+        "open",
+        "L1",
+        1,
+        "--by",
+        "S001",
+        "--reason",
+        "heap test",
+        "--expires",
+        7200,
+        "--wait",
+        15,
+        "--broker",
+        broker.address,
+        db=db_url,
+    ).stdout
     assert "bay 1 opened" in opened, opened
     wait_for(lambda: locker.state()["pending"] == 0, timeout=30, what="events acknowledged")
     heap = locker.send("outputs")["heap"]

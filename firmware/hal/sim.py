@@ -47,8 +47,9 @@ class Board:
 
         host_dir = device.get("data_dir") or "var/" + device["locker_id"]
         _makedirs(host_dir)
-        self.flash = simflash.mount(host_dir + "/flash.img", _MOUNTPOINT,
-                                    block_count=settings["flash_blocks"])
+        self.flash = simflash.mount(
+            host_dir + "/flash.img", _MOUNTPOINT, block_count=settings["flash_blocks"]
+        )
         self.data_dir = _MOUNTPOINT
 
     # -- the board interface (docs/architecture.md) ---------------------------------------------
@@ -97,8 +98,12 @@ class Board:
     def outputs(self):
         self.sample_heap()
         return {
-            "heap": {"used": gc.mem_alloc(), "free": gc.mem_free(), "max_used": self.heap_max,
-                     "code": self.code_bytes},
+            "heap": {
+                "used": gc.mem_alloc(),
+                "free": gc.mem_free(),
+                "max_used": self.heap_max,
+                "code": self.code_bytes,
+            },
             "locks": ["unlocked" if on else "locked" for on in self.locks],
             "led": self.led,
             "buzzer": self.buzzer,

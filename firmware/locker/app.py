@@ -74,8 +74,11 @@ async def main(device):
     # need not stay in RAM for the rest of the day.
     device.clear()
     board.feedback("boot")
-    print("locker {} ready: {} bays, config {}".format(locker.locker_id, board.nbays,
-                                                       locker.config_version))
+    print(
+        "locker {} ready: {} bays, config {}".format(
+            locker.locker_id, board.nbays, locker.config_version
+        )
+    )
     while True:
         await asyncio.sleep(3600)
 

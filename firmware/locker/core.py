@@ -163,8 +163,9 @@ class Locker:
             and bay is not None
             and policy.grant_covers(self.grants, card.person, now)
         )
-        action, reason, flag = policy.decide(card, now, self.timetable, bay is not None,
-                                             override_by, granted)
+        action, reason, flag = policy.decide(
+            card, now, self.timetable, bay is not None, override_by, granted
+        )
         if override_by is not None and card is not None:
             self.override_by = None  # the override releases exactly one card
             if action == "deposit":
@@ -188,8 +189,9 @@ class Locker:
                 return _granted("deposit", bay.number)
             self._record("deposit", now, bay=bay.number, person=card.person, reason=card.role)
             if flag:
-                self._record(flag, now, bay=bay.number, person=card.person,
-                             reason="phone_not_allowed")
+                self._record(
+                    flag, now, bay=bay.number, person=card.person, reason="phone_not_allowed"
+                )
             self._commit()
             bay.grant_deposit(card.person, card.role, now_ms)
             self._unlock(bay)
@@ -252,8 +254,9 @@ class Locker:
             self._commit()
             return []
         for bay in bays:
-            self._record("emergency_open", now, bay=bay.number, person=bay.holder, by=by,
-                         reason=reason)
+            self._record(
+                "emergency_open", now, bay=bay.number, person=bay.holder, by=by, reason=reason
+            )
         self._commit()
         now_ms = self.board.ticks_ms()
         for bay in bays:
@@ -486,8 +489,13 @@ class _ConfigSink:
         self.received = 0
         from locker.receiver import Receiver  # loaded while a bundle arrives, then dropped
 
-        self.receiver = Receiver(locker.dir, locker.config_key, locker.locker_id,
-                                 locker.config_version or 0, locker.settings["max_config_bytes"])
+        self.receiver = Receiver(
+            locker.dir,
+            locker.config_key,
+            locker.locker_id,
+            locker.config_version or 0,
+            locker.settings["max_config_bytes"],
+        )
 
     def write(self, chunk):
         self.received += len(chunk)

@@ -92,7 +92,6 @@ _U32 = const(0xFFFFFFFF)
 
 
 class Event:
-
     def __init__(self, seq, ts, type, bay=None, person=None, by=None, reason=None):  # noqa: A002
         self.seq = seq
         self.ts = ts

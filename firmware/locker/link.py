@@ -37,7 +37,6 @@ except ImportError:  # pragma: no cover - every MicroPython port we run on has i
 
 
 class Link:
-
     def __init__(self, locker, device, settings, to_json=None):
         if to_json is None:
             from locker.events import to_json
