@@ -7,9 +7,18 @@ from binascii import unhexlify
 
 from locker.mac import HMAC, equal
 
-# field -> type the JSON must have ("bay" is checked on its own: a number or a word)
-_FIELDS = (("id", int), ("op", str), ("by", str), ("reason", str), ("exp", int), ("mac", str))
-_BAY_WORDS = ("all", "staff")
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools share the canonical form)
+
+    def const(x):
+        return x
+
+
+# fields the JSON must have, by type ("bay" is checked on its own: a number or a word)
+_INT_FIELDS = const(("id", "exp"))
+_STR_FIELDS = const(("op", "by", "reason", "mac"))
+_BAY_WORDS = const(("all", "staff"))
 
 
 class CommandError(Exception):
@@ -37,9 +46,11 @@ def verify(payload, cmd_key, locker_id, last_id, now):
         raise CommandError("malformed") from None
     if not isinstance(cmd, dict):
         raise CommandError("malformed")
-    for name, typ in _FIELDS:
-        value = cmd.get(name)
-        if type(value) is not typ:  # noqa: E721 - bool is not an int here
+    for name in _INT_FIELDS:
+        if type(cmd.get(name)) is not int:  # noqa: E721 - bool is not an int here
+            raise CommandError("malformed")
+    for name in _STR_FIELDS:
+        if type(cmd.get(name)) is not str:  # noqa: E721
             raise CommandError("malformed")
     bay = cmd.get("bay")
     if not (type(bay) is int or bay in _BAY_WORDS):  # noqa: E721
@@ -69,7 +80,8 @@ class Counter:
         self.last = 0
         try:
             with open(path) as f:
-                self.last = int(f.read().strip() or "0")
+                text = f.read().strip()
+            self.last = int(text) if text else 0
         except (OSError, ValueError):
             # none accepted yet. (Written by tmp + rename, it is never torn; a rotten file must
             # not stop the locker from booting: expiry still bounds what a replay could do.)
@@ -79,7 +91,7 @@ class Counter:
         if cmd_id <= self.last:
             raise ValueError("command counter only moves forward")
         tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("{}\n".format(cmd_id))
+        with open(tmp, "wb") as f:
+            f.write(str(cmd_id).encode() + b"\n")
         os.rename(tmp, self.path)
         self.last = cmd_id

@@ -27,6 +27,8 @@ from locker.timetable import Timetable
 _ROLE_OF_FOB = const("slt")
 _STATE_FIXED = const(192)  # state_json's room for all but the bays (a 28-character locker id)
 _STATE_PER_BAY = const(72)  # ... and per bay (a longer holder's id grows the buffer once)
+_BAY_JSON = const('{{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}')
+_NEXT_BAY_JSON = const(', {{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}')
 
 
 def _denied(reason):
@@ -467,10 +469,10 @@ class Locker:
             self.journal.pending, dumps(self.config_version)
         ).encode()
         for bay in self.bays:
-            buf += '{}{{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}'.format(
-                ", " if bay.number > 1 else "",
+            fmt = _BAY_JSON if bay.number == 1 else _NEXT_BAY_JSON
+            buf += fmt.format(
                 bay.number,
-                "true" if bay.locked else "false",
+                dumps(bay.locked),
                 B.DOOR_NAMES[bay.door],
                 dumps(bay.holder if bay.occupied or bay.state == B.OPEN_DEPOSIT else None),
             ).encode()

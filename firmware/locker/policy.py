@@ -4,24 +4,33 @@
 # not) in the locker; may the locker deposit, retrieve, arm an override, or must it refuse?
 # Bays (`no_free_bay`, `not_holder`), journaling and the override's 20-second window are the
 # caller's job (locker/core.py); this module imports no hardware and keeps no state.
+# The words are private constants: compiled in, not one more global and interned name each.
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
 
 # What the caller does.
-DEPOSIT = "deposit"
-RETRIEVE = "retrieve"
-OVERRIDE = "override"  # an armed SLT override releases this card's phone now
-ARM = "arm"  # the SLT fob: arm an override (or, tapped twice, emergency open)
-DENIED = "denied"
+_DEPOSIT = const("deposit")
+_RETRIEVE = const("retrieve")
+_OVERRIDE = const("override")  # an armed SLT override releases this card's phone now
+_ARM = const("arm")  # the SLT fob: arm an override (or, tapped twice, emergency open)
+_DENIED = const("denied")
 
 # Why it refuses (docs/protocol.md reasons).
-UNKNOWN_CARD = "unknown_card"
-REVOKED = "revoked"
-CONTACT_HOURS = "contact_hours"
-CLOCK_UNKNOWN = "clock_unknown"
+_UNKNOWN_CARD = const("unknown_card")
+_REVOKED = const("revoked")
+_CONTACT_HOURS = const("contact_hours")
+_CLOCK_UNKNOWN = const("clock_unknown")
 
 # A deposit that is allowed but reported.
-POLICY_FLAG = "policy_flag"
+_POLICY_FLAG = const("policy_flag")
 
-ROLES = ("pupil", "staff", "slt", "office")
+_ROLES = const(("pupil", "staff", "slt", "office"))
 
 
 def may_bring_phone(card):
@@ -47,37 +56,37 @@ def decide(card, now, timetable, holds, override_by=None, granted=False):
     granted: True when an exception grant covers this person now (see grant_covers).
     """
     if card is None:
-        return (DENIED, UNKNOWN_CARD, None)
+        return (_DENIED, _UNKNOWN_CARD, None)
     if card.revoked:
         # SLT can still hand a revoked card's phone back through an override; a revoked card
         # never deposits and never retrieves on its own.
         if holds and override_by is not None:
-            return (OVERRIDE, None, None)
-        return (DENIED, REVOKED, None)
+            return (_OVERRIDE, None, None)
+        return (_DENIED, _REVOKED, None)
     role = card.role
     if role == "slt":
-        return (ARM, None, None)
-    if role not in ROLES:
-        return (DENIED, UNKNOWN_CARD, None)
+        return (_ARM, None, None)
+    if role not in _ROLES:
+        return (_DENIED, _UNKNOWN_CARD, None)
     if not holds:
         # Depositing is always allowed (with the clock unknown too): a phone that may not be in
         # school must still be locked away; the locker reports it.
-        return (DEPOSIT, None, None if may_bring_phone(card) else POLICY_FLAG)
+        return (_DEPOSIT, None, None if may_bring_phone(card) else _POLICY_FLAG)
     if override_by is not None:
-        return (OVERRIDE, None, None)
+        return (_OVERRIDE, None, None)
     if now is None:
-        return (DENIED, CLOCK_UNKNOWN, None)
+        return (_DENIED, _CLOCK_UNKNOWN, None)
     if granted or timetable is None or not timetable.is_school_day(now):
-        return (RETRIEVE, None, None)
+        return (_RETRIEVE, None, None)
     if role == "pupil":
         release = timetable.pupil_release_ts(now, released_early(card))
         if release is not None and now < release:
-            return (DENIED, CONTACT_HOURS, None)
-        return (RETRIEVE, None, None)
+            return (_DENIED, _CONTACT_HOURS, None)
+        return (_RETRIEVE, None, None)
     # staff and office: only contact periods are locked; breaks and lunch are open.
     if timetable.in_contact(now):
-        return (DENIED, CONTACT_HOURS, None)
-    return (RETRIEVE, None, None)
+        return (_DENIED, _CONTACT_HOURS, None)
+    return (_RETRIEVE, None, None)
 
 
 def grant_covers(grants, person, now):

@@ -82,8 +82,7 @@ class Timetable:
         # [[utc_ts, offset], ...] as two flat tuples: a list of 2-lists costs 64 bytes an entry
         # on a 64-bit heap, these 16 (docs/memory.md)
         table = spec.get("offsets") or ()
-        self._change_at = tuple(row[0] for row in table)
-        self._offset = tuple(row[1] for row in table)
+        self._table = (tuple(row[0] for row in table), tuple(row[1] for row in table))
         self.home_time = spec.get("home_time", 0)
         self.y6_release_minutes = spec.get("y6_release_minutes", 10)
         self.uncollected_after_minutes = spec.get("uncollected_after_minutes", 60)
@@ -98,18 +97,18 @@ class Timetable:
     @property
     def offsets(self):
         """The offset table, [[utc_ts, offset], ...] from the first change on."""
-        return [[at, off] for at, off in zip(self._change_at, self._offset)]
+        return [[at, off] for at, off in zip(*self._table)]
 
     def offset(self, ts):
         """UTC offset (seconds) in force at UTC instant ts."""
-        at = self._change_at
+        at, offsets = self._table
         n = len(at)
         if self._london and (n == 0 or ts < at[0] or ts >= at[n - 1]):
             return london_offset(ts)
         if n == 0:
             return 0
         if ts < at[0]:
-            return self._offset[0]
+            return offsets[0]
         lo, hi = 0, n - 1  # invariant: at[lo] <= ts; answer in [lo, hi]
         while lo < hi:
             mid = (lo + hi + 1) // 2
@@ -117,7 +116,7 @@ class Timetable:
                 lo = mid
             else:
                 hi = mid - 1
-        return self._offset[lo]
+        return offsets[lo]
 
     def local(self, ts):
         """(date YYYYMMDD, weekday 0=Monday, seconds_of_day, offset) of UTC instant ts."""
