@@ -49,7 +49,7 @@ def test_offline_sigkill_storm_then_every_event_exactly_once(
     make_serve(db_url, broker)
     locker = make_locker("L1", broker=broker, device=device)
     wait_for(lambda: locker.state()["config"] is not None, timeout=20, what="config")
-    locker.clock(1795510800)  # Tuesday 2026-11-24 08:20 UTC, before school
+    locker.clock(1795508400)  # Tuesday 2026-11-24 08:20 UTC, before school
 
     broker.kill()  # the school's network goes down for the day
     rng = random.Random(7)
@@ -66,7 +66,7 @@ def test_offline_sigkill_storm_then_every_event_exactly_once(
         pending = locker.state()["pending"]
         locker.kill()  # SIGKILL, mid-day, no warning
         locker.start()
-        locker.clock(1795510800 + _round * 60)
+        locker.clock(1795508400 + _round * 60)
         assert locker.state()["pending"] >= pending + 1  # kept, plus a boot event
 
     last = locker.state()["pending"]

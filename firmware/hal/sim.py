@@ -69,10 +69,10 @@ class Board:
         reading = self.doors[bay - 1]
         return None if reading == 2 else reading == 1
 
-    def feedback(self, outcome):
+    def feedback(self, outcome, reason=None):
         self.led = outcome
         self.buzzer += 1
-        self.feedback_log.append(outcome)
+        self.feedback_log.append(outcome if reason is None else outcome + ":" + reason)
         if len(self.feedback_log) > _FEEDBACK_KEEP:
             self.feedback_log.pop(0)
 

@@ -176,7 +176,7 @@ class Locker:
         if action == "denied":
             self._record("denied", now, person=card.person if card else None, reason=reason)
             self._commit()
-            self.board.feedback("denied")
+            self.board.feedback("denied", reason)
             return _denied(reason)
 
         if action == "deposit":
@@ -185,7 +185,7 @@ class Locker:
             if bay is None:
                 self._record("denied", now, person=card.person, reason="no_free_bay")
                 self._commit()
-                self.board.feedback("denied")
+                self.board.feedback("denied", "no_free_bay")
                 return _denied("no_free_bay")
             if bay.state == B.OPEN_DEPOSIT:  # a second tap while the door is still to be opened
                 return _granted("deposit", bay.number)
@@ -322,7 +322,10 @@ class Locker:
             self._record("door_forced", self.board.now(), bay=number, person=was_holder)
             self._commit()
             self.board.feedback("alarm")
-        elif outcome == "closed":
+        elif outcome == "closed" or (reading == B.OPEN and not bay.locked):
+            # Closed after use: relock. Opened under a grant: the bolt has nothing to hold, so the
+            # solenoid is released at once (lock solenoids are not rated to stay energised, and a
+            # slam latch lets the door close on a released bolt).
             self.board.set_lock(number, False)
         self.state_rev += 1
 

@@ -39,8 +39,8 @@ class FakeBoard:
     def door_open(self, bay):
         return False
 
-    def feedback(self, outcome):
-        self.feedback_log.append(outcome)
+    def feedback(self, outcome, reason=None):
+        self.feedback_log.append(outcome if reason is None else outcome + ":" + reason)
 
     def poll_card(self):
         return None

@@ -316,3 +316,17 @@ def test_ack_drops_pending_and_never_beyond_sent():
     assert locker.state()["pending"] == 1
     locker.acknowledged(99)  # beyond the last seq: ignored
     assert locker.state()["pending"] == 1
+
+
+def test_solenoid_released_once_the_door_is_open_and_denials_say_why():
+    locker, board = make_locker(tmpdir("core_solenoid"), clock=at(8, 0))
+    bay = locker.tap_text(S1)["bay"]
+    assert board.locks[bay - 1] is True
+    locker.door(bay, 1)
+    assert board.locks[bay - 1] is False  # open: the bolt has nothing to hold
+    assert locker.state()["bays"][bay - 1]["locked"] is False
+    locker.door(bay, 0)
+    assert locker.state()["bays"][bay - 1]["locked"] is True
+    board.clock = at(9, 0)
+    locker.tap_text(S1)
+    assert board.feedback_log[-1] == "denied:contact_hours"
