@@ -183,7 +183,9 @@ Cards are in docs/examples/roster.csv. Press Ctrl-C to stop everything.
 
 def main() -> None:
     demo = Demo()
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C (even when started from a script that ignores SIGINT) and SIGTERM both stop the demo.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         demo.run()
     except KeyboardInterrupt:
