@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
-DEMO = ROOT / "var" / "demo"
+DEMO = Path(os.environ.get("CLASSLOCKER_DEMO_DIR") or ROOT / "var" / "demo")
 EXAMPLES = ROOT / "docs" / "examples"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 LOCKERS = [("L1", 8), ("L2", 12)]
@@ -151,7 +151,7 @@ class Demo:
 
         print(
             f"""
-classlocker demo is running (logs and data in {DEMO.relative_to(ROOT)}/)
+classlocker demo is running (logs and data in {DEMO}/)
 
   dashboard   http://127.0.0.1:{http_port}/   {
                 "user admin, password " + admin_password if admin_password else ""
