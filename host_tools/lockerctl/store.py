@@ -245,6 +245,11 @@ def _text(value, limit=MAX_TEXT):
     return value[:limit]
 
 
+def _chunks(items: list, n: int):
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
 def _int_or_none(value):
     if isinstance(value, bool) or not isinstance(value, int):
         return None
@@ -546,47 +551,165 @@ class Store:
         Events already stored (same site, locker, seq) are counted as duplicates, not stored.
         Each stored event is appended to the trail. Returns {locker_id: ack_seq} for every locker
         in the batch, ack_seq being the highest N such that seqs 1..N are all stored.
-        """
-        by_locker: dict[str, list[dict]] = {}
-        for locker_id, ev in batch:
-            by_locker.setdefault(locker_id, []).append(ev)
-        acks: dict[str, int] = {}
-        received = _now()
-        with self._write() as conn:
-            self._ensure_site(conn, site)
-            chain = self._chain(conn)
-            for locker_id, evs in by_locker.items():
-                acks[locker_id] = self._ingest_locker(conn, chain, site, locker_id, evs, received)
-            self._save_chain(conn, chain)
-        return acks
 
-    def _ingest_locker(self, conn, chain, site, locker_id, evs, received) -> int:
-        m = ingest_marks
-        mark = conn.execute(
-            sa.select(m.c.ack_seq, m.c.duplicates).where(
-                m.c.site == site, m.c.locker_id == locker_id
-            )
-        ).first()
-        if mark is None:
-            conn.execute(
-                m.insert().values(site=site, locker_id=locker_id, ack_seq=0, duplicates=0)
-            )
-            ack, dups = 0, 0
-        else:
-            ack, dups = mark.ack_seq, mark.duplicates
-        fresh: dict[int, dict] = {}
-        for ev in evs:
+        The work is done in a handful of statements for the whole batch, however many lockers
+        it holds: the marks and each locker's highest stored seq in one query; an existence
+        check only for seqs at or below that (resends); one insert of every new event (ids
+        returned); one of their trail entries; one update of the marks. Events and trail
+        entries are written lockers in order of first appearance, each locker's seqs ascending.
+        """
+        by_locker: dict[str, dict[int, dict]] = {}
+        dups: dict[str, int] = {}
+        for locker_id, ev in batch:
+            fresh = by_locker.get(locker_id)
+            if fresh is None:
+                fresh = by_locker[locker_id] = {}
+                dups[locker_id] = 0
             seq = _int_or_none(ev.get("seq")) if isinstance(ev, dict) else None
             if seq is None or seq < 1:
                 continue  # not an event at all: nothing to store or acknowledge
             if seq in fresh:
-                dups += 1
+                dups[locker_id] += 1
             else:
                 fresh[seq] = ev
-        seqs = sorted(fresh)
+        received = _now()
+        with self._write() as conn:
+            self._ensure_site(conn, site)
+            chain = self._chain(conn)
+            acks = self._ingest_lockers(conn, chain, site, by_locker, dups, received)
+            self._save_chain(conn, chain)
+        return acks
+
+    def _ingest_lockers(self, conn, chain, site, by_locker, dups, received) -> dict[str, int]:
+        marks = self._marks(conn, site, list(by_locker))
+        rows = []  # the new events, in the order they are written
+        for locker_id, fresh in by_locker.items():
+            ack, stored_dups, _, top = marks[locker_id]
+            seqs = sorted(fresh)
+            # Only a seq above the watermark and at or below the highest stored one can be
+            # stored already (a resend after a gap): look those up, nothing else.
+            maybe = [s for s in seqs if ack < s <= top]
+            stored = self._stored_seqs(conn, site, locker_id, maybe) if maybe else ()
+            n = 0
+            for seq in seqs:
+                if seq <= ack or seq in stored:
+                    n += 1
+                    continue
+                ev = fresh[seq]
+                ts = _int_or_none(ev.get("ts"))
+                rows.append(
+                    {
+                        "site": site,
+                        "locker_id": locker_id,
+                        "seq": seq,
+                        "ts": ts,
+                        "type": _text(ev.get("type"), 32) or "unknown",
+                        "bay": _int_or_none(ev.get("bay")),
+                        "person": _text(ev.get("person")),
+                        "by": _text(ev.get("by")),
+                        "reason": _text(ev.get("reason")),
+                        "received_at": received,
+                        "sort_ts": ts if ts is not None else received,
+                    }
+                )
+            dups[locker_id] += stored_dups + n
+        new_seqs: dict[str, list[int]] = {}
+        if rows:
+            ids = self._insert_events(conn, rows)
+            entries = []
+            append = chain.append
+            content_of = trail.event_content
+            for r in rows:
+                locker_id, seq = r["locker_id"], r["seq"]
+                content = content_of(
+                    site, locker_id, seq, r["ts"], r["type"], r["bay"], r["person"], r["by"],
+                    r["reason"], received,
+                )  # fmt: skip
+                entry_id, chash, h = append(content)
+                entries.append(
+                    {
+                        "id": entry_id,
+                        "site": site,
+                        "kind": trail.EVENT,
+                        "event_id": ids[(locker_id, seq)],
+                        "content": None,
+                        "content_hash": chash,
+                        "hash": h,
+                        "redacted": False,
+                        "at": received,
+                    }
+                )
+                new_seqs.setdefault(locker_id, []).append(seq)
+            conn.execute(trail_entries.insert(), entries)
+        acks: dict[str, int] = {}
+        inserts, updates = [], []
+        for locker_id in by_locker:
+            ack, _, known, top = marks[locker_id]
+            if top <= ack:
+                # Nothing was stored beyond the watermark before this batch: what lies beyond it
+                # now is exactly what this batch stored (ascending), so advance in memory.
+                for seq in new_seqs.get(locker_id, ()):
+                    if seq != ack + 1:
+                        break
+                    ack = seq
+            else:
+                ack = self._advance(conn, site, locker_id, ack)
+            acks[locker_id] = ack
+            mark = {"b_locker": locker_id, "b_ack": ack, "b_dups": dups[locker_id]}
+            (updates if known else inserts).append(mark)
+        m = ingest_marks
+        if inserts:
+            conn.execute(
+                m.insert().values(
+                    site=site,
+                    locker_id=sa.bindparam("b_locker"),
+                    ack_seq=sa.bindparam("b_ack"),
+                    duplicates=sa.bindparam("b_dups"),
+                ),
+                inserts,
+            )
+        if updates:
+            conn.execute(
+                m.update()
+                .where(m.c.site == site, m.c.locker_id == sa.bindparam("b_locker"))
+                .values(ack_seq=sa.bindparam("b_ack"), duplicates=sa.bindparam("b_dups")),
+                updates,
+            )
+        return acks
+
+    def _marks(self, conn, site, locker_ids) -> dict[str, tuple[int, int, bool, int]]:
+        """{locker: (ack_seq, duplicates, has a mark row, highest stored seq or 0)} with one
+        query per 500 lockers: each highest seq is a correlated max over the unique index
+        (site, locker_id, seq), one index seek per locker on SQLite and PostgreSQL alike."""
+        m, e = ingest_marks, events
+        top = (
+            sa.select(sa.func.max(e.c.seq))
+            .where(e.c.site == m.c.site, e.c.locker_id == m.c.locker_id)
+            .scalar_subquery()
+        )
+        out: dict[str, tuple[int, int, bool, int]] = {}
+        for chunk in _chunks(locker_ids, 500):
+            for r in conn.execute(
+                sa.select(m.c.locker_id, m.c.ack_seq, m.c.duplicates, top.label("top")).where(
+                    m.c.site == site, m.c.locker_id.in_(chunk)
+                )
+            ):
+                out[r.locker_id] = (r.ack_seq, r.duplicates, True, r.top or 0)
+        for locker_id in locker_ids:
+            if locker_id not in out:
+                # No mark yet (the locker's first batch). Rows stored without one cannot come
+                # from `ingest`, but look, so that they are never stored twice.
+                top = conn.execute(
+                    sa.select(sa.func.max(e.c.seq)).where(
+                        e.c.site == site, e.c.locker_id == locker_id
+                    )
+                ).scalar()
+                out[locker_id] = (0, 0, False, top or 0)
+        return out
+
+    def _stored_seqs(self, conn, site, locker_id, seqs) -> set[int]:
         stored = set()
-        for i in range(0, len(seqs), 500):
-            chunk = seqs[i : i + 500]
+        for chunk in _chunks(seqs, 500):
             stored.update(
                 conn.execute(
                     sa.select(events.c.seq).where(
@@ -596,71 +719,14 @@ class Store:
                     )
                 ).scalars()
             )
-        rows = []
-        for seq in seqs:
-            if seq in stored or seq <= ack:
-                dups += 1
-                continue
-            ev = fresh[seq]
-            ts = _int_or_none(ev.get("ts"))
-            rows.append(
-                {
-                    "site": site,
-                    "locker_id": locker_id,
-                    "seq": seq,
-                    "ts": ts,
-                    "type": _text(ev.get("type"), 32) or "unknown",
-                    "bay": _int_or_none(ev.get("bay")),
-                    "person": _text(ev.get("person")),
-                    "by": _text(ev.get("by")),
-                    "reason": _text(ev.get("reason")),
-                    "received_at": received,
-                    "sort_ts": ts if ts is not None else received,
-                }
-            )
-        if rows:
-            # One executemany for the events, one query for their ids, one for the entries.
-            conn.execute(events.insert(), rows)
-            ids = {}
-            for i in range(0, len(rows), 500):
-                chunk = [r["seq"] for r in rows[i : i + 500]]
-                ids.update(
-                    conn.execute(
-                        sa.select(events.c.seq, events.c.id).where(
-                            events.c.site == site,
-                            events.c.locker_id == locker_id,
-                            events.c.seq.in_(chunk),
-                        )
-                    ).all()
-                )
-            entries = []
-            for r in rows:
-                content = trail.event_content(
-                    site, locker_id, r["seq"], r["ts"], r["type"], r["bay"], r["person"],
-                    r["by"], r["reason"], received,
-                )  # fmt: skip
-                entry_id, chash, h = chain.append(content)
-                entries.append(
-                    {
-                        "id": entry_id,
-                        "site": site,
-                        "kind": trail.EVENT,
-                        "event_id": ids[r["seq"]],
-                        "content": None,
-                        "content_hash": chash,
-                        "hash": h,
-                        "redacted": False,
-                        "at": received,
-                    }
-                )
-            conn.execute(trail_entries.insert(), entries)
-        ack = self._advance(conn, site, locker_id, ack)
-        conn.execute(
-            m.update()
-            .where(m.c.site == site, m.c.locker_id == locker_id)
-            .values(ack_seq=ack, duplicates=dups)
-        )
-        return ack
+        return stored
+
+    def _insert_events(self, conn, rows) -> dict[tuple[str, int], int]:
+        """Inserts the event rows (SQLAlchemy batches them into multi-row INSERT ... RETURNING
+        statements); {(locker_id, seq): id}."""
+        e = events
+        result = conn.execute(e.insert().returning(e.c.id, e.c.locker_id, e.c.seq), rows)
+        return {(locker_id, seq): id_ for id_, locker_id, seq in result}
 
     def _advance(self, conn, site, locker_id, ack: int) -> int:
         """Moves the watermark over every contiguous seq stored after it."""
