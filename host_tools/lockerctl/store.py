@@ -13,6 +13,7 @@ later change is a new migration (`register_migration`), never an edit of these d
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -243,6 +244,72 @@ def _text(value, limit=MAX_TEXT):
     if not isinstance(value, str):
         value = str(value)
     return value[:limit]
+
+
+# Column order of the tuples `_ingest_lockers` builds.
+_EVENT_COLUMNS = (
+    "site",
+    "locker_id",
+    "seq",
+    "ts",
+    "type",
+    "bay",
+    "person",
+    "by",
+    "reason",
+    "received_at",
+    "sort_ts",
+)
+_TRAIL_COLUMNS = (
+    "id",
+    "site",
+    "kind",
+    "event_id",
+    "content",
+    "content_hash",
+    "hash",
+    "redacted",
+    "at",
+)
+# Placeholder of each DB-API parameter style `_insert_many` writes SQL for itself.
+_PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+_INSERT_PARAMS = 10_000  # bound values per multi-row INSERT (SQLite 3.32+ allows 32,766)
+
+
+def _insert_many(conn, table: sa.Table, columns: tuple, rows: list, returning=()) -> list:
+    """Inserts `rows` (tuples of plain str/int/bool/None in `columns` order) into `table`;
+    the `returning` columns of every row inserted, in no particular order.
+
+    Thousands of rows per batch: SQLAlchemy's per-row parameter processing would cost more than
+    the database's work, so the statement is written here for the driver (the values need no
+    conversion on SQLite or PostgreSQL): one prepared row executed many times, or with
+    `returning`, multi-row VALUES lists. Other drivers get the same through SQLAlchemy Core.
+    """
+    if not rows:
+        return []
+    dialect = conn.dialect
+    ph = _PLACEHOLDER.get(dialect.paramstyle)
+    if ph is None:
+        dicts = [dict(zip(columns, r, strict=True)) for r in rows]
+        if not returning:
+            conn.execute(table.insert(), dicts)
+            return []
+        return conn.execute(table.insert().returning(*returning), dicts).all()
+    q = dialect.identifier_preparer
+    head = "INSERT INTO {} ({}) VALUES ".format(
+        q.format_table(table), ", ".join(q.quote(c) for c in columns)
+    )
+    one = "(" + ", ".join([ph] * len(columns)) + ")"
+    if not returning:
+        conn.exec_driver_sql(head + one, rows)
+        return []
+    tail = " RETURNING " + ", ".join(q.quote(c.name) for c in returning)
+    per = max(1, _INSERT_PARAMS // len(columns))
+    out = []
+    for chunk in _chunks(rows, per):
+        sql = head + ", ".join([one] * len(chunk)) + tail
+        out.extend(conn.exec_driver_sql(sql, tuple(itertools.chain.from_iterable(chunk))).all())
+    return out
 
 
 def _chunks(items: list, n: int):
@@ -582,7 +649,8 @@ class Store:
 
     def _ingest_lockers(self, conn, chain, site, by_locker, dups, received) -> dict[str, int]:
         marks = self._marks(conn, site, list(by_locker))
-        rows = []  # the new events, in the order they are written
+        rows = []  # the new events (tuples in _EVENT_COLUMNS order), in the order written
+        add = rows.append
         for locker_id, fresh in by_locker.items():
             ack, stored_dups, _, top = marks[locker_id]
             seqs = sorted(fresh)
@@ -597,50 +665,43 @@ class Store:
                     continue
                 ev = fresh[seq]
                 ts = _int_or_none(ev.get("ts"))
-                rows.append(
-                    {
-                        "site": site,
-                        "locker_id": locker_id,
-                        "seq": seq,
-                        "ts": ts,
-                        "type": _text(ev.get("type"), 32) or "unknown",
-                        "bay": _int_or_none(ev.get("bay")),
-                        "person": _text(ev.get("person")),
-                        "by": _text(ev.get("by")),
-                        "reason": _text(ev.get("reason")),
-                        "received_at": received,
-                        "sort_ts": ts if ts is not None else received,
-                    }
+                add(
+                    (
+                        site,
+                        locker_id,
+                        seq,
+                        ts,
+                        _text(ev.get("type"), 32) or "unknown",
+                        _int_or_none(ev.get("bay")),
+                        _text(ev.get("person")),
+                        _text(ev.get("by")),
+                        _text(ev.get("reason")),
+                        received,
+                        ts if ts is not None else received,
+                    )
                 )
             dups[locker_id] += stored_dups + n
         new_seqs: dict[str, list[int]] = {}
         if rows:
-            ids = self._insert_events(conn, rows)
+            ids = self._insert_events(conn, site, rows)
             entries = []
             append = chain.append
             content_of = trail.event_content
-            for r in rows:
-                locker_id, seq = r["locker_id"], r["seq"]
+            kind = trail.EVENT
+            for _, locker_id, seq, ts, type_, bay, person, by, reason, _, _ in rows:
                 content = content_of(
-                    site, locker_id, seq, r["ts"], r["type"], r["bay"], r["person"], r["by"],
-                    r["reason"], received,
-                )  # fmt: skip
+                    site, locker_id, seq, ts, type_, bay, person, by, reason, received
+                )
                 entry_id, chash, h = append(content)
                 entries.append(
-                    {
-                        "id": entry_id,
-                        "site": site,
-                        "kind": trail.EVENT,
-                        "event_id": ids[(locker_id, seq)],
-                        "content": None,
-                        "content_hash": chash,
-                        "hash": h,
-                        "redacted": False,
-                        "at": received,
-                    }
+                    (entry_id, site, kind, ids[(locker_id, seq)], None, chash, h, False, received)
                 )
-                new_seqs.setdefault(locker_id, []).append(seq)
-            conn.execute(trail_entries.insert(), entries)
+                seqs = new_seqs.get(locker_id)
+                if seqs is None:
+                    new_seqs[locker_id] = [seq]
+                else:
+                    seqs.append(seq)
+            _insert_many(conn, trail_entries, _TRAIL_COLUMNS, entries)
         acks: dict[str, int] = {}
         inserts, updates = [], []
         for locker_id in by_locker:
@@ -721,12 +782,31 @@ class Store:
             )
         return stored
 
-    def _insert_events(self, conn, rows) -> dict[tuple[str, int], int]:
-        """Inserts the event rows (SQLAlchemy batches them into multi-row INSERT ... RETURNING
-        statements); {(locker_id, seq): id}."""
+    def _insert_events(self, conn, site, rows) -> dict[tuple[str, int], int]:
+        """Inserts the event rows in their order; {(locker_id, seq): id}. Where the database
+        returns rows from an insert (SQLite 3.35+, PostgreSQL), multi-row INSERT ... RETURNING;
+        else one executemany and a query for the ids."""
         e = events
-        result = conn.execute(e.insert().returning(e.c.id, e.c.locker_id, e.c.seq), rows)
-        return {(locker_id, seq): id_ for id_, locker_id, seq in result}
+        if conn.dialect.insert_returning:
+            ret = (e.c.id, e.c.locker_id, e.c.seq)
+            return {
+                (lid, seq): id_
+                for id_, lid, seq in _insert_many(conn, e, _EVENT_COLUMNS, rows, ret)
+            }
+        _insert_many(conn, e, _EVENT_COLUMNS, rows)
+        by_locker: dict[str, list[int]] = {}
+        for r in rows:
+            by_locker.setdefault(r[1], []).append(r[2])
+        ids = {}
+        for locker_id, seqs in by_locker.items():
+            for chunk in _chunks(seqs, 500):
+                for seq, id_ in conn.execute(
+                    sa.select(e.c.seq, e.c.id).where(
+                        e.c.site == site, e.c.locker_id == locker_id, e.c.seq.in_(chunk)
+                    )
+                ):
+                    ids[(locker_id, seq)] = id_
+        return ids
 
     def _advance(self, conn, site, locker_id, ack: int) -> int:
         """Moves the watermark over every contiguous seq stored after it."""
