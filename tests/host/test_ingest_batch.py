@@ -3,9 +3,11 @@ against a plain model over random multi-locker batches (resends, gaps, repeats, 
 insert path (multi-row RETURNING, executemany and a query for the ids, SQLAlchemy Core)."""
 
 import json
+import os
 import sqlite3
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lockerctl import store as store_mod
@@ -169,3 +171,28 @@ def test_event_content_is_the_canonical_encoding(values):
     got = trail.event_content(site, locker, seq, ts, type_, bay, person, by, reason, received_at)
     assert got == slow
     assert json.loads(got)["kind"] == "event"
+
+
+def test_postgresql_batches_match_the_model(postgres_url):
+    url = os.environ.get("LOCKER_TEST_POSTGRES") or postgres_url
+    s = Store.open(url)
+    with s.engine.begin() as conn:  # start from an empty schema
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    s.close()
+    s = Store.open(url)
+    model = Model()
+    batches = [
+        [("L2", ev(5)), ("L1", ev(1)), ("L1", ev(1)), ("L3", {"seq": 0})],
+        [("L3", ev(n, person="Zoë ✓")) for n in range(1500, 0, -1)] + [("L2", ev(1))],
+        [("L2", ev(n)) for n in (5, 4, 3, 2, 2)] + [("L1", ev(3)), ("L3", ev(1500))],
+    ]
+    try:
+        for batch in batches:
+            assert s.ingest("school", batch) == model.ingest(batch)
+        assert model.acks == {"L1": 1, "L2": 5, "L3": 1500}
+        assert s.duplicates("school") == model.dups == 4
+        assert s.count_events("school") == sum(len(v) for v in model.stored.values())
+        assert s.verify_trail()[0] == s.count_events("school")
+    finally:
+        s.close()
