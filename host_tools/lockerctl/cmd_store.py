@@ -358,8 +358,9 @@ def _new_secret() -> bytes:
     help="Write device.json to FILE (owner-only) instead of standard output.",
 )
 @site_options
-def locker_add(site, locker_id, bays, board, broker, control_port, data_dir, wifi_ssid,
-               wifi_password, output):
+def locker_add(
+    site, locker_id, bays, board, broker, control_port, data_dir, wifi_ssid, wifi_password, output
+):
     """Register locker ID and print its device.json (secret and broker credentials included)."""
     if not PERSON_ID_RE.match(locker_id):
         raise UserError(f"locker id {locker_id!r}: use 1-28 of A-Z a-z 0-9 . _ -")
