@@ -64,8 +64,14 @@ class Process:
 
     def start(self):
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                     cwd=self.cwd, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,
+        )
         log.close()
         return self
 
@@ -134,9 +140,18 @@ class Broker:
 class SimLocker:
     """The real firmware on the MicroPython unix port with `board: sim`."""
 
-    def __init__(self, workdir: Path, locker_id: str = "L1", broker: Broker | None = None,
-                 bays: int = 8, secret: str | None = None, device: dict | None = None,
-                 compiled: bool = False, heapsize: str | None = None, site: str = "school"):
+    def __init__(
+        self,
+        workdir: Path,
+        locker_id: str = "L1",
+        broker: Broker | None = None,
+        bays: int = 8,
+        secret: str | None = None,
+        device: dict | None = None,
+        compiled: bool = False,
+        heapsize: str | None = None,
+        site: str = "school",
+    ):
         self.workdir = workdir
         self.locker_id = locker_id
         self.port = free_port()
@@ -144,9 +159,17 @@ class SimLocker:
         self.heapsize = heapsize
         if device is None:
             device = {
-                "locker_id": locker_id, "site": site, "board": "sim", "bays": bays,
-                "broker": {"host": "127.0.0.1", "port": broker.port if broker else free_port(),
-                           "user": locker_id, "password": "pw", "tls": False},
+                "locker_id": locker_id,
+                "site": site,
+                "board": "sim",
+                "bays": bays,
+                "broker": {
+                    "host": "127.0.0.1",
+                    "port": broker.port if broker else free_port(),
+                    "user": locker_id,
+                    "password": "pw",
+                    "tls": False,
+                },
                 "secret": secret or secrets.token_hex(32),
             }
         device.setdefault("data_dir", str(workdir / f"data-{locker_id}"))
@@ -220,25 +243,36 @@ class SimLocker:
         return self.send("state")
 
 
-def lockerctl(*args, db: str, input: str | None = None, env=None, check=True,
-              timeout: float = 120) -> subprocess.CompletedProcess:
+def lockerctl(
+    *args, db: str, input: str | None = None, env=None, check=True, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Runs `lockerctl ARGS --db DB` and returns the completed process (text)."""
     argv = [str(LOCKERCTL), *[str(a) for a in args]]
     if db and "--db" not in args:
         argv += ["--db", db]
-    proc = subprocess.run(argv, input=input, capture_output=True, text=True, cwd=ROOT,
-                          env=env or dict(os.environ), timeout=timeout)
+    proc = subprocess.run(
+        argv,
+        input=input,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env or dict(os.environ),
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"lockerctl {' '.join(map(str, args))} failed ({proc.returncode}):\n"
-                             f"{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"lockerctl {' '.join(map(str, args))} failed ({proc.returncode}):\n"
+            f"{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
 class Serve:
     """`lockerctl serve` against a broker, stopped by pid."""
 
-    def __init__(self, workdir: Path, db: str, broker: Broker, http_port: int | None = None,
-                 extra=()):
+    def __init__(
+        self, workdir: Path, db: str, broker: Broker, http_port: int | None = None, extra=()
+    ):
         argv = [LOCKERCTL, "serve", "--db", db, "--broker", broker.address, *extra]
         self.http_port = http_port
         if http_port:
