@@ -272,8 +272,8 @@ def markdown(figures: list[Figure], info: dict, intro: str, args: str, elapsed: 
         f"- Python {info['python']}, SQLite {info['sqlite']}; {info['micropython']};"
         f" {info['mosquitto']}",
         f"- classlocker commit {info['commit']}",
-        "- the machine's 2 cores were shared with other engineers running test suites during the"
-        " run: figures are noisy, and the spread says how much",
+        f"- load average at the end of the run: {os.getloadavg()[0]:.2f}; the broker, the"
+        " publishing lockers and serve share the cores, so the spread says how noisy a figure is",
         "",
     ]
     for section in _sections(figures):
