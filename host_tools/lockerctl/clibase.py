@@ -6,6 +6,7 @@ Each area of the host tools defines its commands in its own module and registers
 """
 
 import functools
+import getpass
 import os
 from dataclasses import dataclass
 
@@ -95,3 +96,28 @@ def broker_options(fn):
         return fn(*args, site=site, **kw)
 
     return wrapper
+
+
+def actor() -> str:
+    """Who a command-line change is recorded as in the audit trail."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no login name (a container): still say it came from the command line
+        return "cli"
+
+
+def open_store(site: Site):
+    """The store named by `--db`, migrated, or a one-line UserError."""
+    import sqlalchemy as sa
+
+    from .store import Store, StoreError
+
+    try:
+        return Store.open(site.db)
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    except sa.exc.SQLAlchemyError as e:
+        msg = str(e.orig if getattr(e, "orig", None) is not None else e).splitlines()[0]
+        raise UserError(f"cannot open the store {site.db}: {msg}") from None
+    except ModuleNotFoundError as e:
+        raise UserError(f"cannot open the store {site.db}: missing driver {e.name}") from None

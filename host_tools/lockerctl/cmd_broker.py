@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import secrets
@@ -10,25 +9,7 @@ from pathlib import Path
 
 import click
 
-from .clibase import Site, UserError, cli, parse_hostport, site_options
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no login name (a container)
-        return "cli"
-
-
-def _open_store(site: Site):
-    from .store import Store, StoreError
-
-    try:
-        return Store.open(site.db)
-    except StoreError as e:
-        raise UserError(str(e)) from None
-    except Exception as e:  # a driver's error: still one line
-        raise UserError(f"cannot open the store {site.db}: {e}") from None
+from .clibase import Site, UserError, actor, cli, open_store, parse_hostport, site_options
 
 
 def _site_cards(st, site: str, locker_ids: list[str]) -> int:
@@ -128,7 +109,7 @@ def broker_config(
     if tls and local_port and local_port != main.port:
         listeners.append(broker.Listener("127.0.0.1", local_port, False))
 
-    st = _open_store(site)
+    st = open_store(site)
     try:
         rows = st.lockers(site.site)
         lockers = [(r.id, r.broker_password) for r in rows]
@@ -192,7 +173,7 @@ def broker_config(
         raise UserError(f"cannot write the broker configuration in {directory}: {e}") from None
     st.record_action(
         site.site,
-        _actor(),
+        actor(),
         "broker_config",
         {
             "dir": str(directory),
@@ -296,13 +277,13 @@ def locker_rekey(site: Site, locker_id, broker, tls, output):
     from .store import StoreError
 
     site.broker_host, site.broker_port = parse_hostport(broker)
-    st = _open_store(site)
+    st = open_store(site)
     if st.locker(site.site, locker_id) is None:
         raise UserError(f"no locker {locker_id} at site {site.site}")
     secret = new_secret()
     password = secrets.token_urlsafe(24)
     try:
-        version = st.set_locker_secret(site.site, locker_id, secret, password, actor=_actor())
+        version = st.set_locker_secret(site.site, locker_id, secret, password, actor=actor())
     except StoreError as e:
         raise UserError(str(e)) from None
     text = json.dumps(device_json(st.locker(site.site, locker_id), site, tls), indent=2) + "\n"

@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 from pathlib import Path
 
 import click
 
-from .clibase import Site, UserError, cli, site_options
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no login name (a container)
-        return "cli"
-
-
-def _open_store(site: Site):
-    from .store import Store, StoreError
-
-    try:
-        return Store.open(site.db)
-    except StoreError as e:
-        raise UserError(str(e)) from None
-    except Exception as e:  # a driver's error: still one line
-        msg = str(getattr(e, "orig", None) or e).splitlines()[0]
-        raise UserError(f"cannot open the store {site.db}: {msg}") from None
+from .clibase import Site, UserError, actor, cli, open_store, site_options
 
 
 @cli.group("retention")
@@ -54,13 +34,13 @@ def retention_apply(site: Site, keep_days: int, dry_run: bool):
     from . import privacy
     from .timetable import local_iso
 
-    st = _open_store(site)
+    st = open_store(site)
     try:
         tz = st.timezone(site.site)
         if dry_run:
             r = privacy.retention_preview(st, site.site, keep_days)
         else:
-            r = privacy.apply_retention(st, site.site, keep_days, actor=_actor())
+            r = privacy.apply_retention(st, site.site, keep_days, actor=actor())
     except privacy.PrivacyError as e:
         raise UserError(str(e)) from None
     finally:
@@ -90,14 +70,14 @@ def sar(site: Site, person_id: str, output):
     held now). The request itself is recorded in the audit trail."""
     from . import privacy
 
-    st = _open_store(site)
+    st = open_store(site)
     try:
         report = privacy.subject_access(st, site.site, person_id)
         counts = {k: len(report[k]) for k in ("cards", "events", "grants", "actions")}
         text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
         if output is not None:
             _write_private(output, text)
-        st.record_action(site.site, _actor(), "subject_access", {"person": person_id, **counts})
+        st.record_action(site.site, actor(), "subject_access", {"person": person_id, **counts})
     except privacy.PrivacyError as e:
         raise UserError(str(e)) from None
     finally:

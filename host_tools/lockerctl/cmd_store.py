@@ -5,7 +5,6 @@ version, so `serve` republishes the lockers' configuration."""
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import hashlib
 import json
 import os
@@ -17,33 +16,12 @@ from contextlib import contextmanager
 from zoneinfo import ZoneInfo
 
 import click
-import sqlalchemy as sa
 
-from .clibase import UserError, cli, parse_hostport, site_options
-from .store import PERSON_ID_RE, Store, StoreError, mask_uid
+from .clibase import UserError, actor, cli, open_store, parse_hostport, site_options
+from .store import PERSON_ID_RE, StoreError, mask_uid
 
 MAX_BAYS = 64
 DEFAULT_CONTROL_PORT_BASE = 7100
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no login name (a container): still say it came from the command line
-        return "cli"
-
-
-def open_store(site) -> Store:
-    """The store named by `--db`, or a one-line UserError."""
-    try:
-        return Store.open(site.db)
-    except StoreError as e:
-        raise UserError(str(e)) from None
-    except sa.exc.SQLAlchemyError as e:
-        msg = str(e.orig if getattr(e, "orig", None) is not None else e).splitlines()[0]
-        raise UserError(f"cannot open the store {site.db}: {msg}") from None
-    except ModuleNotFoundError as e:
-        raise UserError(f"cannot open the store {site.db}: missing driver {e.name}") from None
 
 
 @contextmanager
@@ -280,7 +258,7 @@ def roster_import(site, file):
         c = st.replace_roster(
             site.site,
             rows,
-            actor=_actor(),
+            actor=actor(),
             detail={"file": os.path.basename(file), "sha256": hashlib.sha256(data).hexdigest()},
         )
     click.echo(
@@ -382,7 +360,7 @@ def locker_add(
             board=board,
             control_port=control_port,
             data_dir=data_dir,
-            actor=_actor(),
+            actor=actor(),
         )
     device = {
         "locker_id": locker_id,
@@ -465,7 +443,7 @@ def timetable_set(site, file):
     except (ValueError, KeyError) as e:
         raise UserError(f"{file}: cannot compile the timetable: {e}") from None
     with _store(site) as st:
-        version = st.set_timetable(site.site, text, parsed, parsed["timezone"], actor=_actor())
+        version = st.set_timetable(site.site, text, parsed, parsed["timezone"], actor=actor())
     click.echo(
         f"timetable set for site {site.site} ({parsed['timezone']}); config version {version}"
     )
@@ -513,7 +491,7 @@ def card_revoke(site, person_id, uid):
     with _store(site) as st:
         if st.person(site.site, person_id, include_inactive=True) is None:
             raise UserError(f"{person_id} is not on the roster of site {site.site}")
-        n = st.revoke_cards(site.site, person_id, uid, actor=_actor())
+        n = st.revoke_cards(site.site, person_id, uid, actor=actor())
     what = f"card {mask_uid(uid)}" if uid else f"{n} card{'s' if n != 1 else ''}"
     if n:
         click.echo(f"revoked {what} of {person_id}")
@@ -595,7 +573,7 @@ def grant_add(site, person_id, from_, until, by, reason, locker):
             raise UserError(f"--by {by} is not an SLT member (no slt card)")
         if locker is not None and st.locker(site.site, locker) is None:
             raise UserError(f"--locker {locker}: no such locker at site {site.site}")
-        gid = st.add_grant(site.site, person_id, start, end, by, reason, locker, actor=_actor())
+        gid = st.add_grant(site.site, person_id, start, end, by, reason, locker, actor=actor())
     click.echo(
         f"grant {gid}: {person_id} from {_local(start, tz)} until {_local(end, tz)} "
         f"at {locker or 'every locker'}, by {by}"
@@ -642,5 +620,5 @@ def grant_list(site, show_all):
 def grant_revoke(site, grant_id):
     """Revoke grant ID on every locker."""
     with _store(site) as st:
-        st.revoke_grant(site.site, grant_id, actor=_actor())
+        st.revoke_grant(site.site, grant_id, actor=actor())
     click.echo(f"grant {grant_id} revoked")

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .clibase import UserError, cli, site_options
+from .clibase import UserError, actor, cli, open_store, site_options
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -25,16 +25,9 @@ def _read_password(from_stdin: bool) -> str:
 
 def _accounts(site):
     from .accounts import Accounts
-    from .cmd_store import open_store
 
     store = open_store(site)
     return store, Accounts(store, site.site)
-
-
-def _actor() -> str:
-    from .cmd_store import _actor as store_actor
-
-    return store_actor()
 
 
 @cli.group("user")
@@ -80,7 +73,7 @@ def user_add(site, username, role, person_id, password_stdin):
         raise UserError(str(e)) from None
     store, accounts = _accounts(site)
     try:
-        accounts.add_user(username, role, password, person_id, actor=_actor())
+        accounts.add_user(username, role, password, person_id, actor=actor())
         known = person_id is None or store.person(site.site, person_id) is not None
     except StoreError as e:
         raise UserError(str(e)) from None
@@ -120,7 +113,7 @@ def user_remove(site, username):
 
     store, accounts = _accounts(site)
     try:
-        accounts.remove_user(username, actor=_actor())
+        accounts.remove_user(username, actor=actor())
     except StoreError as e:
         raise UserError(str(e)) from None
     finally:
@@ -143,7 +136,7 @@ def user_passwd(site, username, password_stdin):
     password = _read_password(password_stdin)
     store, accounts = _accounts(site)
     try:
-        accounts.set_password(username, password, actor=_actor())
+        accounts.set_password(username, password, actor=actor())
     except StoreError as e:
         raise UserError(str(e)) from None
     finally:
