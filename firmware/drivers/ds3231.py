@@ -3,7 +3,8 @@
 # The clock counts on its CR2032 through power cuts. Its oscillator-stop flag (OSF, status bit 7)
 # is set whenever the oscillator stopped (first power-up, a flat cell) and stays set until the time
 # is written: a clock with OSF set is not to be trusted. Times cross this driver as unix seconds
-# (since 1970, whatever the port's own epoch), with the calendar done here in integers.
+# (since 1970, whatever the port's own epoch), with the calendar of locker/timetable.py.
+from locker.timetable import civil_from_days, days_from_civil  # the one calendar of the firmware
 from micropython import const
 
 _SECONDS = const(0x00)
@@ -19,28 +20,6 @@ def _bcd(v):
 
 def _to_bcd(v):
     return ((v // 10) << 4) | (v % 10)
-
-
-def days_from_civil(y, m, d):
-    """Days since 1970-01-01 of a proleptic Gregorian date."""
-    if m <= 2:
-        y -= 1
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m - 3 if m > 2 else m + 9) + 2) // 5 + d - 1
-    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-
-
-def civil_from_days(z):
-    z += 719468
-    era = z // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    m = mp + 3 if mp < 10 else mp - 9
-    return yoe + era * 400 + (1 if m <= 2 else 0), m, d
 
 
 class DS3231:
