@@ -85,7 +85,6 @@ def add_locker(workdir: Path, db: str, broker, locker_id: str, bays: int = 8) ->
 def serve_subscribed(broker, dbfile: Path, db: str, workdir: Path) -> None:
     """Returns once `serve` stores events: registers locker W00 and publishes its event 1 until
     it is in the store (until serve has subscribed it goes nowhere; a repeat is a duplicate)."""
-    import subprocess
 
     add_locker(workdir, db, None, "W00")
     counter = EventCounter(dbfile)
@@ -101,27 +100,26 @@ def serve_subscribed(broker, dbfile: Path, db: str, workdir: Path) -> None:
         }
     )
     try:
-        deadline = time.monotonic() + 30
-        while counter.count("W00") < 1:
-            if time.monotonic() > deadline:
-                raise TimeoutError("serve did not store the warm-up event within 30 s")
-            subprocess.run(
-                [
-                    MOSQUITTO_PUB,
-                    "-p",
-                    str(broker.port),
-                    "-q",
-                    "1",
-                    "-t",
-                    "lockers/school/W00/event",
-                    "-m",
-                    payload,
-                ],
-                check=True,
-            )
-            time.sleep(0.1)
+        warm_up(broker, counter, payload)
     finally:
         counter.close()
+
+
+def warm_up(broker, counter, payload: str, period: float = 0.1) -> None:
+    """Publishes locker W00's `payload` until `counter` sees it stored: until serve has
+    subscribed it goes nowhere, and a repeat is a duplicate, counted and not stored."""
+    import subprocess
+
+    deadline = time.monotonic() + 30
+    while counter.count("W00") < 1:
+        if time.monotonic() > deadline:
+            raise TimeoutError("serve did not store the warm-up event within 30 s")
+        subprocess.run(
+            [MOSQUITTO_PUB, "-p", str(broker.port), "-q", "1", "-t",
+             "lockers/school/W00/event", "-m", payload],
+            check=True,
+        )  # fmt: skip
+        time.sleep(period)
 
 
 def db_url(path: Path) -> str:
