@@ -108,7 +108,6 @@ def serve_subscribed(broker, dbfile: Path, db: str, workdir: Path) -> None:
 def warm_up(broker, counter, payload: str, period: float = 0.1) -> None:
     """Publishes locker W00's `payload` until `counter` sees it stored: until serve has
     subscribed it goes nowhere, and a repeat is a duplicate, counted and not stored."""
-
     deadline = time.monotonic() + 30
     while counter.count("W00") < 1:
         if time.monotonic() > deadline:
