@@ -4,6 +4,7 @@ version, so `serve` republishes the lockers' configuration."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -160,7 +161,7 @@ def export_cmd(site, fmt, from_day, to_day, locker, person, output):
         if sys.stderr.isatty():
             bar = _progress("exporting", st.count_events(site.site, start, end, locker, person))
         with _output(output, binary=(fmt == "xlsx")) as out:
-            if bar is None:
+            with bar if bar is not None else contextlib.nullcontext():
                 n = export_events(
                     st,
                     site.site,
@@ -171,21 +172,8 @@ def export_cmd(site, fmt, from_day, to_day, locker, person, output):
                     locker=locker,
                     person=person,
                     timezone=tz,
+                    progress=bar.update if bar is not None else None,
                 )
-            else:
-                with bar:
-                    n = export_events(
-                        st,
-                        site.site,
-                        fmt,
-                        out,
-                        start=start,
-                        end=end,
-                        locker=locker,
-                        person=person,
-                        timezone=tz,
-                        progress=bar.update,
-                    )
     if output not in (None, "-"):
         click.echo(f"exported {n} events to {output}", err=True)
 
