@@ -447,7 +447,8 @@ def test_trail_is_paginated_and_filtered(dash, page):
     page.click("a[rel=next]")
     expect(page.locator(".pager")).to_contain_text("Page 2 of 3")
     page.click("a[rel=next]")
-    assert page.locator("table.trail tbody tr").count() == 20
+    expect(page.locator(".pager")).to_contain_text("Page 3 of 3")  # the click has navigated
+    expect(page.locator("table.trail tbody tr")).to_have_count(20)
     page.goto(dash.url + "/trail?person=S001")
     expect(page.locator(".pager")).to_contain_text("(1 events)")
 
