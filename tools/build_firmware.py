@@ -28,7 +28,7 @@ def _dotted(rel: Path) -> str:
     return ".".join(parts)
 
 
-def compile_tree(src: Path, out: Path) -> int:
+def compile_tree(src: Path, out: Path, flags: tuple[str, ...] = MPY_FLAGS) -> int:
     count = 0
     for path in sorted(src.rglob("*.py")):
         rel = path.relative_to(src)
@@ -43,7 +43,7 @@ def compile_tree(src: Path, out: Path) -> int:
             continue
         mpy = target.with_suffix(".mpy")
         subprocess.run(
-            [str(MPY_CROSS), *MPY_FLAGS, "-o", str(mpy), "-s", _dotted(rel), str(path)], check=True
+            [str(MPY_CROSS), *flags, "-o", str(mpy), "-s", _dotted(rel), str(path)], check=True
         )
         count += 1
     return count

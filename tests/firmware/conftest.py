@@ -3,6 +3,10 @@
 A module whose first lines contain `# runs-on: micropython cpython` is also collected by pytest
 under CPython (pure logic shared by both interpreters); one with `# runs-on: micropython` only
 under MicroPython. `# heapsize: 96k` in the header limits the heap as on an ESP32.
+
+The modules run as a board loads them: compiled by mpy-cross once per run (line numbers kept for
+tracebacks), the firmware and the test modules alike. Compiling a module from source takes far
+more RAM than running it, and on a 96k heap that, not the code under test, was what ran out.
 """
 
 import ast
@@ -75,6 +79,34 @@ def _fixtures(config) -> Path:
     return cached
 
 
+def _compiled(config) -> Path:
+    """The firmware and the MicroPython-side test modules compiled by mpy-cross, once per run."""
+    cached = getattr(config, "_mpy_compiled", None)
+    if cached is None:
+        cached = config._tmp_path_factory.mktemp("compiled")  # noqa: SLF001
+        sys.path.insert(0, str(ROOT / "tools"))
+        try:
+            from build_firmware import compile_tree
+        finally:
+            sys.path.pop(0)
+        compile_tree(ROOT / "firmware", cached, flags=())
+        mpy_cross = MICROPYTHON.parent / "mpy-cross"
+        for path in sorted(HERE.glob("*.py")):
+            if path.name in _SOURCE_ONLY:
+                continue
+            subprocess.run(
+                [str(mpy_cross), "-o", str(cached / (path.stem + ".mpy")), str(path)],
+                check=True,
+                cwd=ROOT,
+            )
+        config._mpy_compiled = cached
+    return cached
+
+
+# CPython's side of the runner, and scripts tests run directly rather than import.
+_SOURCE_ONLY = {"conftest.py", "make_fixtures.py", "mpyrun.py", "link_scenarios.py"}
+
+
 class MicroPythonFile(pytest.File):
     def collect(self):
         self._results = None
@@ -94,6 +126,7 @@ class MicroPythonFile(pytest.File):
                 MPYTEST_TMP=str(tmp_root),
                 MPYTEST_ROOT=str(ROOT),
                 MPYTEST_FIXTURES=str(_fixtures(self.config)),
+                MPYTEST_COMPILED=str(_compiled(self.config)),
             )
             try:
                 proc = subprocess.run(

@@ -4,11 +4,18 @@
 #   .venv/bin/micropython tests/firmware/mpyrun.py test_policy [test_name ...]
 import io
 import json
+import os
 import sys
 
 _here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 sys.path.insert(0, _here + "/../../firmware")
 sys.path.insert(0, _here)
+# The firmware and the test modules as a board loads them: compiled by mpy-cross (conftest.py does
+# that once per run). Compiling a module from source needs far more RAM than running it does.
+# Without MPYTEST_COMPILED (by hand) everything is compiled from source.
+_compiled = os.getenv("MPYTEST_COMPILED")
+if _compiled:
+    sys.path.insert(0, _compiled)
 
 from mpytest import SkipTest  # noqa: E402
 

@@ -3,14 +3,11 @@
 # The journal on a simulated littlefs flash: durability, seq for life, acks and compaction,
 # capacity, and recovery after power cuts at every write of a sequence.
 import gc
+import os
 
-gc.collect()  # room for compiling the journal from source on a 96k heap (the board runs .mpy)
-
-import os  # noqa: E402
-
-from hal import simflash  # noqa: E402
-from locker.journal import Journal, JournalFull  # noqa: E402
-from mpytest import raises, tmpdir  # noqa: E402
+from hal import simflash
+from locker.journal import Journal, JournalFull
+from mpytest import raises, tmpdir
 
 _mounts = []
 
