@@ -1,20 +1,17 @@
 """MQTT ingest: lockers' events into the audit store exactly once, acknowledged after the commit.
 
-The MQTT network thread only parses and queues (`Ingestor.handle`); one writer thread owns every
-write to the store. It gathers what arrived into a batch (up to `max_batch` events or `max_wait`
-seconds after the first), commits the batch with one `Store.ingest` call and only then publishes
-each locker's `ack`. Whatever happens between the commit and the ack (a crash, a lost message) is
-repaired by the locker resending: the store counts the resent events as duplicates and the next
-ack covers them.
+`ingestlink.IngestLink` receives and gathers what arrived into a batch (up to `max_batch` messages
+or `max_wait` seconds after the first); `Ingestor.write` parses it, commits its events with one
+`Store.ingest` call and only then publishes each locker's `ack`. Whatever happens between the
+commit and the ack (a crash, a lost message) is repaired by the locker resending: the store counts
+the resent events as duplicates and the next ack covers them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import re
-import threading
 import time
 from collections.abc import Callable
 
@@ -97,19 +94,17 @@ class Stats:
         return dict(vars(self))
 
 
-_STOP = object()
-
-
 class Ingestor:
-    """Queues what the lockers publish and writes it to the store from one thread.
+    """Parses what the lockers publish and writes it to the store, acknowledging after the commit.
 
     `store` needs `ingest(site, batch) -> {locker: ack_seq}`, `set_locker_status(site, locker,
-    online=None, state=None)` and `lockers(site)`. `publish_ack(locker, seq)` is called after each
-    commit for every locker with events in the batch.
+    online=None, state=None)` and `lockers(site)`. `write(raw)` takes a batch of `(topic,
+    payload)` as they came from the broker (`ingestlink.IngestLink` gathers them) and calls
+    `publish_ack(locker, seq)` after the commit for every locker with events in the batch.
     """
 
     max_batch = 2000  # a flood commits in big batches: the per-locker cost of a commit is shared
-    max_wait = 0.02  # seconds from the first queued event to the commit
+    max_wait = 0.02  # seconds from the first message received to the commit
     retry_delay = 0.5
     bad_log_limit = 20  # bad-payload lines logged per minute
 
@@ -117,7 +112,7 @@ class Ingestor:
         self,
         store,
         site: str,
-        publish_ack: Callable[[str, int], None],
+        publish_ack: Callable[[str, int], None] | None,
         max_batch: int | None = None,
         max_wait: float | None = None,
     ):
@@ -129,35 +124,11 @@ class Ingestor:
         if max_wait is not None:
             self.max_wait = max_wait
         self.stats = Stats()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
         self._known: set[str] = set()
         self._known_at = 0.0
-        self._accepting = True
-        self._child: _ChildWriter | None = None
-        self._child_base = {  # counts from before the child (none: it starts with the service)
-            "received": 0,
-            "bad": 0,
-            "unknown_locker": 0,
-            "batches": 0,
-            "failed_batches": 0,
-        }
         self._unknown_warned: dict[str, float] = {}
         self._bad_window = time.monotonic()
         self._bad_logged = self._bad_suppressed = 0
-        self.idle = threading.Event()  # set whenever the queue has been drained and committed
-
-    # -- called from the MQTT network thread ---------------------------------------------------
-
-    def handle(self, topic: str, payload: bytes) -> None:
-        """One incoming message, queued as it came: parsing is the writer's job, so that the
-        network thread keeps reading at the broker's pace (a subscriber that falls behind has
-        QoS 0 messages dropped by the broker)."""
-        if not self._accepting:
-            return  # shutting down: the locker resends what we do not ack
-        self.idle.clear()
-        self.stats.queued += 1
-        self._queue.put((topic, payload))
 
     def _parse(self, topic: str, payload: bytes):
         """(kind, locker, value) for a message worth writing, else None (bad ones logged)."""
@@ -193,104 +164,7 @@ class Ingestor:
         else:
             self._bad_suppressed += 1
 
-    # -- the writer thread ---------------------------------------------------------------------
-
-    def start(self) -> Ingestor:
-        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stops accepting, commits and acks everything already queued, then returns."""
-        if not self._accepting:
-            return
-        self._accepting = False
-        self._queue.put(_STOP)
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            try:
-                first = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                self.idle.set()
-                continue
-            if first is _STOP:
-                break
-            items = [first]
-            nevents = 1 if first[0].endswith("/event") else 0
-            deadline = time.monotonic() + self.max_wait
-            while nevents < self.max_batch:
-                remaining = deadline - time.monotonic()
-                try:
-                    item = (
-                        self._queue.get(timeout=remaining)
-                        if remaining > 0
-                        else (self._queue.get_nowait())
-                    )
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                items.append(item)
-                if item[0].endswith("/event"):
-                    nevents += 1
-            self._dispatch(items)
-            if self._queue.empty():
-                self.idle.set()
-        # Whatever is still queued after the stop marker arrived was accepted before it: commit
-        # it too, so nothing already received waits for the locker's resend.
-        rest = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not _STOP:
-                rest.append(item)
-        if rest:
-            self._dispatch(rest)
-        if self._child is not None:
-            self._child.close()
-            self._child = None
-        self.idle.set()
-
-    # -- committing in a process of its own ------------------------------------------------------
-
-    def use_process(self, db_url: str) -> None:
-        """Parse and commit in a child process with its own store. The SQL work then runs on
-        another core instead of taking the GIL from the network thread: under a flood the
-        broker's stream is read and stored in parallel. Call before `start()`."""
-        self._child = _ChildWriter(db_url, self.site, self.max_batch)
-
-    def _dispatch(self, raw: list) -> None:
-        if self._child is None:
-            self._write(raw)
-            return
-        try:
-            acks, stats = self._child.write(raw)
-        except (EOFError, OSError) as e:
-            log.error(
-                "the ingest process stopped (%s): writing in this process from now on",
-                _one_line(e),
-            )
-            self._child.close()
-            self._child = None
-            self._write(raw)  # whatever it committed already comes back as duplicates
-            return
-        for name in ("received", "bad", "unknown_locker", "batches", "failed_batches"):
-            setattr(self.stats, name, self._child_base[name] + stats[name])
-        for locker, seq in acks:
-            try:
-                self.publish_ack(locker, seq)
-                self.stats.acks += 1
-            except Exception as e:
-                log.error("ack %s to %s not sent: %s", seq, locker, _one_line(e))
-
-    def _write(self, raw: list) -> None:
+    def write(self, raw: list) -> None:
         items = [item for item in (self._parse(t, p) for t, p in raw) if item is not None]
         batch = [(locker, ev) for kind, locker, ev in items if kind == "event"]
         if batch:
@@ -309,7 +183,7 @@ class Ingestor:
                 else:
                     self.store.set_locker_status(self.site, locker, state=value)
             except Exception as e:  # the store is down or refused: the next message retries
-                log.error("could not record %s of %s: %s", kind, locker, _one_line(e))
+                log.error("could not record %s of %s: %s", kind, locker, one_line(e))
 
     def _ingest(self, batch: list) -> None:
         known = []
@@ -349,7 +223,7 @@ class Ingestor:
                     "commit of %d events failed (attempt %d): %s",
                     len(batch),
                     attempt,
-                    _one_line(e),
+                    one_line(e),
                 )
                 time.sleep(self.retry_delay)
         self.stats.failed_batches += 1
@@ -362,7 +236,7 @@ class Ingestor:
                 acks.update(self.store.ingest(self.site, [(locker, ev)]))
                 failures = 0
             except Exception as e:
-                log.error("event seq %s of %s not stored: %s", ev["seq"], locker, _one_line(e))
+                log.error("event seq %s of %s not stored: %s", ev["seq"], locker, one_line(e))
                 failures += 1
                 if failures >= 3:
                     log.error("the store refuses every event: the lockers will send them again")
@@ -378,7 +252,7 @@ class Ingestor:
                 self.publish_ack(locker, int(seq))
                 self.stats.acks += 1
             except Exception as e:
-                log.error("ack %s to %s not sent: %s", seq, locker, _one_line(e))
+                log.error("ack %s to %s not sent: %s", seq, locker, one_line(e))
 
     def _is_known(self, locker: str) -> bool:
         if locker in self._known:
@@ -389,79 +263,8 @@ class Ingestor:
             try:
                 self._known = {_row_id(row) for row in self.store.lockers(self.site)}
             except Exception as e:
-                log.error("could not list lockers: %s", _one_line(e))
+                log.error("could not list lockers: %s", one_line(e))
         return locker in self._known
-
-
-class _ChildWriter:
-    """The parent's end of the ingest process: `write(raw) -> (acks, stats)`, `close()`."""
-
-    def __init__(self, db_url: str, site: str, max_batch: int):
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")  # never fork a process with threads running
-        self.conn, child_conn = ctx.Pipe()
-        level = logging.getLogger("lockerctl").getEffectiveLevel()
-        self.proc = ctx.Process(
-            target=_child_main,
-            args=(child_conn, db_url, site, max_batch, level),
-            name="lockerctl-ingest",
-            daemon=True,
-        )
-        self.proc.start()
-        child_conn.close()
-
-    def write(self, raw: list) -> tuple[list, dict]:
-        self.conn.send(raw)
-        return self.conn.recv()
-
-    def close(self) -> None:
-        try:
-            self.conn.send(None)
-        except OSError:
-            pass
-        self.proc.join(10)
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(5)
-        self.conn.close()
-
-
-def _child_main(conn, db_url: str, site: str, max_batch: int, level: int) -> None:
-    """The ingest process: receives raw batches, parses, commits, answers with the acks to
-    send. Signals are the parent's business: it finishes the batch, then closes the pipe."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logger = logging.getLogger("lockerctl")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s serve: %(message)s", "%Y-%m-%d %H:%M:%S")
-        )
-        logger.addHandler(handler)
-        logger.propagate = False
-    logger.setLevel(level)
-    from .store import Store
-
-    acks: list = []
-    ingestor = Ingestor(
-        Store.open(db_url),
-        site,
-        lambda locker, seq: acks.append((locker, seq)),
-        max_batch=max_batch,
-    )
-    while True:
-        try:
-            raw = conn.recv()
-        except (EOFError, OSError):  # the parent is gone
-            return
-        if raw is None:
-            return
-        acks.clear()
-        ingestor._write(raw)
-        conn.send((list(acks), ingestor.stats.as_dict()))
 
 
 def _row_id(row) -> str:
@@ -489,6 +292,6 @@ def _parse_state(payload: bytes) -> dict:
     return obj
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{e.__class__.__name__}: {text[0] if text else ''}"[:300]

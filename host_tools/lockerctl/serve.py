@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import sys
 import threading
 import time
 import uuid
@@ -23,11 +22,11 @@ import paho.mqtt.client as mqtt
 
 from .clibase import Site
 from .ingest import Ingestor
+from .ingestlink import Endpoint, IngestProcess, IngestThread
 
 log = logging.getLogger("lockerctl.serve")
 
 TOPIC_ROOT = "lockers/{site}/{locker}/"
-SUBSCRIPTIONS = ("event", "status", "state")
 DEFAULT_EXPIRES = 60
 
 
@@ -263,15 +262,17 @@ class Service:
         self.client_id = client_id or f"lockerctl-serve-{site.site}"
         self._store_factory = store_factory or (lambda: open_store(site.db))
         self.store = self._store_factory()  # main thread: credentials, dashboard
+        self.writer_process = writer_process
+        # In a process of its own the ingest link opens its own store; this Ingestor then only
+        # holds the settings it starts with and the counters it reports.
         self.ingestor = Ingestor(
-            self._store_factory(),
+            None if writer_process else self._store_factory(),
             site.site,
-            self._publish_ack,
+            None,
             max_batch=max_batch,
             max_wait=max_wait,
         )
-        if writer_process:
-            self.ingestor.use_process(site.db)
+        self.ingest: IngestThread | IngestProcess | None = None
         self.configs = ConfigPublisher(
             self._store_factory(),
             site.site,
@@ -280,11 +281,16 @@ class Service:
             ready=lambda: self.connected.is_set(),
         )
         user, password = broker_auth(site, self.store)
-        self.client = make_client(self.client_id, user, password, clean_session=False)
+        self.endpoint = Endpoint(
+            site.broker_host, site.broker_port, self.client_id, user, password
+        )
+        # Configs and commands go out on a connection of their own, without a session: the
+        # persistent session (and the subscriptions) belong to the ingest link's client id.
+        self.client = make_client(self.client_id + "-pub", user, password)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.connected = threading.Event()
+        self.connected = threading.Event()  # the publishing connection is up
+        self.ready = threading.Event()  # the ingest link is subscribed
         self._stopping = threading.Event()
         self._pending = collections.deque(maxlen=10000)  # recent QoS 1 publishes, for shutdown
         self._lock = threading.Lock()
@@ -302,14 +308,7 @@ class Service:
                 reason_code,
             )
             return
-        prefix = topic(self.site.site, "+", "")
-        client.subscribe([(prefix + leaf, 1) for leaf in SUBSCRIPTIONS])
-        log.info(
-            "connected to %s:%d as %s",
-            self.site.broker_host,
-            self.site.broker_port,
-            self.client_id,
-        )
+        log.debug("publishing to %s:%d", self.site.broker_host, self.site.broker_port)
         self.connected.set()
         self.configs.republish()
 
@@ -318,8 +317,12 @@ class Service:
         if not self._stopping.is_set():
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
-    def _on_message(self, client, userdata, msg):
-        self.ingestor.handle(msg.topic, msg.payload)
+    def _ingest_report(self, kind: str, value) -> None:
+        if kind == "connected":
+            if value:
+                self.ready.set()
+            else:
+                self.ready.clear()
 
     # publishing (any thread)
 
@@ -329,9 +332,6 @@ class Service:
             raise OSError(f"publish to {topic_name} failed: {mqtt.error_string(info.rc)}")
         with self._lock:
             self._pending.append(info)
-
-    def _publish_ack(self, locker: str, seq: int) -> None:
-        self._publish(topic(self.site.site, locker, "ack"), json.dumps({"seq": seq}))
 
     def _publish_config(self, topic_name: str, payload: bytes) -> None:
         self._publish(topic_name, payload, retain=True)
@@ -344,10 +344,15 @@ class Service:
     # life cycle
 
     def start(self, http: tuple[str, int] | None = None) -> Service:
-        # The writer holds the GIL in long stretches of SQL; switching more often keeps the
-        # network thread reading at the broker's pace (a slow subscriber loses QoS 0 messages).
-        sys.setswitchinterval(0.0005)
-        self.ingestor.start()
+        if self.writer_process:
+            self.ingest = IngestProcess(
+                self.endpoint, self.site.site, self.ingestor, self._ingest_report, self.site.db
+            )
+        else:
+            self.ingest = IngestThread(
+                self.endpoint, self.site.site, self.ingestor, self._ingest_report
+            )
+        self.ingest.start()
         self.client.connect_async(self.site.broker_host, self.site.broker_port, keepalive=30)
         self.client.loop_start()
         self.configs.start()
@@ -373,7 +378,8 @@ class Service:
             except Exception as e:
                 log.error("dashboard stop: %s", _one_line(e))
         self.configs.stop()
-        self.ingestor.stop()
+        if self.ingest is not None:
+            self.ingest.stop()
         deadline = time.monotonic() + 5
         with self._lock:
             pending = list(self._pending)
