@@ -130,20 +130,17 @@ class Reader:
                 break
             kind = head >> 4
             if kind == PUBLISH:
-                tlen = buf[i] << 8 | buf[i + 1]
-                t_end = i + 2 + tlen
-                if t_end > end:
-                    raise ProtocolError("PUBLISH topic runs past the packet")
-                topic = buf[i + 2 : t_end].decode("utf-8", "replace")
                 qos = head >> 1 & 3
+                if qos > 1:
+                    raise ProtocolError(f"PUBLISH at QoS {qos} (the subscriptions ask for 1)")
+                t_end = i + 2 + (buf[i] << 8 | buf[i + 1]) if length >= 2 else end + 1
+                if t_end + 2 * qos > end:
+                    raise ProtocolError("PUBLISH topic or packet id runs past the packet")
+                topic = buf[i + 2 : t_end].decode("utf-8", "replace")
                 if qos:
-                    pid_bytes = buf[t_end : t_end + 2]
-                    packet_id = pid_bytes[0] << 8 | pid_bytes[1]
-                    if qos == 1:
-                        acks += b"\x40\x02" + pid_bytes
-                    else:
-                        raise ProtocolError("QoS 2 PUBLISH (subscriptions ask for QoS 1)")
-                    out.append((PUBLISH, topic, buf[t_end + 2 : end], packet_id))
+                    pid = buf[t_end : t_end + 2]
+                    acks += b"\x40\x02" + pid
+                    out.append((PUBLISH, topic, buf[t_end + 2 : end], pid[0] << 8 | pid[1]))
                 else:
                     out.append((PUBLISH, topic, buf[t_end:end], 0))
             else:

@@ -73,6 +73,12 @@ def test_a_length_longer_than_four_bytes_or_the_limit_is_a_protocol_error():
 def test_a_topic_longer_than_its_packet_is_a_protocol_error():
     with pytest.raises(wire.ProtocolError, match="topic"):
         wire.Reader().feed(b"\x30\x04\x00\x09ab")
+    with pytest.raises(wire.ProtocolError, match="topic"):
+        wire.Reader().feed(b"\x30\x00")  # no room for even the topic's length
+    with pytest.raises(wire.ProtocolError, match="packet id"):
+        wire.Reader().feed(b"\x32\x03\x00\x01a")  # QoS 1 without its packet id
+    with pytest.raises(wire.ProtocolError, match="QoS 2"):
+        wire.Reader().feed(b"\x34\x05\x00\x01a\x00\x01")
 
 
 def test_against_mosquitto_connect_subscribe_receive_and_publish(broker):
@@ -103,3 +109,42 @@ def test_against_mosquitto_connect_subscribe_receive_and_publish(broker):
     read_until(lambda p: p[0] == wire.PINGRESP)
     sock.sendall(wire.DISCONNECT_PACKET)
     sock.close()
+
+
+# -- property-based: the decoder never fails in any other way -------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+publishes = st.lists(
+    st.tuples(
+        st.text(min_size=1, max_size=60),
+        st.binary(max_size=3000),
+        st.sampled_from([0, 1]),
+        st.integers(1, 65535),
+    ),
+    max_size=12,
+)
+
+
+@given(publishes, st.lists(st.integers(1, 5000), max_size=30))
+def test_any_publishes_cut_anywhere_come_back_exactly(messages, cuts):
+    data = _stream(messages)
+    reader = wire.Reader()
+    out, pos = [], 0
+    for n in [*cuts, len(data)]:
+        out += reader.feed(data[pos : pos + n])
+        pos += n
+    assert [(p[1], bytes(p[2])) for p in out] == [(t, p) for t, p, _, _ in messages]
+    assert [p[3] for p in out] == [pid if qos else 0 for _, _, qos, pid in messages]
+
+
+@given(st.binary(max_size=400), st.integers(1, 64))
+def test_any_bytes_are_packets_or_one_protocol_error(data, piece):
+    reader = wire.Reader(max_packet=1 << 16)
+    try:
+        for pos in range(0, len(data), piece):
+            for p in reader.feed(data[pos : pos + piece]):
+                assert p[0] in range(16)
+    except wire.ProtocolError as e:
+        assert str(e) and "\n" not in str(e)
