@@ -200,6 +200,9 @@ def conf_text(plan: Plan) -> str:
         f"message_size_limit {plan.message_limit}\n",
         "max_inflight_messages 0\n",
         "max_queued_messages 10000\n",
+        "# small messages (a tap's event, an ack) go out at once, not held back by Nagle's\n"
+        "# algorithm until the client's delayed ACK of the previous one (up to 40 ms)\n",
+        "set_tcp_nodelay true\n",
         "persistence true\n",
         f"persistence_location {d / 'data'}/\n",
         "autosave_interval 60\n",

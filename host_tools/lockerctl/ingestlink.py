@@ -34,6 +34,10 @@ log = logging.getLogger("lockerctl.serve")
 
 SUBSCRIPTIONS = ("event", "status", "state")
 RECV_BYTES = 256 * 1024
+# Acknowledge what arrives at once. mosquitto leaves Nagle's algorithm on unless told otherwise
+# (`set_tcp_nodelay`): its PUBACK for an ack we published stays unacknowledged under a delayed
+# ACK (40 ms), and the next event for us waits behind it. Linux resets the flag after use.
+_QUICKACK = getattr(socket, "TCP_QUICKACK", 0)
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,8 @@ class IngestLink:
                 data = sock.recv(RECV_BYTES)
                 if not data:
                     raise ConnectionResetError("the broker closed the connection")
+                if _QUICKACK:
+                    sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
                 last_in = time.monotonic()
                 packets = reader.feed(data)
 
@@ -216,8 +222,9 @@ class IngestLink:
                 if not data:
                     break
                 out += [(p[1], p[2]) for p in reader.feed(data) if p[0] == wire.PUBLISH]
-        except (BlockingIOError, OSError):
+        except OSError:  # BlockingIOError: nothing more for now
             pass
+        sock.settimeout(self.connect_timeout)  # blocking again, for the acks and DISCONNECT
         self.ingestor.stats.queued += len(out)
         return out
 
@@ -334,6 +341,7 @@ class IngestProcess:
         self.proc = None
         self._conn = None
         self._stopping = threading.Event()
+        self._spawning = threading.Lock()  # a restart and a stop never cross
         self._base = ingestor.stats.as_dict()
         self._last: dict = {}
         self._thread = threading.Thread(target=self._watch, name="ingest-watch", daemon=True)
@@ -381,7 +389,10 @@ class IngestProcess:
                 if self._stopping.wait(delay):
                     return
                 delay = min(delay * 2, 30.0)
-                self._spawn()
+                with self._spawning:
+                    if self._stopping.is_set():
+                        return
+                    self._spawn()
                 continue
             if kind == "stats":
                 self._last = value
@@ -393,7 +404,8 @@ class IngestProcess:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Asks the process to commit and acknowledge what it received, then to disconnect."""
-        self._stopping.set()
+        with self._spawning:
+            self._stopping.set()
         try:
             self._conn.send(None)
         except OSError:
