@@ -39,13 +39,25 @@ def _open_store(site: Site):
     help="Serve the dashboard on this address (e.g. 127.0.0.1:8080).",
 )
 @click.option(
+    "--http-cert",
+    default=None,
+    metavar="FILE",
+    help="Serve the dashboard over HTTPS with this PEM certificate (chain); needs --http-key.",
+)
+@click.option(
+    "--http-key",
+    default=None,
+    metavar="FILE",
+    help="The PEM private key of --http-cert.",
+)
+@click.option(
     "--client-id",
     default=None,
     help="MQTT client id (default lockerctl-serve-SITE: one persistent session per "
     "site; two services with the same id would take turns).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
-def serve(site: Site, http, client_id, verbose):
+def serve(site: Site, http, http_cert, http_key, client_id, verbose):
     """Ingest the lockers' events into the audit store (each exactly once, acknowledged after the
     commit), publish each locker's configuration (again within seconds of any change) and serve
     the dashboard. Stops cleanly on SIGTERM or Ctrl-C."""
@@ -53,6 +65,19 @@ def serve(site: Site, http, client_id, verbose):
 
     _setup_logging(verbose)
     address = parse_hostport(http, 8080) if http else None
+    tls = None
+    if http_cert or http_key:
+        if not (http_cert and http_key):
+            raise UserError("--http-cert and --http-key go together")
+        if not http:
+            raise UserError("--http-cert needs --http HOST:PORT (the dashboard's address)")
+        from .web.server import tls_context
+
+        try:
+            tls_context(http_cert, http_key)
+        except ValueError as e:
+            raise UserError(f"--http-cert/--http-key: {e}") from None
+        tls = (http_cert, http_key)
     _open_store(site)  # a bad --db is a one-line error before anything starts
     service = Service(site, client_id=client_id, writer_process=True)
 
@@ -68,7 +93,7 @@ def serve(site: Site, http, client_id, verbose):
         site.broker_host,
         site.broker_port,
     )
-    service.start(http=address)
+    service.start(http=address, tls=tls)
     while not service.wait(1.0):
         pass
     service.stop()

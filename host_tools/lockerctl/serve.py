@@ -343,7 +343,9 @@ class Service:
 
     # life cycle
 
-    def start(self, http: tuple[str, int] | None = None) -> Service:
+    def start(
+        self, http: tuple[str, int] | None = None, tls: tuple[str, str] | None = None
+    ) -> Service:
         if self.writer_process:
             self.ingest = IngestProcess(
                 self.endpoint, self.site.site, self.ingestor, self._ingest_report, self.site.db
@@ -357,7 +359,7 @@ class Service:
         self.client.loop_start()
         self.configs.start()
         if http:
-            self.dashboard = start_dashboard(self, http)
+            self.dashboard = start_dashboard(self, http, tls)
         return self
 
     def request_stop(self) -> None:
@@ -408,15 +410,15 @@ class Service:
         )
 
 
-def start_dashboard(service: Service, http: tuple[str, int]):
+def start_dashboard(service: Service, http: tuple[str, int], tls=None):
     """The dashboard (`lockerctl.web`), if this installation has it: `web.start(service, host,
-    port)` must return an object with `stop()`."""
+    port, tls)` must return an object with `stop()`."""
     try:
         from . import web
     except ModuleNotFoundError:
         log.warning("no dashboard in this installation (lockerctl.web missing): --http ignored")
         return None
-    return web.start(service, http[0], http[1])
+    return web.start(service, http[0], http[1], tls=tls)
 
 
 # -- remote open ------------------------------------------------------------------------------

@@ -24,16 +24,18 @@ def serve_store(
     broker: tuple[str, int] | None = None,
     connected=None,
     on_stop=None,
+    tls: tuple[str, str] | None = None,
 ) -> Dashboard:
     """A started dashboard for `site` on `store` (migrated here). `publish(locker_id,
     payload)` sends a signed command; without it the open page says there is no connection.
-    `connected()` says whether commands can go out now; `on_stop()` runs after `stop()`."""
+    `connected()` says whether commands can go out now; `on_stop()` runs after `stop()`;
+    `tls` = (certificate file, key file) serves HTTPS."""
     store.migrate()
     app = App(store, site, publish=publish, broker=broker, connected=connected)
-    return Dashboard(app, host, port, on_stop=on_stop).start()
+    return Dashboard(app, host, port, on_stop=on_stop, tls=tls).start()
 
 
-def start(service, host: str, port: int) -> Dashboard:
+def start(service, host: str, port: int, tls: tuple[str, str] | None = None) -> Dashboard:
     """The dashboard of a running `serve.Service`."""
     from ..store import Store
 
@@ -47,4 +49,5 @@ def start(service, host: str, port: int) -> Dashboard:
         broker=(service.site.broker_host, service.site.broker_port),
         connected=service.connected.is_set,
         on_stop=store.close,
+        tls=tls,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import ssl
 import threading
 import time
 import urllib.parse
@@ -216,11 +217,14 @@ class App:
         return Response(200, path.read_bytes(), ctype, headers=[("Cache-Control", "no-cache")])
 
 
-def _handler_class(app: App):
+def _handler_class(app: App, tls: bool = False):
     class Handler(BaseHTTPRequestHandler):
         server_version = "classlocker"
         sys_version = ""
         protocol_version = "HTTP/1.1"
+        # A connection that says nothing (or never finishes its TLS handshake) for this long is
+        # closed: it holds a thread while it is open.
+        timeout = 60
 
         def log_message(self, fmt, *args):
             log.debug("%s %s", self.address_string(), fmt % args)
@@ -275,7 +279,11 @@ def _handler_class(app: App):
                 self.send_header(name, value)
             if not any(h[0] == "Cache-Control" for h in resp.headers):
                 self.send_header("Cache-Control", "no-store")
+            if tls:
+                self.send_header("Strict-Transport-Security", "max-age=31536000")
             for name, value in resp.headers:
+                if tls and name == "Set-Cookie":
+                    value += "; Secure"  # never sent back over plain HTTP
                 self.send_header(name, value)
             if close:
                 self.send_header("Connection", "close")
@@ -299,10 +307,19 @@ def _handler_class(app: App):
 class Dashboard:
     """A running dashboard: `url`, `stop()`."""
 
-    def __init__(self, app: App, host: str, port: int, on_stop=None):
+    def __init__(self, app: App, host: str, port: int, on_stop=None, tls=None):
+        """`tls`: (certificate file, key file) to serve HTTPS; see `tls_context`."""
         self.app = app
         self.on_stop = on_stop  # called after the server has stopped (closes its store)
-        self.httpd = ThreadingHTTPServer((host, port), _handler_class(app))
+        context = tls_context(*tls) if tls else None
+        self.httpd = ThreadingHTTPServer((host, port), _handler_class(app, tls=bool(tls)))
+        if context is not None:
+            # The handshake happens in the connection's own thread, on its first read (bounded
+            # by the handler's timeout), never in the thread that accepts connections.
+            self.httpd.socket = context.wrap_socket(
+                self.httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
+        self.scheme = "https" if context is not None else "http"
         self.httpd.daemon_threads = True
         self.host, self.port = self.httpd.server_address[:2]
         self.thread = threading.Thread(
@@ -314,7 +331,7 @@ class Dashboard:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def start(self) -> Dashboard:
         self.thread.start()
@@ -327,6 +344,30 @@ class Dashboard:
         self.thread.join(5)
         if self.on_stop is not None:
             self.on_stop()
+
+
+def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    """A server context for the dashboard: TLS 1.2 or later, the certificate chain in `certfile`
+    (PEM, the server's certificate first) and its key in `keyfile`. ValueError with a one-line
+    reason when they cannot be used."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    for name in (certfile, keyfile):
+        try:
+            with open(name, "rb"):
+                pass
+        except FileNotFoundError:
+            raise ValueError(f"{name}: no such file") from None
+        except OSError as e:
+            raise ValueError(f"{name}: {e.strerror or e}") from None
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError) as e:
+        raise ValueError(
+            f"{certfile} and {keyfile} are not a PEM certificate and its private key"
+            f" ({getattr(e, 'reason', None) or e.__class__.__name__})"
+        ) from None
+    return context
 
 
 def cookie_header(name: str, value: str, max_age: int | None = None) -> tuple[str, str]:
