@@ -37,3 +37,14 @@ def test_school_on_postgresql(tmp_path, broker, pg_db, make_locker, make_serve):
     assert rows[0].startswith("time,locker,bay,event,person_id,name,role,by,reason,seq")
     assert any(",deposit,S0001,Ms Evans,staff," in r for r in rows), rows
     assert "intact" in lockerctl("audit", "verify", db=pg_db).stdout
+    # Retention on PostgreSQL: everything redacted, the chain and what stays still verify, and
+    # an edit of what stays is still found.
+    redacted = lockerctl("retention", "apply", "--keep-days", "0", db=pg_db).stdout
+    assert "redacted" in redacted and "redacted 0 " not in redacted, redacted
+    assert "intact" in lockerctl("audit", "verify", db=pg_db).stdout
+    engine = sa.create_engine(pg_db)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE events SET bay = 4 WHERE seq = 2"))
+    engine.dispose()
+    r = lockerctl("audit", "verify", db=pg_db, check=False)
+    assert r.returncode != 0 and "edited after its redaction" in r.stderr, r.stderr

@@ -32,6 +32,7 @@ def retention_apply(site: Site, keep_days: int, dry_run: bool):
     trail's entries older than N days, delete exception grants that ended before then, and keep
     the tamper-evident chain verifiable (`lockerctl audit verify` still passes)."""
     from . import privacy
+    from .store import StoreError
     from .timetable import local_iso
 
     st = open_store(site)
@@ -41,7 +42,7 @@ def retention_apply(site: Site, keep_days: int, dry_run: bool):
             r = privacy.retention_preview(st, site.site, keep_days)
         else:
             r = privacy.apply_retention(st, site.site, keep_days, actor=actor())
-    except privacy.PrivacyError as e:
+    except (privacy.PrivacyError, StoreError) as e:
         raise UserError(str(e)) from None
     finally:
         st.close()

@@ -219,8 +219,33 @@ def _m0001_initial(conn):
     conn.execute(trail_head.insert().values(id=1, last_id=0, hash=trail.GENESIS))
 
 
+# One row per redacted trail entry (migration 0003_redactions): the hash of what stays of it
+# (`trail.public_content`) and the `redact` action whose digest covers it.
+redactions = sa.Table(
+    "redactions",
+    metadata,
+    sa.Column("entry_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("public_hash", sa.String(64), nullable=False),
+    sa.Column("action_id", sa.BigInteger, nullable=False),
+)
+
+
+def _m0003_redactions(conn):
+    """The `redactions` table; entries redacted before it get their rows now, covered by one
+    `redact` action (actor `migration`) over what they hold today."""
+    redactions.create(conn, checkfirst=True)
+    sites_with = conn.execute(
+        sa.select(trail_entries.c.site).where(trail_entries.c.redacted.is_(True)).distinct()
+    ).scalars()
+    for site in list(sites_with):
+        _redact(conn, site, trail_entries.c.redacted.is_(True), "migration", {"legacy": True})
+
+
 # (name, function(connection)) in the order they apply. Names are recorded; never rename one.
-MIGRATIONS: list[tuple[str, Callable]] = [("0001_initial", _m0001_initial)]
+MIGRATIONS: list[tuple[str, Callable]] = [
+    ("0001_initial", _m0001_initial),
+    ("0003_redactions", _m0003_redactions),
+]
 
 
 def register_migration(name: str, fn: Callable) -> None:
@@ -427,43 +452,13 @@ class Store:
     # -- the trail ---------------------------------------------------------------------------
 
     def _chain(self, conn) -> trail.Chain:
-        row = conn.execute(
-            sa.select(trail_head.c.last_id, trail_head.c.hash)
-            .where(trail_head.c.id == 1)
-            .with_for_update()
-        ).first()
-        return trail.Chain(row.last_id, row.hash)
+        return _chain(conn)
 
     def _save_chain(self, conn, chain: trail.Chain) -> None:
-        conn.execute(
-            trail_head.update()
-            .where(trail_head.c.id == 1)
-            .values(last_id=chain.last_id, hash=chain.head)
-        )
+        _save_chain(conn, chain)
 
     def _append_action(self, conn, site, actor, action, detail, chain=None) -> int:
-        own = chain is None
-        if own:
-            chain = self._chain(conn)
-        at = _now()
-        content = trail.action_content(site, at, actor, action, detail)
-        entry_id, chash, h = chain.append(content)
-        conn.execute(
-            trail_entries.insert().values(
-                id=entry_id,
-                site=site,
-                kind=trail.ACTION,
-                event_id=None,
-                content=content.decode(),
-                content_hash=chash,
-                hash=h,
-                redacted=False,
-                at=at,
-            )
-        )
-        if own:
-            self._save_chain(conn, chain)
-        return entry_id
+        return _append_action(conn, site, actor, action, detail, chain)
 
     def record_action(self, site: str, actor: str, action: str, detail: dict) -> int:
         """Appends a host action (who did what, with a JSON-able detail) to the trail."""
@@ -489,53 +484,38 @@ class Store:
         return out
 
     def verify_trail(self, progress: Callable[[int], None] | None = None) -> tuple[int, str]:
-        """Walks the whole trail in order; (count, head hash), or raises `trail.Broken`."""
+        """Walks the whole trail in order; (count, head hash), or raises `trail.Broken`.
+
+        Besides every link and every content hash: what stays of each redacted entry must match
+        its recorded public hash, and each `redact` action's digest the entries it covers."""
         v = trail.Verifier()
         e = events
         q = (
-            sa.select(
-                trail_entries,
-                e.c.id.label("e_id"),
-                e.c.site.label("e_site"),
-                e.c.locker_id,
-                e.c.seq,
-                e.c.ts,
-                e.c.type,
-                e.c.bay,
-                e.c.person,
-                e.c.by,
-                e.c.reason,
-                e.c.received_at,
+            _entries_with_events()
+            .add_columns(
+                redactions.c.public_hash.label("r_public"),
+                redactions.c.action_id.label("r_action"),
             )
-            .select_from(trail_entries.outerjoin(e, e.c.id == trail_entries.c.event_id))
+            .outerjoin(redactions, redactions.c.entry_id == trail_entries.c.id)
             .order_by(trail_entries.c.id)
         )
+        digests: dict[int, trail.RedactionDigest] = {}
         with self.engine.connect() as conn:
             with conn.begin():
                 rows = conn.execution_options(yield_per=2000, stream_results=True).execute(q)
                 for r in rows:
                     missing = None
                     content = None
-                    if r.kind == trail.EVENT:
-                        if r.e_id is None:
-                            missing = f"event row {r.event_id} is missing (deleted)"
-                        else:
-                            content = trail.event_content(
-                                r.e_site,
-                                r.locker_id,
-                                r.seq,
-                                r.ts,
-                                r.type,
-                                r.bay,
-                                r.person,
-                                r.by,
-                                r.reason,
-                                r.received_at,
-                            )
-                    elif r.kind == trail.ACTION:
-                        content = r.content.encode() if r.content is not None else None
+                    if r.kind == trail.EVENT and r.e_id is None:
+                        missing = f"event row {r.event_id} is missing (deleted)"
+                    elif r.kind in (trail.EVENT, trail.ACTION):
+                        content = _entry_content(r)
                     else:
                         missing = f"unknown kind {r.kind!r} (edited)"
+                    if missing is None and r.redacted:
+                        missing = _check_redacted(r, content, digests)
+                    if missing is None and r.kind == trail.ACTION and not r.redacted:
+                        missing = _check_redact_action(r.id, content, digests)
                     v.feed(r.id, r.content_hash, r.hash, content, bool(r.redacted), missing)
                     if progress:
                         progress(1)
@@ -543,6 +523,13 @@ class Store:
                     sa.select(trail_head.c.last_id, trail_head.c.hash).where(trail_head.c.id == 1)
                 ).first()
                 v.finish(head.last_id if head else None, head.hash if head else None)
+                if digests:
+                    action_id = min(digests)
+                    raise trail.Broken(
+                        "-",
+                        f"redaction records name entry {action_id}, which is no redaction"
+                        " (edited)",
+                    )
                 # An event row the chain does not cover was inserted behind its back.
                 stray = conn.execute(
                     sa.select(e.c.id, e.c.locker_id, e.c.seq)
@@ -565,50 +552,14 @@ class Store:
 
     def redact_before(self, site: str, cutoff_ts: int, actor: str = "retention") -> int:
         """The retention hook: blanks the personal fields (person, by, reason; an action's
-        detail) of the site's trail entries written before `cutoff_ts` and marks them redacted.
-        The chain still verifies. Returns the number of entries redacted."""
-        n = 0
+        detail) of the site's trail entries written before `cutoff_ts` and marks them redacted,
+        keeping what stays of each tamper-evident (`_redact`). The chain still verifies.
+        Returns the number of entries redacted; StoreError (nothing redacted) if one of them no
+        longer matches its hash."""
         with self._write() as conn:
             self._ensure_site(conn, site)
-            old = sa.select(trail_entries.c.event_id).where(
-                trail_entries.c.site == site,
-                trail_entries.c.kind == trail.EVENT,
-                trail_entries.c.at < cutoff_ts,
-                trail_entries.c.redacted.is_(False),
-            )
-            conn.execute(
-                events.update()
-                .where(events.c.id.in_(old))
-                .values(person=None, by=None, reason=None)
-            )
-            n += conn.execute(
-                trail_entries.update()
-                .where(
-                    trail_entries.c.site == site,
-                    trail_entries.c.at < cutoff_ts,
-                    trail_entries.c.redacted.is_(False),
-                )
-                .values(redacted=True)
-            ).rowcount
-            rows = conn.execute(
-                sa.select(trail_entries.c.id, trail_entries.c.content).where(
-                    trail_entries.c.site == site,
-                    trail_entries.c.kind == trail.ACTION,
-                    trail_entries.c.redacted.is_(True),
-                    trail_entries.c.content.is_not(None),
-                )
-            ).all()
-            for r in rows:
-                c = json.loads(r.content)
-                if c.get("detail") is not None:
-                    c["detail"] = None
-                    conn.execute(
-                        trail_entries.update()
-                        .where(trail_entries.c.id == r.id)
-                        .values(content=trail.canonical(c).decode())
-                    )
-            self._append_action(conn, site, actor, "redact", {"before": cutoff_ts, "entries": n})
-        return n
+            where = sa.and_(trail_entries.c.at < cutoff_ts, trail_entries.c.redacted.is_(False))
+            return _redact(conn, site, where, actor, {"before": cutoff_ts})
 
     # -- ingest ------------------------------------------------------------------------------
 
@@ -1452,3 +1403,217 @@ def _sqlite_engine(url) -> sa.Engine:
             conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+# -- the trail's head, actions and redaction (module level: migrations use them too) -----------
+
+
+def _chain(conn) -> trail.Chain:
+    row = conn.execute(
+        sa.select(trail_head.c.last_id, trail_head.c.hash)
+        .where(trail_head.c.id == 1)
+        .with_for_update()
+    ).first()
+    return trail.Chain(row.last_id, row.hash)
+
+
+def _save_chain(conn, chain: trail.Chain) -> None:
+    conn.execute(
+        trail_head.update()
+        .where(trail_head.c.id == 1)
+        .values(last_id=chain.last_id, hash=chain.head)
+    )
+
+
+def _append_action(conn, site, actor, action, detail, chain=None) -> int:
+    own = chain is None
+    if own:
+        chain = _chain(conn)
+    at = _now()
+    content = trail.action_content(site, at, actor, action, detail)
+    entry_id, chash, h = chain.append(content)
+    conn.execute(
+        trail_entries.insert().values(
+            id=entry_id,
+            site=site,
+            kind=trail.ACTION,
+            event_id=None,
+            content=content.decode(),
+            content_hash=chash,
+            hash=h,
+            redacted=False,
+            at=at,
+        )
+    )
+    if own:
+        _save_chain(conn, chain)
+    return entry_id
+
+
+_REDACT_CHUNK = 2000
+_REDACT_WORD = '"action":"redact"'  # how a redact action's canonical content says what it is
+
+
+def _is_redact_action(content: bytes | None) -> dict | None:
+    """The detail of a `redact` action's content ({} if blank), else None."""
+    if content is None or _REDACT_WORD.encode() not in content:
+        return None
+    obj = json.loads(content)
+    if obj.get("kind") != trail.ACTION or obj.get("action") != "redact":
+        return None
+    return obj.get("detail") or {}
+
+
+def _entry_content(r) -> bytes | None:
+    """The canonical content of a trail row joined with its event row (None: the row is gone)."""
+    if r.kind == trail.EVENT:
+        if r.e_id is None:
+            return None
+        return trail.event_content(
+            r.e_site,
+            r.locker_id,
+            r.seq,
+            r.ts,
+            r.type,
+            r.bay,
+            r.person,
+            r.by,
+            r.reason,
+            r.received_at,
+        )
+    return r.content.encode() if r.content is not None else None
+
+
+def _entries_with_events():
+    e = events
+    return sa.select(
+        trail_entries,
+        e.c.id.label("e_id"),
+        e.c.site.label("e_site"),
+        e.c.locker_id,
+        e.c.seq,
+        e.c.ts,
+        e.c.type,
+        e.c.bay,
+        e.c.person,
+        e.c.by,
+        e.c.reason,
+        e.c.received_at,
+    ).select_from(trail_entries.outerjoin(e, e.c.id == trail_entries.c.event_id))
+
+
+def _redact(conn, site: str, where, actor: str, detail: dict | None = None) -> int:
+    """Redacts the site's trail entries matching `where`, in chunks, in id order: each is checked
+    against its content hash first (StoreError, nothing redacted, if one fails), its public hash
+    recorded in `redactions`, its personal fields blanked; then one `redact` action holds the
+    count and the digest. `redact` actions themselves are never redacted (nothing personal).
+    With `detail={"legacy": True}` (migration 0003) the entries are already blank: their
+    public hashes are recorded as they are. Returns the number of entries."""
+    legacy = bool(detail and detail.get("legacy"))
+    chain = _chain(conn)
+    action_id = chain.last_id + 1  # this transaction holds the write lock: the next entry
+    digest = trail.RedactionDigest()
+    last = 0
+    while True:
+        rows = conn.execute(
+            _entries_with_events()
+            .where(trail_entries.c.site == site, where, trail_entries.c.id > last)
+            .order_by(trail_entries.c.id)
+            .limit(_REDACT_CHUNK)
+        ).all()
+        if not rows:
+            break
+        last = rows[-1].id
+        records, event_ids, entry_ids, actions = [], [], [], []
+        for r in rows:
+            content = _entry_content(r)
+            if r.kind == trail.ACTION and not legacy and _is_redact_action(content):
+                continue
+            if content is None:
+                raise StoreError(
+                    f"trail entry {r.id} has lost its content: run `lockerctl audit verify`;"
+                    " nothing was redacted"
+                )
+            if not legacy and trail.content_hash(content) != r.content_hash:
+                raise StoreError(
+                    f"trail entry {r.id} does not match its hash (edited): run `lockerctl audit"
+                    " verify`; nothing was redacted"
+                )
+            public = trail.content_hash(trail.public_content(content))
+            digest.add(r.id, public)
+            records.append({"entry_id": r.id, "public_hash": public, "action_id": action_id})
+            entry_ids.append(r.id)
+            if r.kind == trail.EVENT:
+                event_ids.append(r.e_id)
+            elif r.kind == trail.ACTION:
+                actions.append((r.id, json.loads(content)))
+        if records:
+            conn.execute(redactions.insert(), records)
+        if legacy:
+            continue
+        if event_ids:
+            conn.execute(
+                events.update()
+                .where(events.c.id.in_(event_ids))
+                .values(person=None, by=None, reason=None)
+            )
+        if entry_ids:
+            conn.execute(
+                trail_entries.update()
+                .where(trail_entries.c.id.in_(entry_ids))
+                .values(redacted=True)
+            )
+        for entry_id, obj in actions:
+            if obj.get("detail") is not None:
+                obj["detail"] = None
+                conn.execute(
+                    trail_entries.update()
+                    .where(trail_entries.c.id == entry_id)
+                    .values(content=trail.canonical(obj).decode())
+                )
+    if digest.count:
+        entry = _append_action(
+            conn,
+            site,
+            actor,
+            "redact",
+            {**(detail or {}), "entries": digest.count, "digest": digest.hexdigest()},
+            chain,
+        )
+        if entry != action_id:
+            raise StoreError(f"trail head moved during redaction ({entry} != {action_id})")
+        _save_chain(conn, chain)
+    return digest.count
+
+
+def _check_redacted(r, content: bytes | None, digests: dict) -> str | None:
+    """Why a redacted entry fails (None: it holds): no redaction record, or what stays of it
+    no longer matches the public hash recorded when it was redacted."""
+    if r.r_public is None:
+        return "marked redacted without a redaction record (edited)"
+    if content is None:
+        return "content missing"
+    public, held = trail.split_personal(content)
+    if held:
+        return "edited after its redaction (personal fields written back)"
+    if trail.content_hash(public) != r.r_public:
+        return "edited after its redaction (what stays of it does not match its record)"
+    digests.setdefault(r.r_action, trail.RedactionDigest()).add(r.id, r.r_public)
+    return None
+
+
+def _check_redact_action(entry_id: int, content: bytes | None, digests: dict) -> str | None:
+    """Why a `redact` action fails (None: it holds, or it is another action): its count and
+    digest must be those of the redaction records that name it."""
+    detail = _is_redact_action(content)
+    if detail is None:
+        return None
+    got = digests.pop(entry_id, None) or trail.RedactionDigest()
+    if "digest" not in detail:
+        return None if got.count == 0 else "a redaction without a digest names records"
+    if got.count != detail.get("entries") or got.hexdigest() != detail["digest"]:
+        return (
+            f"the {detail.get('entries')} entries this redaction covers do not match their"
+            f" records ({got.count} found): a redaction record was edited, deleted or added"
+        )
+    return None

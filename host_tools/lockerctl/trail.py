@@ -14,9 +14,15 @@ The content of an event entry is rebuilt from its row in the `events` table (so 
 export shows breaks the chain); the content of an action entry is stored with the entry.
 
 The link is made over the content *hash*, not the content: a retention job may blank the personal
-fields of old entries and mark them `redacted`. `verify` does not recompute the content hash of a
+fields of old entries and mark them `redacted`. `verify` cannot recompute the content hash of a
 redacted entry but still checks every link, so the chain stays verifiable after redaction while
-any other edit, deletion or reordering is found.
+any other edit, deletion or reordering is found. What remains of a redacted entry (an event's
+site, locker, seq, times, type and bay; an action's site, time, actor and action) stays
+tamper-evident too: before blanking anything, the retention job checks each entry against its
+content hash, records the hash of its *public content* (`public_content`: the content without
+the personal fields) in a `redactions` row, and appends a `redact` action whose detail holds the
+number of entries and `RedactionDigest` over (entry id, public hash) of all of them, in id order.
+`verify` recomputes each redacted entry's public hash and each `redact` action's digest.
 
 This module is pure logic; the SQL lives in `store.py`.
 """
@@ -101,6 +107,40 @@ def event_content(site, locker, seq, ts, type, bay, person, by, reason, received
             "received_at": received_at,
         }
     )
+
+
+# The fields retention blanks: an event's who, by whom and why; an action's detail.
+PERSONAL = {EVENT: ("person", "by", "reason"), ACTION: ("detail",)}
+
+
+def public_content(content: bytes) -> bytes:
+    """The canonical content without its personal fields: what stays of a redacted entry."""
+    return split_personal(content)[0]
+
+
+def split_personal(content: bytes) -> tuple[bytes, bool]:
+    """(`public_content(content)`, whether any personal field holds a value)."""
+    obj = json.loads(content)
+    held = False
+    for name in PERSONAL.get(obj.get("kind"), ()):
+        held = obj.pop(name, None) is not None or held
+    return canonical(obj), held
+
+
+class RedactionDigest:
+    """SHA-256 over `"<entry id> <public hash>\n"` of every entry one `redact` action covers,
+    in entry id order (streamed: a retention run over millions of entries stays small)."""
+
+    def __init__(self):
+        self._h = hashlib.sha256()
+        self.count = 0
+
+    def add(self, entry_id: int, public_hash: str) -> None:
+        self._h.update(f"{entry_id} {public_hash}\n".encode())
+        self.count += 1
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
 
 
 def action_content(site, at, actor, action, detail) -> bytes:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -162,6 +163,124 @@ def test_retention_still_catches_tampering_with_recent_entries(site):
         conn.execute("UPDATE events SET person = 'P002' WHERE seq = 5")
     r = lockerctl("audit", "verify", db=site, check=False)
     assert r.returncode != 0 and "broken" in r.stderr
+
+
+def _sql(site, *statements):
+    with sqlite3.connect(site.removeprefix("sqlite:///")) as conn:
+        for st in statements:
+            conn.execute(st)
+
+
+def _verify_fails(site, *words):
+    r = lockerctl("audit", "verify", db=site, check=False)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for word in words:
+        assert word in r.stderr, r.stderr
+    return r.stderr
+
+
+def _redacted_entry(site, seq):
+    path = site.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        return conn.execute(
+            "SELECT t.id FROM trail t JOIN events e ON e.id = t.event_id WHERE e.seq = ?", (seq,)
+        ).fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "UPDATE events SET type = 'retrieve' WHERE seq = 2",
+        "UPDATE events SET bay = 7 WHERE seq = 2",
+        "UPDATE events SET ts = ts - 3600 WHERE seq = 2",
+        "UPDATE events SET person = 'P002' WHERE seq = 2",  # a holder written back in
+    ],
+    ids=["type", "bay", "ts", "person"],
+)
+def test_what_stays_of_a_redacted_event_is_still_tamper_evident(site, edit):
+    lockerctl("retention", "apply", "--keep-days", "30", db=site)
+    _sql(site, edit)
+    entry = _redacted_entry(site, 2)
+    _verify_fails(site, f"entry {entry}:", "edited after its redaction")
+
+
+def test_a_redaction_record_edited_or_deleted_is_found(site):
+    lockerctl("retention", "apply", "--keep-days", "30", db=site)
+    lockerctl("audit", "verify", db=site)
+    entry = _redacted_entry(site, 3)
+    _sql(site, f"DELETE FROM redactions WHERE entry_id = {entry}")
+    _verify_fails(site, f"entry {entry}:", "without a redaction record")
+
+
+def test_records_rewritten_to_match_an_edit_are_found_by_the_redaction_digest(site):
+    lockerctl("retention", "apply", "--keep-days", "30", db=site)
+    entry = _redacted_entry(site, 2)
+    # Someone edits the event and rewrites its record's hash to match what they left.
+    _sql(site, "UPDATE events SET type = 'retrieve' WHERE seq = 2")
+    st = Store.open(site)
+    try:
+        with st.engine.connect() as conn:
+            row = conn.execute(
+                store_mod._entries_with_events().where(store_mod.trail_entries.c.id == entry)
+            ).first()
+        from lockerctl import trail
+
+        forged = trail.content_hash(trail.public_content(store_mod._entry_content(row)))
+    finally:
+        st.close()
+    _sql(site, f"UPDATE redactions SET public_hash = '{forged}' WHERE entry_id = {entry}")
+    _verify_fails(site, "do not match their records")
+
+
+def test_marking_a_recent_entry_redacted_does_not_hide_an_edit(site):
+    lockerctl("retention", "apply", "--keep-days", "30", db=site)
+    entry = _redacted_entry(site, 5)
+    _sql(
+        site,
+        f"UPDATE trail SET redacted = 1 WHERE id = {entry}",
+        "UPDATE events SET person = 'P002' WHERE seq = 5",
+    )
+    _verify_fails(site, f"entry {entry}:", "without a redaction record")
+
+
+def test_retention_refuses_to_redact_an_entry_that_was_edited(site):
+    _sql(site, "UPDATE events SET type = 'retrieve' WHERE seq = 2")
+    entry = _redacted_entry(site, 2)
+    r = lockerctl("retention", "apply", "--keep-days", "30", db=site, check=False)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"trail entry {entry} does not match its hash" in r.stderr
+    assert events(site)[2].reason == "dentist at 2pm"  # nothing redacted
+
+
+def test_a_store_redacted_before_redaction_records_gets_them_on_upgrade(site):
+    """Entries redacted by a version without the `redactions` table: migration 0003 records
+    what stays of them as it is, under one `redact` action by `migration`."""
+    # Redact the way the previous version did: blank, mark, one `redact` action without digest.
+    cutoff = NOW - 30 * DAY
+    st = Store.open(site)
+    try:
+        t, e = store_mod.trail_entries, store_mod.events
+        with st._write() as conn:
+            old = t.c.at < cutoff, t.c.kind == "event"
+            gone = sa.select(t.c.event_id).where(*old)
+            blank = {"person": None, "by": None, "reason": None}
+            conn.execute(e.update().where(e.c.id.in_(gone)).values(**blank))
+            n = conn.execute(t.update().where(*old).values(redacted=True)).rowcount
+            detail = {"before": cutoff, "entries": n}
+            store_mod._append_action(conn, SITE, "retention", "redact", detail)
+    finally:
+        st.close()
+    _sql(site, "DROP TABLE redactions", "DELETE FROM migrations WHERE name = '0003_redactions'")
+    st = Store.open(site)  # migrates
+    try:
+        st.verify_trail()
+        legacy = [a for a in st.trail_actions(SITE) if a.get("actor") == "migration"]
+        assert len(legacy) == 1 and legacy[0]["detail"]["legacy"] is True
+        assert legacy[0]["detail"]["entries"] > 0
+    finally:
+        st.close()
+    _sql(site, "UPDATE events SET bay = 7 WHERE seq = 2")
+    _verify_fails(site, "edited after its redaction")
 
 
 def test_dry_run_changes_nothing(site):
