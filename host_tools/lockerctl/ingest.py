@@ -41,7 +41,7 @@ def parse_event(payload: bytes) -> dict:
     payload is not JSON, not an object, lacks a required field or has a wrong type."""
     try:
         obj = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # nested 1000 deep: Recursion
         raise BadPayload(f"not JSON ({e.__class__.__name__})") from None
     if not isinstance(obj, dict):
         raise BadPayload("not a JSON object")
@@ -285,7 +285,7 @@ def _parse_status(payload: bytes) -> bool:
 def _parse_state(payload: bytes) -> dict:
     try:
         obj = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # nested 1000 deep: Recursion
         raise BadPayload(f"not JSON ({e.__class__.__name__})") from None
     if not isinstance(obj, dict):
         raise BadPayload("not a JSON object")

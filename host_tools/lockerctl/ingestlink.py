@@ -16,6 +16,7 @@ calling process (tests, embedding).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -50,6 +51,15 @@ class Endpoint:
     user: str | None = None
     password: str | None = None
     keepalive: int = 30
+
+
+def _readable(fds: list[int], timeout: float) -> list[int]:
+    """Which of `fds` are readable (or closed) within `timeout` seconds: poll, not select, so
+    that a descriptor number above 1023 (a busy dashboard process) is no problem."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+    return [fd for fd, _ in poller.poll(max(0.0, timeout) * 1000)]
 
 
 class Refused(OSError):
@@ -107,7 +117,9 @@ class IngestLink:
                     self.endpoint.port,
                     e,
                 )
-            except (OSError, wire.ProtocolError) as e:
+            except Exception as e:  # noqa: BLE001 - a bug or a poison message must not end ingest
+                if not isinstance(e, (OSError, wire.ProtocolError)):
+                    log.exception("ingest: unexpected error; reconnecting")
                 if self._connected:
                     self._connected = False
                     self.report("connected", False)
@@ -126,17 +138,15 @@ class IngestLink:
                 self._close()
             delay = backoff * (0.5 + random.random() / 2)
             backoff = min(backoff * 2, self.max_backoff)
-            if select.select([stop_fd], [], [], delay)[0]:
+            if _readable([stop_fd], delay):
                 return
 
     def _session(self, stop_fd: int) -> None:
         ep = self.endpoint
         reader = wire.Reader()
-        sock = socket.create_connection((ep.host, ep.port), timeout=self.connect_timeout)
-        self._sock = sock
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = self._connect(stop_fd)
         sock.sendall(wire.connect(ep.client_id, ep.keepalive, False, ep.user, ep.password))
-        packets = self._await_connack(sock, reader)
+        packets = self._await_connack(sock, reader, stop_fd)
         prefix = f"lockers/{self.site}/+/"
         sock.sendall(wire.subscribe(self._next_id(), [(prefix + s, 1) for s in SUBSCRIPTIONS]))
         self.pending = []
@@ -151,6 +161,7 @@ class IngestLink:
 
     def _receive(self, sock, reader, packets: list, stop_fd: int) -> None:
         ep = self.endpoint
+        sock_fd = sock.fileno()
         last_in = last_out = time.monotonic()
         pending = self.pending
         first_at = 0.0
@@ -186,18 +197,20 @@ class IngestLink:
             timeout = max(0.0, last_out + ping_every - now)
             if pending:
                 timeout = min(timeout, max(0.0, first_at + self.ingestor.max_wait - now))
-            ready = select.select([sock, stop_fd], [], [], timeout)[0]
+            ready = _readable([sock_fd, stop_fd], timeout)
             if stop_fd in ready:
-                if sock in ready:  # what already arrived is part of what we commit
+                if sock_fd in ready:  # what already arrived is part of what we commit
                     pending.extend(self._drain(sock, reader))
                 batch = pending[:]
                 pending.clear()
+                sock.settimeout(1.0)  # a broker that stops reading cannot hold up the stop
+                self._send_quietly(sock, bytes(reader.acks))  # PUBACKs of what was drained
                 if batch:
                     self._commit(batch, send=False)
                     self._send_quietly(sock, bytes(self._out))
                 self._send_quietly(sock, wire.DISCONNECT_PACKET)
                 raise _Stop
-            if sock in ready:
+            if sock_fd in ready:
                 data = sock.recv(RECV_BYTES)
                 if not data:
                     raise ConnectionResetError("the broker closed the connection")
@@ -222,17 +235,55 @@ class IngestLink:
                 if not data:
                     break
                 out += [(p[1], p[2]) for p in reader.feed(data) if p[0] == wire.PUBLISH]
-        except OSError:  # BlockingIOError: nothing more for now
+        except (OSError, wire.ProtocolError):  # BlockingIOError: nothing more for now
             pass
         sock.settimeout(self.connect_timeout)  # blocking again, for the acks and DISCONNECT
         self.ingestor.stats.queued += len(out)
         return out
 
-    def _await_connack(self, sock, reader) -> list:
+    def _connect(self, stop_fd: int) -> socket.socket:
+        """A connected socket (blocking, with `connect_timeout` for sends), or _Stop as soon as
+        `stop_fd` is readable: a broker that never answers does not hold up a stop."""
+        ep = self.endpoint
+        infos = socket.getaddrinfo(ep.host, ep.port, type=socket.SOCK_STREAM)
+        error: OSError = OSError(f"no address for {ep.host}")
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            self._sock = sock
+            sock.setblocking(False)
+            code = sock.connect_ex(address)
+            if code not in (0, errno.EINPROGRESS):
+                error = OSError(code, os.strerror(code))
+                self._close()
+                continue
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLOUT)
+            poller.register(stop_fd, select.POLLIN)
+            ready = dict(poller.poll(self.connect_timeout * 1000))
+            if stop_fd in ready:
+                raise _Stop
+            if sock.fileno() not in ready:
+                error = TimeoutError(f"no answer from {ep.host}:{ep.port}")
+                self._close()
+                continue
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                error = OSError(code, os.strerror(code))
+                self._close()
+                continue
+            sock.settimeout(self.connect_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        raise error
+
+    def _await_connack(self, sock, reader, stop_fd: int) -> list:
         deadline = time.monotonic() + self.connect_timeout
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([sock], [], [], remaining)[0]:
+            ready = _readable([sock.fileno(), stop_fd], remaining) if remaining > 0 else []
+            if stop_fd in ready:
+                raise _Stop
+            if not ready:
                 raise TimeoutError("no CONNACK from the broker")
             data = sock.recv(RECV_BYTES)
             if not data:
@@ -252,10 +303,7 @@ class IngestLink:
         codes = body[2:]
         if any(c == 0x80 for c in codes):
             names = [s for s, c in zip(SUBSCRIPTIONS, codes, strict=False) if c == 0x80]
-            log.error(
-                "the broker refused the subscription to %s (the host account's ACL?)",
-                ", ".join(names),
-            )
+            raise Refused(f"subscription to {', '.join(names)} refused (the host account's ACL?)")
         self._connected = True
         self.report("connected", True)
         log.info(
@@ -268,8 +316,16 @@ class IngestLink:
     def _commit(self, batch: list, send: bool = True) -> None:
         """Commits `batch`; then, with `send`, publishes the acks the commit allows."""
         self._out = bytearray()
-        self.ingestor.write(batch)
-        self.report("stats", self.ingestor.stats.as_dict())
+        try:
+            self.ingestor.write(batch)
+        except Exception:  # a bug: the lockers resend what is not acknowledged
+            log.exception("ingest: a batch of %d messages was not written", len(batch))
+            self.ingestor.stats.failed_batches += 1
+            self._out = bytearray()
+        try:
+            self.report("stats", self.ingestor.stats.as_dict())
+        except Exception:
+            log.exception("ingest: the counters could not be reported")
         if send and self._out and self._sock is not None:
             self._sock.sendall(self._out)
 
@@ -316,10 +372,16 @@ class IngestThread:
             self.link.report("connected", False)
 
     def stop(self, timeout: float = 30.0) -> None:
+        if self._stop_w < 0:
+            return
         os.write(self._stop_w, b"x")
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("the ingest thread did not stop within %.0f s", timeout)
+            return  # it still polls the pipe: leave it open
         os.close(self._stop_r)
         os.close(self._stop_w)
+        self._stop_r = self._stop_w = -1
 
 
 class IngestProcess:
@@ -375,8 +437,8 @@ class IngestProcess:
         while True:
             try:
                 kind, value = self._conn.recv()
-            except (EOFError, OSError):
-                self.proc.join(5)
+            except Exception:  # EOFError/OSError: the child is gone (or sent garbage)
+                self._end_child()
                 self.report("connected", False)
                 for name, count in self._last.items():
                     self._base[name] = self._base.get(name, 0) + count
@@ -394,13 +456,26 @@ class IngestProcess:
                         return
                     self._spawn()
                 continue
-            if kind == "stats":
-                self._last = value
-                delay = self.restart_delay
-                for name, count in value.items():
-                    setattr(self.ingestor.stats, name, self._base.get(name, 0) + count)
-            else:
-                self.report(kind, value)
+            try:
+                if kind == "stats":
+                    self._last = value
+                    delay = self.restart_delay
+                    for name, count in value.items():
+                        setattr(self.ingestor.stats, name, self._base.get(name, 0) + count)
+                else:
+                    self.report(kind, value)
+            except Exception:
+                log.exception("ingest: a report from the ingest process was not handled")
+
+    def _end_child(self, timeout: float = 5.0) -> None:
+        """Waits for the child to exit; kills it if it does not (it ignores SIGTERM). Killed in
+        a transaction, it leaves nothing half-written: the transaction rolls back and the lockers
+        send those events again."""
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            log.error("the ingest process did not stop within %.0f s: killing it", timeout)
+            self.proc.kill()
+            self.proc.join()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Asks the process to commit and acknowledge what it received, then to disconnect."""
@@ -410,10 +485,7 @@ class IngestProcess:
             self._conn.send(None)
         except OSError:
             pass
-        self.proc.join(timeout)
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(5)
+        self._end_child(timeout)
         self._thread.join(5)
         self._conn.close()
 

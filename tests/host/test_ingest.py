@@ -173,6 +173,22 @@ def test_bad_payloads_are_dropped_and_the_service_goes_on(
     assert svc.ingestor.stats.bad == len(bad) + 2
 
 
+@pytest.mark.parametrize("writer_process", [False, True], ids=["thread", "process"])
+def test_a_poison_payload_nested_too_deep_is_one_bad_payload(
+    site, db_url, locker, start_service, writer_process
+):
+    """JSON nested thousands deep makes json.loads raise RecursionError, not ValueError: it is
+    a bad payload like any other, even retained (it comes back at every resubscribe)."""
+    svc = start_service(writer_process=writer_process)
+    locker.publish("L1", b"[" * 100000, leaf="state", retain=True)
+    locker.publish("L1", b'{"seq": 1, "ts": 1, "type": ' + b"[" * 5000 + b"}")
+    locker.publish("L1", event(1))
+    locker.wait_ack("L1", 1)
+    assert stored(db_url, "L1") == [1]
+    wait_for(lambda: svc.ingestor.stats.bad == 2, what="two bad payloads counted")
+    locker.publish("L1", b"", leaf="state", retain=True)  # clear the retained poison
+
+
 def test_ack_covers_only_events_stored_without_a_gap(site, db_url, locker, start_service):
     start_service()
     for seq in (1, 2, 4, 5):
@@ -543,6 +559,28 @@ def test_a_dead_ingest_process_is_started_again(site, db_url, locker, start_serv
     locker.wait_ack("L1", 3)
     assert stored(db_url, "L1") == [1, 2, 3]
     wait_for(lambda: svc.ingestor.stats.received >= 3, what="the counts of both processes")
+
+
+def test_a_stop_never_leaves_the_ingest_process_behind(site, db_url, locker, start_service):
+    """An ingest process stuck in the store (another writer holds SQLite's lock; it would wait
+    its 30 s busy timeout per attempt) is killed when it does not stop in time."""
+    import sqlite3
+
+    svc = start_service(writer_process=True)
+    blocker = sqlite3.connect(db_url.removeprefix("sqlite:///"), timeout=1)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        locker.publish("L1", event(1))
+        time.sleep(0.5)  # the child is in its commit now, waiting for the lock
+        child = svc.ingest.proc
+        t0 = time.monotonic()
+        svc.ingest.stop(timeout=1)
+        assert time.monotonic() - t0 < 10
+        assert not child.is_alive()
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert stored(db_url, "L1") == []  # rolled back with the process: the locker sends it again
 
 
 class RefusingStore:

@@ -124,6 +124,42 @@ def test_silent_broker_is_left_and_retried_and_never_holds_up_the_stop():
         broker.close()
 
 
+def test_a_stop_while_the_broker_never_answers_is_prompt():
+    def silent(conn, broker):
+        while broker.read_some(conn, timeout=30):
+            pass
+
+    broker = ScriptedBroker(silent)
+    run = Running(broker.port, Recording())  # the real 10 s CONNACK timeout
+    try:
+        wait_until(lambda: broker.accepted >= 1 and broker.received, what="a CONNECT")
+        assert run.stop() < 1.0
+    finally:
+        broker.close()
+
+
+def test_a_refused_subscription_is_an_error_and_never_reads_as_connected(caplog):
+    def refuse_subscription(conn, broker):
+        broker.read_some(conn)
+        conn.sendall(CONNACK_OK)
+        broker.read_some(conn)
+        conn.sendall(b"\x90\x05\x00\x01\x80\x80\x80")  # every topic refused
+        while broker.read_some(conn, timeout=30):
+            pass
+
+    broker = ScriptedBroker(refuse_subscription)
+    with caplog.at_level(logging.ERROR, logger="lockerctl.serve"):
+        run = Running(broker.port, Recording())
+        try:
+            wait_until(lambda: broker.accepted >= 2, what="a second attempt")
+        finally:
+            run.stop()
+            broker.close()
+    assert ("connected", True) not in run.reports
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("subscription to event, status, state refused" in line for line in lines), lines
+
+
 def test_refused_connection_is_one_error_line_and_retried(caplog):
     def refuse(conn, broker):
         broker.read_some(conn)
@@ -209,5 +245,46 @@ def test_stop_commits_what_arrived_and_sends_its_acks_before_disconnecting():
         wait_until(lambda: wire.DISCONNECT_PACKET in bytes(broker.received), what="DISCONNECT")
         sent = bytes(broker.received)
         assert ack in sent and sent.index(ack) < sent.index(wire.DISCONNECT_PACKET)
+        assert wire.puback(5) in sent  # the broker's copy is acknowledged, not redelivered
+    finally:
+        broker.close()
+
+
+def test_messages_still_in_the_socket_at_the_stop_are_committed_and_acknowledged():
+    """A stop that finds data waiting in the socket commits it too, and PUBACKs it before
+    DISCONNECT, so that the persistent session does not deliver it again."""
+    first = wire.publish("lockers/school/L3/event", b'{"seq": 1}', 1, 5)
+    second = wire.publish("lockers/school/L3/event", b'{"seq": 2}', 1, 6)
+    committing = threading.Event()
+
+    def deliver(conn, broker):
+        broker.read_some(conn)
+        conn.sendall(CONNACK_OK)
+        broker.read_some(conn)
+        conn.sendall(SUBACK_OK + first)
+        committing.wait(10)
+        conn.sendall(second)  # arrives while the link is busy committing the first
+        while broker.read_some(conn, timeout=10):
+            pass
+
+    class Slow(Recording):
+        def write(self, raw):
+            committing.set()
+            if len(self.batches) == 0:
+                time.sleep(0.5)
+            super().write(raw)
+
+    broker = ScriptedBroker(deliver)
+    ingestor = Slow()
+    run = Running(broker.port, ingestor)
+    try:
+        assert committing.wait(10)
+        time.sleep(0.2)  # the second message is in the socket now
+        run.stop()  # asked while the first commit is still running
+        assert [[p for _, p in b] for b in ingestor.batches] == [[b'{"seq": 1}'], [b'{"seq": 2}']]
+        wait_until(lambda: wire.DISCONNECT_PACKET in bytes(broker.received), what="DISCONNECT")
+        sent = bytes(broker.received)
+        assert wire.puback(6) in sent
+        assert sent.index(wire.puback(6)) < sent.index(wire.DISCONNECT_PACKET)
     finally:
         broker.close()
