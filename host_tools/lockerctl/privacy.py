@@ -37,8 +37,12 @@ def cutoff(keep_days: int, now: int | None = None) -> int:
 
 def _old_entries(site: str, before: int):
     t = st_mod.trail_entries
+    redact_action = sa.and_(t.c.kind == "action", t.c.content.like('%"action":"redact"%'))
     return sa.select(sa.func.count()).where(
-        t.c.site == site, t.c.at < before, t.c.redacted.is_(False)
+        t.c.site == site,
+        t.c.at < before,
+        t.c.redacted.is_(False),
+        sa.not_(redact_action),  # never redacted: nothing personal in them
     )
 
 

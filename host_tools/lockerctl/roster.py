@@ -69,7 +69,8 @@ def _row(values: dict) -> tuple[dict, list[str]]:
         else:
             year = int(year_text)
     elif year_text not in ("", "0"):
-        problems.append(f"year {year_text!r} is for pupils only (leave it empty for {role})")
+        who = role if role in ROLES else "anyone but a pupil"  # a bad role is reported above
+        problems.append(f"year {year_text!r} is for pupils only (leave it empty for {who})")
     walk_text = values["walk_home"].strip().lower()
     if walk_text not in ("yes", "no", ""):
         problems.append(f"walk_home {values['walk_home']!r} must be yes or no")

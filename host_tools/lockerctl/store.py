@@ -499,7 +499,7 @@ class Store:
             .outerjoin(redactions, redactions.c.entry_id == trail_entries.c.id)
             .order_by(trail_entries.c.id)
         )
-        digests: dict[int, trail.RedactionDigest] = {}
+        check = _RedactionCheck()
         with self.engine.connect() as conn:
             with conn.begin():
                 rows = conn.execution_options(yield_per=2000, stream_results=True).execute(q)
@@ -508,14 +508,16 @@ class Store:
                     content = None
                     if r.kind == trail.EVENT and r.e_id is None:
                         missing = f"event row {r.event_id} is missing (deleted)"
+                    elif r.kind == trail.EVENT and r.content is not None:
+                        missing = "an event entry holding content of its own (edited)"
+                    elif r.kind == trail.ACTION and r.event_id is not None:
+                        missing = "an action entry pointing at an event row (edited)"
                     elif r.kind in (trail.EVENT, trail.ACTION):
                         content = _entry_content(r)
                     else:
                         missing = f"unknown kind {r.kind!r} (edited)"
-                    if missing is None and r.redacted:
-                        missing = _check_redacted(r, content, digests)
-                    if missing is None and r.kind == trail.ACTION and not r.redacted:
-                        missing = _check_redact_action(r.id, content, digests)
+                    if missing is None:
+                        missing = check.entry(r, content)
                     v.feed(r.id, r.content_hash, r.hash, content, bool(r.redacted), missing)
                     if progress:
                         progress(1)
@@ -523,12 +525,27 @@ class Store:
                     sa.select(trail_head.c.last_id, trail_head.c.hash).where(trail_head.c.id == 1)
                 ).first()
                 v.finish(head.last_id if head else None, head.hash if head else None)
-                if digests:
-                    action_id = min(digests)
+                if check.digests:
+                    action_id = min(check.digests)
                     raise trail.Broken(
                         "-",
                         f"redaction records name entry {action_id}, which is no redaction"
                         " (edited)",
+                    )
+                orphan = conn.execute(
+                    sa.select(redactions.c.entry_id)
+                    .select_from(
+                        redactions.outerjoin(
+                            trail_entries, trail_entries.c.id == redactions.c.entry_id
+                        )
+                    )
+                    .where(trail_entries.c.id.is_(None))
+                    .limit(1)
+                ).first()
+                if orphan is not None:
+                    raise trail.Broken(
+                        "-",
+                        f"a redaction record names entry {orphan.entry_id}, which is not there",
                     )
                 # An event row the chain does not cover was inserted behind its back.
                 stray = conn.execute(
@@ -1458,10 +1475,16 @@ def _is_redact_action(content: bytes | None) -> dict | None:
     """The detail of a `redact` action's content ({} if blank), else None."""
     if content is None or _REDACT_WORD.encode() not in content:
         return None
-    obj = json.loads(content)
-    if obj.get("kind") != trail.ACTION or obj.get("action") != "redact":
+    try:
+        obj = json.loads(content)
+    except ValueError:
+        raise ValueError("content is not valid JSON") from None
+    if not isinstance(obj, dict) or obj.get("kind") != trail.ACTION:
         return None
-    return obj.get("detail") or {}
+    if obj.get("action") != "redact":
+        return None
+    detail = obj.get("detail")
+    return detail if isinstance(detail, dict) else {}
 
 
 def _entry_content(r) -> bytes | None:
@@ -1530,6 +1553,8 @@ def _redact(conn, site: str, where, actor: str, detail: dict | None = None) -> i
             if r.kind == trail.ACTION and not legacy and _is_redact_action(content):
                 continue
             if content is None:
+                if legacy:
+                    continue  # already broken: `audit verify` reports it
                 raise StoreError(
                     f"trail entry {r.id} has lost its content: run `lockerctl audit verify`;"
                     " nothing was redacted"
@@ -1548,6 +1573,15 @@ def _redact(conn, site: str, where, actor: str, detail: dict | None = None) -> i
             elif r.kind == trail.ACTION:
                 actions.append((r.id, json.loads(content)))
         if records:
+            ids = [rec["entry_id"] for rec in records]
+            taken = conn.execute(
+                sa.select(redactions.c.entry_id).where(redactions.c.entry_id.in_(ids)).limit(1)
+            ).first()
+            if taken is not None:
+                raise StoreError(
+                    f"trail entry {taken.entry_id} already has a redaction record but is not"
+                    " redacted (edited): run `lockerctl audit verify`; nothing was redacted"
+                )
             conn.execute(redactions.insert(), records)
         if legacy:
             continue
@@ -1563,14 +1597,18 @@ def _redact(conn, site: str, where, actor: str, detail: dict | None = None) -> i
                 .where(trail_entries.c.id.in_(entry_ids))
                 .values(redacted=True)
             )
+        blanked = []
         for entry_id, obj in actions:
             if obj.get("detail") is not None:
                 obj["detail"] = None
-                conn.execute(
-                    trail_entries.update()
-                    .where(trail_entries.c.id == entry_id)
-                    .values(content=trail.canonical(obj).decode())
-                )
+                blanked.append({"b_id": entry_id, "b_content": trail.canonical(obj).decode()})
+        if blanked:  # one statement executed for many rows
+            conn.execute(
+                trail_entries.update()
+                .where(trail_entries.c.id == sa.bindparam("b_id"))
+                .values(content=sa.bindparam("b_content")),
+                blanked,
+            )
     if digest.count:
         entry = _append_action(
             conn,
@@ -1586,34 +1624,76 @@ def _redact(conn, site: str, where, actor: str, detail: dict | None = None) -> i
     return digest.count
 
 
-def _check_redacted(r, content: bytes | None, digests: dict) -> str | None:
-    """Why a redacted entry fails (None: it holds): no redaction record, or what stays of it
-    no longer matches the public hash recorded when it was redacted."""
-    if r.r_public is None:
-        return "marked redacted without a redaction record (edited)"
-    if content is None:
-        return "content missing"
-    public, held = trail.split_personal(content)
-    if held:
-        return "edited after its redaction (personal fields written back)"
-    if trail.content_hash(public) != r.r_public:
-        return "edited after its redaction (what stays of it does not match its record)"
-    digests.setdefault(r.r_action, trail.RedactionDigest()).add(r.id, r.r_public)
-    return None
+class _RedactionCheck:
+    """What `verify_trail` checks of redaction, entry by entry in id order (O(sites) memory):
 
+    - a redacted entry has its record, blank personal fields, and what stays of it matches the
+      recorded public hash; an entry that is not redacted has no record;
+    - a `redact` action's count and digest are those of the records that name it, and it left no
+      older entry of its site unredacted (retention redacts all of them): a `redact` action
+      appended by someone to dress up a recent edit would have to redact everything before it.
+    """
 
-def _check_redact_action(entry_id: int, content: bytes | None, digests: dict) -> str | None:
-    """Why a `redact` action fails (None: it holds, or it is another action): its count and
-    digest must be those of the redaction records that name it."""
-    detail = _is_redact_action(content)
-    if detail is None:
+    def __init__(self):
+        self.digests: dict[int, trail.RedactionDigest] = {}
+        self.oldest_kept: dict[str, int] = {}  # per site: the oldest `at` not redacted so far
+
+    def entry(self, r, content: bytes | None) -> str | None:
+        try:
+            if r.redacted:
+                return self._redacted(r, content)
+            if r.r_public is not None:
+                return "a redaction record for an entry that is not redacted (edited)"
+            if r.kind == trail.ACTION:
+                detail = _is_redact_action(content)
+                if detail is not None:
+                    return self._redact_action(r, detail)
+                _json_kind(content, trail.ACTION)
+            if r.at < self.oldest_kept.get(r.site, r.at + 1):
+                self.oldest_kept[r.site] = r.at
+        except ValueError as e:
+            return f"{e} (edited)"
         return None
-    got = digests.pop(entry_id, None) or trail.RedactionDigest()
-    if "digest" not in detail:
-        return None if got.count == 0 else "a redaction without a digest names records"
-    if got.count != detail.get("entries") or got.hexdigest() != detail["digest"]:
-        return (
-            f"the {detail.get('entries')} entries this redaction covers do not match their"
-            f" records ({got.count} found): a redaction record was edited, deleted or added"
-        )
-    return None
+
+    def _redacted(self, r, content: bytes | None) -> str | None:
+        if r.r_public is None:
+            return "marked redacted without a redaction record (edited)"
+        if content is None:
+            return "content missing"
+        _json_kind(content, r.kind)
+        public, held = trail.split_personal(content)
+        if held:
+            return "edited after its redaction (personal fields written back)"
+        if trail.content_hash(public) != r.r_public:
+            return "edited after its redaction (what stays of it does not match its record)"
+        self.digests.setdefault(r.r_action, trail.RedactionDigest()).add(r.id, r.r_public)
+        return None
+
+    def _redact_action(self, r, detail: dict) -> str | None:
+        got = self.digests.pop(r.id, None) or trail.RedactionDigest()
+        if "digest" not in detail:
+            return None if got.count == 0 else "a redaction without a digest names records"
+        if got.count != detail.get("entries") or got.hexdigest() != detail["digest"]:
+            return (
+                f"the {detail.get('entries')} entries this redaction covers do not match their"
+                f" records ({got.count} found): a redaction record was edited, deleted or added"
+            )
+        before = detail.get("before")
+        if isinstance(before, int) and self.oldest_kept.get(r.site, before) < before:
+            return (
+                "a redaction that left older entries of its site unredacted: not made by"
+                " retention (appended to hide an edit?)"
+            )
+        return None
+
+
+def _json_kind(content: bytes | None, kind: str) -> None:
+    """ValueError unless `content` is a JSON object of this kind."""
+    if content is None:
+        return
+    try:
+        obj = json.loads(content)
+    except ValueError:
+        raise ValueError("content is not valid JSON") from None
+    if not isinstance(obj, dict) or obj.get("kind") != kind:
+        raise ValueError(f"content of another kind than the entry's {kind!r}")

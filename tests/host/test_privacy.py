@@ -374,3 +374,94 @@ def test_sar_unknown_and_bad_person(site):
     assert "nothing is held" in r.stderr
     bad = lockerctl("sar", "a/b", db=site, check=False)
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "person id" in bad.stderr
+
+
+def _public_hash(st, entry):
+    from lockerctl import trail
+
+    with st.engine.connect() as conn:
+        row = conn.execute(
+            store_mod._entries_with_events().where(store_mod.trail_entries.c.id == entry)
+        ).first()
+    return trail.content_hash(trail.public_content(store_mod._entry_content(row)))
+
+
+def test_a_forged_redaction_appended_to_hide_a_recent_edit_is_found(site):
+    """Someone with write access edits a recent event, marks it redacted and appends a chained
+    `redact` action whose digest matches. Retention redacts every older entry of the site, so a
+    redaction that left older entries as they were is not retention's."""
+    from lockerctl import trail
+
+    lockerctl("retention", "apply", "--keep-days", "30", db=site)
+    entry = _redacted_entry(site, 5)
+    _sql(
+        site,
+        "UPDATE events SET bay = 7, person = NULL WHERE seq = 5",
+        f"UPDATE trail SET redacted = 1 WHERE id = {entry}",
+    )
+    st = Store.open(site)
+    try:
+        public = _public_hash(st, entry)
+        digest = trail.RedactionDigest()
+        digest.add(entry, public)
+        with st._write() as conn:
+            chain = store_mod._chain(conn)
+            conn.execute(
+                store_mod.redactions.insert().values(
+                    entry_id=entry, public_hash=public, action_id=chain.last_id + 1
+                )
+            )
+            detail = {"before": NOW + 60, "entries": 1, "digest": digest.hexdigest()}
+            store_mod._append_action(conn, SITE, "retention", "redact", detail, chain)
+            store_mod._save_chain(conn, chain)
+    finally:
+        st.close()
+    _verify_fails(site, "left older entries of its site unredacted")
+
+
+def test_an_event_entry_turned_into_an_action_is_found(site):
+    lockerctl("retention", "apply", "--keep-days", "30", db=site)
+    entry = _redacted_entry(site, 2)
+    st = Store.open(site)
+    try:
+        with st.engine.connect() as conn:
+            row = conn.execute(
+                store_mod._entries_with_events().where(store_mod.trail_entries.c.id == entry)
+            ).first()
+        content = store_mod._entry_content(row).decode().replace("'", "''")
+    finally:
+        st.close()
+    _sql(site, f"UPDATE trail SET kind = 'action', content = '{content}' WHERE id = {entry}")
+    _verify_fails(site, f"entry {entry}:", "pointing at an event row")
+
+
+@pytest.mark.parametrize("target", ["recent", "missing"])
+def test_a_redaction_record_added_is_found_and_retention_refuses_it(site, target):
+    entry = _redacted_entry(site, 5) if target == "recent" else 999999
+    _sql(site, f"INSERT INTO redactions VALUES ({entry}, '{'0' * 64}', 1)")
+    stderr = _verify_fails(site)
+    assert "not redacted" in stderr or "which is not there" in stderr, stderr
+    if target == "recent":
+        r = lockerctl("retention", "apply", "--keep-days", "0", db=site, check=False)
+        assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "already has a redaction record" in r.stderr
+
+
+def test_an_action_that_is_not_json_any_more_is_a_broken_entry_not_a_traceback(site):
+    lockerctl("retention", "apply", "--keep-days", "30", db=site)
+    last = 'SELECT MAX(id) FROM trail WHERE content LIKE \'%"action":"redact"%\''
+    _sql(site, f'UPDATE trail SET content = \'{{"action":"redact"\' WHERE id = ({last})')
+    _verify_fails(site, "content is not valid JSON")
+
+
+def test_dry_run_counts_what_apply_redacts(site):
+    st = Store.open(site)
+    try:
+        later = int(time.time()) + 60  # a fixed "now" after everything written so far
+        privacy.apply_retention(st, SITE, 0, now=later)
+        # Left since: the `retention` action; `redact` actions are never redacted.
+        would = privacy.retention_preview(st, SITE, 0, now=later + 60)["entries"]
+        did = privacy.apply_retention(st, SITE, 0, now=later + 60)["entries"]
+        assert would == did == 1
+    finally:
+        st.close()
