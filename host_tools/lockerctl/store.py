@@ -500,25 +500,42 @@ class Store:
             .order_by(trail_entries.c.id)
         )
         check = _RedactionCheck()
+        oldest_kept = check.oldest_kept
         with self.engine.connect() as conn:
             with conn.begin():
                 rows = conn.execution_options(yield_per=2000, stream_results=True).execute(q)
+                EVENT, ACTION = trail.EVENT, trail.ACTION
                 for r in rows:
                     missing = None
                     content = None
-                    if r.kind == trail.EVENT and r.e_id is None:
-                        missing = f"event row {r.event_id} is missing (deleted)"
-                    elif r.kind == trail.EVENT and r.content is not None:
-                        missing = "an event entry holding content of its own (edited)"
-                    elif r.kind == trail.ACTION and r.event_id is not None:
-                        missing = "an action entry pointing at an event row (edited)"
-                    elif r.kind in (trail.EVENT, trail.ACTION):
-                        content = _entry_content(r)
+                    kind, redacted = r.kind, r.redacted
+                    if kind == EVENT:
+                        if r.e_id is None:
+                            missing = f"event row {r.event_id} is missing (deleted)"
+                        elif r.content is not None:
+                            missing = "an event entry holding content of its own (edited)"
+                        else:
+                            content = trail.event_content(
+                                r.e_site, r.locker_id, r.seq, r.ts, r.type, r.bay, r.person,
+                                r.by, r.reason, r.received_at,
+                            )  # fmt: skip
+                            if not redacted and r.r_public is None:
+                                # the common case, inline: an event as it was stored
+                                site, at = r.site, r.at
+                                kept = oldest_kept.get(site)
+                                if kept is None or at < kept:
+                                    oldest_kept[site] = at
+                            else:
+                                missing = check.entry(r, content)
+                    elif kind == ACTION:
+                        if r.event_id is not None:
+                            missing = "an action entry pointing at an event row (edited)"
+                        else:
+                            content = _entry_content(r)
+                            missing = check.entry(r, content)
                     else:
-                        missing = f"unknown kind {r.kind!r} (edited)"
-                    if missing is None:
-                        missing = check.entry(r, content)
-                    v.feed(r.id, r.content_hash, r.hash, content, bool(r.redacted), missing)
+                        missing = f"unknown kind {kind!r} (edited)"
+                    v.feed(r.id, r.content_hash, r.hash, content, bool(redacted), missing)
                     if progress:
                         progress(1)
                 head = conn.execute(
