@@ -130,7 +130,7 @@ def one_run(ctx: Context, template: Path, files: dict[str, Path], n: int) -> dic
         last, moved = 0, t0
         while t_serve is None or t_sub is None or t_pub is None:
             now = time.monotonic()
-            stored = counter.count()
+            stored = counter.highest_id()
             if stored != last:
                 last, moved = stored, now
             elif now - moved > 30:
@@ -142,7 +142,7 @@ def one_run(ctx: Context, template: Path, files: dict[str, Path], n: int) -> dic
                 t_pub = now - t0
             if t_sub is None and sub.poll() is not None:
                 t_sub = now - t0
-            if t_serve is None and counter.count() >= total + 1:
+            if t_serve is None and stored >= total + 1 and counter.count() >= total + 1:
                 t_serve = now - t0
             time.sleep(0.002)
         stored = counter.count() - 1
