@@ -206,7 +206,7 @@ class Accounts:
                     disabled=False,
                 )
             ).inserted_primary_key[0]
-            self.store._append_action(
+            store_mod._append_action(
                 conn,
                 self.site,
                 actor,
@@ -247,9 +247,7 @@ class Accounts:
                 raise StoreError(f"no user {username} at site {self.site}")
             conn.execute(web_sessions.delete().where(web_sessions.c.user_id == row.id))
             conn.execute(users.delete().where(users.c.id == row.id))
-            self.store._append_action(
-                conn, self.site, actor, "user_remove", {"username": username}
-            )
+            store_mod._append_action(conn, self.site, actor, "user_remove", {"username": username})
 
     def set_password(self, username: str, password: str, actor: str = "lockerctl") -> None:
         check_password(password)
@@ -264,7 +262,7 @@ class Accounts:
                 raise StoreError(f"no user {username} at site {self.site}")
             conn.execute(users.update().where(users.c.id == row.id).values(password_hash=pw_hash))
             conn.execute(web_sessions.delete().where(web_sessions.c.user_id == row.id))
-            self.store._append_action(
+            store_mod._append_action(
                 conn, self.site, actor, "user_password", {"username": username}
             )
 
@@ -345,7 +343,7 @@ class Accounts:
                     site=self.site, alert=alert, by=username, at=int(time.time())
                 )
             )
-            self.store._append_action(
+            store_mod._append_action(
                 conn, self.site, f"web:{username}", "alert_ack", {"alert": alert, **(detail or {})}
             )
         return True

@@ -82,7 +82,7 @@ class Stats:
     """Counters the service logs on exit (and tests read)."""
 
     def __init__(self):
-        self.queued = 0  # well-formed events and status/state messages taken from the broker
+        self.queued = 0  # messages received from the broker (the ingest link counts them)
         self.received = 0  # well-formed events handed to the store
         self.bad = 0  # payloads rejected by validation
         self.unknown_locker = 0  # events from lockers the store does not know

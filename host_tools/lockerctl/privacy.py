@@ -37,7 +37,7 @@ def cutoff(keep_days: int, now: int | None = None) -> int:
 
 def _old_entries(site: str, before: int):
     t = st_mod.trail_entries
-    redact_action = sa.and_(t.c.kind == "action", t.c.content.like('%"action":"redact"%'))
+    redact_action = sa.and_(t.c.kind == "action", t.c.content.like(f"%{st_mod._REDACT_WORD}%"))
     return sa.select(sa.func.count()).where(
         t.c.site == site,
         t.c.at < before,

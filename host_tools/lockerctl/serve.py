@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 
 from .clibase import Site
 from .ingest import Ingestor
+from .ingest import one_line as _one_line
 from .ingestlink import Endpoint, IngestProcess, IngestThread
 
 log = logging.getLogger("lockerctl.serve")
@@ -584,8 +585,3 @@ def send_open(
     finally:
         client.disconnect()
         client.loop_stop()
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{e.__class__.__name__}: {text[0] if text else ''}"[:300]

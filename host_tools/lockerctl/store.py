@@ -451,20 +451,11 @@ class Store:
 
     # -- the trail ---------------------------------------------------------------------------
 
-    def _chain(self, conn) -> trail.Chain:
-        return _chain(conn)
-
-    def _save_chain(self, conn, chain: trail.Chain) -> None:
-        _save_chain(conn, chain)
-
-    def _append_action(self, conn, site, actor, action, detail, chain=None) -> int:
-        return _append_action(conn, site, actor, action, detail, chain)
-
     def record_action(self, site: str, actor: str, action: str, detail: dict) -> int:
         """Appends a host action (who did what, with a JSON-able detail) to the trail."""
         with self._write() as conn:
             self._ensure_site(conn, site)
-            return self._append_action(conn, site, actor, action, detail)
+            return _append_action(conn, site, actor, action, detail)
 
     def trail_actions(self, site: str, limit: int = 100) -> list[dict]:
         """The latest host actions, newest first (for the dashboard)."""
@@ -515,10 +506,7 @@ class Store:
                         elif r.content is not None:
                             missing = "an event entry holding content of its own (edited)"
                         else:
-                            content = trail.event_content(
-                                r.e_site, r.locker_id, r.seq, r.ts, r.type, r.bay, r.person,
-                                r.by, r.reason, r.received_at,
-                            )  # fmt: skip
+                            content = _entry_content(r)
                             if not redacted and r.r_public is None:
                                 # the common case, inline: an event as it was stored
                                 site, at = r.site, r.at
@@ -627,9 +615,9 @@ class Store:
         received = _now()
         with self._write() as conn:
             self._ensure_site(conn, site)
-            chain = self._chain(conn)
+            chain = _chain(conn)
             acks = self._ingest_lockers(conn, chain, site, by_locker, dups, received)
-            self._save_chain(conn, chain)
+            _save_chain(conn, chain)
         return acks
 
     def _ingest_lockers(self, conn, chain, site, by_locker, dups, received) -> dict[str, int]:
@@ -905,7 +893,7 @@ class Store:
                     created_at=_now(),
                 )
             )
-            self._append_action(
+            _append_action(
                 conn,
                 site,
                 actor,
@@ -934,7 +922,7 @@ class Store:
             ).rowcount
             if not n:
                 raise StoreError(f"no locker {locker_id} at site {site}")
-            self._append_action(
+            _append_action(
                 conn,
                 site,
                 actor,
@@ -998,7 +986,7 @@ class Store:
                 )
             else:
                 conn.execute(b.insert().values(site=site, user=user, password=password))
-            self._append_action(conn, site, "lockerctl", "broker_credentials", {"user": user})
+            _append_action(conn, site, "lockerctl", "broker_credentials", {"user": user})
 
     # -- roster ------------------------------------------------------------------------------
 
@@ -1076,7 +1064,7 @@ class Store:
                 "removed": len(gone),
                 "updated": updated,
             }
-            self._append_action(conn, site, actor, "roster_import", {**counts, **(detail or {})})
+            _append_action(conn, site, actor, "roster_import", {**counts, **(detail or {})})
             counts["version"] = self._bump(conn, site)
         return counts
 
@@ -1156,7 +1144,7 @@ class Store:
                     .where(cards.c.site == site, cards.c.uid.in_(todo))
                     .values(revoked=True)
                 )
-            self._append_action(
+            _append_action(
                 conn,
                 site,
                 actor,
@@ -1185,7 +1173,7 @@ class Store:
                 conn.execute(t.update().where(t.c.site == site).values(**values))
             else:
                 conn.execute(t.insert().values(site=site, **values))
-            self._append_action(conn, site, actor, "timetable_set", {"timezone": timezone})
+            _append_action(conn, site, actor, "timetable_set", {"timezone": timezone})
             return self._bump(conn, site)
 
     def timetable(self, site: str):
@@ -1227,7 +1215,7 @@ class Store:
                     revoked_at=None,
                 )
             ).inserted_primary_key[0]
-            self._append_action(
+            _append_action(
                 conn,
                 site,
                 actor,
@@ -1266,7 +1254,7 @@ class Store:
             if r.revoked_at is not None:
                 raise StoreError(f"grant {grant_id} is already revoked")
             conn.execute(grants.update().where(grants.c.id == grant_id).values(revoked_at=_now()))
-            self._append_action(conn, site, actor, "grant_revoke", {"id": grant_id})
+            _append_action(conn, site, actor, "grant_revoke", {"id": grant_id})
             self._bump(conn, site)
 
     # -- what a locker's configuration is built from -------------------------------------------

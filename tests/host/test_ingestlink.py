@@ -69,6 +69,18 @@ class ScriptedBroker:
         self.received += data
         return data
 
+    def handshake(self, conn, suback=SUBACK_OK):
+        """Answers the link's CONNECT and SUBSCRIBE (`suback` may carry messages after it)."""
+        self.read_some(conn)  # CONNECT
+        conn.sendall(CONNACK_OK)
+        self.read_some(conn)  # SUBSCRIBE
+        conn.sendall(suback)
+
+    def listen(self, conn, timeout=30.0):
+        """Reads whatever the link sends (PINGREQs, PUBACKs, acks) and never answers."""
+        while self.read_some(conn, timeout=timeout):
+            pass
+
     def close(self):
         self.sock.close()
         for conn in self._conns:
@@ -109,11 +121,7 @@ def wait_until(pred, timeout=10.0, what="condition"):
 
 
 def test_silent_broker_is_left_and_retried_and_never_holds_up_the_stop():
-    def silent(conn, broker):
-        while broker.read_some(conn, timeout=30):
-            pass
-
-    broker = ScriptedBroker(silent)
+    broker = ScriptedBroker(lambda conn, broker: broker.listen(conn))
     run = Running(broker.port, Recording(), connect_timeout=0.3)
     try:
         wait_until(lambda: broker.accepted >= 3, what="three attempts")
@@ -125,11 +133,7 @@ def test_silent_broker_is_left_and_retried_and_never_holds_up_the_stop():
 
 
 def test_a_stop_while_the_broker_never_answers_is_prompt():
-    def silent(conn, broker):
-        while broker.read_some(conn, timeout=30):
-            pass
-
-    broker = ScriptedBroker(silent)
+    broker = ScriptedBroker(lambda conn, broker: broker.listen(conn))
     run = Running(broker.port, Recording())  # the real 10 s CONNACK timeout
     try:
         wait_until(lambda: broker.accepted >= 1 and broker.received, what="a CONNECT")
@@ -140,12 +144,8 @@ def test_a_stop_while_the_broker_never_answers_is_prompt():
 
 def test_a_refused_subscription_is_an_error_and_never_reads_as_connected(caplog):
     def refuse_subscription(conn, broker):
-        broker.read_some(conn)
-        conn.sendall(CONNACK_OK)
-        broker.read_some(conn)
-        conn.sendall(b"\x90\x05\x00\x01\x80\x80\x80")  # every topic refused
-        while broker.read_some(conn, timeout=30):
-            pass
+        broker.handshake(conn, b"\x90\x05\x00\x01\x80\x80\x80")  # every topic refused
+        broker.listen(conn)
 
     broker = ScriptedBroker(refuse_subscription)
     with caplog.at_level(logging.ERROR, logger="lockerctl.serve"):
@@ -180,12 +180,8 @@ def test_refused_connection_is_one_error_line_and_retried(caplog):
 
 def test_a_broker_silent_after_suback_is_found_out_by_the_keepalive():
     def then_silent(conn, broker):
-        broker.read_some(conn)  # CONNECT
-        conn.sendall(CONNACK_OK)
-        broker.read_some(conn)  # SUBSCRIBE
-        conn.sendall(SUBACK_OK)
-        while broker.read_some(conn, timeout=30):  # PINGREQs, never answered
-            pass
+        broker.handshake(conn)
+        broker.listen(conn)
 
     broker = ScriptedBroker(then_silent)
     run = Running(broker.port, Recording(), keepalive=1)
@@ -203,10 +199,7 @@ def test_messages_received_before_the_connection_drops_are_committed_all_the_sam
     events = [wire.publish("lockers/school/L1/event", b'{"seq": %d}' % i, 1, i) for i in (1, 2)]
 
     def deliver_then_drop(conn, broker):
-        broker.read_some(conn)
-        conn.sendall(CONNACK_OK)
-        broker.read_some(conn)
-        conn.sendall(SUBACK_OK + b"".join(events))
+        broker.handshake(conn, SUBACK_OK + b"".join(events))
         while b"\x40\x02\x00\x02" not in bytes(broker.received):  # the PUBACKs
             broker.read_some(conn)
         conn.close()  # long before the link's 10 s batch window ends
@@ -227,12 +220,8 @@ def test_messages_received_before_the_connection_drops_are_committed_all_the_sam
 
 def test_stop_commits_what_arrived_and_sends_its_acks_before_disconnecting():
     def deliver(conn, broker):
-        broker.read_some(conn)
-        conn.sendall(CONNACK_OK)
-        broker.read_some(conn)
-        conn.sendall(SUBACK_OK + wire.publish("lockers/school/L2/event", b"{}", 1, 5))
-        while broker.read_some(conn, timeout=10):
-            pass
+        broker.handshake(conn, SUBACK_OK + wire.publish("lockers/school/L2/event", b"{}", 1, 5))
+        broker.listen(conn, timeout=10)
 
     broker = ScriptedBroker(deliver)
     ingestor = Recording(max_wait=30.0)  # only the stop commits
@@ -258,14 +247,10 @@ def test_messages_still_in_the_socket_at_the_stop_are_committed_and_acknowledged
     committing = threading.Event()
 
     def deliver(conn, broker):
-        broker.read_some(conn)
-        conn.sendall(CONNACK_OK)
-        broker.read_some(conn)
-        conn.sendall(SUBACK_OK + first)
+        broker.handshake(conn, SUBACK_OK + first)
         committing.wait(10)
         conn.sendall(second)  # arrives while the link is busy committing the first
-        while broker.read_some(conn, timeout=10):
-            pass
+        broker.listen(conn, timeout=10)
 
     class Slow(Recording):
         def write(self, raw):

@@ -219,13 +219,7 @@ def test_records_rewritten_to_match_an_edit_are_found_by_the_redaction_digest(si
     _sql(site, "UPDATE events SET type = 'retrieve' WHERE seq = 2")
     st = Store.open(site)
     try:
-        with st.engine.connect() as conn:
-            row = conn.execute(
-                store_mod._entries_with_events().where(store_mod.trail_entries.c.id == entry)
-            ).first()
-        from lockerctl import trail
-
-        forged = trail.content_hash(trail.public_content(store_mod._entry_content(row)))
+        forged = _public_hash(st, entry)
     finally:
         st.close()
     _sql(site, f"UPDATE redactions SET public_hash = '{forged}' WHERE entry_id = {entry}")
@@ -376,14 +370,19 @@ def test_sar_unknown_and_bad_person(site):
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "person id" in bad.stderr
 
 
-def _public_hash(st, entry):
-    from lockerctl import trail
-
+def _content(st, entry) -> bytes:
+    """A trail entry's canonical content as the store builds it."""
     with st.engine.connect() as conn:
         row = conn.execute(
             store_mod._entries_with_events().where(store_mod.trail_entries.c.id == entry)
         ).first()
-    return trail.content_hash(trail.public_content(store_mod._entry_content(row)))
+    return store_mod._entry_content(row)
+
+
+def _public_hash(st, entry):
+    from lockerctl import trail
+
+    return trail.content_hash(trail.public_content(_content(st, entry)))
 
 
 def test_a_forged_redaction_appended_to_hide_a_recent_edit_is_found(site):
@@ -424,11 +423,7 @@ def test_an_event_entry_turned_into_an_action_is_found(site):
     entry = _redacted_entry(site, 2)
     st = Store.open(site)
     try:
-        with st.engine.connect() as conn:
-            row = conn.execute(
-                store_mod._entries_with_events().where(store_mod.trail_entries.c.id == entry)
-            ).first()
-        content = store_mod._entry_content(row).decode().replace("'", "''")
+        content = _content(st, entry).decode().replace("'", "''")
     finally:
         st.close()
     _sql(site, f"UPDATE trail SET kind = 'action', content = '{content}' WHERE id = {entry}")
