@@ -20,6 +20,9 @@ VENV_BIN = ROOT / ".venv" / "bin"
 MICROPYTHON = VENV_BIN / "micropython"
 LOCKERCTL = VENV_BIN / "lockerctl"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+# Every simulated locker's millisecond counter starts this close to its wrap at 2^30 (as an
+# ESP32's does after 12.4 days), so every end-to-end test runs across the wrap.
+TICKS_START = (1 << 30) - 3000
 
 
 def free_port() -> int:
@@ -174,6 +177,7 @@ class SimLocker:
             }
         device.setdefault("data_dir", str(workdir / f"data-{locker_id}"))
         device.setdefault("sim", {})["control_port"] = self.port
+        device["sim"].setdefault("ticks_start", TICKS_START)
         self.device = device
         self.device_path = workdir / f"device-{locker_id}.json"
         self.device_path.write_text(json.dumps(device))

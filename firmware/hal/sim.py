@@ -4,12 +4,15 @@
 # mounted at /flash through a block device that counts wear and can be made to fail or tear
 # (hal/simflash.py). Locks, reeds, LED and buzzer are plain state the control port shows. The
 # real-time clock is unknown until set (`clock` on the control port, as NTP would) and then
-# advances with real time.
+# advances with real time. The millisecond counter (`ticks_ms`) is an ESP32's: it wraps at 2^30
+# and starts at device.json's `sim.ticks_start` (default 0), so a test can start it just before
+# the wrap; the unix port's own counter, on a 64-bit machine, would not wrap for millennia.
 
 import gc
 import os
 import time
 
+from locker import ticks
 from micropython import const
 
 from hal import simflash
@@ -42,6 +45,11 @@ class Board:
         self.buzzer = 0  # beeps so far
         self.feedback_log = []
         self._clock_offset = None
+        start = (device.get("sim") or {}).get("ticks_start", 0)
+        if type(start) is not int:  # noqa: E721 - bool is not a tick
+            raise ValueError("device.json: sim.ticks_start must be an integer")
+        self._ticks_start = ticks.wrap(start)
+        self._ticks_base = time.ticks_ms()
         self.heap_max = 0  # high-water mark of the heap in use, sampled (see sample_heap)
         self.code_bytes = 0  # heap taken by the loaded modules (set by the app)
 
@@ -60,7 +68,8 @@ class Board:
         return int(time.time()) + self._clock_offset
 
     def ticks_ms(self):
-        return time.ticks_ms()
+        elapsed = time.ticks_diff(time.ticks_ms(), self._ticks_base)  # the port's own period
+        return ticks.add(self._ticks_start, elapsed)
 
     def set_lock(self, bay, unlocked):
         self.locks[bay - 1] = bool(unlocked)

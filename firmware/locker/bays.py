@@ -15,6 +15,8 @@ except ImportError:  # CPython, for the tests shared with the host
         return x
 
 
+from locker.ticks import diff as ticks_diff
+
 FREE = const(0)
 OPEN_DEPOSIT = const(1)
 OCCUPIED = const(2)
@@ -83,7 +85,7 @@ class Bay:
         return (
             self.state in (OPEN_DEPOSIT, OPEN_RETRIEVE)
             and not self.door_opened
-            and now_ms - self.granted_ms >= lapse_ms
+            and ticks_diff(now_ms, self.granted_ms) >= lapse_ms
         )
 
     def lapse(self):
@@ -135,7 +137,7 @@ class Bay:
 
     def left_open_due(self, now_ms, limit_ms):
         if self.door == OPEN and not self.left_open_raised and self.door_open_since_ms is not None:
-            if now_ms - self.door_open_since_ms >= limit_ms:
+            if ticks_diff(now_ms, self.door_open_since_ms) >= limit_ms:
                 self.left_open_raised = True
                 return True
         return False

@@ -18,6 +18,7 @@ except ImportError:  # CPython
 
 from locker import bays as B
 from locker import policy, unload
+from locker import ticks as T
 from locker.bundle import Bundle, BundleError
 from locker.journal import Journal, JournalFull
 from locker.mac import derive
@@ -62,8 +63,9 @@ class Locker:
         self._commands = None  # the command counter, read when the first command arrives
 
         self.override_by = None  # person id of the SLT fob that armed an override
-        self.override_until_ms = 0
-        self.last_fob = None  # (person, ms) of the last SLT fob tap, for the double tap
+        self.override_until_ms = 0  # a tick (locker.ticks): compared with T.diff, never `<`
+        self.last_fob = None  # (person, tick) of the last SLT fob tap, for the double tap
+        self._double_tap_ms = settings["double_tap_s"] * 1000
         self.online = False
         self.state_rev = 0
         self.on_commit = None  # the link sets this to be woken when events are durable
@@ -156,9 +158,16 @@ class Locker:
 
         if card is not None and card.role == _ROLE_OF_FOB and not card.revoked:
             return self._fob(card, now, now_ms)
+        self.last_fob = None  # a card between two fob taps: they are two overrides, never one
 
         bay = self._bay_of(card.person) if card is not None else None
         override_by = self.override_by
+        if bay is not None and not bay.locked:
+            # The bay is already open for this person (their own grant, or an emergency open):
+            # the answer says so, whatever the policy would say now. An armed override is spent
+            # on this card all the same (it never waits for a later one).
+            self.override_by = None
+            return _granted("deposit" if bay.state == B.OPEN_DEPOSIT else "retrieve", bay.number)
         granted = (
             card is not None
             and now is not None
@@ -218,24 +227,33 @@ class Locker:
         return _granted(action, bay.number)
 
     def _fob(self, card, now, now_ms):
-        """An SLT fob: arm an override; a second tap within double_tap_s opens every occupied
-        bay."""
+        """An SLT fob (docs/policy.md): arms an override for override_s; the same fob tapped again
+        within double_tap_s, with no card tapped in between, opens every occupied bay instead."""
         last = self.last_fob
-        if last is not None and last[0] == card.person:
-            if now_ms - last[1] <= self.settings["double_tap_s"] * 1000:
-                self.last_fob = None
-                self.override_by = None
-                self.emergency_open(self._occupied(), now, card.person, "double_tap")
-                return _granted("override", None)
+        if (
+            last is not None
+            and last[0] == card.person
+            and 0 <= T.diff(now_ms, last[1]) <= self._double_tap_ms
+        ):
+            self.last_fob = None
+            self.override_by = None
+            self.emergency_open(self._occupied(), now, card.person, "double_tap")
+            return _granted("emergency_open", None)
         self.last_fob = (card.person, now_ms)
         self.override_by = card.person
-        self.override_until_ms = now_ms + self.settings["override_s"] * 1000
+        self.override_until_ms = T.add(now_ms, self.settings["override_s"] * 1000)
         self.board.feedback("override")
         return _granted("override", None)
 
     def _expire_override(self, now_ms):
-        if self.override_by is not None and now_ms - self.override_until_ms >= 0:
+        """Ends an armed override and a fob's double-tap window once their time is up. Called on
+        every tap and tick: a tick difference is only meaningful within half the counter's period
+        (about 6 days), so neither is left to be compared with a tick from days later."""
+        if self.override_by is not None and T.diff(now_ms, self.override_until_ms) >= 0:
             self.override_by = None
+        last = self.last_fob
+        if last is not None and not 0 <= T.diff(now_ms, last[1]) <= self._double_tap_ms:
+            self.last_fob = None
 
     def _bay_of(self, person):
         for bay in self.bays:
@@ -264,7 +282,7 @@ class Locker:
         for bay in bays:
             bay.grant_retrieve(now_ms)
             self._unlock(bay)
-        self.board.feedback("alarm")
+        self.board.feedback("emergency")
         return [bay.number for bay in bays]
 
     @property

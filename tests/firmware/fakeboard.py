@@ -1,13 +1,17 @@
 # A board for the core's tests: time and ticks set by the test, outputs recorded, and a check that
-# nothing is unlocked before the journal has made its record durable.
+# nothing is unlocked before the journal has made its record durable. Its millisecond counter is
+# an ESP32's: it wraps at 2^30, and starts a few seconds before the wrap unless told otherwise, so
+# that every test that lets time pass crosses it.
+
+TICKS_PERIOD = 1 << 30
 
 
 class FakeBoard:
-    def __init__(self, data_dir, nbays=4):
+    def __init__(self, data_dir, nbays=4, ticks_start=TICKS_PERIOD - 5000):
         self.nbays = nbays
         self.data_dir = data_dir
         self.clock = None
-        self.ms = 1000000
+        self.ms = ticks_start  # counts on without wrapping; ticks_ms() is what the board shows
         self.locks = [False] * nbays
         self.unlocks = []  # (bay, pending events at the moment of unlocking)
         self.feedback_log = []
@@ -17,7 +21,7 @@ class FakeBoard:
         return self.clock
 
     def ticks_ms(self):
-        return self.ms
+        return self.ms % TICKS_PERIOD
 
     def advance(self, seconds):
         self.ms += int(seconds * 1000)
@@ -46,7 +50,7 @@ class FakeBoard:
         return None
 
 
-def make_locker(data_dir, nbays=4, clock=None, config=True):
+def make_locker(data_dir, nbays=4, clock=None, config=True, ticks_start=TICKS_PERIOD - 5000):
     """A Locker on a FakeBoard in data_dir, with the fixture bundle v1 installed."""
     import mpytest
     from locker import settings
@@ -56,7 +60,7 @@ def make_locker(data_dir, nbays=4, clock=None, config=True):
         with open(data_dir + "/config.bin", "wb") as f:
             f.write(mpytest.fixture("bundle-v1.bin"))
     secret = mpytest.fixture("secret.hex").decode()
-    board = FakeBoard(data_dir, nbays)
+    board = FakeBoard(data_dir, nbays, ticks_start)
     board.clock = clock
     device = {"locker_id": "L1", "site": "school", "bays": nbays, "secret": secret}
     locker = Locker(board, device, settings.load(device))

@@ -150,7 +150,9 @@ def test_double_tap_opens_every_occupied_bay():
     b2 = deposit(locker, board, P3)
     locker.tap_text(H1_FOB)
     board.advance(2)
-    assert locker.tap_text(H1_FOB)["action"] == "override"
+    r = locker.tap_text(H1_FOB)
+    assert r == {"result": "granted", "action": "emergency_open", "bay": None}, r
+    assert board.feedback_log[-1] == "emergency"
     assert sorted(board.unlocks[-2:]) == sorted([b1, b2])
     opened = [(e[1], e[3]) for e in events(locker) if e[0] == "emergency_open"]
     assert sorted(opened) == sorted([(b1, "H1"), (b2, "H1")])
@@ -330,3 +332,111 @@ def test_solenoid_released_once_the_door_is_open_and_denials_say_why():
     board.clock = at(9, 0)
     locker.tap_text(S1)
     assert board.feedback_log[-1] == "denied:contact_hours"
+
+
+# -- the fob's edge cases and the wrap of the millisecond counter (issue 11) ---------------------
+
+WRAP = 1 << 30
+
+
+def test_fob_card_fob_is_two_overrides_never_an_emergency_open():
+    """11:20 on a school day: SLT fob, Ben's card, the fob again 1.6 s after the first tap, Dev's
+    card. Two overrides, two bays opened; every other bay stays locked."""
+    locker, board = make_locker(tmpdir("core_fcf"), clock=at(8, 30))
+    ben = deposit(locker, board, P3)
+    dev = deposit(locker, board, P6N)
+    other = deposit(locker, board, S1)
+    board.clock = at(11, 20)
+    assert locker.tap_text(H1_FOB) == {"result": "granted", "action": "override", "bay": None}
+    board.advance(0.8)
+    assert locker.tap_text(P3) == {"result": "granted", "action": "override", "bay": ben}
+    board.advance(0.8)
+    r = locker.tap_text(H1_FOB)
+    assert r == {"result": "granted", "action": "override", "bay": None}, r
+    assert board.feedback_log[-1] == "override"
+    board.advance(0.5)
+    assert locker.tap_text(P6N) == {"result": "granted", "action": "override", "bay": dev}
+    kinds = [e[0] for e in events(locker)]
+    assert "emergency_open" not in kinds, kinds
+    assert sorted(board.unlocks[-2:]) == sorted([ben, dev])
+    assert board.locks[other - 1] is False
+    overrides = [(e[1], e[2], e[3]) for e in events(locker) if e[0] == "override"]
+    assert overrides == [(ben, "P3", "H1"), (dev, "P6N", "H1")], overrides
+
+
+def test_unknown_card_between_fob_taps_also_ends_the_double_tap():
+    locker, board = make_locker(tmpdir("core_fuf"), clock=at(9, 0))
+    deposit(locker, board, S1)
+    locker.tap_text(H1_FOB)
+    assert locker.tap_text(UNKNOWN)["reason"] == "unknown_card"
+    assert locker.tap_text(H1_FOB)["action"] == "override"
+    assert "emergency_open" not in [e[0] for e in events(locker)]
+
+
+def test_a_reply_never_says_denied_for_a_bay_that_is_open():
+    locker, board = make_locker(tmpdir("core_opendeny"), clock=at(8, 30))
+    dev = deposit(locker, board, P6N)
+    board.clock = at(11, 20)
+    locker.tap_text(H1_FOB)
+    board.advance(1)
+    assert locker.tap_text(H1_FOB)["action"] == "emergency_open"
+    assert board.locks[dev - 1] is True
+    # lesson time, but Dev's bay is open: he is told so, not "contact_hours"
+    assert locker.tap_text(P6N) == {"result": "granted", "action": "retrieve", "bay": dev}
+    assert locker.state()["bays"][dev - 1]["locked"] is False
+
+
+def test_fob_before_the_wrap_and_hours_later_is_not_a_double_tap():
+    locker, board = make_locker(tmpdir("core_wrapfob"), clock=at(8, 0), ticks_start=WRAP - 2000)
+    b1 = deposit(locker, board, S1)
+    locker.tap_text(H1_FOB)  # just before the counter wraps
+    board.advance(3 * 3600)
+    board.clock = at(11, 5)
+    r = locker.tap_text(H1_FOB)
+    assert r["action"] == "override", r
+    assert "emergency_open" not in [e[0] for e in events(locker)]
+    assert b1 not in board.unlocks[1:]
+
+
+def test_fob_double_tap_across_the_wrap_is_an_emergency_open():
+    locker, board = make_locker(tmpdir("core_wrapdbl"), clock=at(9, 0), ticks_start=WRAP - 1000)
+    b1 = deposit(locker, board, S1)
+    locker.tap_text(H1_FOB)
+    board.advance(2)
+    assert board.ticks_ms() < 2000  # wrapped
+    assert locker.tap_text(H1_FOB)["action"] == "emergency_open"
+    assert board.unlocks[-1] == b1
+
+
+def test_armed_override_expires_across_the_wrap():
+    locker, board = make_locker(tmpdir("core_wrapovr"), clock=at(9, 0), ticks_start=WRAP - 5000)
+    deposit(locker, board, S1)
+    locker.tap_text(H1_FOB)
+    board.advance(21)
+    locker.tick()
+    assert locker.tap_text(S1) == {"result": "denied", "reason": "contact_hours"}
+    assert "override" not in [e[0] for e in events(locker)]
+
+
+def test_unused_grant_lapses_across_the_wrap():
+    locker, board = make_locker(tmpdir("core_wraplapse"), clock=at(8, 0), ticks_start=WRAP - 5000)
+    bay = locker.tap_text(S1)["bay"]
+    board.advance(29)
+    locker.tick()
+    assert board.locks[bay - 1] is True
+    board.advance(2)
+    locker.tick()
+    assert board.locks[bay - 1] is False
+    assert ("cancelled", bay, "S1", None, "deposit") in events(locker)
+
+
+def test_door_left_open_across_the_wrap():
+    locker, board = make_locker(tmpdir("core_wrapdoor"), clock=at(8, 0), ticks_start=WRAP - 5000)
+    bay = locker.tap_text(S1)["bay"]
+    locker.door(bay, 1)
+    board.advance(59)
+    locker.tick()
+    assert "door_left_open" not in [e[0] for e in events(locker)]
+    board.advance(2)
+    locker.tick()
+    assert ("door_left_open", bay, "S1", None, None) in events(locker)
