@@ -9,8 +9,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Hypothesis profiles: `default` for `make test`; `long` for a deep run of the property and
+# state-machine tests: `make test PYTEST_ARGS="--hypothesis-profile=long -k state_machine"`.
+settings.register_profile("default", deadline=None)
+settings.register_profile("long", deadline=None, max_examples=20_000)
+settings.load_profile("default")
 
 from harness import Broker, Serve, SimLocker  # noqa: E402
 

@@ -43,17 +43,23 @@ def pytest_collect_file(file_path: Path, parent):
         file_path.suffix == ".py"
         and file_path.name.startswith("test_")
         and file_path.parent == HERE
+        and "micropython" in _runs_on(file_path)
     ):
         return MicroPythonFile.from_parent(parent, path=file_path)
     return None
 
 
+def _runs_on(path: Path) -> str:
+    """The words after `runs-on:` in a module's header (`micropython` when it says nothing)."""
+    header = _header(path)
+    if "runs-on:" not in header:
+        return "micropython"
+    return header.split("runs-on:")[-1].split("\n")[0]
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_pycollect_makemodule(module_path: Path, parent):
-    if (
-        module_path.parent == HERE
-        and "cpython" not in _header(module_path).split("runs-on:")[-1].split("\n")[0]
-    ):
+    if module_path.parent == HERE and "cpython" not in _runs_on(module_path):
         return _NotForCPython.from_parent(parent, path=module_path)
     return None
 
@@ -92,7 +98,9 @@ def _compiled(config) -> Path:
         compile_tree(ROOT / "firmware", cached, flags=())
         mpy_cross = MICROPYTHON.parent / "mpy-cross"
         for path in sorted(HERE.glob("*.py")):
-            if path.name in _SOURCE_ONLY:
+            if path.name in _SOURCE_ONLY or (
+                path.name.startswith("test_") and "micropython" not in _runs_on(path)
+            ):
                 continue
             subprocess.run(
                 [str(mpy_cross), "-o", str(cached / (path.stem + ".mpy")), str(path)],
