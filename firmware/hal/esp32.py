@@ -164,7 +164,7 @@ class Board:
         self.wdt = machine.WDT(timeout=wdt_ms) if wdt_ms > 0 else None
 
         # 3. The clock.
-        self.clock_source = None  # "ntp" | "rtc" | None
+        self.clock_source = None  # "ntp" | "rtc" | "host" | None
         self.on_clock_set = None  # the app may hang locker.clock_set here
         self.rtc_state = "none"
         self._rtc = None
@@ -424,6 +424,20 @@ class Board:
         self._set_system_clock(t)
         self.rtc_state = "ok"
         self.clock_source = "rtc"
+
+    def set_clock(self, t):
+        """The host's time (locker.core takes it only while the clock is unknown): sets the system
+        clock and the RTC chip, until NTP, which keeps running, corrects it."""
+        if t < MIN_TRUSTED:
+            return
+        self._set_system_clock(t)
+        self.clock_source = "host"
+        if self._rtc is not None:
+            try:
+                self._rtc.write(t)
+                self.rtc_state = "ok"
+            except (OSError, ValueError):
+                self.rtc_state = "absent"
 
     def _set_system_clock(self, t):
         tm = time.gmtime(t - EPOCH_OFFSET)

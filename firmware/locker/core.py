@@ -26,10 +26,12 @@ from locker.registry import Registry, parse_uid
 from locker.timetable import Timetable
 
 _ROLE_OF_FOB = const("slt")
-_STATE_FIXED = const(192)  # state_json's room for all but the bays (a 28-character locker id)
+_STATE_FIXED = const(256)  # state_json's room for all but the bays (a 28-character locker id)
 _STATE_PER_BAY = const(72)  # ... and per bay (a longer holder's id grows the buffer once)
 _BAY_JSON = const('{{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}')
 _NEXT_BAY_JSON = const(', {{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}')
+_STATE_EVERY_MS = const(30000)  # online, the state goes out at least this often (its `time`)
+_MIN_HOST_TIME = const(1704067200)  # 2024-01-01: a host time before this is not believed
 
 
 def _denied(reason):
@@ -68,6 +70,8 @@ class Locker:
         self._double_tap_ms = settings["double_tap_s"] * 1000
         self.online = False
         self.state_rev = 0
+        self._state_ms = board.ticks_ms()  # when the state last had to go out again (tick)
+        self.clock_nonce = None  # asks the host for its time while the clock is unknown
         self.on_commit = None  # the link sets this to be woken when events are durable
         self._near_full_raised = False
         self.unrecorded = 0  # events that could not be journaled because it was full
@@ -296,25 +300,70 @@ class Locker:
         return self._commands
 
     def command(self, payload):
-        """A signed command from the host (`cmd` topic)."""
+        """A signed command from the host (`cmd` topic): `open`, or `time` (the host's answer to
+        this locker's clock_nonce)."""
         from locker.cmdauth import CommandError, verify
 
         now = self.board.now()
+        cmd = None
         try:
             cmd = verify(payload, self.cmd_key, self.locker_id, self.commands.last, now)
-            if cmd.get("op") != "open":
+            op = cmd.get("op")
+            if op == "time":
+                return self._host_time(cmd)
+            if op != "open":
                 raise CommandError("malformed")
             targets = self._targets(cmd.get("bay"))
         except CommandError as e:
-            self.command_rejected(e.args[0] if e.args else "malformed")
+            self.command_rejected(e.args[0] if e.args else "malformed", cmd or payload)
             return False
         self.commands.advance(cmd["id"])  # before acting: a replay fails even after a reboot
         self.emergency_open(targets, now, cmd.get("by"), cmd.get("reason"))
         return True
 
-    def command_rejected(self, reason):
-        self._record("cmd_rejected", self.board.now(), reason=reason)
+    def command_rejected(self, reason, cmd=None):
+        """Records a refused command: with who sent it and which bay it was for, as far as the
+        payload (`cmd`: the verified dict, or the raw bytes) says (see _who_and_bay)."""
+        by, bay = _who_and_bay(cmd, len(self.bays))
+        self._record("cmd_rejected", self.board.now(), bay=bay, by=by, reason=reason)
         self._commit()
+
+    # -- the clock ------------------------------------------------------------------------------
+
+    def _clock_nonce(self):
+        """While the clock is unknown: the nonce the host's `time` answer must carry (a fresh
+        random one for each boot and each time the clock is lost); None once it is known."""
+        if self.board.now() is not None:
+            self.clock_nonce = None
+        elif self.clock_nonce is None:
+            from binascii import hexlify
+            from os import urandom
+
+            self.clock_nonce = hexlify(urandom(8)).decode()
+        return self.clock_nonce
+
+    def _host_time(self, cmd):
+        """The host's signed answer: `reason` is "<nonce> <unix seconds>". Taken only while the
+        clock is unknown and only with the nonce this locker asked with, so an old answer
+        replayed cannot move a clock; the host's time never overrules a trusted clock."""
+        from locker.cmdauth import CommandError
+
+        if self.board.now() is not None:
+            return False  # trusted already (NTP, the RTC, `clock`): a late answer, not news
+        nonce, _, text = cmd["reason"].partition(" ")
+        if self.clock_nonce is None or nonce != self.clock_nonce:
+            raise CommandError("bad_nonce")
+        try:
+            t = int(text)
+        except ValueError:
+            raise CommandError("malformed") from None
+        if t < _MIN_HOST_TIME:
+            raise CommandError("malformed")
+        self.commands.advance(cmd["id"])
+        self.board.set_clock(t)
+        self.clock_nonce = None
+        self.clock_set()
+        return True
 
     def _targets(self, which):
         if which == "all":
@@ -352,6 +401,10 @@ class Locker:
         now_ms = self.board.ticks_ms()
         now = self.board.now()
         self._expire_override(now_ms)
+        if T.diff(now_ms, self._state_ms) >= _STATE_EVERY_MS:
+            self._state_ms = now_ms
+            if self.online:
+                self.state_rev += 1  # the host reads the clock's offset from a fresh state
         dirty = False
         lapse_ms = self.settings["grant_lapse_s"] * 1000
         open_ms = self.settings["door_left_open_s"] * 1000
@@ -463,6 +516,8 @@ class Locker:
         return {
             "locker": self.locker_id,
             "clock_ok": self.board.now() is not None,
+            "time": self.board.now(),
+            "clock_nonce": self._clock_nonce(),
             "online": self.online,
             "pending": self.journal.pending,
             "config": self.config_version,
@@ -484,7 +539,11 @@ class Locker:
         dumps = json.dumps
         buf += b'{"locker": '
         buf += dumps(self.locker_id).encode()
-        buf += b', "clock_ok": true' if self.board.now() is not None else b', "clock_ok": false'
+        now = self.board.now()
+        buf += b', "clock_ok": true' if now is not None else b', "clock_ok": false'
+        buf += ', "time": {}, "clock_nonce": {}'.format(
+            dumps(now), dumps(self._clock_nonce())
+        ).encode()
         buf += b', "online": true' if self.online else b', "online": false'
         buf += ', "pending": {}, "config": {}, "bays": ['.format(
             self.journal.pending, dumps(self.config_version)
@@ -501,6 +560,32 @@ class Locker:
             self.journal.capacity - self.journal.used_bytes
         ).encode()
         return buf
+
+
+def _who_and_bay(cmd, nbays):
+    """(by, bay) of a command, for its `cmd_rejected` event: `by` when it is a person id (at most
+    28 letters, digits, '.', '_', '-'), `bay` when it is a bay of this locker; else None."""
+    if not isinstance(cmd, dict):
+        if not cmd:
+            return None, None
+        try:
+            cmd = json.loads(cmd)
+        except (ValueError, TypeError, UnicodeError):
+            return None, None
+        if not isinstance(cmd, dict):
+            return None, None
+    by = cmd.get("by")
+    if not isinstance(by, str) or not 1 <= len(by) <= 28:
+        by = None
+    else:
+        for c in by:
+            if not (c.isalpha() or c.isdigit() or c in "._-") or ord(c) > 127:
+                by = None
+                break
+    bay = cmd.get("bay")
+    if type(bay) is not int or not 1 <= bay <= nbays:  # noqa: E721 - bool is not a bay
+        bay = None
+    return by, bay
 
 
 class _ConfigSink:

@@ -28,6 +28,9 @@ class FakeBoard:
         if self.clock is not None:
             self.clock += int(seconds)
 
+    def set_clock(self, unix_seconds):
+        self.clock = int(unix_seconds)
+
     def set_lock(self, bay, unlocked):
         if unlocked and self.locker is not None:
             j = self.locker.journal

@@ -440,3 +440,92 @@ def test_door_left_open_across_the_wrap():
     board.advance(2)
     locker.tick()
     assert ("door_left_open", bay, "S1", None, None) in events(locker)
+
+
+# -- the host's time, and who a rejected command came from (issue 11) ----------------------------
+
+
+def signed(cmd_id, op, bay, by, reason, exp, secret=None):
+    from binascii import hexlify, unhexlify
+
+    from locker import mac
+    from locker.cmdauth import canonical
+
+    secret = secret or unhexlify(fixture("secret.hex"))
+    tag = mac.hmac_sha256(
+        mac.derive(secret, mac.CMD), canonical("L1", cmd_id, op, bay, by, exp, reason)
+    )
+    cmd = {"id": cmd_id, "op": op, "bay": bay, "by": by, "reason": reason, "exp": exp}
+    cmd["mac"] = hexlify(tag).decode()
+    return json.dumps(cmd).encode()
+
+
+def test_host_time_needs_the_outstanding_nonce_and_an_unknown_clock():
+    d = tmpdir("core_hosttime")
+    locker, board = make_locker(d, clock=None)
+    state = locker.state()
+    nonce = state["clock_nonce"]
+    assert state["clock_ok"] is False and state["time"] is None
+    assert isinstance(nonce, str) and len(nonce) == 16
+    assert json.loads(locker.state_json())["clock_nonce"] == nonce
+    # an answer to another nonce (an old one, replayed) moves nothing
+    wrong = "0" * 16 if nonce != "0" * 16 else "1" * 16
+    assert locker.command(signed(10, "time", 0, "host", wrong + " 1795500000", FAR)) is False
+    assert board.clock is None
+    assert events(locker)[-1] == ("cmd_rejected", None, None, "host", "bad_nonce")
+    # a forged answer with the right nonce: refused too
+    forged = signed(11, "time", 0, "host", nonce + " 1795500000", FAR, secret=bytes(32))
+    assert locker.command(forged) is False and board.clock is None
+    # the genuine answer sets the clock, once
+    good = signed(12, "time", 0, "host", nonce + " 1795500000", FAR)
+    assert locker.command(good) is True
+    assert board.clock == 1795500000
+    state = locker.state()
+    assert state["clock_ok"] is True and state["clock_nonce"] is None
+    assert state["time"] == 1795500000
+    assert locker.command(good) is False  # replayed: the clock is trusted now, and the id used
+    # the host's time never overrules a trusted clock
+    board.clock = 1795600000
+    later = signed(13, "time", 0, "host", nonce + " 1795500000", FAR)
+    assert locker.command(later) is False and board.clock == 1795600000
+
+
+def test_after_a_restart_the_nonce_is_new():
+    d = tmpdir("core_hosttime_boot")
+    locker, board = make_locker(d, clock=None)
+    first = locker.state()["clock_nonce"]
+    again, board2 = make_locker(d, clock=None, config=False)
+    second = again.state()["clock_nonce"]
+    assert first != second
+    assert again.command(signed(1, "time", 0, "host", first + " 1795500000", FAR)) is False
+    assert board2.clock is None
+
+
+FAR = 4000000000
+
+
+def test_rejected_command_says_who_and_which_bay():
+    locker, board = make_locker(tmpdir("core_rejwho"), clock=at(9, 0))
+    deposit(locker, board, S1)
+    assert locker.command(signed(5, "open", 1, "O1", "late", at(8, 0))) is False
+    assert events(locker)[-1] == ("cmd_rejected", 1, None, "O1", "expired")
+    assert locker.command(signed(6, "open", "all", "O1", "x", FAR, secret=bytes(32))) is False
+    assert events(locker)[-1] == ("cmd_rejected", None, None, "O1", "bad_signature")
+    assert locker.command(signed(7, "open", 9, "O1", "x", FAR)) is False
+    assert events(locker)[-1] == ("cmd_rejected", None, None, "O1", "no_such_bay")
+    bad_by = b'{"id": 8, "op": "open", "bay": 2, "by": "a|b\\n", "mac": 1}'
+    assert locker.command(bad_by) is False
+    assert events(locker)[-1] == ("cmd_rejected", 2, None, None, "malformed")
+    assert board.unlocks[1:] == []
+
+
+def test_state_goes_out_again_every_30s_while_online():
+    locker, board = make_locker(tmpdir("core_stateevery"), clock=at(9, 0))
+    locker.online = True
+    rev = locker.state_rev
+    board.advance(29)
+    locker.tick()
+    assert locker.state_rev == rev
+    board.advance(2)
+    locker.tick()
+    assert locker.state_rev == rev + 1

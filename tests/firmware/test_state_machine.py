@@ -139,6 +139,7 @@ class LockerMachine(RuleBasedStateMachine):
         self.last_cmd = 0  # the id of the last command the locker accepted (model)
         self.next_cmd = 1
         self.sent = []  # command payloads sent so far (for replays)
+        self.sent_times = []  # host time answers sent so far
         self.allow = {}  # bay -> Allowance
         self.armed = None  # (person, until_ms): an armed override
         self.last_fob = None  # (person, ms): the last fob tap, no card since
@@ -409,6 +410,43 @@ class LockerMachine(RuleBasedStateMachine):
         self._check_unlocks(new_unlocks, new_events, ("emergency_open",))
         for b in expected:
             self._grant(b, "command")
+
+    @rule(
+        kind=st.sampled_from(["good", "good", "old_nonce", "forged", "replay"]),
+        instant=st.sampled_from(INSTANTS),
+    )
+    def host_time(self, kind, instant):
+        """The host answers the locker's clock_nonce with its time (signed `time` command)."""
+        locker, board = self.locker, self.board
+        nonce = locker.state()["clock_nonce"]
+        assert (nonce is None) == (board.clock is not None)
+        if kind == "replay":
+            if not self.sent_times:
+                return
+            cmd_id, payload, genuine, sent_nonce, t = self.sent_times[-1]
+        else:
+            cmd_id = self.next_cmd
+            self.next_cmd += 1
+            sent_nonce = nonce if kind in ("good", "forged") else "00ff00ff00ff00ff"
+            sent_nonce = sent_nonce or "0123456789abcdef"
+            t = instant
+            key = bytes(32) if kind == "forged" else SECRET
+            payload = sign_command(
+                key, LOCKER_ID, cmd_id, "time", 0, "host", f"{sent_nonce} {t}", FAR
+            )
+            genuine = kind != "forged"
+            self.sent_times.append((cmd_id, payload, genuine, sent_nonce, t))
+        n_unlocks = len(board.unlocks)
+        before = board.clock
+        ok = locker.command(payload)
+        assert board.unlocks[n_unlocks:] == []
+        valid = genuine and cmd_id > self.last_cmd and before is None and sent_nonce == nonce
+        assert ok is valid, (ok, kind, cmd_id, self.last_cmd, before, nonce, sent_nonce)
+        if valid:
+            self.last_cmd = cmd_id
+            assert board.clock == t and locker.state()["clock_nonce"] is None
+        else:
+            assert board.clock == before  # an old or forged answer, or a trusted clock
 
     # -- restarts ------------------------------------------------------------------------------
 
