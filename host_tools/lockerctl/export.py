@@ -4,11 +4,13 @@ Rows come from `Store.events` (a server-side cursor read in batches) and are wri
 come, so a million events export in bounded memory; the Excel writer is openpyxl's write-only
 mode. Columns (CSV header, JSON keys, first sheet row):
 
-    time,locker,bay,event,person_id,name,role,by,reason,seq
+    time,locker,bay,event,person_id,name,role,by,reason,seq,time_source
 
 `time` is the locker's timestamp in the site's local time, ISO 8601 with its offset
-(`2026-09-10T15:05:00+01:00`), empty when the locker's clock was not trusted. `name` and `role`
-come from the roster (the role on the person's first roster row). JSON Lines adds `ts` (unix
+(`2026-09-10T15:05:00+01:00`). An event the locker journaled while its clock was not trusted has
+no timestamp of its own: `time` is then the moment the host received it, and `time_source` says
+which it is (`locker` or `received`); `time` is never empty. `name` and `role` come from the
+roster (the role on the person's first roster row). JSON Lines adds `ts` (the locker's unix
 seconds, or null) and keeps numbers as numbers.
 """
 
@@ -20,7 +22,10 @@ import json
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
-COLUMNS = ["time", "locker", "bay", "event", "person_id", "name", "role", "by", "reason", "seq"]
+COLUMNS = [
+    "time", "locker", "bay", "event", "person_id", "name", "role", "by", "reason", "seq",
+    "time_source",
+]  # fmt: skip
 FORMATS = ("csv", "jsonl", "xlsx")
 _PROGRESS_EVERY = 1000
 
@@ -45,8 +50,15 @@ def date_range(from_day: dt.date | None, to_day: dt.date | None, timezone: str):
 
 
 def _record(row, timezone: str) -> dict:
+    received = getattr(row, "received_at", None)
+    if row.ts is not None:
+        when, source = local_iso(row.ts, timezone), "locker"
+    elif received is not None:
+        when, source = local_iso(received, timezone), "received"
+    else:
+        when, source = "", None
     return {
-        "time": local_iso(row.ts, timezone) if row.ts is not None else "",
+        "time": when,
         "locker": row.locker_id,
         "bay": row.bay,
         "event": row.type,
@@ -56,6 +68,7 @@ def _record(row, timezone: str) -> dict:
         "by": row.by,
         "reason": row.reason,
         "seq": row.seq,
+        "time_source": source,
     }
 
 

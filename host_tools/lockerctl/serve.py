@@ -6,7 +6,10 @@ Threads, each with its own `Store` (SQLite connections are not shared between th
 - the config publisher: publishes every locker's signed bundle, retained, on start, after every
   (re)connect to the broker and whenever `Store.config_version(site)` changes (polled every second,
   so a change made by another `lockerctl` process reaches the lockers within a few seconds);
-- the dashboard, when `--http` is given and `lockerctl.web` is installed.
+- the dashboard, when `--http` is given and `lockerctl.web` is installed;
+- the publishing connection's network thread also reads every locker's `state`: a locker whose
+  clock is unknown gets the host's time, and each locker's clock offset is recorded
+  (`hostclock.HostClock`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import uuid
 import paho.mqtt.client as mqtt
 
 from .clibase import Site
+from .hostclock import HostClock
 from .ingest import Ingestor
 from .ingest import one_line as _one_line
 from .ingestlink import Endpoint, IngestProcess, IngestThread
@@ -290,6 +294,8 @@ class Service:
         self.client = make_client(self.client_id + "-pub", user, password)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.clock = HostClock(site.site, self._store_factory, self._publish)
         self.connected = threading.Event()  # the publishing connection is up
         self.ready = threading.Event()  # the ingest link is subscribed
         self._stopping = threading.Event()
@@ -312,6 +318,10 @@ class Service:
         log.debug("publishing to %s:%d", self.site.broker_host, self.site.broker_port)
         self.connected.set()
         self.configs.republish()
+        client.subscribe(self.clock.topic_filter(), qos=1)  # again on every reconnect
+
+    def _on_message(self, client, userdata, msg):
+        self.clock.on_state(msg.topic, msg.payload, bool(msg.retain))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected.clear()

@@ -241,10 +241,28 @@ def _m0003_redactions(conn):
         _redact(conn, site, trail_entries.c.redacted.is_(True), "migration", {"legacy": True})
 
 
+# How far each locker's clock is from the host's (migration 0004_locker_clocks): `offset_s` is the
+# locker's time minus the host's, in seconds, as `lockerctl serve` measured it from the locker's
+# latest live `state` (its `time` against the moment it arrived), at `checked_at` (host time).
+locker_clocks = sa.Table(
+    "locker_clocks",
+    metadata,
+    sa.Column("site", sa.String(64), primary_key=True),
+    sa.Column("locker_id", sa.String(28), primary_key=True),
+    sa.Column("offset_s", sa.Float, nullable=False),
+    sa.Column("checked_at", sa.Float, nullable=False),
+)
+
+
+def _m0004_locker_clocks(conn):
+    locker_clocks.create(conn, checkfirst=True)
+
+
 # (name, function(connection)) in the order they apply. Names are recorded; never rename one.
 MIGRATIONS: list[tuple[str, Callable]] = [
     ("0001_initial", _m0001_initial),
     ("0003_redactions", _m0003_redactions),
+    ("0004_locker_clocks", _m0004_locker_clocks),
 ]
 
 
@@ -946,6 +964,24 @@ class Store:
                     lockers.c.site == site, lockers.c.id == locker_id
                 )
             ).scalar()
+
+    def set_clock_offset(self, site: str, locker_id: str, offset: float, checked_at: float):
+        """Records how far the locker's clock is from the host's (locker minus host, seconds)."""
+        c = locker_clocks
+        key = (c.c.site == site, c.c.locker_id == locker_id)
+        values = {"offset_s": float(offset), "checked_at": float(checked_at)}
+        with self._write() as conn:
+            if not conn.execute(c.update().where(*key).values(**values)).rowcount:
+                conn.execute(c.insert().values(site=site, locker_id=locker_id, **values))
+
+    def clock_offsets(self, site: str) -> dict[str, tuple[float, float]]:
+        """{locker id: (offset seconds, checked_at)} for the site's lockers measured so far."""
+        c = locker_clocks
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(c.c.locker_id, c.c.offset_s, c.c.checked_at).where(c.c.site == site)
+            ).all()
+        return {r.locker_id: (r.offset_s, r.checked_at) for r in rows}
 
     def set_locker_status(
         self, site: str, locker_id: str, online: bool | None = None, state: dict | None = None

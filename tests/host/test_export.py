@@ -11,7 +11,7 @@ from lockerctl.export import COLUMNS, date_range, export_events
 from lockerctl.roster import parse_roster
 from lockerctl.store import Store, events
 
-HEADER = "time,locker,bay,event,person_id,name,role,by,reason,seq"
+HEADER = "time,locker,bay,event,person_id,name,role,by,reason,seq,time_source"
 UTC = dt.UTC
 
 
@@ -74,7 +74,11 @@ def test_csv_columns_and_local_time_across_bst_and_gmt(st):
     rows = {(r["locker"], r["seq"]): r for r in rows_of(text)}
     assert rows[("L1", "1")]["time"] == "2026-07-01T13:00:00+01:00"
     assert rows[("L1", "2")]["time"] == "2026-12-01T12:00:00+00:00"
-    assert rows[("L1", "3")]["time"] == ""
+    # journaled with the clock unknown: the host's receipt time, marked as such (issue 11)
+    unknown_clock = rows[("L1", "3")]
+    assert dt.datetime.fromisoformat(unknown_clock["time"]).tzinfo is not None
+    assert unknown_clock["time_source"] == "received"
+    assert rows[("L1", "1")]["time_source"] == "locker"
     o = rows[("L2", "1")]
     assert (o["bay"], o["event"], o["person_id"], o["name"], o["role"], o["by"], o["reason"]) == (
         "2",
@@ -125,11 +129,12 @@ def test_jsonl(st):
     recs = [json.loads(line) for line in text.splitlines()]
     assert n == len(recs) == 5
     first = recs[0]
-    assert list(first)[:10] == COLUMNS
+    assert list(first)[:11] == COLUMNS
     o = next(r for r in recs if r["event"] == "override")
     assert o["bay"] == 2 and o["seq"] == 1 and o["ts"] == ts(2026, 6, 30, 23, 30)
     assert o["time"] == "2026-07-01T00:30:00+01:00"
-    assert next(r for r in recs if r["event"] == "boot")["time"] is None
+    boot = next(r for r in recs if r["event"] == "boot")
+    assert boot["ts"] is None and boot["time_source"] == "received" and boot["time"]
 
 
 def test_xlsx_reads_back(st, tmp_path):

@@ -33,6 +33,10 @@ PAGE_SIZE = 50
 OUTCOME_TYPES = ("emergency_open", "cmd_rejected")
 
 
+CLOCK_MAX_OFF_S = 5  # a locker whose clock is further than this from the host's is marked
+CLOCK_FRESH_S = 300  # an offset measured longer ago than this is not shown
+
+
 def error_page(status: int, message: str) -> Response:
     body = f'<p class="error" role="alert">{e(message)}</p><p><a href="/">Back</a></p>'
     return Response(status, layout(f"Error {status}", body))
@@ -166,9 +170,18 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             return "occupied", "occupied"
         return "free", "free"
 
+    def clock_offset(locker_id: str, offsets: dict) -> float | None:
+        """How far the locker's clock is from the host's (seconds, + ahead), when measured in
+        the last CLOCK_FRESH_S seconds (hostclock.HostClock records it from live states)."""
+        got = offsets.get(locker_id)
+        if got is None or time.time() - got[1] > CLOCK_FRESH_S:
+            return None
+        return got[0]
+
     def lockers_fragment(req: Request) -> str:
         zone = tz()
         rows = store.lockers(site)
+        offsets = store.clock_offsets(site)
         show_names = can_see_names(req)
         holders = []
         for r in rows:
@@ -183,6 +196,14 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             notes = []
             if state.get("clock_ok") is False:
                 notes.append("clock not trusted")
+            offset = clock_offset(r.id, offsets) if r.online else None
+            clock_off = ""
+            if offset is not None and abs(offset) > CLOCK_MAX_OFF_S:
+                side = "ahead of" if offset > 0 else "behind"
+                clock_off = (
+                    f' · <span class="clock-off" data-offset="{offset:.0f}">clock '
+                    f"{abs(offset):.0f} s {side} the host</span>"
+                )
             if state.get("pending"):
                 notes.append(f"{state['pending']} event(s) waiting to upload")
             cells = []
@@ -221,7 +242,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
                 f'<section class="locker" data-locker="{e(r.id)}" aria-label="Locker {e(r.id)}">'
                 f'<h2>{e(r.id)} <span class="status {online.replace(" ", "-")}">{online}</span>'
                 f'</h2><p class="meta">Last seen {e(seen)}'
-                f"{' · ' + e(', '.join(notes)) if notes else ''}"
+                f"{' · ' + e(', '.join(notes)) if notes else ''}{clock_off}"
                 f' · <a href="/open?locker={urllib.parse.quote(r.id)}">Open bays…</a></p>'
                 f'<ul class="bays">{"".join(cells)}</ul></section>'
             )
@@ -240,6 +261,8 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
                 who = f" — {e(r.name or r.person)}" if show_names else " — (holder)"
             bay = f" bay {r.bay}" if r.bay is not None else ""
             when = local_time(r.ts if r.ts is not None else r.sort_ts, zone, seconds=True)
+            if r.ts is None:
+                when += " (received)"
             items.append(
                 f'<li data-event="{e(r.type)}" data-locker="{e(r.locker_id)}">'
                 f"<time>{e(when)}</time> <strong>{e(r.type)}</strong> "
@@ -275,6 +298,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         """The lockers as JSON (for scripts and tests): ids, online, last_seen, bays."""
         show = can_see_names(req)
         out = []
+        offsets = store.clock_offsets(site)
         for r in store.lockers(site):
             state = r.state if isinstance(r.state, dict) else {}
             bays = []
@@ -290,6 +314,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
                     "online": r.online,
                     "last_seen": r.last_seen,
                     "clock_ok": state.get("clock_ok"),
+                    "clock_offset": clock_offset(r.id, offsets),
                     "bays": bays,
                 }
             )
@@ -746,7 +771,11 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             rows = conn.execute(q).all()
         trs = [
             [
-                e(local_time(r.ts, zone, True) if r.ts is not None else "(clock unknown)"),
+                e(
+                    local_time(r.ts, zone, True)
+                    if r.ts is not None
+                    else local_time(r.received_at, zone, True) + " (received; clock unknown)"
+                ),
                 e(r.locker_id),
                 e(r.bay if r.bay is not None else ""),
                 e(r.type),
