@@ -6,7 +6,15 @@
 # No I/O but through `board` and the journal; no networking (the link calls in).
 
 import json
-from binascii import unhexlify
+from binascii import hexlify, unhexlify
+
+try:
+    from time import ticks_diff
+except ImportError:  # CPython
+
+    def ticks_diff(a, b):
+        return a - b
+
 
 try:
     from micropython import const
@@ -29,6 +37,24 @@ _STATE_FIXED = const(192)  # state_json's room for all but the bays (a 28-charac
 _STATE_PER_BAY = const(72)  # ... and per bay (a longer holder's id grows the buffer once)
 _BAY_JSON = const('{{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}')
 _NEXT_BAY_JSON = const(', {{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}')
+_REPEATS_KEPT = const(4)  # cards whose repeated denials are being counted (docs/journal.md)
+# What the journal's reserve is kept for (docs/journal.md): any other kind (denials, rejected
+# commands and configurations, ...) is not recorded once only the reserve is left.
+_ESSENTIAL = (
+    "boot",
+    "deposit",
+    "retrieve",
+    "override",
+    "policy_flag",
+    "emergency_open",
+    "cancelled",
+    "door_forced",
+    "door_left_open",
+    "door_closed",
+    "uncollected",
+    "config_applied",
+    "journal_near_full",
+)
 
 
 def _denied(reason):
@@ -69,12 +95,16 @@ class Locker:
         self.on_commit = None  # the link sets this to be woken when events are durable
         self._near_full_raised = False
         self.unrecorded = 0  # events that could not be journaled because it was full
+        self._unrecorded_told = 0  # ... of which an `unrecorded` event has told the host
+        self._repeats = []  # [card hash, reason, person, window start ms, count, first, last]
         self._state_buf = None  # state_json's buffer, kept: see there
 
         self.journal = Journal(
             self.dir + "/journal",
             self._snapshot,
+            capacity_bytes=settings.get("journal_bytes") or None,
             segment_bytes=settings["journal_segment_bytes"],
+            reserve_bytes=settings.get("journal_reserve_bytes", 0),
         )
         snapshot, events = self.journal.open()
         self._recover(snapshot, events)
@@ -140,8 +170,12 @@ class Locker:
 
     def tap(self, uid):
         if self.journal.full:
-            self.board.feedback("alarm")
-            return _denied("journal_full")
+            card = self.registry.lookup(uid)
+            # not even the reserve is left; an SLT fob still works: its double tap opens every
+            # occupied bay, recorded or not (emergency_open)
+            if card is None or card.role != _ROLE_OF_FOB or card.revoked:
+                self.board.feedback("alarm")
+                return _denied("journal_full")
         try:
             return self._tap(uid)
         except OSError:  # the flash refused the record: nothing was unlocked
@@ -174,8 +208,7 @@ class Locker:
                 action, reason, flag = "denied", "not_holder", None
 
         if action == "denied":
-            self._record("denied", now, person=card.person if card else None, reason=reason)
-            self._commit()
+            self._deny(uid, now, card.person if card else None, reason)
             self.board.feedback("denied", reason)
             return _denied(reason)
 
@@ -183,8 +216,7 @@ class Locker:
             if bay is None:
                 bay = B.choose_free_bay(self.bays, card.person)
             if bay is None:
-                self._record("denied", now, person=card.person, reason="no_free_bay")
-                self._commit()
+                self._deny(uid, now, card.person, "no_free_bay")
                 self.board.feedback("denied", "no_free_bay")
                 return _denied("no_free_bay")
             if bay.state == B.OPEN_DEPOSIT:  # a second tap while the door is still to be opened
@@ -233,6 +265,63 @@ class Locker:
         self.board.feedback("override")
         return _granted("override", None)
 
+    def _deny(self, uid, now, person, reason):
+        """Journals a denial. The first of a card's denials for one reason within
+        denial_window_s is recorded at once; later ones are counted here and recorded as one
+        `denied_repeated` event when the window closes (tick) or when another event is recorded
+        (docs/journal.md). A count not yet recorded is lost with the power."""
+        now_ms = self.board.ticks_ms()
+        key = self.registry.card_hash(uid)
+        window = self.settings.get("denial_window_s", 60) * 1000
+        for rep in self._repeats:
+            if rep[0] == key and rep[1] == reason:
+                if ticks_diff(now_ms, rep[3]) < window:
+                    if not rep[4]:
+                        rep[5] = now
+                    rep[4] += 1
+                    rep[6] = now
+                    return
+                self._repeats.remove(rep)
+                self._repeated(rep)
+                break
+        self._record("denied", now, person=person, reason=reason)  # other counts first
+        if len(self._repeats) >= _REPEATS_KEPT:
+            self._repeats.pop(0)  # its count was just recorded: only its window ends early
+        self._repeats.append([key, reason, person, now_ms, 0, None, None])
+        self._commit()
+
+    def _repeated(self, rep):
+        """Records the denials counted for `rep` (if any) as one `denied_repeated` event."""
+        count = rep[4]
+        if not count:
+            return
+        rep[4] = 0
+        if self.journal.routine_full:
+            self.unrecorded += count
+            return
+        self._record(
+            "denied_repeated",
+            rep[6],
+            person=rep[2],
+            reason="{} x{} {}-{} {}".format(
+                rep[1],
+                count,
+                "?" if rep[5] is None else rep[5],
+                "?" if rep[6] is None else rep[6],
+                hexlify(rep[0][:4]).decode(),
+            ),
+        )
+
+    def _repeats_due(self, now_ms):
+        """Closes the windows of repeated denials that have run their time; True if it
+        recorded anything."""
+        window = self.settings.get("denial_window_s", 60) * 1000
+        before = self.journal.last_seq
+        for rep in [r for r in self._repeats if ticks_diff(now_ms, r[3]) >= window]:
+            self._repeats.remove(rep)
+            self._repeated(rep)
+        return self.journal.last_seq != before
+
     def _expire_override(self, now_ms):
         if self.override_by is not None and now_ms - self.override_until_ms >= 0:
             self.override_by = None
@@ -259,7 +348,10 @@ class Locker:
             self._record(
                 "emergency_open", now, bay=bay.number, person=bay.holder, by=by, reason=reason
             )
-        self._commit()
+        try:
+            self._commit()
+        except OSError:  # the flash failed: an emergency opens all the same, with the alarm
+            self.unrecorded += len(bays)
         now_ms = self.board.ticks_ms()
         for bay in bays:
             bay.grant_retrieve(now_ms)
@@ -334,7 +426,7 @@ class Locker:
         now_ms = self.board.ticks_ms()
         now = self.board.now()
         self._expire_override(now_ms)
-        dirty = False
+        dirty = self._repeats_due(now_ms)
         lapse_ms = self.settings["grant_lapse_s"] * 1000
         open_ms = self.settings["door_left_open_s"] * 1000
         for bay in self.bays:
@@ -354,6 +446,11 @@ class Locker:
         if self.journal.near_full and not self._near_full_raised:
             self._near_full_raised = True
             self._record("journal_near_full", now)
+            dirty = True
+        told = self._unrecorded_told
+        if self.unrecorded != told and not self.journal.routine_full:
+            self._unrecorded_told = self.unrecorded
+            self._record("unrecorded", now, reason=str(self.unrecorded - told))
             dirty = True
         if dirty:
             self._commit()
@@ -387,7 +484,16 @@ class Locker:
     def _record(self, kind, ts, bay=None, person=None, by=None, reason=None):
         """Append an event (committed by _commit). When the journal is full nothing more can be
         recorded: taps are refused before they get here (see tap), and what the time-driven
-        checks and doors would add is counted as lost and sounded as an alarm instead."""
+        checks and doors would add is counted as lost and sounded as an alarm instead.
+        Counted denials are recorded first (another event closes their count: _deny). Anything
+        but the _ESSENTIAL kinds stops short of the journal's reserve and is counted as lost
+        (told to the host in an `unrecorded` event once there is room again)."""
+        if self._repeats and kind != "denied_repeated":
+            for rep in self._repeats:
+                self._repeated(rep)
+        if kind not in _ESSENTIAL and self.journal.routine_full:
+            self.unrecorded += 1
+            return
         try:
             self.journal.append(kind, ts, bay, person, by, reason)
         except JournalFull:
