@@ -40,20 +40,22 @@ _NEXT_BAY_JSON = const(', {{"bay": {}, "locked": {}, "door": "{}", "holder": {}}
 _REPEATS_KEPT = const(4)  # cards whose repeated denials are being counted (docs/journal.md)
 # What the journal's reserve is kept for (docs/journal.md): any other kind (denials, rejected
 # commands and configurations, ...) is not recorded once only the reserve is left.
-_ESSENTIAL = (
-    "boot",
-    "deposit",
-    "retrieve",
-    "override",
-    "policy_flag",
-    "emergency_open",
-    "cancelled",
-    "door_forced",
-    "door_left_open",
-    "door_closed",
-    "uncollected",
-    "config_applied",
-    "journal_near_full",
+_ESSENTIAL = const(
+    (
+        "boot",
+        "deposit",
+        "retrieve",
+        "override",
+        "policy_flag",
+        "emergency_open",
+        "cancelled",
+        "door_forced",
+        "door_left_open",
+        "door_closed",
+        "uncollected",
+        "config_applied",
+        "journal_near_full",
+    )
 )
 
 
@@ -94,8 +96,7 @@ class Locker:
         self.state_rev = 0
         self.on_commit = None  # the link sets this to be woken when events are durable
         self._near_full_raised = False
-        self.unrecorded = 0  # events that could not be journaled because it was full
-        self._unrecorded_told = 0  # ... of which an `unrecorded` event has told the host
+        self.unrecorded = 0  # events not journaled for want of room, not yet told (tick)
         self._repeats = []  # [card hash, reason, person, window start ms, count, first, last]
         self._state_buf = None  # state_json's buffer, kept: see there
 
@@ -104,7 +105,7 @@ class Locker:
             self._snapshot,
             capacity_bytes=settings.get("journal_bytes") or None,
             segment_bytes=settings["journal_segment_bytes"],
-            reserve_bytes=settings.get("journal_reserve_bytes", 0),
+            reserve=settings.get("journal_reserve_bytes", 0),
         )
         snapshot, events = self.journal.open()
         self._recover(snapshot, events)
@@ -281,8 +282,7 @@ class Locker:
                     rep[4] += 1
                     rep[6] = now
                     return
-                self._repeats.remove(rep)
-                self._repeated(rep)
+                self._repeated(now_ms)  # its window has closed: its count is recorded
                 break
         self._record("denied", now, person=person, reason=reason)  # other counts first
         if len(self._repeats) >= _REPEATS_KEPT:
@@ -290,36 +290,36 @@ class Locker:
         self._repeats.append([key, reason, person, now_ms, 0, None, None])
         self._commit()
 
-    def _repeated(self, rep):
-        """Records the denials counted for `rep` (if any) as one `denied_repeated` event."""
-        count = rep[4]
-        if not count:
-            return
-        rep[4] = 0
-        if self.journal.routine_full:
-            self.unrecorded += count
-            return
-        self._record(
-            "denied_repeated",
-            rep[6],
-            person=rep[2],
-            reason="{} x{} {}-{} {}".format(
-                rep[1],
-                count,
-                "?" if rep[5] is None else rep[5],
-                "?" if rep[6] is None else rep[6],
-                hexlify(rep[0][:4]).decode(),
-            ),
-        )
-
-    def _repeats_due(self, now_ms):
-        """Closes the windows of repeated denials that have run their time; True if it
-        recorded anything."""
+    def _repeated(self, now_ms=None):
+        """Records counted denials as `denied_repeated` events (one per card and reason): every
+        count when now_ms is None (another event is being recorded; the windows go on), else
+        those whose window has closed at now_ms (dropped then). True if it appended any."""
         window = self.settings.get("denial_window_s", 60) * 1000
         before = self.journal.last_seq
-        for rep in [r for r in self._repeats if ticks_diff(now_ms, r[3]) >= window]:
-            self._repeats.remove(rep)
-            self._repeated(rep)
+        for rep in self._repeats[:]:
+            if now_ms is not None:
+                if ticks_diff(now_ms, rep[3]) < window:
+                    continue
+                self._repeats.remove(rep)
+            count = rep[4]
+            if not count:
+                continue
+            rep[4] = 0
+            if self.journal.routine_full:
+                self.unrecorded += count
+                continue
+            self._record(
+                "denied_repeated",
+                rep[6],
+                person=rep[2],
+                reason="{} x{} {}-{} {}".format(
+                    rep[1],
+                    count,
+                    "?" if rep[5] is None else rep[5],
+                    "?" if rep[6] is None else rep[6],
+                    hexlify(rep[0][:4]).decode(),
+                ),
+            )
         return self.journal.last_seq != before
 
     def _expire_override(self, now_ms):
@@ -426,7 +426,7 @@ class Locker:
         now_ms = self.board.ticks_ms()
         now = self.board.now()
         self._expire_override(now_ms)
-        dirty = self._repeats_due(now_ms)
+        dirty = self._repeated(now_ms)
         lapse_ms = self.settings["grant_lapse_s"] * 1000
         open_ms = self.settings["door_left_open_s"] * 1000
         for bay in self.bays:
@@ -447,10 +447,9 @@ class Locker:
             self._near_full_raised = True
             self._record("journal_near_full", now)
             dirty = True
-        told = self._unrecorded_told
-        if self.unrecorded != told and not self.journal.routine_full:
-            self._unrecorded_told = self.unrecorded
-            self._record("unrecorded", now, reason=str(self.unrecorded - told))
+        if self.unrecorded and not self.journal.routine_full:
+            lost, self.unrecorded = self.unrecorded, 0
+            self._record("unrecorded", now, reason=str(lost))
             dirty = True
         if dirty:
             self._commit()
@@ -489,8 +488,7 @@ class Locker:
         but the _ESSENTIAL kinds stops short of the journal's reserve and is counted as lost
         (told to the host in an `unrecorded` event once there is room again)."""
         if self._repeats and kind != "denied_repeated":
-            for rep in self._repeats:
-                self._repeated(rep)
+            self._repeated()
         if kind not in _ESSENTIAL and self.journal.routine_full:
             self.unrecorded += 1
             return

@@ -91,6 +91,7 @@ _REASON_TEXT = const(0x20)
 _TYPE_TEXT = const(0x40)
 _SUMMARY = const(0x80)
 _KNOWN = const(0xFF)
+_SUMMARY_TEXT = const("{} x{} {}-{} {}")  # word, count, first ts, last ts, card tag
 
 MAX_TEXT = const(255)  # bytes of UTF-8 in one text field
 # the largest encoding: flags, seq, ts, type text, bay, person, by, reason text
@@ -214,12 +215,8 @@ def encode_into(ev, buf, pos=0):
     return pos
 
 
-def _repeats(code, count, first, last, tag):
-    return "{} x{} {}-{} {}".format(REASONS[code], count, first, last, hexlify(tag).decode())
-
-
 def _summary(ev):
-    """(reason code, count, first ts, tag) when ev.reason is exactly what _repeats makes of
+    """(reason code, count, first ts, card tag) when ev.reason is exactly _SUMMARY_TEXT of
     them with ev.ts as the last ts; else None (the reason is then kept as text)."""
     parts = ev.reason.split(" ")
     if len(parts) != 4 or ev.ts is None or parts[1][:1] != "x":
@@ -234,7 +231,8 @@ def _summary(ev):
         return None
     if code < 0 or len(tag) != 4 or not 0 <= count <= _U32 or not 0 <= first <= _U32:
         return None
-    if _repeats(code, count, first, ev.ts, tag) != ev.reason:
+    text = _SUMMARY_TEXT.format(REASONS[code], count, first, ev.ts, hexlify(tag).decode())
+    if text != ev.reason:
         return None  # anything that would not come back exactly stays text
     return code, count, first, tag
 
@@ -290,7 +288,8 @@ def decode(buf, start=0, end=None):
         if flags & _SUMMARY:
             _need(pos + 13, end)
             count, first = struct.unpack_from("<II", mv, pos + 1)
-            reason = _repeats(mv[pos], count, first, ts, bytes(mv[pos + 9 : pos + 13]))
+            tag = hexlify(bytes(mv[pos + 9 : pos + 13])).decode()
+            reason = _SUMMARY_TEXT.format(REASONS[mv[pos]], count, first, ts, tag)
             pos += 13
         elif flags & _REASON:
             if flags & _REASON_TEXT:

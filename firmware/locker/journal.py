@@ -45,7 +45,7 @@ class Journal:
     TAIL_BYTES = 128  # littlefs keeps files up to its cache size (128 by default) inline
 
     def __init__(
-        self, directory, snapshot_fn, capacity_bytes=None, segment_bytes=16384, reserve_bytes=0
+        self, directory, snapshot_fn, capacity_bytes=None, segment_bytes=16384, reserve=0
     ):
         if not 2048 <= segment_bytes <= 1048576:
             raise ValueError("journal: segment_bytes must be 2048..1048576")
@@ -77,8 +77,7 @@ class Journal:
         self._tail_stale = False  # the tail file holds more than _tbuf: empty it on next move
         self.capacity = 0
         self._max_segs = 0
-        self._reserve_arg = reserve_bytes
-        self.reserve = 0  # kept for essential events: see routine_full
+        self.reserve = reserve  # bytes kept for essential events: see routine_full
 
     # -- opening and recovery ------------------------------------------------------------------
 
@@ -210,7 +209,7 @@ class Journal:
             )
         self.capacity = self._max_segs * self.segment_bytes
         # at most half the journal is reserve, whatever device.json asks: a locker must boot
-        self.reserve = max(0, min(self._reserve_arg or 0, self.capacity // 2))
+        self.reserve = max(0, min(self.reserve or 0, self.capacity // 2))
 
     # -- state -----------------------------------------------------------------------------------
 

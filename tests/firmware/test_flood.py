@@ -46,6 +46,13 @@ def events(locker, kind=None):
     return [e for e in locker.journal.unacked(0) if kind is None or e.type == kind]
 
 
+def count(locker, kind):
+    n = 0
+    for e in locker.journal.unacked(0):
+        n += e.type == kind
+    return n
+
+
 def tag(locker, uid):
     return hexlify(locker.registry.card_hash(unhexlify(uid))[:4]).decode()
 
@@ -165,10 +172,10 @@ def test_a_flood_of_cards_stops_short_of_the_reserve_and_essentials_still_work()
         assert locker.tap_text("DE{:06X}".format(n))["reason"] == "unknown_card"
         n += 1
         assert n < 5000
-    journaled = len(events(locker, "denied"))
+    journaled = count(locker, "denied")
     for k in range(n, n + 1000):  # the flood goes on: answered, counted, not journaled
         assert locker.tap_text("DE{:06X}".format(k))["reason"] == "unknown_card"
-    assert len(events(locker, "denied")) == journaled
+    assert count(locker, "denied") == journaled
     assert locker.unrecorded == 1000
     assert not j.full
     # the reserve takes what matters: a pupil's deposit, a staff retrieval, the SLT double tap
@@ -180,7 +187,7 @@ def test_a_flood_of_cards_stops_short_of_the_reserve_and_essentials_still_work()
     assert locker.tap_text(H1_FOB)["result"] == "granted"
     assert locker.tap_text(H1_FOB)["result"] == "granted"
     assert board.locks[bay_p3 - 1] is True
-    kinds = [(e.type, e.bay) for e in events(locker)]
+    kinds = [(e.type, e.bay) for e in locker.journal.unacked(0) if e.type != "denied"]
     for want in (("deposit", bay_p3), ("retrieve", bay_s1), ("emergency_open", bay_p3)):
         assert want in kinds, want
     assert locker.tap_text(P9_REVOKED)["reason"] == "revoked"  # still answered
