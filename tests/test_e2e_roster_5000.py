@@ -33,7 +33,7 @@ def test_a_5000_card_roster_reaches_a_locker_and_its_last_card_works(
     lockerctl("roster", "import", roster, db=db_url)
     lockerctl("timetable", "set", ROOT / "docs/examples/timetable.toml", db=db_url)
     device = json.loads(
-        lockerctl("locker", "add", "L1", "--bays", 8, "--broker", broker.address, db=db_url).stdout
+        lockerctl("locker", "add", "L1", "--bays", 24, "--broker", broker.address, db=db_url).stdout
     )
     device["broker"].update(host=broker.host, port=broker.port)
     device["data_dir"] = str(tmp_path / "data-L1")
@@ -73,7 +73,7 @@ def test_a_5000_card_roster_reaches_a_locker_and_its_last_card_works(
     heap = locker.send("outputs")["heap"]
     running = heap["max_used"] - heap["code"]
     print(
-        f"heap with {CARDS} cards and 8 bays: code {heap['code']} B, live high-water "
+        f"heap with {CARDS} cards and 24 bays: code {heap['code']} B, live high-water "
         f"{heap['max_used']} B, of which the running locker {running} B"
     )
     assert heap["max_used"] < 122 * 1024  # as with 600 cards: the table is never in RAM

@@ -176,8 +176,34 @@ def encode_into(ev, buf, pos=0):
     if ev.reason is not None:
         flags |= _REASON
         reason_code = _code(REASONS, ev.reason)
-        if reason_code < 0 and ev.type == "denied_repeated":
-            summary = _summary(ev)
+        if reason_code < 0 and ev.type == "denied_repeated" and ev.ts is not None:
+            # kept compact when the text comes back exactly from _SUMMARY_TEXT; else as text
+            parts = ev.reason.split(" ")
+            try:
+                times = parts[2].split("-")
+                summary = (
+                    _code(REASONS, parts[0]),
+                    int(parts[1][1:]),
+                    int(times[0]),
+                    unhexlify(parts[3]),
+                )
+                text = _SUMMARY_TEXT.format(
+                    REASONS[summary[0]],
+                    summary[1],
+                    summary[2],
+                    ev.ts,
+                    hexlify(summary[3]).decode(),
+                )
+            except (ValueError, IndexError):
+                summary = text = None
+            if (
+                text != ev.reason
+                or summary[0] < 0
+                or len(summary[3]) != 4
+                or not 0 <= summary[1] <= _U32
+                or not 0 <= summary[2] <= _U32
+            ):
+                summary = None
         if summary is not None:
             flags |= _SUMMARY
         elif reason_code < 0:
@@ -213,28 +239,6 @@ def encode_into(ev, buf, pos=0):
             buf[pos] = reason_code
             pos += 1
     return pos
-
-
-def _summary(ev):
-    """(reason code, count, first ts, card tag) when ev.reason is exactly _SUMMARY_TEXT of
-    them with ev.ts as the last ts; else None (the reason is then kept as text)."""
-    parts = ev.reason.split(" ")
-    if len(parts) != 4 or ev.ts is None or parts[1][:1] != "x":
-        return None
-    times = parts[2].split("-")
-    code = _code(REASONS, parts[0])
-    try:
-        count = int(parts[1][1:])
-        first = int(times[0])
-        tag = unhexlify(parts[3])
-    except (ValueError, IndexError):
-        return None
-    if code < 0 or len(tag) != 4 or not 0 <= count <= _U32 or not 0 <= first <= _U32:
-        return None
-    text = _SUMMARY_TEXT.format(REASONS[code], count, first, ev.ts, hexlify(tag).decode())
-    if text != ev.reason:
-        return None  # anything that would not come back exactly stays text
-    return code, count, first, tag
 
 
 def _put_text(buf, pos, raw):

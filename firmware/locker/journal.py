@@ -33,8 +33,8 @@ _CTZ_ROOM = const(64)  # littlefs keeps block pointers inside file blocks: stay 
 _ACK_ROOM = const(256)  # the tail of every segment is kept for ack records (about 23)
 _RESERVE = const(131072)  # default: leave this much of the filesystem to everything else
 _DEFAULT_CAPACITY = const(393216)  # default budget: 96 blocks of a 512 KB partition
-_SUFFIX = ".seg"
-_TAIL = "tail"
+_SUFFIX = const(".seg")
+_TAIL = const("tail")
 
 
 class JournalFull(Exception):
