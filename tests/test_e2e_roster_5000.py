@@ -32,9 +32,8 @@ def test_a_5000_card_roster_reaches_a_locker_and_its_last_card_works(
     roster.write_text("\n".join(lines) + "\n")
     lockerctl("roster", "import", roster, db=db_url)
     lockerctl("timetable", "set", ROOT / "docs/examples/timetable.toml", db=db_url)
-    device = json.loads(
-        lockerctl("locker", "add", "L1", "--bays", 24, "--broker", broker.address, db=db_url).stdout
-    )
+    added = lockerctl("locker", "add", "L1", "--bays", 24, "--broker", broker.address, db=db_url)
+    device = json.loads(added.stdout)
     device["broker"].update(host=broker.host, port=broker.port)
     device["data_dir"] = str(tmp_path / "data-L1")
     # two 235 KB bundles (the one in force and the one arriving) and the journal: a 1.5 MB
