@@ -175,6 +175,7 @@ class Locker:
             # not even the reserve is left; an SLT fob still works: its double tap opens every
             # occupied bay, recorded or not (emergency_open)
             if card is None or card.role != _ROLE_OF_FOB or card.revoked:
+                self.unrecorded += 1
                 self.board.feedback("alarm")
                 return _denied("journal_full")
         try:
@@ -296,7 +297,7 @@ class Locker:
         those whose window has closed at now_ms (dropped then). True if it appended any."""
         window = self.settings.get("denial_window_s", 60) * 1000
         before = self.journal.last_seq
-        for rep in self._repeats[:]:
+        for rep in self._repeats if now_ms is None else self._repeats[:]:
             if now_ms is not None:
                 if ticks_diff(now_ms, rep[3]) < window:
                     continue
