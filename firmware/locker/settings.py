@@ -20,7 +20,7 @@ DEFAULTS = {
     "event_window": 32,  # events sent and not yet acknowledged, at most
     "event_qos": 1,  # events go out at QoS 1 (PUBACK not awaited; delivery is assured by ack)
     "journal_bytes": 0,  # the journal's capacity; 0: 384 KB, less on a small filesystem
-    "journal_reserve_bytes": 32768,  # kept for essential events: denials stop short of it
+    "journal_reserve_bytes": 49152,  # kept for essential events (docs/journal.md, Reserve)
     "denial_window_s": 60,  # a card's repeated denials (one reason) within this: one record
 }
 

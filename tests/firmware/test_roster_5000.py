@@ -8,8 +8,8 @@ import gc
 import json
 import os
 
-from fakeboard import make_locker
-from mpytest import tmpdir
+from fakeboard import FakeBoard, make_locker
+from mpytest import fixture, tmpdir
 
 MORNING = 1795478400 + 8 * 3600 + 20 * 60  # Tuesday 2026-11-24 08:20 UTC, before lessons
 
@@ -63,3 +63,45 @@ def test_a_5000_card_bundle_streams_in_and_cards_are_found_in_a_small_heap():
     peak = max(peak, gc.mem_alloc() - base)
     print("5000 cards: bundle {} B, heap added at most {} B".format(size, peak))
     assert peak < 8 * 1024, peak  # the table is 240,000 bytes: none of it is held
+
+
+def test_a_bundle_the_flash_has_no_room_for_is_refused_and_the_old_one_stays():
+    from hal import simflash
+    from locker import settings
+    from locker.core import Locker
+
+    img = tmpdir("roster_5000_small") + "/flash.img"
+    dev = simflash.mount(img, "/r5k", block_count=48)  # 192 KB: no room for a 240 KB bundle
+    try:
+        with open("/r5k/config.bin", "wb") as f:
+            f.write(fixture("bundle-v1.bin"))
+        board = FakeBoard("/r5k", 4)
+        board.clock = MORNING
+        device = {"locker_id": "L1", "site": "school", "bays": 4}
+        device["secret"] = fixture("secret.hex").decode()
+        locker = Locker(board, device, settings.load(device))
+        path = _fixtures() + "/bundle-5000.bin"
+        sink = locker.config_receiver(os.stat(path)[6])
+        buf = bytearray(512)
+        failed = None
+        with open(path, "rb") as f:
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                try:
+                    sink.write(memoryview(buf)[:n])
+                except Exception as e:  # noqa: BLE001 - what the MQTT client sees
+                    failed = e.args[0]
+                    sink.abort()  # what the MQTT client does with a sink that raised
+                    break
+        assert failed == "too_large", failed
+        assert locker.config_version == 1
+        last = [(e.type, e.reason) for e in locker.journal.unacked(0)][-1]
+        assert last == ("config_rejected", "too_large"), last
+        assert "config.new" not in os.listdir("/r5k")
+        assert locker.tap_text("04A10004")["result"] == "granted"  # the old roster still works
+        locker.journal.close()
+    finally:
+        dev.close()
+        os.umount("/r5k")
