@@ -6,7 +6,7 @@
 # No I/O but through `board` and the journal; no networking (the link calls in).
 
 import json
-from binascii import unhexlify
+from binascii import hexlify, unhexlify
 
 try:
     from micropython import const
@@ -32,6 +32,26 @@ _BAY_JSON = const('{{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}')
 _NEXT_BAY_JSON = const(', {{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}')
 _STATE_EVERY_MS = const(30000)  # online, the state goes out at least this often (its `time`)
 _MIN_HOST_TIME = const(1704067200)  # 2024-01-01: a host time before this is not believed
+_REPEATS_KEPT = const(4)  # cards whose repeated denials are being counted (docs/journal.md)
+# What the journal's reserve is kept for (docs/journal.md): any other kind (denials, rejected
+# commands and configurations, ...) is not recorded once only the reserve is left.
+_ESSENTIAL = const(
+    (
+        "boot",
+        "deposit",
+        "retrieve",
+        "override",
+        "policy_flag",
+        "emergency_open",
+        "cancelled",
+        "door_forced",
+        "door_left_open",
+        "door_closed",
+        "uncollected",
+        "config_applied",
+        "journal_near_full",
+    )
+)
 
 
 def _denied(reason):
@@ -74,13 +94,16 @@ class Locker:
         self.clock_nonce = None  # asks the host for its time while the clock is unknown
         self.on_commit = None  # the link sets this to be woken when events are durable
         self._near_full_raised = False
-        self.unrecorded = 0  # events that could not be journaled because it was full
+        self.unrecorded = 0  # events not journaled for want of room, not yet told (tick)
+        self._repeats = []  # [card hash, reason, person, window start ms, count, first, last]
         self._state_buf = None  # state_json's buffer, kept: see there
 
         self.journal = Journal(
             self.dir + "/journal",
             self._snapshot,
+            capacity_bytes=settings.get("journal_bytes") or None,
             segment_bytes=settings["journal_segment_bytes"],
+            reserve=settings.get("journal_reserve_bytes", 0),
         )
         snapshot, events = self.journal.open()
         self._recover(snapshot, events)
@@ -146,8 +169,13 @@ class Locker:
 
     def tap(self, uid):
         if self.journal.full:
-            self.board.feedback("alarm")
-            return _denied("journal_full")
+            card = self.registry.lookup(uid)
+            # not even the reserve is left; an SLT fob still works: its double tap opens every
+            # occupied bay, recorded or not (emergency_open)
+            if card is None or card.role != _ROLE_OF_FOB or card.revoked:
+                self.unrecorded += 1
+                self.board.feedback("alarm")
+                return _denied("journal_full")
         try:
             return self._tap(uid)
         except OSError:  # the flash refused the record: nothing was unlocked
@@ -187,8 +215,7 @@ class Locker:
                 action, reason, flag = "denied", "not_holder", None
 
         if action == "denied":
-            self._record("denied", now, person=card.person if card else None, reason=reason)
-            self._commit()
+            self._deny(uid, now, card.person if card else None, reason)
             self.board.feedback("denied", reason)
             return _denied(reason)
 
@@ -196,8 +223,7 @@ class Locker:
             if bay is None:
                 bay = B.choose_free_bay(self.bays, card.person)
             if bay is None:
-                self._record("denied", now, person=card.person, reason="no_free_bay")
-                self._commit()
+                self._deny(uid, now, card.person, "no_free_bay")
                 self.board.feedback("denied", "no_free_bay")
                 return _denied("no_free_bay")
             if bay.state == B.OPEN_DEPOSIT:  # a second tap while the door is still to be opened
@@ -249,6 +275,62 @@ class Locker:
         self.board.feedback("override")
         return _granted("override", None)
 
+    def _deny(self, uid, now, person, reason):
+        """Journals a denial. The first of a card's denials for one reason within
+        denial_window_s is recorded at once; later ones are counted here and recorded as one
+        `denied_repeated` event when the window closes (tick) or when another event is recorded
+        (docs/journal.md). A count not yet recorded is lost with the power."""
+        now_ms = self.board.ticks_ms()
+        key = self.registry.card_hash(uid)
+        window = self.settings.get("denial_window_s", 60) * 1000
+        for rep in self._repeats:
+            if rep[0] == key and rep[1] == reason:
+                if T.diff(now_ms, rep[3]) < window:
+                    if not rep[4]:
+                        rep[5] = now
+                    rep[4] += 1
+                    rep[6] = now
+                    return
+                self._repeated(now_ms)  # its window has closed: its count is recorded
+                break
+        self._record("denied", now, person=person, reason=reason)  # other counts first
+        if len(self._repeats) >= _REPEATS_KEPT:
+            self._repeats.pop(0)  # its count was just recorded: only its window ends early
+        self._repeats.append([key, reason, person, now_ms, 0, None, None])
+        self._commit()
+
+    def _repeated(self, now_ms=None):
+        """Records counted denials as `denied_repeated` events (one per card and reason): every
+        count when now_ms is None (another event is being recorded; the windows go on), else
+        those whose window has closed at now_ms (dropped then). True if it appended any."""
+        window = self.settings.get("denial_window_s", 60) * 1000
+        before = self.journal.last_seq
+        for rep in self._repeats if now_ms is None else self._repeats[:]:
+            if now_ms is not None:
+                if T.diff(now_ms, rep[3]) < window:
+                    continue
+                self._repeats.remove(rep)
+            count = rep[4]
+            if not count:
+                continue
+            rep[4] = 0
+            if self.journal.routine_full:
+                self.unrecorded += count
+                continue
+            self._record(
+                "denied_repeated",
+                rep[6],
+                person=rep[2],
+                reason="{} x{} {}-{} {}".format(
+                    rep[1],
+                    count,
+                    "?" if rep[5] is None else rep[5],
+                    "?" if rep[6] is None else rep[6],
+                    hexlify(rep[0][:4]).decode(),
+                ),
+            )
+        return self.journal.last_seq != before
+
     def _expire_override(self, now_ms):
         """Ends an armed override and a fob's double-tap window once their time is up. Called on
         every tap and tick: a tick difference is only meaningful within half the counter's period
@@ -281,7 +363,10 @@ class Locker:
             self._record(
                 "emergency_open", now, bay=bay.number, person=bay.holder, by=by, reason=reason
             )
-        self._commit()
+        try:
+            self._commit()
+        except OSError:  # the flash failed: an emergency opens all the same, with the alarm
+            self.unrecorded += len(bays)
         now_ms = self.board.ticks_ms()
         for bay in bays:
             bay.grant_retrieve(now_ms)
@@ -405,7 +490,7 @@ class Locker:
             self._state_ms = now_ms
             if self.online:
                 self.state_rev += 1  # the host reads the clock's offset from a fresh state
-        dirty = False
+        dirty = self._repeated(now_ms)
         lapse_ms = self.settings["grant_lapse_s"] * 1000
         open_ms = self.settings["door_left_open_s"] * 1000
         for bay in self.bays:
@@ -425,6 +510,10 @@ class Locker:
         if self.journal.near_full and not self._near_full_raised:
             self._near_full_raised = True
             self._record("journal_near_full", now)
+            dirty = True
+        if self.unrecorded and not self.journal.routine_full:
+            lost, self.unrecorded = self.unrecorded, 0
+            self._record("unrecorded", now, reason=str(lost))
             dirty = True
         if dirty:
             self._commit()
@@ -458,7 +547,15 @@ class Locker:
     def _record(self, kind, ts, bay=None, person=None, by=None, reason=None):
         """Append an event (committed by _commit). When the journal is full nothing more can be
         recorded: taps are refused before they get here (see tap), and what the time-driven
-        checks and doors would add is counted as lost and sounded as an alarm instead."""
+        checks and doors would add is counted as lost and sounded as an alarm instead.
+        Counted denials are recorded first (another event closes their count: _deny). Anything
+        but the _ESSENTIAL kinds stops short of the journal's reserve and is counted as lost
+        (told to the host in an `unrecorded` event once there is room again)."""
+        if self._repeats and kind != "denied_repeated":
+            self._repeated()
+        if kind not in _ESSENTIAL and self.journal.routine_full:
+            self.unrecorded += 1
+            return
         try:
             self.journal.append(kind, ts, bay, person, by, reason)
         except JournalFull:

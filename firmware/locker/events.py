@@ -14,10 +14,14 @@
 #   u8 bay                     (when bit1)
 #   text person, text by       (when bits 2, 3)
 #   u8 reason code | text      (when bit4)
+# bit7: the reason is a repeat summary (a `denied_repeated` event, docs/protocol.md), kept as
+#   u8 reason code, u32 count, u32 first ts, 4 bytes card tag; the last ts is the event's ts:
+#   the reason text "<word> x<count> <first>-<last> <tag as 8 hex>" is rebuilt from them.
 # A deposit with ts, bay 3 and person "P0123" takes 17 bytes.
 
 import json
 import struct
+from binascii import hexlify, unhexlify
 
 try:
     from micropython import const
@@ -45,6 +49,8 @@ TYPES = (
     "config_rejected",
     "journal_near_full",
     "clock_set",
+    "denied_repeated",
+    "unrecorded",
 )
 
 REASONS = (
@@ -83,7 +89,9 @@ _BY = const(0x08)
 _REASON = const(0x10)
 _REASON_TEXT = const(0x20)
 _TYPE_TEXT = const(0x40)
-_KNOWN = const(0x7F)
+_SUMMARY = const(0x80)
+_KNOWN = const(0xFF)
+_SUMMARY_TEXT = const("{} x{} {}-{} {}")  # word, count, first ts, last ts, card tag
 
 MAX_TEXT = const(255)  # bytes of UTF-8 in one text field
 # the largest encoding: flags, seq, ts, type text, bay, person, by, reason text
@@ -164,10 +172,41 @@ def encode_into(ev, buf, pos=0):
         by = _text("by", ev.by)
         flags |= _BY
     reason_code = -1
+    summary = None
     if ev.reason is not None:
         flags |= _REASON
         reason_code = _code(REASONS, ev.reason)
-        if reason_code < 0:
+        if reason_code < 0 and ev.type == "denied_repeated" and ev.ts is not None:
+            # kept compact when the text comes back exactly from _SUMMARY_TEXT; else as text
+            parts = ev.reason.split(" ")
+            try:
+                times = parts[2].split("-")
+                summary = (
+                    _code(REASONS, parts[0]),
+                    int(parts[1][1:]),
+                    int(times[0]),
+                    unhexlify(parts[3]),
+                )
+                text = _SUMMARY_TEXT.format(
+                    REASONS[summary[0]],
+                    summary[1],
+                    summary[2],
+                    ev.ts,
+                    hexlify(summary[3]).decode(),
+                )
+            except (ValueError, IndexError):
+                summary = text = None
+            if (
+                text != ev.reason
+                or summary[0] < 0
+                or len(summary[3]) != 4
+                or not 0 <= summary[1] <= _U32
+                or not 0 <= summary[2] <= _U32
+            ):
+                summary = None
+        if summary is not None:
+            flags |= _SUMMARY
+        elif reason_code < 0:
             reason_raw = _text("reason", ev.reason)
             flags |= _REASON_TEXT
     buf[pos] = flags
@@ -189,7 +228,12 @@ def encode_into(ev, buf, pos=0):
     if by is not None:
         pos = _put_text(buf, pos, by)
     if flags & _REASON:
-        if reason_raw is not None:
+        if summary is not None:
+            buf[pos] = summary[0]
+            struct.pack_into("<II", buf, pos + 1, summary[1], summary[2])
+            buf[pos + 9 : pos + 13] = summary[3]
+            pos += 13
+        elif reason_raw is not None:
             pos = _put_text(buf, pos, reason_raw)
         else:
             buf[pos] = reason_code
@@ -243,7 +287,15 @@ def decode(buf, start=0, end=None):
             person, pos = _get_text(mv, pos, end)
         if flags & _BY:
             by, pos = _get_text(mv, pos, end)
-        if flags & _REASON:
+        if flags & _SUMMARY and (flags & (_REASON | _REASON_TEXT) != _REASON or ts is None):
+            raise ValueError("event: a summary without its reason code or ts")
+        if flags & _SUMMARY:
+            _need(pos + 13, end)
+            count, first = struct.unpack_from("<II", mv, pos + 1)
+            tag = hexlify(bytes(mv[pos + 9 : pos + 13])).decode()
+            reason = _SUMMARY_TEXT.format(REASONS[mv[pos]], count, first, ts, tag)
+            pos += 13
+        elif flags & _REASON:
             if flags & _REASON_TEXT:
                 reason, pos = _get_text(mv, pos, end)
             else:

@@ -33,8 +33,8 @@ _CTZ_ROOM = const(64)  # littlefs keeps block pointers inside file blocks: stay 
 _ACK_ROOM = const(256)  # the tail of every segment is kept for ack records (about 23)
 _RESERVE = const(131072)  # default: leave this much of the filesystem to everything else
 _DEFAULT_CAPACITY = const(393216)  # default budget: 96 blocks of a 512 KB partition
-_SUFFIX = ".seg"
-_TAIL = "tail"
+_SUFFIX = const(".seg")
+_TAIL = const("tail")
 
 
 class JournalFull(Exception):
@@ -44,7 +44,9 @@ class JournalFull(Exception):
 class Journal:
     TAIL_BYTES = 128  # littlefs keeps files up to its cache size (128 by default) inline
 
-    def __init__(self, directory, snapshot_fn, capacity_bytes=None, segment_bytes=16384):
+    def __init__(
+        self, directory, snapshot_fn, capacity_bytes=None, segment_bytes=16384, reserve=0
+    ):
         if not 2048 <= segment_bytes <= 1048576:
             raise ValueError("journal: segment_bytes must be 2048..1048576")
         self.directory = directory
@@ -75,6 +77,7 @@ class Journal:
         self._tail_stale = False  # the tail file holds more than _tbuf: empty it on next move
         self.capacity = 0
         self._max_segs = 0
+        self.reserve = reserve  # bytes kept for essential events: see routine_full
 
     # -- opening and recovery ------------------------------------------------------------------
 
@@ -205,6 +208,8 @@ class Journal:
                 )
             )
         self.capacity = self._max_segs * self.segment_bytes
+        # at most half the journal is reserve, whatever device.json asks: a locker must boot
+        self.reserve = max(0, min(self.reserve or 0, self.capacity // 2))
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -234,6 +239,13 @@ class Journal:
         if self._roll:
             return True
         return self._cur_size + self._tlen + self._olen + _MAX_EVENT_RECORD > self._event_limit
+
+    @property
+    def routine_full(self):
+        """True when only the reserve is left: routine records (denials, rejected commands and
+        configurations) are no longer appended, so that essential ones (deposits, retrievals,
+        door events...) always find room. The caller decides which is which (docs/journal.md)."""
+        return self.full or self.used_bytes + _MAX_EVENT_RECORD > self.capacity - self.reserve
 
     # -- writing -------------------------------------------------------------------------------
 

@@ -72,7 +72,10 @@ class Receiver:
     def _emit(self, data):
         # `data` is part of the signed body: to the MAC, to flash, and the fixed header noted.
         self._mac.update(data)
-        self._f.write(data)
+        try:
+            self._f.write(data)
+        except OSError:  # no room on flash for it beside config.bin and the journal
+            self._fail("too_large")
 
     def _check_fixed(self):
         # Not yet authenticated: this only refuses early what could never be accepted.

@@ -9,7 +9,7 @@ DEFAULTS = {
     "tick_ms": 1000,  # time-driven checks (CONTRACT: at least every 2 s)
     "flash_blocks": 128,  # simulated flash: 128 x 4096 bytes = a 512 KB ESP32 partition
     "journal_segment_bytes": 16384,
-    "max_config_bytes": 131072,  # a config larger than this is discarded unread
+    "max_config_bytes": 524288,  # a config larger than this is discarded unread (5,000+ cards)
     "max_cmd_bytes": 1024,
     "ack_timeout_s": 10,  # events not acknowledged within this are sent again
     "keepalive_s": 30,  # MQTT keepalive: PINGREQ after half of it idle, dropped after 1.5 x
@@ -19,6 +19,9 @@ DEFAULTS = {
     "backoff_max_s": 60,  # ... up to this
     "event_window": 32,  # events sent and not yet acknowledged, at most
     "event_qos": 1,  # events go out at QoS 1 (PUBACK not awaited; delivery is assured by ack)
+    "journal_bytes": 0,  # the journal's capacity; 0: 384 KB, less on a small filesystem
+    "journal_reserve_bytes": 49152,  # kept for essential events (docs/journal.md, Reserve)
+    "denial_window_s": 60,  # a card's repeated denials (one reason) within this: one record
 }
 
 

@@ -59,6 +59,27 @@ def main(out: Path) -> None:
     }
     (out / "commands.json").write_text(json.dumps({k: v.decode() for k, v in cmds.items()}))
     (out / "secret.hex").write_text(SECRET.hex())
+    big_roster(out, tt)
+
+
+def big_roster(out: Path, tt) -> None:
+    """5,000 cards on one locker (bundle v5): the fixture's ten and 4,990 pupils `05xxxxxx`; the
+    UIDs of the cards first, in the middle and last in the bundle's table (sorted by hash)."""
+    from lockerctl import keys
+    from lockerctl.bundle import card_record
+
+    cards = list(CARDS)
+    for i in range(5000 - len(CARDS)):
+        cards.append((f"05{i:06X}", f"Q{i:04d}", "pupil", 1 + i % 6, i % 2 == 0, False))
+    data = build_bundle(SECRET, LOCKER, "school", 5, 1795549393, tt, cards, GRANTS)
+    (out / "bundle-5000.bin").write_bytes(data)
+    ckey = keys.card_key(SECRET)
+    ordered = sorted(cards, key=lambda c: card_record(ckey, c)[:16])
+    picks = {"first": ordered[0], "middle": ordered[2500], "last": ordered[-1]}
+    picks["near_end_pupil"] = next(c for c in reversed(ordered) if c[2] == "pupil" and not c[5])
+    (out / "bundle-5000.json").write_text(
+        json.dumps({k: {"uid": c[0], "person": c[1]} for k, c in picks.items()})
+    )
 
 
 if __name__ == "__main__":
