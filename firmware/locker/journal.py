@@ -8,10 +8,15 @@
 # mark). A segment is only ever appended to; a record that fails its CRC ends the segment's
 # readable part and nothing is appended after it (the next commit starts a new segment). A
 # segment is deleted when the next one's snapshot covers only acknowledged events.
+#
+# Beside the segments, two small files that compaction never touches: `jid`, the journal's id
+# (16 hex digits drawn when the journal is formatted), and `checkpoint`, the host's latest signed
+# checkpoint note with the acked mark when it was stored. Both are replaced whole (written to a
+# temporary file, then renamed over the old one: atomic on littlefs).
 
 import os
 import struct
-from binascii import crc32
+from binascii import crc32, hexlify
 
 from locker import events as E
 
@@ -35,6 +40,9 @@ _RESERVE = const(131072)  # default: leave this much of the filesystem to everyt
 _DEFAULT_CAPACITY = const(393216)  # default budget: 96 blocks of a 512 KB partition
 _SUFFIX = ".seg"
 _TAIL = "tail"
+_JID = "jid"
+_CHECKPOINT = "checkpoint"
+MAX_NOTE = const(700)  # bytes of UTF-8 in a checkpoint note
 
 
 class JournalFull(Exception):
@@ -75,6 +83,7 @@ class Journal:
         self._tail_stale = False  # the tail file holds more than _tbuf: empty it on next move
         self.capacity = 0
         self._max_segs = 0
+        self.jid = None  # the journal's id: 16 lower-case hex digits, set by open()
 
     # -- opening and recovery ------------------------------------------------------------------
 
@@ -125,7 +134,25 @@ class Journal:
         self.committed = self.last_seq = committed
         self.acked = min(acked, committed)
         self._drop()
+        self._identify(bool(segs))
         return snap, self._recovered(segs[-1] if segs else None, seg_committed)
+
+    def _identify(self, formatted):
+        """Reads the journal's id, or draws one: for a journal with no segment (new or wiped:
+        its seqs start again at 1) always, for one written before journals had an id (or whose
+        id file is unreadable) once, kept from then on. On flash before open() returns, so no
+        event is ever sent under an id that a power cut could forget."""
+        path = self.directory + "/" + _JID
+        jid = _read_jid(path) if formatted else None
+        if jid is None:
+            if not formatted:  # a checkpoint belongs to the journal it was stored in
+                try:
+                    os.remove(self.directory + "/" + _CHECKPOINT)
+                except OSError:
+                    pass
+            jid = hexlify(os.urandom(8)).decode()
+            _replace(path, jid.encode())
+        self.jid = jid
 
     def _recovered(self, last, seg_committed):
         if last is not None:
@@ -409,6 +436,41 @@ class Journal:
         except OSError:
             return False
 
+    # -- the host's checkpoint --------------------------------------------------------------------
+
+    def keep_checkpoint(self, note):
+        """Stores the host's checkpoint note (str or bytes, at most MAX_NOTE bytes of UTF-8) with
+        the acked mark now, replacing the one before: durable when this returns (OSError if the
+        flash refused, the old one kept). Returns the acked mark stored with it."""
+        if isinstance(note, str):
+            note = note.encode()
+        if len(note) > MAX_NOTE:
+            raise ValueError("journal: checkpoint note over {} bytes".format(MAX_NOTE))
+        rec = bytearray(8 + len(note))
+        struct.pack_into("<I", rec, 4, self.acked)
+        rec[8:] = note
+        struct.pack_into("<I", rec, 0, crc32(memoryview(rec)[4:]))
+        _replace(self.directory + "/" + _CHECKPOINT, rec)
+        return self.acked
+
+    def checkpoint(self):
+        """(note as str, acked mark stored with it) of the latest checkpoint, read from flash;
+        None before any (or if the file is damaged: as good as none, the host sends another)."""
+        try:
+            with open(self.directory + "/" + _CHECKPOINT, "rb") as f:
+                rec = f.read(8 + MAX_NOTE + 1)
+        except OSError:
+            return None
+        if len(rec) < 8 or len(rec) > 8 + MAX_NOTE:
+            return None
+        crc, acked = struct.unpack_from("<II", rec, 0)
+        if crc32(memoryview(rec)[4:]) & 0xFFFFFFFF != crc:
+            return None
+        try:
+            return str(rec[8:], "utf-8"), acked
+        except UnicodeError:
+            return None
+
     # -- reading ---------------------------------------------------------------------------------
 
     def unacked(self, after_seq=0):
@@ -533,6 +595,28 @@ def _size(path):
         return os.stat(path)[6]
     except OSError:
         return -1
+
+
+def _read_jid(path):
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(17)
+    except OSError:
+        return None
+    if len(raw) != 16:
+        return None
+    for c in raw:
+        if not (0x30 <= c <= 0x39 or 0x61 <= c <= 0x66):  # 0-9 a-f
+            return None
+    return raw.decode()
+
+
+def _replace(path, data):
+    """Writes the whole file anew: to path.tmp, then renamed over path (atomic on littlefs)."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.rename(tmp, path)
 
 
 def _makedirs(path):
