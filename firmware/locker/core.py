@@ -17,16 +17,20 @@ except ImportError:  # CPython
 
 
 from locker import bays as B
+from locker import events as E
 from locker import policy, unload
 from locker.bundle import Bundle, BundleError
-from locker.journal import Journal, JournalFull
-from locker.mac import derive
+from locker.journal import MAX_NOTE, Journal, JournalFull
+from locker.mac import ACK, EVENT, derive
 from locker.registry import Registry, parse_uid
 from locker.timetable import Timetable
 
 _ROLE_OF_FOB = const("slt")
 _STATE_FIXED = const(192)  # state_json's room for all but the bays (a 28-character locker id)
 _STATE_PER_BAY = const(72)  # ... and per bay (a longer holder's id grows the buffer once)
+# ... and the host's checkpoint: a note of up to 700 bytes as JSON (a note with many characters
+# that JSON escapes grows the buffer once)
+STATE_CHECKPOINT = const(800)
 _BAY_JSON = const('{{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}')
 _NEXT_BAY_JSON = const(', {{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}')
 
@@ -50,6 +54,8 @@ class Locker:
             raise ValueError("device.json: secret must be 64 hex digits")
         self.config_key = derive(secret, b"classlocker config")
         self.cmd_key = derive(secret, b"classlocker cmd")
+        self.event_key = derive(secret, EVENT)  # events' MACs, derived once (docs/protocol.md)
+        self.ack_key = derive(secret, ACK)  # the host's acks' MACs (the link checks them)
         self.registry = Registry(derive(secret, b"classlocker card"))
         del secret
 
@@ -78,6 +84,8 @@ class Locker:
         )
         snapshot, events = self.journal.open()
         self._recover(snapshot, events)
+        self._checkpoint_json = None  # the stored checkpoint as state's JSON: see _checkpoint
+        self._load_checkpoint()
         self._record("boot", None, reason=None)
         self._commit()
 
@@ -284,15 +292,64 @@ class Locker:
         now = self.board.now()
         try:
             cmd = verify(payload, self.cmd_key, self.locker_id, self.commands.last, now)
-            if cmd.get("op") != "open":
+            op = cmd.get("op")
+            if op == "checkpoint":
+                note = self._checkpoint_note(cmd)
+            elif op != "open":
                 raise CommandError("malformed")
-            targets = self._targets(cmd.get("bay"))
+            else:
+                targets = self._targets(cmd.get("bay"))
         except CommandError as e:
             self.command_rejected(e.args[0] if e.args else "malformed")
             return False
         self.commands.advance(cmd["id"])  # before acting: a replay fails even after a reboot
+        if op == "checkpoint":
+            return self._keep_checkpoint(note)
         self.emergency_open(targets, now, cmd.get("by"), cmd.get("reason"))
         return True
+
+    def _checkpoint_note(self, cmd):
+        """The note of a `checkpoint` command (bay 0, by "host"), as UTF-8 bytes."""
+        from locker.cmdauth import CommandError
+
+        if cmd.get("bay") != 0 or cmd.get("by") != "host":
+            raise CommandError("malformed")
+        note = cmd["reason"].encode()
+        if not note or len(note) > MAX_NOTE:
+            raise CommandError("too_large" if note else "malformed")
+        return note
+
+    def _keep_checkpoint(self, note):
+        """The host's latest checkpoint, kept in the journal with the acked mark (not an event:
+        the locker reports it in `state`, where the host reads it back)."""
+        try:
+            self.journal.keep_checkpoint(note)
+        except OSError:
+            self.command_rejected("journal_error")  # the one before stays in force
+            return False
+        self._checkpoint_json = None
+        self._load_checkpoint()
+        self.state_rev += 1
+        return True
+
+    def _load_checkpoint(self):
+        """The stored checkpoint as the JSON `state` carries, made once per checkpoint: a 700-byte
+        note is not re-escaped for every state the locker publishes."""
+        kept = self.journal.checkpoint()
+        if kept is not None:
+            self._checkpoint_json = '{{"note": {}, "acked": {}}}'.format(
+                json.dumps(kept[0]), kept[1]
+            ).encode()
+
+    def checkpoint(self):
+        """{"note": text, "acked": seq} of the host's latest checkpoint, or None."""
+        if self._checkpoint_json is None:
+            return None
+        return json.loads(self._checkpoint_json)
+
+    def event_json(self, ev):
+        """The `event` payload of a journaled event, with the journal's id and the event's MAC."""
+        return E.to_json(ev, self.journal.jid, self.event_key)
 
     def command_rejected(self, reason):
         self._record("cmd_rejected", self.board.now(), reason=reason)
@@ -450,6 +507,7 @@ class Locker:
             "config": self.config_version,
             "bays": [bay.view() for bay in self.bays],
             "journal_free": self.journal.capacity - self.journal.used_bytes,
+            "checkpoint": self.checkpoint(),
         }
 
     def state_json(self, buf=None):
@@ -461,7 +519,9 @@ class Locker:
         if buf is None:
             buf = self._state_buf
             if buf is None:  # once, early, while the heap still has room in one piece
-                buf = self._state_buf = bytearray(_STATE_FIXED + _STATE_PER_BAY * len(self.bays))
+                buf = self._state_buf = bytearray(
+                    _STATE_FIXED + STATE_CHECKPOINT + _STATE_PER_BAY * len(self.bays)
+                )
         buf[:] = b""  # the length goes to 0, the block stays
         dumps = json.dumps
         buf += b'{"locker": '
@@ -479,9 +539,11 @@ class Locker:
                 B.DOOR_NAMES[bay.door],
                 dumps(bay.holder if bay.occupied or bay.state == B.OPEN_DEPOSIT else None),
             ).encode()
-        buf += '], "journal_free": {}}}'.format(
+        buf += '], "journal_free": {}, "checkpoint": '.format(
             self.journal.capacity - self.journal.used_bytes
         ).encode()
+        buf += self._checkpoint_json or b"null"
+        buf += b"}"
         return buf
 
 

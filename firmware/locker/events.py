@@ -19,6 +19,8 @@
 import json
 import struct
 
+from locker.mac import tag_hex
+
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -268,14 +270,30 @@ def _get_text(mv, pos, end):
     return str(bytes(mv[pos + 1 : stop]), "utf-8"), stop
 
 
-_JSON = const(
-    '{{"seq": {}, "ts": {}, "type": {}, "bay": {}, "person": {}, "by": {}, "reason": {}}}'
-)
+_JSON = const('{{"seq": {}, "ts": {}, "type": {}, "bay": {}, "person": {}, "by": {}, "reason": {}')
+_SIGNED = const(', "jid": "{}", "mac": "{}"}}')
+_MAC_TEXT = const("{}|{}|{}|{}|{}|{}|{}|{}")
 
 
-def to_json(ev):
-    """The MQTT `event` payload (CONTRACT §4), keys in the contract's order."""
-    return _JSON.format(
+def mac_text(ev, jid):
+    """What an event's MAC covers: seq|ts|type|bay|person|by|reason|jid in UTF-8, integers in
+    decimal, null as the empty string (docs/protocol.md, `event`)."""
+    return _MAC_TEXT.format(
+        ev.seq,
+        "" if ev.ts is None else ev.ts,
+        ev.type,
+        "" if ev.bay is None else ev.bay,
+        "" if ev.person is None else ev.person,
+        "" if ev.by is None else ev.by,
+        "" if ev.reason is None else ev.reason,
+        jid,
+    ).encode()
+
+
+def to_json(ev, jid=None, key=None):
+    """The MQTT `event` payload (CONTRACT §4), keys in the contract's order; with the journal's
+    id `jid` and the event key `key` (HMAC-SHA256(secret, b"event")), also `jid` and `mac`."""
+    text = _JSON.format(
         ev.seq,
         "null" if ev.ts is None else ev.ts,
         json.dumps(ev.type),
@@ -284,3 +302,6 @@ def to_json(ev):
         json.dumps(ev.by),
         json.dumps(ev.reason),
     )
+    if jid is None:
+        return text + "}"
+    return text + _SIGNED.format(jid, tag_hex(key, mac_text(ev, jid)))

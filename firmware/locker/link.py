@@ -6,10 +6,11 @@
 #   link = Link(locker, device, settings)
 #   asyncio.create_task(link.run())
 #
-# What it uses of the locker: journal (last_seq, acked, unacked(after)), state(), state_rev,
-# online, config_receiver(length), command(payload), command_rejected(reason), and optionally
-# acknowledged(seq) (else journal.ack), events_ready (an asyncio.Event) or on_commit (a callback
-# slot) to be woken when events are durable. docs/link.md has the whole story.
+# What it uses of the locker: journal (jid, last_seq, acked, unacked(after)), ack_key, state(),
+# state_rev, online, config_receiver(length), command(payload), command_rejected(reason),
+# event_json(ev) unless given to_json, and optionally acknowledged(seq) (else journal.ack),
+# events_ready (an asyncio.Event) or on_commit (a callback slot) to be woken when events are
+# durable. docs/link.md has the whole story.
 
 import asyncio
 import json
@@ -18,11 +19,12 @@ from time import ticks_diff, ticks_ms
 
 from micropython import const
 
+from locker.mac import ACK_TEXT, equal, tag_hex
 from locker.mqtt import MQTTClient, MQTTError
 
 _ETIMEDOUT = const(110)
 _BATCH = const(8)  # events read from the journal per step (their JSON is held until sent)
-_ACK_MAX = const(48)  # an ack payload longer than this is not an ack
+_ACK_MAX = const(160)  # an ack payload longer than this is not an ack (one is about 85 bytes)
 _STABLE_MS = const(10000)  # a connection that lasted this long resets the backoff
 _WINDOW = const(32)  # events in flight (sent, not yet acknowledged), unless set
 _POLL_MS = const(500)  # the link looks for work at least this often
@@ -39,7 +41,7 @@ except ImportError:  # pragma: no cover - every MicroPython port we run on has i
 class Link:
     def __init__(self, locker, device, settings, to_json=None):
         if to_json is None:
-            from locker.events import to_json
+            to_json = locker.event_json  # with the journal's id and the event's MAC
         self.to_json = to_json
         self.locker = locker
         broker = device["broker"]
@@ -90,8 +92,9 @@ class Link:
         self._ack = _Collector(bytearray(_ACK_MAX), self._on_ack)
         self._cmd = _Collector(bytearray(self.max_cmd), self._on_cmd)
         # the state's JSON, rewritten on each change; allocated now, while the heap has room in
-        # one piece (about 72 bytes a bay: Locker.state_json grows it if ever needed)
-        self._state_buf = bytearray(192 + 72 * len(getattr(locker, "bays", ())))
+        # one piece (about 72 bytes a bay and 800 for the host's checkpoint: Locker.state_json
+        # grows it if ever needed)
+        self._state_buf = bytearray(192 + 800 + 72 * len(getattr(locker, "bays", ())))
         if getattr(locker, "events_ready", None) is None and hasattr(locker, "on_commit"):
             locker.on_commit = self._wake.set
 
@@ -273,11 +276,19 @@ class Link:
 
     def _on_ack(self, payload):
         try:
-            seq = json.loads(payload)["seq"]
-        except (ValueError, KeyError, TypeError):
+            ack = json.loads(payload)
+            seq = ack["seq"]
+            jid = ack.get("jid")
+            mac = ack.get("mac")
+        except (ValueError, KeyError, TypeError, AttributeError):
             print("link: malformed ack ignored")
             return
         if not isinstance(seq, int) or seq < 1:
+            return
+        if not self._genuine(seq, jid, mac):
+            # Anyone with the broker password can publish on `ack`; only the host holds the key.
+            self.acks_ignored += 1
+            print("link: ack {} not for this journal or without a good MAC, ignored".format(seq))
             return
         if seq > self.sent_hi:
             self.acks_ignored += 1  # an ack for something never sent: not the host we trust
@@ -292,6 +303,15 @@ class Link:
             if locker.journal.acked != before:
                 locker.state_rev += 1  # `pending` in the state changed
         self._wake.set()
+
+    def _genuine(self, seq, jid, mac):
+        """The ack names this journal and carries the MAC that only the host can make:
+        HMAC-SHA256(ack_key, "<seq>|<jid>"), first 16 bytes, as hex (docs/protocol.md, `ack`)."""
+        mine = self.locker.journal.jid
+        if jid != mine or not isinstance(mac, str) or len(mac) != 32:
+            return False
+        want = tag_hex(self.locker.ack_key, ACK_TEXT.format(seq, mine).encode())
+        return equal(mac.lower().encode(), want.encode())
 
     def _on_cmd(self, payload):
         self.locker.command(payload)

@@ -330,3 +330,61 @@ def test_solenoid_released_once_the_door_is_open_and_denials_say_why():
     board.clock = at(9, 0)
     locker.tap_text(S1)
     assert board.feedback_log[-1] == "denied:contact_hours"
+
+
+def test_checkpoint_command_kept_in_the_journal_and_reported_in_state():
+    d = tmpdir("core_checkpoint")
+    locker, board = make_locker(d, clock=at(9, 0))
+    cmds = json.loads(fixture("commands.json"))
+    assert locker.state()["checkpoint"] is None
+    assert json.loads(bytes(locker.state_json()))["checkpoint"] is None
+    deposit(locker, board, S1)
+    locker.acknowledged(2)
+    seq = locker.journal.last_seq
+    assert locker.command(cmds["checkpoint_6"].encode()) is True
+    note = json.loads(cmds["checkpoint_6"])["reason"]
+    want = {"note": note, "acked": 2}
+    assert locker.state()["checkpoint"] == want
+    assert json.loads(bytes(locker.state_json()))["checkpoint"] == want
+    assert locker.journal.last_seq == seq  # not an event: nothing is published for it
+    assert locker.commands.last == 6  # a command like any other: never accepted twice
+    # refused: too long, a bay, not from the host, forged, replayed (the one kept stays)
+    for name, reason in (
+        ("checkpoint_long_7", "too_large"),
+        ("checkpoint_bay_8", "malformed"),
+        ("checkpoint_by_9", "malformed"),
+        ("checkpoint_6", "replayed"),
+    ):
+        assert locker.command(cmds[name].encode()) is False, name
+        assert events(locker)[-1] == ("cmd_rejected", None, None, None, reason), name
+    assert locker.state()["checkpoint"] == want
+    # the newest one replaces it (700 bytes), with the acked mark of that moment
+    locker.acknowledged(locker.journal.committed)
+    acked = locker.journal.acked
+    assert locker.command(cmds["checkpoint_10"].encode()) is True
+    want = {"note": json.loads(cmds["checkpoint_10"])["reason"], "acked": acked}
+    assert len(want["note"].encode()) == 700
+    assert locker.state()["checkpoint"] == want
+    assert json.loads(bytes(locker.state_json()))["checkpoint"] == want
+    assert locker.command(cmds["checkpoint_forged_11"].encode()) is False
+    # kept across a restart
+    again, _ = make_locker(d, clock=at(9, 5), config=False)
+    assert again.state()["checkpoint"] == want
+    assert json.loads(bytes(again.state_json()))["checkpoint"] == want
+
+
+def test_event_payloads_carry_the_journal_id_and_their_mac():
+    from locker.events import mac_text
+    from locker.mac import EVENT, derive, tag_hex
+
+    d = tmpdir("core_event_mac")
+    locker, board = make_locker(d, clock=at(9, 0))
+    deposit(locker, board, S1)
+    jid = locker.journal.jid
+    key = derive(bytes(range(32)), EVENT)  # the fixtures' secret
+    for ev in locker.journal.unacked(0):
+        obj = json.loads(locker.event_json(ev))
+        assert obj["jid"] == jid and obj["seq"] == ev.seq
+        assert obj["mac"] == tag_hex(key, mac_text(ev, jid))
+    again, _ = make_locker(d, clock=at(9, 5), config=False)
+    assert again.journal.jid == jid  # the same journal after a restart
