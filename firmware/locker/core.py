@@ -17,11 +17,10 @@ except ImportError:  # CPython
 
 
 from locker import bays as B
-from locker import events as E
 from locker import policy, unload
 from locker.bundle import Bundle, BundleError
-from locker.journal import MAX_NOTE, Journal, JournalFull
-from locker.mac import ACK, EVENT, derive
+from locker.journal import Journal, JournalFull
+from locker.mac import derive
 from locker.registry import Registry, parse_uid
 from locker.timetable import Timetable
 
@@ -30,7 +29,7 @@ _STATE_FIXED = const(192)  # state_json's room for all but the bays (a 28-charac
 _STATE_PER_BAY = const(72)  # ... and per bay (a longer holder's id grows the buffer once)
 # ... and the host's checkpoint: a note of up to 700 bytes as JSON (a note with many characters
 # that JSON escapes grows the buffer once)
-STATE_CHECKPOINT = const(800)
+_STATE_CHECKPOINT = const(800)
 _BAY_JSON = const('{{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}')
 _NEXT_BAY_JSON = const(', {{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}')
 
@@ -54,8 +53,9 @@ class Locker:
             raise ValueError("device.json: secret must be 64 hex digits")
         self.config_key = derive(secret, b"classlocker config")
         self.cmd_key = derive(secret, b"classlocker cmd")
-        self.event_key = derive(secret, EVENT)  # events' MACs, derived once (docs/protocol.md)
-        self.ack_key = derive(secret, ACK)  # the host's acks' MACs (the link checks them)
+        # the MAC keys of events (which the link signs as it sends them) and of the host's acks
+        # (which the link checks), derived once (docs/protocol.md, Keys)
+        self.keys = (derive(secret, b"event"), derive(secret, b"ack"))
         self.registry = Registry(derive(secret, b"classlocker card"))
         del secret
 
@@ -84,8 +84,11 @@ class Locker:
         )
         snapshot, events = self.journal.open()
         self._recover(snapshot, events)
-        self._checkpoint_json = None  # the stored checkpoint as state's JSON: see _checkpoint
-        self._load_checkpoint()
+        # The host's latest checkpoint as (its note as JSON text, acked): escaped once, not for
+        # every state the locker publishes (interned names are few: docs/memory.md).
+        kept = self.journal.checkpoint()
+        self.checkpoint = None if kept is None else (json.dumps(kept[0]), kept[1])
+        kept = None
         self._record("boot", None, reason=None)
         self._commit()
 
@@ -293,8 +296,9 @@ class Locker:
         try:
             cmd = verify(payload, self.cmd_key, self.locker_id, self.commands.last, now)
             op = cmd.get("op")
-            if op == "checkpoint":
-                note = self._checkpoint_note(cmd)
+            if op == "checkpoint":  # the host's signed checkpoint: bay 0, by "host", the note
+                if cmd.get("bay") != 0 or cmd.get("by") != "host" or not cmd["reason"]:
+                    raise CommandError("malformed")
             elif op != "open":
                 raise CommandError("malformed")
             else:
@@ -302,54 +306,25 @@ class Locker:
         except CommandError as e:
             self.command_rejected(e.args[0] if e.args else "malformed")
             return False
-        self.commands.advance(cmd["id"])  # before acting: a replay fails even after a reboot
         if op == "checkpoint":
-            return self._keep_checkpoint(note)
+            # Kept in the journal with the acked mark; not an event (the state reports it). Stored
+            # before the counter moves: a crash between lets only this same note in again.
+            try:
+                acked = self.journal.checkpoint(cmd["reason"])
+            except ValueError:  # over 700 bytes
+                self.command_rejected("too_large")
+                return False
+            except OSError:  # the flash refused: the one before stays
+                self.command_rejected("journal_error")
+                return False
+            self.commands.advance(cmd["id"])
+            self.checkpoint = None  # the old note's bytes go before the new one's come
+            self.checkpoint = (json.dumps(cmd["reason"]), acked)
+            self.state_rev += 1
+            return True
+        self.commands.advance(cmd["id"])  # before acting: a replay fails even after a reboot
         self.emergency_open(targets, now, cmd.get("by"), cmd.get("reason"))
         return True
-
-    def _checkpoint_note(self, cmd):
-        """The note of a `checkpoint` command (bay 0, by "host"), as UTF-8 bytes."""
-        from locker.cmdauth import CommandError
-
-        if cmd.get("bay") != 0 or cmd.get("by") != "host":
-            raise CommandError("malformed")
-        note = cmd["reason"].encode()
-        if not note or len(note) > MAX_NOTE:
-            raise CommandError("too_large" if note else "malformed")
-        return note
-
-    def _keep_checkpoint(self, note):
-        """The host's latest checkpoint, kept in the journal with the acked mark (not an event:
-        the locker reports it in `state`, where the host reads it back)."""
-        try:
-            self.journal.keep_checkpoint(note)
-        except OSError:
-            self.command_rejected("journal_error")  # the one before stays in force
-            return False
-        self._checkpoint_json = None
-        self._load_checkpoint()
-        self.state_rev += 1
-        return True
-
-    def _load_checkpoint(self):
-        """The stored checkpoint as the JSON `state` carries, made once per checkpoint: a 700-byte
-        note is not re-escaped for every state the locker publishes."""
-        kept = self.journal.checkpoint()
-        if kept is not None:
-            self._checkpoint_json = '{{"note": {}, "acked": {}}}'.format(
-                json.dumps(kept[0]), kept[1]
-            ).encode()
-
-    def checkpoint(self):
-        """{"note": text, "acked": seq} of the host's latest checkpoint, or None."""
-        if self._checkpoint_json is None:
-            return None
-        return json.loads(self._checkpoint_json)
-
-    def event_json(self, ev):
-        """The `event` payload of a journaled event, with the journal's id and the event's MAC."""
-        return E.to_json(ev, self.journal.jid, self.event_key)
 
     def command_rejected(self, reason):
         self._record("cmd_rejected", self.board.now(), reason=reason)
@@ -507,7 +482,8 @@ class Locker:
             "config": self.config_version,
             "bays": [bay.view() for bay in self.bays],
             "journal_free": self.journal.capacity - self.journal.used_bytes,
-            "checkpoint": self.checkpoint(),
+            "checkpoint": self.checkpoint
+            and json.loads('{{"note": {}, "acked": {}}}'.format(*self.checkpoint)),
         }
 
     def state_json(self, buf=None):
@@ -520,7 +496,7 @@ class Locker:
             buf = self._state_buf
             if buf is None:  # once, early, while the heap still has room in one piece
                 buf = self._state_buf = bytearray(
-                    _STATE_FIXED + STATE_CHECKPOINT + _STATE_PER_BAY * len(self.bays)
+                    _STATE_FIXED + _STATE_CHECKPOINT + _STATE_PER_BAY * len(self.bays)
                 )
         buf[:] = b""  # the length goes to 0, the block stays
         dumps = json.dumps
@@ -542,8 +518,12 @@ class Locker:
         buf += '], "journal_free": {}, "checkpoint": '.format(
             self.journal.capacity - self.journal.used_bytes
         ).encode()
-        buf += self._checkpoint_json or b"null"
-        buf += b"}"
+        if self.checkpoint is None:
+            buf += b"null}"
+        else:
+            buf += b'{"note": '
+            buf += self.checkpoint[0]  # a str: MicroPython appends its UTF-8 bytes, no copy made
+            buf += ', "acked": {}}}}}'.format(self.checkpoint[1]).encode()
         return buf
 
 

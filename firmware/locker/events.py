@@ -18,8 +18,9 @@
 
 import json
 import struct
+from binascii import hexlify
 
-from locker.mac import tag_hex
+from locker.mac import hmac_sha256
 
 try:
     from micropython import const
@@ -270,30 +271,21 @@ def _get_text(mv, pos, end):
     return str(bytes(mv[pos + 1 : stop]), "utf-8"), stop
 
 
-_JSON = const('{{"seq": {}, "ts": {}, "type": {}, "bay": {}, "person": {}, "by": {}, "reason": {}')
-_SIGNED = const(', "jid": "{}", "mac": "{}"}}')
+_JSON = const(
+    '{{"seq": {}, "ts": {}, "type": {}, "bay": {}, "person": {}, "by": {}, "reason": {}}}'
+)
+_SIGNED = const(
+    '{{"seq": {}, "ts": {}, "type": {}, "bay": {}, "person": {}, "by": {}, "reason": {}, '
+    '"jid": "{}", "mac": "{}"}}'
+)
 _MAC_TEXT = const("{}|{}|{}|{}|{}|{}|{}|{}")
 
 
-def mac_text(ev, jid):
-    """What an event's MAC covers: seq|ts|type|bay|person|by|reason|jid in UTF-8, integers in
-    decimal, null as the empty string (docs/protocol.md, `event`)."""
-    return _MAC_TEXT.format(
-        ev.seq,
-        "" if ev.ts is None else ev.ts,
-        ev.type,
-        "" if ev.bay is None else ev.bay,
-        "" if ev.person is None else ev.person,
-        "" if ev.by is None else ev.by,
-        "" if ev.reason is None else ev.reason,
-        jid,
-    ).encode()
-
-
 def to_json(ev, jid=None, key=None):
-    """The MQTT `event` payload (CONTRACT §4), keys in the contract's order; with the journal's
-    id `jid` and the event key `key` (HMAC-SHA256(secret, b"event")), also `jid` and `mac`."""
-    text = _JSON.format(
+    """The MQTT `event` payload (docs/protocol.md), keys in the documented order; with the
+    journal's id `jid` and the event key `key` (HMAC-SHA256(secret, b"event")), also `jid` and
+    `mac`."""
+    fields = (
         ev.seq,
         "null" if ev.ts is None else ev.ts,
         json.dumps(ev.type),
@@ -303,5 +295,18 @@ def to_json(ev, jid=None, key=None):
         json.dumps(ev.reason),
     )
     if jid is None:
-        return text + "}"
-    return text + _SIGNED.format(jid, tag_hex(key, mac_text(ev, jid)))
+        return _JSON.format(*fields)
+    # the MAC covers seq|ts|type|bay|person|by|reason|jid in UTF-8, integers in decimal, null as
+    # the empty string (docs/protocol.md, `event`)
+    mac = _MAC_TEXT.format(
+        ev.seq,
+        "" if ev.ts is None else ev.ts,
+        ev.type,
+        "" if ev.bay is None else ev.bay,
+        "" if ev.person is None else ev.person,
+        "" if ev.by is None else ev.by,
+        "" if ev.reason is None else ev.reason,
+        jid,
+    )
+    mac = hexlify(hmac_sha256(key, mac.encode())[:16]).decode()
+    return _SIGNED.format(*fields, jid, mac)

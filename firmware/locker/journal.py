@@ -16,7 +16,7 @@
 
 import os
 import struct
-from binascii import crc32, hexlify
+from binascii import crc32, hexlify, unhexlify
 
 from locker import events as E
 
@@ -38,11 +38,11 @@ _CTZ_ROOM = const(64)  # littlefs keeps block pointers inside file blocks: stay 
 _ACK_ROOM = const(256)  # the tail of every segment is kept for ack records (about 23)
 _RESERVE = const(131072)  # default: leave this much of the filesystem to everything else
 _DEFAULT_CAPACITY = const(393216)  # default budget: 96 blocks of a 512 KB partition
-_SUFFIX = ".seg"
-_TAIL = "tail"
-_JID = "jid"
-_CHECKPOINT = "checkpoint"
-MAX_NOTE = const(700)  # bytes of UTF-8 in a checkpoint note
+_SUFFIX = const(".seg")
+_TAIL = const("tail")
+_JID = const("jid")
+_CHECKPOINT = const("checkpoint")
+_MAX_NOTE = const(700)  # bytes of UTF-8 in a checkpoint note
 
 
 class JournalFull(Exception):
@@ -134,25 +134,32 @@ class Journal:
         self.committed = self.last_seq = committed
         self.acked = min(acked, committed)
         self._drop()
-        self._identify(bool(segs))
-        return snap, self._recovered(segs[-1] if segs else None, seg_committed)
-
-    def _identify(self, formatted):
-        """Reads the journal's id, or draws one: for a journal with no segment (new or wiped:
-        its seqs start again at 1) always, for one written before journals had an id (or whose
-        id file is unreadable) once, kept from then on. On flash before open() returns, so no
-        event is ever sent under an id that a power cut could forget."""
+        # The journal's id (docs/journal.md): drawn for a journal with no segment (new or wiped:
+        # its seq starts again at 1) and once for one from before ids (or with a rotten id file),
+        # then kept. On flash before open() returns: no event is ever sent under an id that a
+        # power cut could make the board forget.
         path = self.directory + "/" + _JID
-        jid = _read_jid(path) if formatted else None
+        jid = None
+        if segs:
+            try:
+                with open(path, "rb") as f:
+                    jid = f.read(17)
+                if len(jid) != 16 or hexlify(unhexlify(jid)) != jid:  # 16 lower-case hex digits
+                    jid = None
+            except (OSError, ValueError):
+                jid = None
+        else:  # a checkpoint belongs to the journal it was stored in
+            try:
+                os.remove(self.directory + "/" + _CHECKPOINT)
+            except OSError:
+                pass
         if jid is None:
-            if not formatted:  # a checkpoint belongs to the journal it was stored in
-                try:
-                    os.remove(self.directory + "/" + _CHECKPOINT)
-                except OSError:
-                    pass
-            jid = hexlify(os.urandom(8)).decode()
-            _replace(path, jid.encode())
-        self.jid = jid
+            jid = hexlify(os.urandom(8))
+            with open(path + ".tmp", "wb") as f:  # replaced whole: tmp, then renamed (atomic)
+                f.write(jid)
+            os.rename(path + ".tmp", path)
+        self.jid = jid.decode()
+        return snap, self._recovered(segs[-1] if segs else None, seg_committed)
 
     def _recovered(self, last, seg_committed):
         if last is not None:
@@ -438,38 +445,43 @@ class Journal:
 
     # -- the host's checkpoint --------------------------------------------------------------------
 
-    def keep_checkpoint(self, note):
-        """Stores the host's checkpoint note (str or bytes, at most MAX_NOTE bytes of UTF-8) with
-        the acked mark now, replacing the one before: durable when this returns (OSError if the
-        flash refused, the old one kept). Returns the acked mark stored with it."""
-        if isinstance(note, str):
-            note = note.encode()
-        if len(note) > MAX_NOTE:
-            raise ValueError("journal: checkpoint note over {} bytes".format(MAX_NOTE))
-        rec = bytearray(8 + len(note))
-        struct.pack_into("<I", rec, 4, self.acked)
-        rec[8:] = note
-        struct.pack_into("<I", rec, 0, crc32(memoryview(rec)[4:]))
-        _replace(self.directory + "/" + _CHECKPOINT, rec)
+    def checkpoint(self, data=None):
+        """With data, the host's checkpoint note (str or bytes, at most 700 bytes of UTF-8): stores
+        it with the acked mark now, replacing the one before, durable when this returns, and
+        returns that acked mark (ValueError when longer; OSError when the flash refused: the one
+        before stays). Without: (note as str, acked) of the latest, read from flash, or None
+        before any (or when the file is damaged: as good as none, the host sends another)."""
+        path = self.directory + "/" + _CHECKPOINT
+        if data is None:
+            try:
+                with open(path, "rb") as f:
+                    rec = f.read(8 + _MAX_NOTE + 1)
+            except OSError:
+                return None
+            if not 8 <= len(rec) <= 8 + _MAX_NOTE:
+                return None
+            crc, acked = struct.unpack_from("<II", rec, 0)
+            if crc32(memoryview(rec)[4:]) & 0xFFFFFFFF != crc:
+                return None
+            try:
+                return str(memoryview(rec)[8:], "utf-8"), acked
+            except UnicodeError:
+                return None
+        if isinstance(data, str):
+            try:
+                data = memoryview(data)  # MicroPython: the str's own UTF-8 bytes, not a copy
+            except TypeError:  # CPython
+                data = data.encode()
+        if len(data) > _MAX_NOTE:
+            raise ValueError("journal: checkpoint note over {} bytes".format(_MAX_NOTE))
+        head = bytearray(8)
+        struct.pack_into("<I", head, 4, self.acked)
+        struct.pack_into("<I", head, 0, crc32(data, crc32(memoryview(head)[4:])))
+        with open(path + ".tmp", "wb") as f:  # replaced whole: tmp, then renamed (atomic)
+            f.write(head)
+            f.write(data)
+        os.rename(path + ".tmp", path)
         return self.acked
-
-    def checkpoint(self):
-        """(note as str, acked mark stored with it) of the latest checkpoint, read from flash;
-        None before any (or if the file is damaged: as good as none, the host sends another)."""
-        try:
-            with open(self.directory + "/" + _CHECKPOINT, "rb") as f:
-                rec = f.read(8 + MAX_NOTE + 1)
-        except OSError:
-            return None
-        if len(rec) < 8 or len(rec) > 8 + MAX_NOTE:
-            return None
-        crc, acked = struct.unpack_from("<II", rec, 0)
-        if crc32(memoryview(rec)[4:]) & 0xFFFFFFFF != crc:
-            return None
-        try:
-            return str(rec[8:], "utf-8"), acked
-        except UnicodeError:
-            return None
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -595,28 +607,6 @@ def _size(path):
         return os.stat(path)[6]
     except OSError:
         return -1
-
-
-def _read_jid(path):
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(17)
-    except OSError:
-        return None
-    if len(raw) != 16:
-        return None
-    for c in raw:
-        if not (0x30 <= c <= 0x39 or 0x61 <= c <= 0x66):  # 0-9 a-f
-            return None
-    return raw.decode()
-
-
-def _replace(path, data):
-    """Writes the whole file anew: to path.tmp, then renamed over path (atomic on littlefs)."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.rename(tmp, path)
 
 
 def _makedirs(path):

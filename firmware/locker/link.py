@@ -6,20 +6,21 @@
 #   link = Link(locker, device, settings)
 #   asyncio.create_task(link.run())
 #
-# What it uses of the locker: journal (jid, last_seq, acked, unacked(after)), ack_key, state(),
-# state_rev, online, config_receiver(length), command(payload), command_rejected(reason),
-# event_json(ev) unless given to_json, and optionally acknowledged(seq) (else journal.ack),
-# events_ready (an asyncio.Event) or on_commit (a callback slot) to be woken when events are
-# durable. docs/link.md has the whole story.
+# What it uses of the locker: journal (jid, last_seq, acked, unacked(after)), keys (the event
+# and ack MAC keys), state(), state_rev, online, config_receiver(length), command(payload),
+# command_rejected(reason), and optionally acknowledged(seq) (else journal.ack), events_ready
+# (an asyncio.Event) or on_commit (a callback slot) to be woken when events are durable.
+# docs/link.md has the whole story.
 
 import asyncio
 import json
 import sys
+from binascii import hexlify
 from time import ticks_diff, ticks_ms
 
 from micropython import const
 
-from locker.mac import ACK_TEXT, equal, tag_hex
+from locker.mac import equal, hmac_sha256
 from locker.mqtt import MQTTClient, MQTTError
 
 _ETIMEDOUT = const(110)
@@ -40,8 +41,15 @@ except ImportError:  # pragma: no cover - every MicroPython port we run on has i
 
 class Link:
     def __init__(self, locker, device, settings, to_json=None):
-        if to_json is None:
-            to_json = locker.event_json  # with the journal's id and the event's MAC
+        if to_json is None:  # the payload with the journal's id and the event's MAC
+            from locker.events import to_json as payload
+
+            journal = locker.journal
+            event_key = locker.keys[0]
+
+            def to_json(ev):
+                return payload(ev, journal.jid, event_key)
+
         self.to_json = to_json
         self.locker = locker
         broker = device["broker"]
@@ -285,8 +293,11 @@ class Link:
             return
         if not isinstance(seq, int) or seq < 1:
             return
-        if not self._genuine(seq, jid, mac):
-            # Anyone with the broker password can publish on `ack`; only the host holds the key.
+        # Anyone with the broker password can publish on `ack`; only the host holds the key. The
+        # MAC: HMAC-SHA256(ack key, "<seq>|<jid>"), first 16 bytes, hex (docs/protocol.md, ack).
+        mine = self.locker.journal.jid
+        want = hexlify(hmac_sha256(self.locker.keys[1], (str(seq) + "|" + mine).encode())[:16])
+        if jid != mine or not isinstance(mac, str) or not equal(mac.lower().encode(), want):
             self.acks_ignored += 1
             print("link: ack {} not for this journal or without a good MAC, ignored".format(seq))
             return
@@ -303,15 +314,6 @@ class Link:
             if locker.journal.acked != before:
                 locker.state_rev += 1  # `pending` in the state changed
         self._wake.set()
-
-    def _genuine(self, seq, jid, mac):
-        """The ack names this journal and carries the MAC that only the host can make:
-        HMAC-SHA256(ack_key, "<seq>|<jid>"), first 16 bytes, as hex (docs/protocol.md, `ack`)."""
-        mine = self.locker.journal.jid
-        if jid != mine or not isinstance(mac, str) or len(mac) != 32:
-            return False
-        want = tag_hex(self.locker.ack_key, ACK_TEXT.format(seq, mine).encode())
-        return equal(mac.lower().encode(), want.encode())
 
     def _on_cmd(self, payload):
         self.locker.command(payload)
@@ -339,7 +341,9 @@ class _Collector:
 
     def close(self):
         if self.n <= len(self.buf):
-            self.done(bytes(self.buf[: self.n]))
+            # a view, not a copy (two copies of a 1 KB command did not fit a fragmented heap):
+            # valid until the next message, so `done` must not keep it
+            self.done(memoryview(self.buf)[: self.n])
 
 
 def _b(s):

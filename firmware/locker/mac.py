@@ -17,10 +17,8 @@ _BLOCK = const(64)
 CARD = b"classlocker card"
 CONFIG = b"classlocker config"
 CMD = b"classlocker cmd"
-EVENT = b"event"  # events' MACs (docs/protocol.md, `event`)
-ACK = b"ack"  # acks' MACs (docs/protocol.md, `ack`)
-ACK_TEXT = const("{}|{}")  # what an ack's MAC covers: <seq>|<jid>
-TAG_BYTES = const(16)  # an event's or an ack's MAC: the first 16 bytes of the HMAC
+# (events' and acks' MACs: keys HMAC-SHA256(secret, b"event") and (secret, b"ack"), the first 16
+# bytes of the HMAC as hex; locker/events.py and locker/link.py)
 
 
 class HMAC:
@@ -58,14 +56,6 @@ def hmac_sha256(key, msg):
 def derive(secret, label):
     """A key for one purpose from the locker's 32-byte secret: HMAC-SHA256(secret, label)."""
     return hmac_sha256(secret, label)
-
-
-def tag_hex(key, msg):
-    """The MAC of an event or an ack: the first 16 bytes of HMAC-SHA256(key, msg), as 32
-    lower-case hex digits."""
-    from binascii import hexlify
-
-    return hexlify(hmac_sha256(key, msg)[:TAG_BYTES]).decode()
 
 
 def equal(a, b):

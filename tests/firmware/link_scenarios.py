@@ -23,7 +23,6 @@ from time import ticks_diff, ticks_ms
 _here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 sys.path.insert(0, _here + "/../../firmware")
 
-from locker.events import to_json as event_payload  # noqa: E402
 from locker.link import Link  # noqa: E402
 from locker.mac import derive  # noqa: E402
 
@@ -115,8 +114,7 @@ class StandIn:
         self.locker_id = spec.get("locker_id", "L1")
         self.journal = MemJournal(spec.get("jid", "0123456789abcdef"))
         secret = binascii.unhexlify(spec.get("secret", SECRET))
-        self.event_key = derive(secret, b"event")
-        self.ack_key = derive(secret, b"ack")
+        self.keys = (derive(secret, b"event"), derive(secret, b"ack"))
         self.online = False
         self.state_rev = 0
         self.events_ready = asyncio.Event()
@@ -150,15 +148,12 @@ class StandIn:
             {
                 "length": len(payload),
                 "crc": binascii.crc32(payload),
-                "text": payload[:40].decode(),
+                "text": bytes(payload[:40]).decode(),
             },
         )
 
     def command_rejected(self, reason):
         say("cmd_rejected", reason)
-
-    def event_json(self, ev):
-        return event_payload(ev, self.journal.jid, self.event_key)
 
 
 class RealJournalStandIn(StandIn):

@@ -89,12 +89,10 @@ VECTORS = (
 
 
 def test_event_mac_matches_the_fixed_vectors():
-    from locker.mac import EVENT, derive
+    from locker.mac import derive
 
-    key = derive(SECRET, EVENT)
+    key = derive(SECRET, b"event")
     assert key == bytes.fromhex("e2ba5ff05fa8619c82d8d99f6242084a5b17b329381722ad100792a14dc8aedc")
-    assert E.mac_text(VECTORS[0][0], JID) == b"7|1795549393|deposit|3|P0123||pupil|" + JID.encode()
-    assert E.mac_text(VECTORS[1][0], JID) == b"1||boot|||||" + JID.encode()
     for ev, mac in VECTORS:
         obj = json.loads(E.to_json(ev, JID, key))
         assert obj["jid"] == JID and obj["mac"] == mac, (ev, obj["mac"])
@@ -108,15 +106,18 @@ def test_event_mac_matches_the_fixed_vectors():
     other = E.Event(7, 1795549393, "deposit", 4, "P0123", None, "pupil")
     assert json.loads(E.to_json(other, JID, key))["mac"] != VECTORS[0][1]
     assert json.loads(E.to_json(VECTORS[0][0], "f" * 16, key))["mac"] != VECTORS[0][1]
-    bad_key = derive(bytes(32), EVENT)
+    bad_key = derive(bytes(32), b"event")
     assert json.loads(E.to_json(VECTORS[0][0], JID, bad_key))["mac"] != VECTORS[0][1]
 
 
 def test_ack_mac_matches_the_fixed_vector():
-    from locker.mac import ACK, ACK_TEXT, derive, tag_hex
+    from binascii import hexlify
 
-    key = derive(SECRET, ACK)
-    assert tag_hex(key, ACK_TEXT.format(7, JID).encode()) == "131598634f7322bda0c01017fba0e361"
+    from locker.mac import derive, hmac_sha256
+
+    key = derive(SECRET, b"ack")
+    mac = hexlify(hmac_sha256(key, b"7|" + JID.encode())[:16])
+    assert mac == b"131598634f7322bda0c01017fba0e361"
 
 
 def test_bad_fields_are_named():

@@ -458,7 +458,7 @@ def test_a_wiped_journal_gets_a_new_id_and_no_checkpoint():
     r = Rig("jidwipe")
     r.open()
     r.record(5)
-    r.j.keep_checkpoint("note")
+    r.j.checkpoint("note")
     first = r.j.jid
     r.j.close()
     for name in os.listdir(r.mp + "/journal"):  # the journal wiped: seq starts again at 1
@@ -544,12 +544,12 @@ def test_checkpoint_kept_with_the_acked_mark_across_restart_and_compaction():
     note += "\u2014 host Ab+Zx9w=\n"
     note = note + "x" * (700 - len(note.encode()))
     assert len(note.encode()) == 700
-    assert r.j.keep_checkpoint(note) == 4
+    assert r.j.checkpoint(note) == 4
     assert r.j.checkpoint() == (note, 4)
     r.open()
     assert r.j.checkpoint() == (note, 4)
     with raises(ValueError):
-        r.j.keep_checkpoint(note + "y")  # over 700 bytes: refused, the old one kept
+        r.j.checkpoint(note + "y")  # over 700 bytes: refused, the old one kept
     assert r.j.checkpoint() == (note, 4)
     # many segments, every one acknowledged and dropped: the checkpoint stays
     for _ in range(200):
@@ -559,7 +559,7 @@ def test_checkpoint_kept_with_the_acked_mark_across_restart_and_compaction():
     assert len(r.files()) == 1
     r.open()
     assert r.j.checkpoint() == (note, 4)
-    assert r.j.keep_checkpoint("the next one") == 210
+    assert r.j.checkpoint("the next one") == 210
     r.open()
     assert r.j.checkpoint() == ("the next one", 210)
     r.done()
@@ -568,7 +568,7 @@ def test_checkpoint_kept_with_the_acked_mark_across_restart_and_compaction():
 def test_a_damaged_checkpoint_file_reads_as_none():
     r = Rig("ckptrot")
     r.open()
-    r.j.keep_checkpoint("a note")
+    r.j.checkpoint("a note")
     path = r.mp + "/journal/checkpoint"
     data = bytearray(_read(path))
     data[-1] ^= 1
@@ -587,9 +587,9 @@ def test_power_cut_at_every_write_of_a_checkpoint_keeps_the_old_or_the_new():
     r = Rig("ckpttear", blocks=48)
     r.open()
     r.record(3)
-    r.j.keep_checkpoint("old " * 100)
+    r.j.checkpoint("old " * 100)
     base = r.dev.writes
-    r.j.keep_checkpoint("new " * 150)
+    r.j.checkpoint("new " * 150)
     total = r.dev.writes - base
     r.done()
     assert total >= 2
@@ -598,10 +598,10 @@ def test_power_cut_at_every_write_of_a_checkpoint_keeps_the_old_or_the_new():
         r = Rig("ckpttear", blocks=48)
         r.open()
         r.record(3)
-        r.j.keep_checkpoint("old " * 100)
+        r.j.checkpoint("old " * 100)
         r.dev.tear_at(k, (k * 53) % 300)
         try:
-            r.j.keep_checkpoint("new " * 150)
+            r.j.checkpoint("new " * 150)
         except simflash.PowerLoss:
             pass
         except OSError:  # closing the file on the dead device, after the power cut
