@@ -37,6 +37,31 @@ def setup_site(tmp_path, db_url, broker, bays=8, n_pupils=0):
     return device
 
 
+def send_checkpoint(db_url, broker, locker="L1"):
+    """Publishes a signed `checkpoint` command with a 700-byte note, as the host does."""
+    import paho.mqtt.client as mqtt
+    from lockerctl.commands import sign_command
+    from lockerctl.serve import open_store
+
+    row = open_store(db_url).locker("school", locker)
+    note = "school.example/classlocker\n4242\n" + "A" * 43 + "=\n\n\u2014 school.example "
+    note += "B" * 88 + "\n"
+    note += "x" * (700 - len(note.encode()))
+    payload = sign_command(
+        bytes(row.secret), locker, (row.cmd_counter or 0) + 1, "checkpoint", 0, "host", note,
+        4000000000,
+    )  # fmt: skip
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        client.publish(f"lockers/school/{locker}/cmd", payload, qos=1).wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return note
+
+
 def trail_events(db_url, locker="L1"):
     out = lockerctl("export", "--format", "jsonl", "--locker", locker, db=db_url).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
@@ -126,6 +151,13 @@ def test_firmware_runs_in_an_esp32_sized_heap_with_600_cards(
     ).stdout
     assert "bay 1 opened" in opened, opened
     wait_for(lambda: locker.state()["pending"] == 0, timeout=30, what="events acknowledged")
+    # And the host's signed checkpoint at its largest (700 bytes), which the state then carries.
+    note = send_checkpoint(db_url, broker)
+    wait_for(
+        lambda: (locker.state()["checkpoint"] or {}).get("note") == note,
+        timeout=15,
+        what="the checkpoint in the state",
+    )
     heap = locker.send("outputs")["heap"]
     running = heap["max_used"] - heap["code"]
     print(

@@ -5,6 +5,8 @@ silent are real processes or real sockets too."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import pwd
@@ -21,6 +23,13 @@ pytestmark = pytest.mark.slow
 SCENARIO = ROOT / "tests" / "firmware" / "link_scenarios.py"
 ROOT_TOPIC = "lockers/school/L1/"
 FAST = {"backoff_min_s": 0.2, "backoff_max_s": 1}
+SECRET = bytes(range(32))  # link_scenarios.py's default secret
+
+
+def ack_mac(seq: int, jid: str, secret: bytes = SECRET) -> str:
+    """docs/protocol.md, `ack`: HMAC-SHA256(HMAC-SHA256(S, "ack"), "<seq>|<jid>")[:16], hex."""
+    key = hmac.new(secret, b"ack", hashlib.sha256).digest()
+    return hmac.new(key, f"{seq}|{jid}".encode(), hashlib.sha256).digest()[:16].hex()
 
 
 class Scenario:
@@ -106,8 +115,15 @@ class Watcher:
         info = self.client.publish(ROOT_TOPIC + leaf, payload, qos=1, retain=retain)
         info.wait_for_publish(10)
 
-    def ack(self, seq):
-        self.send("ack", json.dumps({"seq": seq}))
+    def jid(self):
+        """The journal id the locker's events carry (the newest one's)."""
+        events = self.on("event")
+        return json.loads(events[-1][0])["jid"] if events else "0123456789abcdef"
+
+    def ack(self, seq, jid=None):
+        """The host's ack: for the journal the locker's events name, with its MAC."""
+        jid = jid or self.jid()
+        self.send("ack", json.dumps({"seq": seq, "jid": jid, "mac": ack_mac(seq, jid)}))
 
     def close(self):
         self.client.loop_stop()
@@ -419,6 +435,67 @@ def test_real_journal_acked_events_stay_acked_across_a_restart(tmp_path, broker,
     watcher.ack(12)
     second.wait("ack", lambda seq: seq == 12)
     wait_for(lambda: json.loads(watcher.on("state")[-1][0])["pending"] == 0, what="pending 0")
+
+
+def event_mac(ev: dict, secret: bytes = SECRET) -> str:
+    """docs/protocol.md, `event`, computed here with CPython's hmac (not the firmware's code)."""
+    key = hmac.new(secret, b"event", hashlib.sha256).digest()
+    fields = [ev[k] for k in ("seq", "ts", "type", "bay", "person", "by", "reason", "jid")]
+    text = "|".join("" if v is None else str(v) for v in fields)
+    return hmac.new(key, text.encode(), hashlib.sha256).digest()[:16].hex()
+
+
+def test_events_carry_the_journal_id_and_a_mac_that_checks(tmp_path, broker, watcher, run):
+    journal = str(tmp_path / "journal")
+    first = run(broker.port, events=3, journal_dir=journal)
+    wait_for(lambda: watcher.events()[:3] == [1, 2, 3], what="3 events")
+    sent = [json.loads(p) for p, _ in watcher.on("event")]
+    jid = sent[0]["jid"]
+    assert len(jid) == 16 and int(jid, 16) >= 0 and jid == jid.lower()
+    for ev in sent:
+        assert list(ev) == ["seq", "ts", "type", "bay", "person", "by", "reason", "jid", "mac"]
+        assert ev["jid"] == jid and ev["mac"] == event_mac(ev)
+        assert event_mac(ev, secret=bytes(32)) != ev["mac"]
+    first.kill()
+    n = len(watcher.events())
+    run(broker.port, events=1, journal_dir=journal)  # the same journal after a restart
+    wait_for(lambda: 4 in watcher.events()[n:], what="the new event")
+    again = [json.loads(p) for p, _ in watcher.on("event")][n:]
+    assert {ev["jid"] for ev in again} == {jid}
+
+
+def test_forged_acks_never_drop_events(tmp_path, broker, watcher, run):
+    """Anyone with the locker's broker password can publish on its `ack` topic: an ack without
+    the host's MAC, with a wrong one, or for another journal is ignored and counted, and the
+    events stay on flash until the genuine ack."""
+    journal = str(tmp_path / "journal")
+    first = run(broker.port, events=5, journal_dir=journal)
+    wait_for(lambda: watcher.events()[:5] == [1, 2, 3, 4, 5], what="5 events")
+    jid = watcher.jid()
+    other = "f" * 16 if jid != "f" * 16 else "e" * 16
+    forged = [
+        {"seq": 5},
+        {"seq": 5, "jid": jid},
+        {"seq": 5, "jid": jid, "mac": None},
+        {"seq": 5, "jid": jid, "mac": "00" * 16},
+        {"seq": 5, "jid": jid, "mac": ack_mac(5, jid)[:31]},
+        {"seq": 5, "jid": jid, "mac": ack_mac(5, jid, secret=bytes(32))},  # another key
+        {"seq": 5, "jid": jid, "mac": ack_mac(4, jid)},  # the MAC of another seq
+        {"seq": 5, "jid": other, "mac": ack_mac(5, other)},  # genuine, for another journal
+        {"seq": 5, "mac": ack_mac(5, jid)},
+    ]
+    for ack in forged:
+        watcher.send("ack", json.dumps(ack))
+    first.wait("link", lambda r: r["acks_ignored"] == len(forged))
+    assert first.records("ack") == []
+    first.kill()
+
+    n = len(watcher.events())
+    second = run(broker.port, journal_dir=journal)
+    wait_for(lambda: watcher.events()[n:][:5] == [1, 2, 3, 4, 5], what="all 5 sent again")
+    watcher.send("ack", json.dumps({"seq": 3, "jid": jid, "mac": ack_mac(3, jid).upper()}))
+    second.wait("ack", lambda seq: seq == 3)
+    assert second.last("link")["acks_ignored"] == 0
 
 
 def test_site_broker_with_passwords_and_acl(tmp_path, run):

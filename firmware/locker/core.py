@@ -28,6 +28,9 @@ from locker.timetable import Timetable
 _ROLE_OF_FOB = const("slt")
 _STATE_FIXED = const(256)  # state_json's room for all but the bays (a 28-character locker id)
 _STATE_PER_BAY = const(72)  # ... and per bay (a longer holder's id grows the buffer once)
+# ... and the host's checkpoint: a note of up to 700 bytes as JSON (a note with many characters
+# that JSON escapes grows the buffer once)
+_STATE_CHECKPOINT = const(800)
 _BAY_JSON = const('{{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}')
 _NEXT_BAY_JSON = const(', {{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}')
 _STATE_EVERY_MS = const(30000)  # online, the state goes out at least this often (its `time`)
@@ -73,6 +76,9 @@ class Locker:
             raise ValueError("device.json: secret must be 64 hex digits")
         self.config_key = derive(secret, b"classlocker config")
         self.cmd_key = derive(secret, b"classlocker cmd")
+        # the MAC keys of events (which the link signs as it sends them) and of the host's acks
+        # (which the link checks), derived once (docs/protocol.md, Keys)
+        self.keys = (derive(secret, b"event"), derive(secret, b"ack"))
         self.registry = Registry(derive(secret, b"classlocker card"))
         del secret
 
@@ -107,6 +113,11 @@ class Locker:
         )
         snapshot, events = self.journal.open()
         self._recover(snapshot, events)
+        # The host's latest checkpoint as (its note as JSON text, acked): escaped once, not for
+        # every state the locker publishes (interned names are few: docs/memory.md).
+        kept = self.journal.checkpoint()
+        self.checkpoint = None if kept is None else (json.dumps(kept[0]), kept[1])
+        kept = None
         self._record("boot", None, reason=None)
         self._commit()
 
@@ -396,12 +407,32 @@ class Locker:
             op = cmd.get("op")
             if op == "time":
                 return self._host_time(cmd)
-            if op != "open":
+            if op == "checkpoint":  # the host's signed checkpoint: bay 0, by "host", the note
+                if cmd.get("bay") != 0 or cmd.get("by") != "host" or not cmd["reason"]:
+                    raise CommandError("malformed")
+            elif op != "open":
                 raise CommandError("malformed")
-            targets = self._targets(cmd.get("bay"))
+            else:
+                targets = self._targets(cmd.get("bay"))
         except CommandError as e:
             self.command_rejected(e.args[0] if e.args else "malformed", cmd or payload)
             return False
+        if op == "checkpoint":
+            # Kept in the journal with the acked mark; not an event (the state reports it). Stored
+            # before the counter moves: a crash between lets only this same note in again.
+            try:
+                acked = self.journal.checkpoint(cmd["reason"])
+            except ValueError:  # over 700 bytes
+                self.command_rejected("too_large")
+                return False
+            except OSError:  # the flash refused: the one before stays
+                self.command_rejected("journal_error")
+                return False
+            self.commands.advance(cmd["id"])
+            self.checkpoint = None  # the old note's bytes go before the new one's come
+            self.checkpoint = (json.dumps(cmd["reason"]), acked)
+            self.state_rev += 1
+            return True
         self.commands.advance(cmd["id"])  # before acting: a replay fails even after a reboot
         self.emergency_open(targets, now, cmd.get("by"), cmd.get("reason"))
         return True
@@ -620,6 +651,8 @@ class Locker:
             "config": self.config_version,
             "bays": [bay.view() for bay in self.bays],
             "journal_free": self.journal.capacity - self.journal.used_bytes,
+            "checkpoint": self.checkpoint
+            and json.loads('{{"note": {}, "acked": {}}}'.format(*self.checkpoint)),
         }
 
     def state_json(self, buf=None):
@@ -631,7 +664,9 @@ class Locker:
         if buf is None:
             buf = self._state_buf
             if buf is None:  # once, early, while the heap still has room in one piece
-                buf = self._state_buf = bytearray(_STATE_FIXED + _STATE_PER_BAY * len(self.bays))
+                buf = self._state_buf = bytearray(
+                    _STATE_FIXED + _STATE_CHECKPOINT + _STATE_PER_BAY * len(self.bays)
+                )
         buf[:] = b""  # the length goes to 0, the block stays
         dumps = json.dumps
         buf += b'{"locker": '
@@ -653,9 +688,15 @@ class Locker:
                 B.DOOR_NAMES[bay.door],
                 dumps(bay.holder if bay.occupied or bay.state == B.OPEN_DEPOSIT else None),
             ).encode()
-        buf += '], "journal_free": {}}}'.format(
+        buf += '], "journal_free": {}, "checkpoint": '.format(
             self.journal.capacity - self.journal.used_bytes
         ).encode()
+        if self.checkpoint is None:
+            buf += b"null}"
+        else:
+            buf += b'{"note": '
+            buf += self.checkpoint[0]  # a str: MicroPython appends its UTF-8 bytes, no copy made
+            buf += ', "acked": {}}}}}'.format(self.checkpoint[1]).encode()
         return buf
 
 

@@ -23,6 +23,8 @@ import json
 import struct
 from binascii import hexlify, unhexlify
 
+from locker.mac import hmac_sha256
+
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -323,11 +325,18 @@ def _get_text(mv, pos, end):
 _JSON = const(
     '{{"seq": {}, "ts": {}, "type": {}, "bay": {}, "person": {}, "by": {}, "reason": {}}}'
 )
+_SIGNED = const(
+    '{{"seq": {}, "ts": {}, "type": {}, "bay": {}, "person": {}, "by": {}, "reason": {}, '
+    '"jid": "{}", "mac": "{}"}}'
+)
+_MAC_TEXT = const("{}|{}|{}|{}|{}|{}|{}|{}")
 
 
-def to_json(ev):
-    """The MQTT `event` payload (CONTRACT §4), keys in the contract's order."""
-    return _JSON.format(
+def to_json(ev, jid=None, key=None):
+    """The MQTT `event` payload (docs/protocol.md), keys in the documented order; with the
+    journal's id `jid` and the event key `key` (HMAC-SHA256(secret, b"event")), also `jid` and
+    `mac`."""
+    fields = (
         ev.seq,
         "null" if ev.ts is None else ev.ts,
         json.dumps(ev.type),
@@ -336,3 +345,19 @@ def to_json(ev):
         json.dumps(ev.by),
         json.dumps(ev.reason),
     )
+    if jid is None:
+        return _JSON.format(*fields)
+    # the MAC covers seq|ts|type|bay|person|by|reason|jid in UTF-8, integers in decimal, null as
+    # the empty string (docs/protocol.md, `event`)
+    mac = _MAC_TEXT.format(
+        ev.seq,
+        "" if ev.ts is None else ev.ts,
+        ev.type,
+        "" if ev.bay is None else ev.bay,
+        "" if ev.person is None else ev.person,
+        "" if ev.by is None else ev.by,
+        "" if ev.reason is None else ev.reason,
+        jid,
+    )
+    mac = hexlify(hmac_sha256(key, mac.encode())[:16]).decode()
+    return _SIGNED.format(*fields, jid, mac)

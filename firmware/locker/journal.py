@@ -8,10 +8,15 @@
 # mark). A segment is only ever appended to; a record that fails its CRC ends the segment's
 # readable part and nothing is appended after it (the next commit starts a new segment). A
 # segment is deleted when the next one's snapshot covers only acknowledged events.
+#
+# Beside the segments, two small files that compaction never touches: `jid`, the journal's id
+# (16 hex digits drawn when the journal is formatted), and `checkpoint`, the host's latest signed
+# checkpoint note with the acked mark when it was stored. Both are replaced whole (written to a
+# temporary file, then renamed over the old one: atomic on littlefs).
 
 import os
 import struct
-from binascii import crc32
+from binascii import crc32, hexlify, unhexlify
 
 from locker import events as E
 
@@ -35,6 +40,9 @@ _RESERVE = const(131072)  # default: leave this much of the filesystem to everyt
 _DEFAULT_CAPACITY = const(393216)  # default budget: 96 blocks of a 512 KB partition
 _SUFFIX = const(".seg")
 _TAIL = const("tail")
+_JID = const("jid")
+_CHECKPOINT = const("checkpoint")
+_MAX_NOTE = const(700)  # bytes of UTF-8 in a checkpoint note
 
 
 class JournalFull(Exception):
@@ -78,6 +86,7 @@ class Journal:
         self.capacity = 0
         self._max_segs = 0
         self.reserve = reserve  # bytes kept for essential events: see routine_full
+        self.jid = None  # the journal's id: 16 lower-case hex digits, set by open()
 
     # -- opening and recovery ------------------------------------------------------------------
 
@@ -128,6 +137,31 @@ class Journal:
         self.committed = self.last_seq = committed
         self.acked = min(acked, committed)
         self._drop()
+        # The journal's id (docs/journal.md): drawn for a journal with no segment (new or wiped:
+        # its seq starts again at 1) and once for one from before ids (or with a rotten id file),
+        # then kept. On flash before open() returns: no event is ever sent under an id that a
+        # power cut could make the board forget.
+        path = self.directory + "/" + _JID
+        jid = None
+        if segs:
+            try:
+                with open(path, "rb") as f:
+                    jid = f.read(17)
+                if len(jid) != 16 or hexlify(unhexlify(jid)) != jid:  # 16 lower-case hex digits
+                    jid = None
+            except (OSError, ValueError):
+                jid = None
+        else:  # a checkpoint belongs to the journal it was stored in
+            try:
+                os.remove(self.directory + "/" + _CHECKPOINT)
+            except OSError:
+                pass
+        if jid is None:
+            jid = hexlify(os.urandom(8))
+            with open(path + ".tmp", "wb") as f:  # replaced whole: tmp, then renamed (atomic)
+                f.write(jid)
+            os.rename(path + ".tmp", path)
+        self.jid = jid.decode()
         return snap, self._recovered(segs[-1] if segs else None, seg_committed)
 
     def _recovered(self, last, seg_committed):
@@ -420,6 +454,46 @@ class Journal:
             return True
         except OSError:
             return False
+
+    # -- the host's checkpoint --------------------------------------------------------------------
+
+    def checkpoint(self, data=None):
+        """With data, the host's checkpoint note (str or bytes, at most 700 bytes of UTF-8): stores
+        it with the acked mark now, replacing the one before, durable when this returns, and
+        returns that acked mark (ValueError when longer; OSError when the flash refused: the one
+        before stays). Without: (note as str, acked) of the latest, read from flash, or None
+        before any (or when the file is damaged: as good as none, the host sends another)."""
+        path = self.directory + "/" + _CHECKPOINT
+        if data is None:
+            try:
+                with open(path, "rb") as f:
+                    rec = f.read(8 + _MAX_NOTE + 1)
+            except OSError:
+                return None
+            if not 8 <= len(rec) <= 8 + _MAX_NOTE:
+                return None
+            crc, acked = struct.unpack_from("<II", rec, 0)
+            if crc32(memoryview(rec)[4:]) & 0xFFFFFFFF != crc:
+                return None
+            try:
+                return str(memoryview(rec)[8:], "utf-8"), acked
+            except UnicodeError:
+                return None
+        if isinstance(data, str):
+            try:
+                data = memoryview(data)  # MicroPython: the str's own UTF-8 bytes, not a copy
+            except TypeError:  # CPython
+                data = data.encode()
+        if len(data) > _MAX_NOTE:
+            raise ValueError("journal: checkpoint note over {} bytes".format(_MAX_NOTE))
+        head = bytearray(8)
+        struct.pack_into("<I", head, 4, self.acked)
+        struct.pack_into("<I", head, 0, crc32(data, crc32(memoryview(head)[4:])))
+        with open(path + ".tmp", "wb") as f:  # replaced whole: tmp, then renamed (atomic)
+            f.write(head)
+            f.write(data)
+        os.rename(path + ".tmp", path)
+        return self.acked
 
     # -- reading ---------------------------------------------------------------------------------
 

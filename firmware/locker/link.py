@@ -6,23 +6,26 @@
 #   link = Link(locker, device, settings)
 #   asyncio.create_task(link.run())
 #
-# What it uses of the locker: journal (last_seq, acked, unacked(after)), state(), state_rev,
-# online, config_receiver(length), command(payload), command_rejected(reason), and optionally
-# acknowledged(seq) (else journal.ack), events_ready (an asyncio.Event) or on_commit (a callback
-# slot) to be woken when events are durable. docs/link.md has the whole story.
+# What it uses of the locker: journal (jid, last_seq, acked, unacked(after)), keys (the event
+# and ack MAC keys), state(), state_rev, online, config_receiver(length), command(payload),
+# command_rejected(reason), and optionally acknowledged(seq) (else journal.ack), events_ready
+# (an asyncio.Event) or on_commit (a callback slot) to be woken when events are durable.
+# docs/link.md has the whole story.
 
 import asyncio
 import json
 import sys
+from binascii import hexlify
 from time import ticks_diff, ticks_ms
 
 from micropython import const
 
+from locker.mac import equal, hmac_sha256
 from locker.mqtt import MQTTClient, MQTTError
 
 _ETIMEDOUT = const(110)
 _BATCH = const(8)  # events read from the journal per step (their JSON is held until sent)
-_ACK_MAX = const(48)  # an ack payload longer than this is not an ack
+_ACK_MAX = const(160)  # an ack payload longer than this is not an ack (one is about 85 bytes)
 _STABLE_MS = const(10000)  # a connection that lasted this long resets the backoff
 _WINDOW = const(32)  # events in flight (sent, not yet acknowledged), unless set
 _POLL_MS = const(500)  # the link looks for work at least this often
@@ -38,8 +41,15 @@ except ImportError:  # pragma: no cover - every MicroPython port we run on has i
 
 class Link:
     def __init__(self, locker, device, settings, to_json=None):
-        if to_json is None:
-            from locker.events import to_json
+        if to_json is None:  # the payload with the journal's id and the event's MAC
+            from locker.events import to_json as payload
+
+            journal = locker.journal
+            event_key = locker.keys[0]
+
+            def to_json(ev):
+                return payload(ev, journal.jid, event_key)
+
         self.to_json = to_json
         self.locker = locker
         broker = device["broker"]
@@ -90,8 +100,9 @@ class Link:
         self._ack = _Collector(bytearray(_ACK_MAX), self._on_ack)
         self._cmd = _Collector(bytearray(self.max_cmd), self._on_cmd)
         # the state's JSON, rewritten on each change; allocated now, while the heap has room in
-        # one piece (about 72 bytes a bay: Locker.state_json grows it if ever needed)
-        self._state_buf = bytearray(192 + 72 * len(getattr(locker, "bays", ())))
+        # one piece (about 72 bytes a bay and 800 for the host's checkpoint: Locker.state_json
+        # grows it if ever needed)
+        self._state_buf = bytearray(192 + 800 + 72 * len(getattr(locker, "bays", ())))
         if getattr(locker, "events_ready", None) is None and hasattr(locker, "on_commit"):
             locker.on_commit = self._wake.set
 
@@ -273,11 +284,22 @@ class Link:
 
     def _on_ack(self, payload):
         try:
-            seq = json.loads(payload)["seq"]
-        except (ValueError, KeyError, TypeError):
+            ack = json.loads(payload)
+            seq = ack["seq"]
+            jid = ack.get("jid")
+            mac = ack.get("mac")
+        except (ValueError, KeyError, TypeError, AttributeError):
             print("link: malformed ack ignored")
             return
         if not isinstance(seq, int) or seq < 1:
+            return
+        # Anyone with the broker password can publish on `ack`; only the host holds the key. The
+        # MAC: HMAC-SHA256(ack key, "<seq>|<jid>"), first 16 bytes, hex (docs/protocol.md, ack).
+        mine = self.locker.journal.jid
+        want = hexlify(hmac_sha256(self.locker.keys[1], (str(seq) + "|" + mine).encode())[:16])
+        if jid != mine or not isinstance(mac, str) or not equal(mac.lower().encode(), want):
+            self.acks_ignored += 1
+            print("link: ack {} not for this journal or without a good MAC, ignored".format(seq))
             return
         if seq > self.sent_hi:
             self.acks_ignored += 1  # an ack for something never sent: not the host we trust
@@ -319,7 +341,9 @@ class _Collector:
 
     def close(self):
         if self.n <= len(self.buf):
-            self.done(bytes(self.buf[: self.n]))
+            # a view, not a copy (two copies of a 1 KB command did not fit a fragmented heap):
+            # valid until the next message, so `done` must not keep it
+            self.done(memoryview(self.buf)[: self.n])
 
 
 def _b(s):

@@ -17,6 +17,8 @@ _BLOCK = const(64)
 CARD = b"classlocker card"
 CONFIG = b"classlocker config"
 CMD = b"classlocker cmd"
+# (events' and acks' MACs: keys HMAC-SHA256(secret, b"event") and (secret, b"ack"), the first 16
+# bytes of the HMAC as hex; locker/events.py and locker/link.py)
 
 
 class HMAC:

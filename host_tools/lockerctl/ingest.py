@@ -15,6 +15,8 @@ import re
 import time
 from collections.abc import Callable
 
+from . import keys
+
 log = logging.getLogger("lockerctl.serve")
 
 # The fields of an `event` payload (CONTRACT §4). `seq`, `ts` and `type` must be present; the
@@ -24,6 +26,7 @@ OPTIONAL_FIELDS = ("bay", "person", "by", "reason")
 MAX_TEXT = 200  # longest person/by/reason accepted (reasons are free text typed by the office)
 _TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
 _LOCKER_RE = re.compile(r"[A-Za-z0-9._-]{1,28}\Z")
+_JID_RE = re.compile(r"[0-9a-f]{16}\Z")
 MAX_SEQ = 2**63 - 1
 MAX_TS = 2**40  # far beyond any real clock; catches garbage without a calendar check
 
@@ -65,7 +68,16 @@ def parse_event(payload: bytes) -> dict:
         if value is not None and not (isinstance(value, str) and len(value) <= MAX_TEXT):
             raise BadPayload(f"{name} must be a string of at most {MAX_TEXT} characters or null")
         event[name] = value
+    jid = obj.get("jid")  # the locker's journal id, echoed in the ack (docs/protocol.md)
+    if isinstance(jid, str) and _JID_RE.match(jid):
+        event["jid"] = jid
     return event
+
+
+def ack_mac(secret: bytes, seq: int, jid: str) -> str:
+    """The MAC a locker checks on an ack (docs/protocol.md, `ack`): the first 16 bytes of
+    HMAC-SHA256(HMAC-SHA256(secret, "ack"), "<seq>|<jid>"), in hex."""
+    return keys.hmac_sha256(keys.derive(secret, b"ack"), f"{seq}|{jid}".encode())[:16].hex()
 
 
 def parse_topic(topic: str, site: str) -> tuple[str, str] | None:
@@ -100,7 +112,8 @@ class Ingestor:
     `store` needs `ingest(site, batch) -> {locker: ack_seq}`, `set_locker_status(site, locker,
     online=None, state=None)` and `lockers(site)`. `write(raw)` takes a batch of `(topic,
     payload)` as they came from the broker (`ingestlink.IngestLink` gathers them) and calls
-    `publish_ack(locker, seq)` after the commit for every locker with events in the batch.
+    `publish_ack(locker, seq, jid, mac)` after the commit for every locker with events in the
+    batch (jid and mac None when the events named no journal or the locker's secret is unknown).
     """
 
     max_batch = 2000  # a flood commits in big batches: the per-locker cost of a commit is shared
@@ -125,6 +138,7 @@ class Ingestor:
             self.max_wait = max_wait
         self.stats = Stats()
         self._known: set[str] = set()
+        self._secrets: dict[str, bytes] = {}
         self._known_at = 0.0
         self._unknown_warned: dict[str, float] = {}
         self._bad_window = time.monotonic()
@@ -209,7 +223,8 @@ class Ingestor:
         self.stats.batches += 1
         self.stats.received += len(known)
         log.debug("stored %d events: acks %s", len(known), acks)
-        self._send_acks(acks, {locker for locker, _ in known})
+        jids = {locker: ev["jid"] for locker, ev in known if "jid" in ev}
+        self._send_acks(acks, {locker for locker, _ in known}, jids)
 
     def _commit(self, batch: list) -> dict | None:
         """One transaction; on failure one retry, then event by event so that one event the store
@@ -243,25 +258,30 @@ class Ingestor:
                     break
         return acks or None
 
-    def _send_acks(self, acks: dict, lockers: set) -> None:
+    def _send_acks(self, acks: dict, lockers: set, jids: dict | None = None) -> None:
         for locker in sorted(lockers):
             seq = acks.get(locker)
             if not seq:  # nothing stored from 1 onwards yet: there is nothing to acknowledge
                 continue
+            jid = (jids or {}).get(locker)
+            secret = self._secrets.get(locker) if self._is_known(locker) else None
+            mac = ack_mac(secret, int(seq), jid) if jid and secret else None
             try:
-                self.publish_ack(locker, int(seq))
+                self.publish_ack(locker, int(seq), jid, mac)
                 self.stats.acks += 1
             except Exception as e:
                 log.error("ack %s to %s not sent: %s", seq, locker, one_line(e))
 
     def _is_known(self, locker: str) -> bool:
-        if locker in self._known:
-            return True
         now = time.monotonic()
+        if locker in self._known and now - self._known_at <= 5.0:  # a rekey: a new secret
+            return True
         if now - self._known_at > 1.0:  # a locker added by another process since the last look
             self._known_at = now
             try:
-                self._known = {_row_id(row) for row in self.store.lockers(self.site)}
+                rows = self.store.lockers(self.site)
+                self._known = {_row_id(row) for row in rows}
+                self._secrets = {_row_id(row): _row_secret(row) for row in rows}
             except Exception as e:
                 log.error("could not list lockers: %s", one_line(e))
         return locker in self._known
@@ -271,6 +291,13 @@ def _row_id(row) -> str:
     if isinstance(row, dict):
         return row["id"]
     return getattr(row, "id", None) or row[0]
+
+
+def _row_secret(row) -> bytes | None:
+    secret = row.get("secret") if isinstance(row, dict) else getattr(row, "secret", None)
+    if isinstance(secret, str):
+        return bytes.fromhex(secret)
+    return bytes(secret) if secret else None
 
 
 def _parse_status(payload: bytes) -> bool:

@@ -331,9 +331,10 @@ class IngestLink:
 
     # -- acks ----------------------------------------------------------------------------------
 
-    def _queue_ack(self, locker: str, seq: int) -> None:
+    def _queue_ack(self, locker: str, seq: int, jid: str | None = None, mac: str | None = None):
         topic = f"lockers/{self.site}/{locker}/ack"
-        payload = json.dumps({"seq": seq}).encode()
+        ack = {"seq": seq} if jid is None else {"seq": seq, "jid": jid, "mac": mac}
+        payload = json.dumps(ack).encode()
         self._out += wire.publish(topic, payload, qos=1, packet_id=self._next_id())
 
     def _next_id(self) -> int:

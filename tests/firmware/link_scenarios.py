@@ -9,7 +9,9 @@
 #
 # spec: {"host", "port", "locker_id", "site", "events": N journaled at start,
 #        "append_every_ms": M, "append_max": K (more events later), "settings": {...},
-#        "max_config_bytes": B, "journal_dir": D (the real journal instead of the in-memory one)}
+#        "max_config_bytes": B, "journal_dir": D (the real journal instead of the in-memory one),
+#        "secret": hex (the locker's secret: events' and acks' MACs; default 00 01 .. 1f),
+#        "jid": the in-memory journal's id (default 0123456789abcdef)}
 
 import asyncio
 import binascii
@@ -22,6 +24,9 @@ _here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 sys.path.insert(0, _here + "/../../firmware")
 
 from locker.link import Link  # noqa: E402
+from locker.mac import derive  # noqa: E402
+
+SECRET = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 
 
 def say(what, obj):
@@ -39,27 +44,14 @@ class Event:
         self.reason = reason
 
 
-def to_json(ev):
-    return json.dumps(
-        {
-            "seq": ev.seq,
-            "ts": ev.ts,
-            "type": ev.type,
-            "bay": ev.bay,
-            "person": ev.person,
-            "by": ev.by,
-            "reason": ev.reason,
-        }
-    )
-
-
 class MemJournal:
     """The journal's interface (last_seq, acked, pending, append/commit, ack, unacked)."""
 
-    def __init__(self):
+    def __init__(self, jid):
         self.events = []
         self.last_seq = 0
         self.acked = 0
+        self.jid = jid
 
     @property
     def pending(self):
@@ -120,7 +112,9 @@ class ConfigSink:
 class StandIn:
     def __init__(self, spec):
         self.locker_id = spec.get("locker_id", "L1")
-        self.journal = MemJournal()
+        self.journal = MemJournal(spec.get("jid", "0123456789abcdef"))
+        secret = binascii.unhexlify(spec.get("secret", SECRET))
+        self.keys = (derive(secret, b"event"), derive(secret, b"ack"))
         self.online = False
         self.state_rev = 0
         self.events_ready = asyncio.Event()
@@ -154,7 +148,7 @@ class StandIn:
             {
                 "length": len(payload),
                 "crc": binascii.crc32(payload),
-                "text": payload[:40].decode(),
+                "text": bytes(payload[:40]).decode(),
             },
         )
 
@@ -232,11 +226,8 @@ async def watch(link):
 
 async def main(spec):
     if spec.get("journal_dir"):
-        from locker.events import to_json as payload
-
         locker = RealJournalStandIn(spec)
     else:
-        payload = to_json
         locker = StandIn(spec)
     for i in range(spec.get("events", 0)):
         locker.record("deposit", bay=1 + i % 8, person="P{:04d}".format(i))
@@ -252,7 +243,7 @@ async def main(spec):
             "ca": spec.get("ca"),
         },
     }
-    link = Link(locker, device, spec.get("settings", {}), to_json=payload)
+    link = Link(locker, device, spec.get("settings", {}))
     asyncio.create_task(counter())
     asyncio.create_task(watch(link))
     if spec.get("append_max"):

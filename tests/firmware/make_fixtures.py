@@ -40,6 +40,11 @@ CARDS = [
 # 2026-11-24 is a Tuesday in term; grant S2 13:00-14:00 (GMT = UTC) that day: contact time
 GRANTS = [{"id": 1, "person": "S2", "from": 1795525200, "until": 1795528800, "by": "H1"}]
 FAR = 4000000000
+NOTE = (
+    "school.example/classlocker\n1234\nq2XgVwFh8hTqCXdL0RfzsGmPTLyn0Y1Qn8Cq2QxkE3A=\n\n"
+    "\u2014 school.example/classlocker 3Qe8qZ9uW1Lw2mYb6v3Jt1S0cXk4+5Zq/7h2y0fJc9a8=\n"
+)
+NOTE_700 = NOTE + "x" * (700 - len(NOTE.encode()))
 
 
 def main(out: Path) -> None:
@@ -56,7 +61,19 @@ def main(out: Path) -> None:
         "expired_3": sign_command(SECRET, LOCKER, 3, "open", "all", "O1", "late", 1000),
         "forged_4": sign_command(bytes(32), LOCKER, 4, "open", "all", "O1", "forged", FAR),
         "staff_5": sign_command(SECRET, LOCKER, 5, "open", "staff", "O1", "staff", FAR),
+        # the host's signed checkpoint (a C2SP note, at most 700 bytes: opaque to the locker)
+        "checkpoint_6": sign_command(SECRET, LOCKER, 6, "checkpoint", 0, "host", NOTE, FAR),
+        "checkpoint_long_7": sign_command(
+            SECRET, LOCKER, 7, "checkpoint", 0, "host", NOTE_700 + "x", FAR
+        ),
+        "checkpoint_bay_8": sign_command(SECRET, LOCKER, 8, "checkpoint", 1, "host", NOTE, FAR),
+        "checkpoint_by_9": sign_command(SECRET, LOCKER, 9, "checkpoint", 0, "O1", NOTE, FAR),
+        "checkpoint_10": sign_command(SECRET, LOCKER, 10, "checkpoint", 0, "host", NOTE_700, FAR),
+        "checkpoint_forged_11": sign_command(
+            bytes(32), LOCKER, 11, "checkpoint", 0, "host", "forged\n", FAR
+        ),
     }
+    assert len(cmds["checkpoint_10"]) <= 1024  # max_cmd_bytes: a 700-byte note fits
     (out / "commands.json").write_text(json.dumps({k: v.decode() for k, v in cmds.items()}))
     (out / "secret.hex").write_text(SECRET.hex())
     big_roster(out, tt)

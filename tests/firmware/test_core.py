@@ -529,3 +529,58 @@ def test_state_goes_out_again_every_30s_while_online():
     board.advance(2)
     locker.tick()
     assert locker.state_rev == rev + 1
+
+
+def test_checkpoint_command_kept_in_the_journal_and_reported_in_state():
+    d = tmpdir("core_checkpoint")
+    locker, board = make_locker(d, clock=at(9, 0))
+    cmds = json.loads(fixture("commands.json"))
+    assert locker.state()["checkpoint"] is None
+    assert json.loads(bytes(locker.state_json()))["checkpoint"] is None
+    deposit(locker, board, S1)
+    locker.acknowledged(2)
+    seq = locker.journal.last_seq
+    assert locker.command(cmds["checkpoint_6"].encode()) is True
+    note = json.loads(cmds["checkpoint_6"])["reason"]
+    want = {"note": note, "acked": 2}
+    assert locker.state()["checkpoint"] == want
+    assert json.loads(bytes(locker.state_json()))["checkpoint"] == want
+    assert locker.journal.last_seq == seq  # not an event: nothing is published for it
+    assert locker.commands.last == 6  # a command like any other: never accepted twice
+    # refused: too long, a bay, not from the host, forged, replayed (the one kept stays)
+    for name, reason in (
+        ("checkpoint_long_7", "too_large"),
+        ("checkpoint_bay_8", "malformed"),
+        ("checkpoint_by_9", "malformed"),
+        ("checkpoint_6", "replayed"),
+    ):
+        assert locker.command(cmds[name].encode()) is False, name
+        assert events(locker)[-1] == ("cmd_rejected", None, None, None, reason), name
+    assert locker.state()["checkpoint"] == want
+    # the newest one replaces it (700 bytes), with the acked mark of that moment
+    locker.acknowledged(locker.journal.committed)
+    acked = locker.journal.acked
+    assert locker.command(cmds["checkpoint_10"].encode()) is True
+    want = {"note": json.loads(cmds["checkpoint_10"])["reason"], "acked": acked}
+    assert len(want["note"].encode()) == 700
+    assert locker.state()["checkpoint"] == want
+    assert json.loads(bytes(locker.state_json()))["checkpoint"] == want
+    assert locker.command(cmds["checkpoint_forged_11"].encode()) is False
+    # kept across a restart
+    again, _ = make_locker(d, clock=at(9, 5), config=False)
+    assert again.state()["checkpoint"] == want
+    assert json.loads(bytes(again.state_json()))["checkpoint"] == want
+
+
+def test_the_journal_id_and_the_mac_keys():
+    from locker.mac import derive
+
+    d = tmpdir("core_event_mac")
+    locker, board = make_locker(d, clock=at(9, 0))
+    deposit(locker, board, S1)
+    jid = locker.journal.jid
+    secret = bytes(range(32))  # the fixtures' secret
+    assert locker.keys == (derive(secret, b"event"), derive(secret, b"ack"))
+    assert len(jid) == 16 and jid == jid.lower() and int(jid, 16) >= 0
+    again, _ = make_locker(d, clock=at(9, 5), config=False)
+    assert again.journal.jid == jid  # the same journal after a restart

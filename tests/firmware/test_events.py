@@ -75,6 +75,51 @@ def test_to_json_is_the_contract_payload():
     }
 
 
+# Test vectors for the event's and the ack's MAC (docs/protocol.md): computed with CPython's
+# hmac module, not with the firmware's code, so a second implementation can check against them.
+SECRET = bytes(range(32))  # device.json "secret": "000102...1f"
+JID = "0123456789abcdef"
+VECTORS = (
+    (E.Event(7, 1795549393, "deposit", 3, "P0123", None, "pupil"),
+     "36b969aeefd01450caee8a6f0b17c619"),
+    (E.Event(1, None, "boot"), "98da3e8ccd0fa99c7663c4f814e5c19b"),
+    (E.Event(12, 1795549400, "emergency_open", 2, "P7", "O1", "fire drill \u2013 hall 2"),
+     "d102319576cb6e87de01db752d82b668"),
+)  # fmt: skip
+
+
+def test_event_mac_matches_the_fixed_vectors():
+    from locker.mac import derive
+
+    key = derive(SECRET, b"event")
+    assert key == bytes.fromhex("e2ba5ff05fa8619c82d8d99f6242084a5b17b329381722ad100792a14dc8aedc")
+    for ev, mac in VECTORS:
+        obj = json.loads(E.to_json(ev, JID, key))
+        assert obj["jid"] == JID and obj["mac"] == mac, (ev, obj["mac"])
+        assert obj["seq"] == ev.seq and obj["reason"] == ev.reason
+    assert E.to_json(VECTORS[0][0], JID, key) == (
+        '{"seq": 7, "ts": 1795549393, "type": "deposit", "bay": 3, "person": "P0123", '
+        '"by": null, "reason": "pupil", "jid": "0123456789abcdef", '
+        '"mac": "36b969aeefd01450caee8a6f0b17c619"}'
+    )
+    # any field changed, or another journal or key: another MAC
+    other = E.Event(7, 1795549393, "deposit", 4, "P0123", None, "pupil")
+    assert json.loads(E.to_json(other, JID, key))["mac"] != VECTORS[0][1]
+    assert json.loads(E.to_json(VECTORS[0][0], "f" * 16, key))["mac"] != VECTORS[0][1]
+    bad_key = derive(bytes(32), b"event")
+    assert json.loads(E.to_json(VECTORS[0][0], JID, bad_key))["mac"] != VECTORS[0][1]
+
+
+def test_ack_mac_matches_the_fixed_vector():
+    from binascii import hexlify
+
+    from locker.mac import derive, hmac_sha256
+
+    key = derive(SECRET, b"ack")
+    mac = hexlify(hmac_sha256(key, b"7|" + JID.encode())[:16])
+    assert mac == b"131598634f7322bda0c01017fba0e361"
+
+
 def test_bad_fields_are_named():
     cases = (
         (E.Event(0 - 1, None, "boot"), "seq"),

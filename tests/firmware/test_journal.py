@@ -4,6 +4,7 @@
 # capacity, and recovery after power cuts at every write of a sequence.
 import gc
 import os
+from binascii import crc32
 
 from hal import simflash
 from locker.journal import Journal, JournalFull
@@ -421,3 +422,192 @@ def test_wear_per_event_stays_low():
     batched = (r.dev.bytes_programmed - b0) / 300
     assert batched < per_event, (batched, per_event)
     r.done()
+
+
+# -- the journal's id and the host's checkpoint ------------------------------------------------
+
+_HEX = "0123456789abcdef"
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _is_jid(jid):
+    return isinstance(jid, str) and len(jid) == 16 and all(c in _HEX for c in jid)
+
+
+def test_a_new_journal_draws_an_id_and_keeps_it():
+    r = Rig("jid")
+    r.open()
+    jid = r.j.jid
+    assert _is_jid(jid), jid
+    assert _read(r.mp + "/journal/jid") == jid.encode()  # on flash before open() returned
+    r.record(3)
+    r.open()
+    assert r.j.jid == jid and r.j.last_seq == 3
+    other = Rig("jid2")
+    other.open()
+    assert other.j.jid != jid  # drawn at random: another board, another id
+    other.done()
+    r.done()
+
+
+def test_a_wiped_journal_gets_a_new_id_and_no_checkpoint():
+    r = Rig("jidwipe")
+    r.open()
+    r.record(5)
+    r.j.checkpoint("note")
+    first = r.j.jid
+    r.j.close()
+    for name in os.listdir(r.mp + "/journal"):  # the journal wiped: seq starts again at 1
+        if name.endswith(".seg") or name == "tail":
+            os.remove(r.mp + "/journal/" + name)
+    r.open()
+    assert r.j.last_seq == 0 and _is_jid(r.j.jid) and r.j.jid != first
+    assert r.j.checkpoint() is None  # it belonged to the journal that was wiped
+    assert r.record()[0].seq == 1
+    r.done()
+
+
+def test_a_rotten_id_file_is_replaced_once_and_seq_carries_on():
+    r = Rig("jidrot")
+    r.open()
+    r.record(4)
+    first = r.j.jid
+    r.j.close()
+    with open(r.mp + "/journal/jid", "wb") as f:
+        f.write(b"0123456789ABCDEF")  # not lower-case hex: not an id this firmware wrote
+    r.open()
+    assert _is_jid(r.j.jid) and r.j.jid != first and r.j.last_seq == 4
+    again = r.j.jid
+    r.open()
+    assert r.j.jid == again
+    r.done()
+
+
+def _copy_dir(src, dst):
+    try:
+        os.mkdir(dst)
+    except OSError:
+        pass
+    for name in os.listdir(src):
+        with open(src + "/" + name, "rb") as f:
+            data = f.read()
+        with open(dst + "/" + name, "wb") as f:
+            f.write(data)
+
+
+def test_a_journal_written_before_ids_gets_one_at_the_first_boot():
+    # tests/firmware/data/journal-889016a: written by the journal of commit 889016a (no id):
+    # 121 events (deposits 1..120 of P0001.., then a boot event in the tail), acked up to 60,
+    # segment_bytes 2048, snapshots the seq last acted on (as Rig makes them).
+    src = (os.getenv("MPYTEST_ROOT") or ".") + "/tests/firmware/data/journal-889016a"
+    r = Rig("jidold", segment_bytes=2048)
+    r.mount()
+    _copy_dir(src, r.mp + "/journal")
+    before = [(n, crc32(_read(r.mp + "/journal/" + n))) for n in r.files()]
+    j = r.j
+    snap, events = j.open()
+    assert 60 < int(snap) < 121
+    assert _is_jid(j.jid), j.jid
+    assert _read(r.mp + "/journal/jid") == j.jid.encode()
+    assert (j.last_seq, j.acked, j.pending) == (121, 60, 61)
+    assert [(n, crc32(_read(r.mp + "/journal/" + n))) for n in r.files()] == before  # as it was
+    seq = 60
+    for ev in j.unacked(0):
+        seq += 1
+        assert ev.seq == seq
+        if seq <= 120:
+            want = ("deposit", 1795549393 + seq, 1 + seq % 8, "P%04d" % seq, None, "pupil")
+        else:
+            want = ("boot", None, None, None, None, None)
+        assert (ev.type, ev.ts, ev.bay, ev.person, ev.by, ev.reason) == want, ev
+    assert seq == 121
+    jid = j.jid
+    r.state = 121
+    assert r.record()[0].seq == 122  # seq carries on, under the new id
+    r.open()
+    assert r.j.jid == jid and r.j.last_seq == 122  # drawn once, kept from then on
+    assert r.j.ack(122) and r.j.pending == 0
+    r.done()
+
+
+def test_checkpoint_kept_with_the_acked_mark_across_restart_and_compaction():
+    r = Rig("ckpt", segment_bytes=2048)
+    r.open()
+    assert r.j.checkpoint() is None
+    r.record(10)
+    r.j.ack(4)
+    note = "school.example/lockers\n42\nq2XgVwFh8hTqCXdL0RfzsGmPTLyn0Y1Qn8Cq2QxkE3A=\n\n"
+    note += "\u2014 host Ab+Zx9w=\n"
+    note = note + "x" * (700 - len(note.encode()))
+    assert len(note.encode()) == 700
+    assert r.j.checkpoint(note) == 4
+    assert r.j.checkpoint() == (note, 4)
+    r.open()
+    assert r.j.checkpoint() == (note, 4)
+    with raises(ValueError):
+        r.j.checkpoint(note + "y")  # over 700 bytes: refused, the old one kept
+    assert r.j.checkpoint() == (note, 4)
+    # many segments, every one acknowledged and dropped: the checkpoint stays
+    for _ in range(200):
+        r.record()
+    assert len(r.files()) >= 3
+    r.j.ack(r.j.committed)
+    assert len(r.files()) == 1
+    r.open()
+    assert r.j.checkpoint() == (note, 4)
+    assert r.j.checkpoint("the next one") == 210
+    r.open()
+    assert r.j.checkpoint() == ("the next one", 210)
+    r.done()
+
+
+def test_a_damaged_checkpoint_file_reads_as_none():
+    r = Rig("ckptrot")
+    r.open()
+    r.j.checkpoint("a note")
+    path = r.mp + "/journal/checkpoint"
+    data = bytearray(_read(path))
+    data[-1] ^= 1
+    with open(path, "wb") as f:
+        f.write(data)
+    assert r.j.checkpoint() is None
+    with open(path, "wb") as f:
+        f.write(b"abc")
+    assert r.j.checkpoint() is None
+    r.open()  # and the journal opens as before
+    assert r.j.checkpoint() is None and r.j.last_seq == 0
+    r.done()
+
+
+def test_power_cut_at_every_write_of_a_checkpoint_keeps_the_old_or_the_new():
+    r = Rig("ckpttear", blocks=48)
+    r.open()
+    r.record(3)
+    r.j.checkpoint("old " * 100)
+    base = r.dev.writes
+    r.j.checkpoint("new " * 150)
+    total = r.dev.writes - base
+    r.done()
+    assert total >= 2
+    for k in range(1, total + 1):
+        gc.collect()
+        r = Rig("ckpttear", blocks=48)
+        r.open()
+        r.record(3)
+        r.j.checkpoint("old " * 100)
+        r.dev.tear_at(k, (k * 53) % 300)
+        try:
+            r.j.checkpoint("new " * 150)
+        except simflash.PowerLoss:
+            pass
+        except OSError:  # closing the file on the dead device, after the power cut
+            pass
+        assert r.dev.dead, "no power cut at write {}".format(k)
+        r.open()
+        assert r.j.checkpoint() in (("old " * 100, 0), ("new " * 150, 0)), k
+        assert r.j.last_seq == 3 and _is_jid(r.j.jid)
+        r.done()
