@@ -423,10 +423,10 @@ class Locker:
             try:
                 acked = self.journal.checkpoint(cmd["reason"])
             except ValueError:  # over 700 bytes
-                self.command_rejected("too_large")
+                self.command_rejected("too_large", cmd)
                 return False
             except OSError:  # the flash refused: the one before stays
-                self.command_rejected("journal_error")
+                self.command_rejected("journal_error", cmd)
                 return False
             self.commands.advance(cmd["id"])
             self.checkpoint = None  # the old note's bytes go before the new one's come

@@ -548,14 +548,15 @@ def test_checkpoint_command_kept_in_the_journal_and_reported_in_state():
     assert locker.journal.last_seq == seq  # not an event: nothing is published for it
     assert locker.commands.last == 6  # a command like any other: never accepted twice
     # refused: too long, a bay, not from the host, forged, replayed (the one kept stays)
-    for name, reason in (
-        ("checkpoint_long_7", "too_large"),
-        ("checkpoint_bay_8", "malformed"),
-        ("checkpoint_by_9", "malformed"),
-        ("checkpoint_6", "replayed"),
+    # (each recorded with the sender and the bay the command names, as far as they are valid)
+    for name, bay, by, reason in (
+        ("checkpoint_long_7", None, "host", "too_large"),
+        ("checkpoint_bay_8", 1, "host", "malformed"),
+        ("checkpoint_by_9", None, "O1", "malformed"),
+        ("checkpoint_6", None, "host", "replayed"),
     ):
         assert locker.command(cmds[name].encode()) is False, name
-        assert events(locker)[-1] == ("cmd_rejected", None, None, None, reason), name
+        assert events(locker)[-1] == ("cmd_rejected", bay, None, by, reason), name
     assert locker.state()["checkpoint"] == want
     # the newest one replaces it (700 bytes), with the acked mark of that moment
     locker.acknowledged(locker.journal.committed)
