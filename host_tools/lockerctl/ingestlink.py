@@ -331,9 +331,10 @@ class IngestLink:
 
     # -- acks ----------------------------------------------------------------------------------
 
-    def _queue_ack(self, locker: str, seq: int) -> None:
+    def _queue_ack(self, locker: str, ack: dict) -> None:
+        """`ack` is the payload object: {"seq": N, "jid": "<journal id>", "mac": "<32 hex>"}."""
         topic = f"lockers/{self.site}/{locker}/ack"
-        payload = json.dumps({"seq": seq}).encode()
+        payload = json.dumps(ack).encode()
         self._out += wire.publish(topic, payload, qos=1, packet_id=self._next_id())
 
     def _next_id(self) -> int:

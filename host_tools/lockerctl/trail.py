@@ -76,8 +76,54 @@ def _plain(value) -> str | None:
     return None
 
 
-def event_content(site, locker, seq, ts, type, bay, person, by, reason, received_at) -> bytes:
-    """The canonical content of a locker event's entry (fields as stored in `events`)."""
+# Content format 2 (events stored since migration 0005, `events.hash_v` = 2): also the journal
+# id, the locker's MAC, `sort_ts` (what pages and exports order and filter by: covered, whatever
+# rule derived it) and the unknown-type mark, so that no column deciding what is shown escapes
+# the hash. Format 0 (older rows) has none of them; `verify` recomputes their `sort_ts`.
+_EVENT_TEMPLATE_V2 = (
+    '{{"bay":{},"by":{},"jid":{},"kind":"event","locker":{},"mac":{},"person":{},"reason":{},'
+    '"received_at":{},"seq":{},"site":{},"sort_ts":{},"ts":{},"type":{},"unknown_type":{},'
+    '"v":2}}'
+)
+EVENT_V2 = 2
+
+
+def event_content(
+    site,
+    locker,
+    seq,
+    ts,
+    type,  # noqa: A002
+    bay,
+    person,
+    by,
+    reason,
+    received_at,
+    v=0,
+    jid="",
+    mac=None,
+    sort_ts=None,
+    unknown_type=False,
+) -> bytes:
+    """The canonical content of a locker event's entry (fields as stored in `events`); `v` is
+    the row's content format (`events.hash_v`): 0 before migration 0005, else 2."""
+    if v:
+        return _event_content_v2(
+            site,
+            locker,
+            seq,
+            ts,
+            type,
+            bay,
+            person,
+            by,
+            reason,
+            received_at,
+            jid,
+            mac,
+            sort_ts,
+            unknown_type,
+        )
     parts = (
         _plain(bay),
         _plain(by),
@@ -109,8 +155,52 @@ def event_content(site, locker, seq, ts, type, bay, person, by, reason, received
     )
 
 
+def _event_content_v2(
+    site, locker, seq, ts, etype, bay, person, by, reason, received_at, jid, mac, sort_ts, unknown
+) -> bytes:
+    parts = (
+        _plain(bay),
+        _plain(by),
+        _plain(jid),
+        _plain(locker),
+        _plain(mac),
+        _plain(person),
+        _plain(reason),
+        _plain(received_at),
+        _plain(seq),
+        _plain(site),
+        _plain(sort_ts),
+        _plain(ts),
+        _plain(etype),
+    )
+    if None not in parts and (unknown is True or unknown is False):
+        return _EVENT_TEMPLATE_V2.format(*parts, "true" if unknown else "false").encode()
+    return canonical(
+        {
+            "kind": EVENT,
+            "site": site,
+            "locker": locker,
+            "jid": jid,
+            "seq": seq,
+            "ts": ts,
+            "type": etype,
+            "bay": bay,
+            "person": person,
+            "by": by,
+            "reason": reason,
+            "received_at": received_at,
+            "sort_ts": sort_ts,
+            "mac": mac,
+            "unknown_type": unknown,
+            "v": EVENT_V2,
+        }
+    )
+
+
 # The fields retention blanks: an event's who, by whom and why; an action's detail.
-PERSONAL = {EVENT: ("person", "by", "reason"), ACTION: ("detail",)}
+# An event's MAC goes too: keyed with the locker's secret, it would let the key's holder test
+# guesses of the blanked fields.
+PERSONAL = {EVENT: ("person", "by", "reason", "mac"), ACTION: ("detail",)}
 
 
 def public_content(content: bytes) -> bytes:
