@@ -4,11 +4,13 @@ Rows come from `Store.events` (a server-side cursor read in batches) and are wri
 come, so a million events export in bounded memory; the Excel writer is openpyxl's write-only
 mode. Columns (CSV header, JSON keys, first sheet row):
 
-    time,locker,bay,event,person_id,name,role,by,reason,seq
+    time,locker,bay,event,person_id,name,role,by,reason,seq,jid,flags
 
 `time` is the locker's timestamp in the site's local time, ISO 8601 with its offset
 (`2026-09-10T15:05:00+01:00`), empty when the locker's clock was not trusted. `name` and `role`
-come from the roster (the role on the person's first roster row). JSON Lines adds `ts` (unix
+come from the roster (the role on the person's first roster row). `jid` is the locker's journal
+id (empty for events stored before journal ids), `flags` says `unknown_type` for an event type
+no firmware version sends (stored as it came, marked). JSON Lines adds `ts` (unix
 seconds, or null) and keeps numbers as numbers.
 """
 
@@ -21,6 +23,10 @@ from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 COLUMNS = ["time", "locker", "bay", "event", "person_id", "name", "role", "by", "reason", "seq"]
+# After the fixed ten: the locker's journal id (a wiped or replaced board starts a new journal,
+# seq from 1 again) and the row's marks (`unknown_type`: a type no firmware version knows).
+EXTRA_COLUMNS = ["jid", "flags"]
+HEADER = COLUMNS + EXTRA_COLUMNS
 FORMATS = ("csv", "jsonl", "xlsx")
 _PROGRESS_EVERY = 1000
 
@@ -56,16 +62,18 @@ def _record(row, timezone: str) -> dict:
         "by": row.by,
         "reason": row.reason,
         "seq": row.seq,
+        "jid": getattr(row, "jid", "") or "",
+        "flags": "unknown_type" if getattr(row, "unknown_type", False) else "",
     }
 
 
 def _cells(rec: dict) -> list:
-    return ["" if rec[c] is None else rec[c] for c in COLUMNS]
+    return ["" if rec[c] is None else rec[c] for c in HEADER]
 
 
 def write_csv(rows, out, timezone: str, tick: Callable[[], None]) -> int:
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(COLUMNS)
+    w.writerow(HEADER)
     n = 0
     for row in rows:
         w.writerow(_cells(_record(row, timezone)))
@@ -86,17 +94,23 @@ def write_jsonl(rows, out, timezone: str, tick: Callable[[], None]) -> int:
     return n
 
 
-def write_xlsx(rows, out_binary, timezone: str, tick: Callable[[], None]) -> int:
+def write_xlsx(
+    rows, out_binary, timezone: str, tick: Callable[[], None], checkpoint: str | None = None
+) -> int:
     from openpyxl import Workbook
 
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("events")
-    ws.append(COLUMNS)
+    ws.append(HEADER)
     n = 0
     for row in rows:
         ws.append(_cells(_record(row, timezone)))
         n += 1
         tick()
+    if checkpoint is not None:  # the signed checkpoint the export was cut from, line by line
+        sheet = wb.create_sheet("Checkpoint")
+        for line in checkpoint.split("\n")[:-1]:
+            sheet.append([line])
     wb.save(out_binary)
     return n
 
@@ -113,9 +127,12 @@ def export_events(
     person: str | None = None,
     timezone: str | None = None,
     progress: Callable[[int], None] | None = None,
+    checkpoint: str | None = None,
 ) -> int:
     """Writes the site's events to `out` (text for csv/jsonl, binary for xlsx); returns how many.
-    `progress(n)` is called now and then with the number of rows written since the last call."""
+    `progress(n)` is called now and then with the number of rows written since the last call.
+    `checkpoint` (a signed note) goes in the workbook's sheet "Checkpoint"; CSV and JSON Lines
+    carry nothing but rows (the caller states it beside them)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
     timezone = timezone or store.timezone(site)
@@ -129,8 +146,11 @@ def export_events(
 
     rows = store.events(site, start=start, end=end, locker=locker, person=person)
     try:
-        writer = {"csv": write_csv, "jsonl": write_jsonl, "xlsx": write_xlsx}[fmt]
-        n = writer(rows, out, timezone, tick)
+        if fmt == "xlsx":
+            n = write_xlsx(rows, out, timezone, tick, checkpoint)
+        else:
+            writer = {"csv": write_csv, "jsonl": write_jsonl}[fmt]
+            n = writer(rows, out, timezone, tick)
     finally:
         rows.close()
     if progress is not None and pending[0]:

@@ -305,6 +305,8 @@ REFUSALS = {
     "conflict": "Event conflicts with the one stored (same journal and seq)",
     "seq_ahead": "Event seq beyond what the journal can hold",
     "impossible": "Event no firmware can send",
+    # not an event: `serve` found the trail behind a checkpoint a locker holds (locker "-")
+    "checkpoint": "Trail behind a checkpoint a locker holds: no checkpoint signed",
 }
 REFUSAL_ALERT_EVERY = 600
 
@@ -1226,6 +1228,16 @@ class Store:
             ).scalar()
         return int(v or 0)
 
+    def highest_seq(self, site: str, locker_id: str) -> int:
+        """The highest seq stored for the locker, over all its journals (0: none)."""
+        with self._read() as conn:
+            v = conn.execute(
+                sa.select(sa.func.max(events.c.seq)).where(
+                    events.c.site == site, events.c.locker_id == locker_id
+                )
+            ).scalar()
+        return int(v or 0)
+
     def record_refusals(self, site: str, items: list[tuple[str, str, str]]) -> None:
         """Counts what ingest refused: (locker_id, kind in REFUSALS, detail) each; rate-limited
         alerts (see `ingest_refusals`)."""
@@ -1284,10 +1296,6 @@ class Store:
                         name=name, private_key=private, public_key=public, created_at=_now()
                     )
                 )
-                self._ensure_site(conn, site)
-                _append_action(
-                    conn, site, "lockerctl", "host_key", {"name": name, "public": public.hex()}
-                )
                 return private, public
         return bytes(row.private_key), bytes(row.public_key)
 
@@ -1297,6 +1305,16 @@ class Store:
                 sa.select(host_keys.c.public_key).where(host_keys.c.name == name)
             ).scalar()
         return bytes(v) if v is not None else None
+
+    def trail_hash_at(self, n: int) -> str | None:
+        """The recorded chain hash after entry `n` (None: no such entry). Not verified: for the
+        cheap look before a checkpoint is signed; `verify_trail_at` is the check."""
+        if n == 0:
+            return trail.GENESIS
+        with self._read() as conn:
+            return conn.execute(
+                sa.select(trail_entries.c.hash).where(trail_entries.c.id == n)
+            ).scalar()
 
     def trail_head(self) -> tuple[int, str]:
         """(entries written, head hash) as recorded at the last append."""
@@ -1810,6 +1828,8 @@ class Store:
                 e.c.sort_ts,
                 p.c.name,
                 p.c.role,
+                e.c.jid,
+                e.c.unknown_type,
             )
             .select_from(
                 e.outerjoin(p, sa.and_(p.c.site == e.c.site, p.c.person_id == e.c.person))
