@@ -68,7 +68,7 @@ def verifier_key(name: str, public: bytes) -> str:
 def parse_verifier_key(text: str) -> tuple[str, bytes]:
     """(name, public key) from a verifier key; CheckpointError if it is not one."""
     try:
-        name, kid, b64 = text.strip().split("+")
+        name, kid, b64 = text.strip().split("+", 2)  # base64 may hold "+" too
         raw = base64.b64decode(b64, validate=True)
     except (ValueError, binascii.Error):
         raise CheckpointError("not a verifier key (name+keyid+base64)") from None

@@ -404,12 +404,14 @@ def _rebuild_sqlite_events(conn, missing: list[str]) -> None:
         + _OLD_UNIQUE
         + r"\"?\s+UNIQUE\s*\(\s*site\s*,\s*locker_id\s*,\s*seq\s*\)"
     )
-    new_key = f"CONSTRAINT {_NEW_UNIQUE} UNIQUE (site, locker_id, jid, seq)"
-    added = "".join(_column_ddl(conn, name) + ", " for name in missing)
-    new_sql, n = pattern.subn(lambda m: added + new_key, sql)
+    new_sql, n = pattern.subn(f"CONSTRAINT {_NEW_UNIQUE} UNIQUE (site, locker_id, jid, seq)", sql)
     head = re.match(r"\s*CREATE\s+TABLE\s+\"?events\"?", new_sql)
-    if n != 1 or head is None:
+    # the new columns go after the last column, before the first table constraint
+    first = re.search(r",(\s*)(PRIMARY\s+KEY|CONSTRAINT|UNIQUE|CHECK|FOREIGN\s+KEY)\b", new_sql)
+    if n != 1 or head is None or first is None:
         raise StoreError("migration 0005: the events table is not as expected; nothing changed")
+    added = "".join(f",{first.group(1)}{_column_ddl(conn, name)}" for name in missing)
+    new_sql = new_sql[: first.start()] + added + new_sql[first.start() :]
     new_sql = "CREATE TABLE events_0005" + new_sql[head.end() :]
     old_cols = [r[1] for r in conn.exec_driver_sql("PRAGMA table_info(events)")]
     cols = ", ".join(f'"{c}"' for c in old_cols)
