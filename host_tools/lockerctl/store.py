@@ -883,7 +883,8 @@ class Store:
         seq more than that beyond its journal's watermark is refused (`seq_ahead`): no journal
         holds that many unacknowledged events. Each stored event is appended to the trail
         (content format 2). `acks` has, for every other journal in the batch, the highest N
-        such that its seqs 1..N are all stored.
+        such that its seqs 1..N are all stored (for a locker's first journal with an id that
+        goes on from its journal of before ids, N from that one's watermark: `_continued`).
 
         The work is done in a handful of statements for the whole batch, however many lockers
         it holds: the marks and each journal's highest stored seq in one query; a look-up only
@@ -927,6 +928,7 @@ class Store:
         self, conn, chain, site, by_journal, dups, received, max_ahead, result
     ) -> None:
         marks = self._marks(conn, site, list(by_journal))
+        legacy = self._legacy_acks(conn, site, by_journal, marks)
         rows = []  # the new events (tuples in _EVENT_COLUMNS order), in the order written
         add = rows.append
         conflicts = []  # (key, seq, event received, id of the row stored)
@@ -951,7 +953,7 @@ class Store:
                 if seq <= ack:
                     n += 1  # below the watermark, row gone: `audit verify` reports the deletion
                     continue
-                if max_ahead is not None and seq > ack + max_ahead:
+                if max_ahead is not None and seq > max(ack, legacy.get(key, 0)) + max_ahead:
                     result.refused.append((locker_id, jid, seq, "seq_ahead"))
                     continue
                 ts = _int_or_none(ev.get("ts"))
@@ -1025,6 +1027,8 @@ class Store:
                     ack = seq
             else:
                 ack = self._advance(conn, site, locker_id, jid, ack)
+            if ack == 0 and key in legacy:
+                ack = self._continued(conn, site, locker_id, jid, legacy[key])
             result.acks[key] = ack
             mark = {"b_locker": locker_id, "b_jid": jid, "b_ack": ack, "b_dups": dups[key]}
             (updates if known else inserts).append(mark)
@@ -1069,6 +1073,45 @@ class Store:
                 ],
                 received,
             )
+
+    def _legacy_acks(self, conn, site, by_journal, marks) -> dict[tuple[str, str], int]:
+        """{(locker, jid): the locker's watermark of journal ""} for each journal of the batch
+        with an id and nothing acknowledged yet, whose locker has events from before journal
+        ids: such a journal may be that old one, given its id on the firmware's upgrade and
+        going on from its seq (see `_continued`)."""
+        waiting = {key for key in by_journal if key[1] and marks[key][0] == 0}
+        if not waiting:
+            return {}
+        m = journal_marks
+        acks = dict(
+            conn.execute(
+                sa.select(m.c.locker_id, m.c.ack_seq).where(
+                    m.c.site == site,
+                    m.c.jid == "",
+                    m.c.locker_id.in_(sorted({lid for lid, _ in waiting})),
+                    m.c.ack_seq > 0,
+                )
+            ).all()
+        )
+        return {key: acks[key[0]] for key in waiting if key[0] in acks}
+
+    def _continued(self, conn, site, locker_id, jid, legacy_ack: int) -> int:
+        """The watermark of a journal with nothing acknowledged yet: a new journal starts at seq 1
+        (0 until it is stored); one that holds no seq 1 but the seq after the locker's old
+        journal's watermark is that old journal under its new id (the firmware gives a journal
+        from before ids one at its upgrade and goes on counting): it goes on from there."""
+        e = events
+
+        def stored(seq):
+            return conn.execute(
+                sa.select(e.c.id).where(
+                    e.c.site == site, e.c.locker_id == locker_id, e.c.jid == jid, e.c.seq == seq
+                )
+            ).first()
+
+        if stored(1) is not None or stored(legacy_ack + 1) is None:
+            return 0
+        return self._advance(conn, site, locker_id, jid, legacy_ack)
 
     def _keep_conflict(self, conn, site, key, seq, ev, event_id, now) -> None:
         locker_id, jid = key

@@ -209,3 +209,18 @@ def test_a_malformed_state_is_refused_and_the_last_good_one_kept(rig, bad):
     feed(ing, bad, leaf="state")
     assert st.locker(SITE, "L1").state == GOOD_STATE
     assert ing.stats.bad == 1
+
+
+def test_after_a_journal_of_before_ids_a_wiped_board_and_an_upgraded_one(rig):
+    st, _, _ = rig
+    st.ingest(SITE, [("L1", {"seq": s, "ts": None, "type": "boot"}) for s in range(1, 6)])
+
+    def journal(jid, seqs):
+        batch = [("L1", {"seq": s, "ts": s, "type": "boot", "jid": jid}) for s in seqs]
+        return st.ingest_journals(SITE, batch, ingest.JOURNAL_MAX_EVENTS).acks[("L1", jid)]
+
+    assert journal("aaaaaaaaaaaaaaaa", [2, 3]) == 0  # a wiped board's, its seq 1 not here yet
+    assert journal("aaaaaaaaaaaaaaaa", [1]) == 3  # from 1, not from the old watermark
+    assert journal("bbbbbbbbbbbbbbbb", [7, 6]) == 7  # the old journal going on under an id
+    assert journal("cccccccccccccccc", [9]) == 0  # neither: nothing acknowledged
+    assert len(list(st.events(SITE))) == 5 + 3 + 2 + 1

@@ -37,8 +37,14 @@ def check_upgraded(url: str, head: str) -> None:
         new = {"seq": 1, "ts": 1_790_000_100, "type": "boot", "jid": JID, "mac": "0" * 32}
         result = st.ingest_journals("school", [("L1", again), ("L1", new)])
         assert result.acks == {("L1", ""): 4, ("L1", JID): 1} and result.stored == 1
+        # L2's journal from before ids, given an id by the firmware's upgrade, goes on from
+        # seq 4: acknowledged from the old journal's watermark on
+        upgraded = "d4d4d4d4d4d4d4d4"
+        go_on = [{"seq": s, "ts": None, "type": "boot", "jid": upgraded} for s in (5, 4)]
+        result = st.ingest_journals("school", [("L2", e) for e in go_on])
+        assert result.acks == {("L2", upgraded): 5}
         count, _ = st.verify_trail()
-        assert count == ENTRIES + 1
+        assert count == ENTRIES + 3
     finally:
         st.close()
 
@@ -48,7 +54,7 @@ def test_sqlite_store_of_889016a_upgrades_and_verifies(tmp_path):
     shutil.copy(FIXTURES / "store-889016a.sqlite", path)
     url = f"sqlite:///{path}"
     check_upgraded(url, SQLITE_HEAD)
-    assert "intact: 14 entries" in lockerctl("audit", "verify", "--no-broker", db=url).stdout
+    assert "intact: 16 entries" in lockerctl("audit", "verify", "--no-broker", db=url).stdout
     # an old row's sort_ts is not in its content: verify recomputes it from ts / received_at
     engine = sa.create_engine(url)
     with engine.begin() as conn:
