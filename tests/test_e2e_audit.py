@@ -25,6 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -36,6 +37,7 @@ from lockerctl.store import Store
 
 pytestmark = pytest.mark.slow
 
+ROOT = Path(__file__).resolve().parent.parent
 SITE = "school"
 T0 = 1_790_000_000
 JID_A, JID_B = "a1a1a1a1a1a1a1a1", "b2b2b2b2b2b2b2b2"
@@ -378,3 +380,39 @@ def test_finding_4_sort_ts_edits_and_a_cut_tail_are_found(site, rig, db_url, mak
     cp = str(export) + ".checkpoint"
     r = lockerctl("audit", "verify", "--no-broker", "--checkpoint", cp, db=db_url, check=False)
     assert r.returncode == 1 and missing in r.stderr and cp in r.stderr
+
+
+FIRMWARE_HAS_JOURNAL_IDS = "jid" in (ROOT / "firmware" / "locker" / "journal.py").read_text()
+
+
+@pytest.mark.skipif(
+    not FIRMWARE_HAS_JOURNAL_IDS, reason="this firmware does not send journal ids and MACs yet"
+)
+def test_the_real_firmware_wiped_starts_a_new_journal_and_holds_the_checkpoint(
+    site, db_url, make_locker, make_serve
+):
+    """The same with the firmware on the unix port: its boot event stored and acknowledged; its
+    journal wiped, the new boot (seq 1 again, a new journal id) stored and acknowledged too; the
+    host's checkpoint kept by the locker, reported in its state and checked by `audit verify`."""
+    import shutil
+
+    broker, device = site
+    device["broker"].update(host=broker.host, port=broker.port)
+    make_serve(db_url, broker, extra=("--checkpoint-every", "1"))
+    locker = make_locker("L1", broker=broker, device=device)
+    wait_for(lambda: locker.state()["pending"] == 0, timeout=30, what="boot acknowledged")
+    locker.kill()
+    shutil.rmtree(device["data_dir"])  # a wiped board (or a new one with the same key)
+    locker.start()
+    wait_for(lambda: locker.state()["pending"] == 0, timeout=30, what="new boot acknowledged")
+    boots = [r for r in export_rows(db_url) if r["event"] == "boot"]
+    assert [r["seq"] for r in boots] == [1, 1] and len({r["jid"] for r in boots}) == 2
+    wait_for(
+        lambda: (locker.state().get("checkpoint") or {}).get("note"),
+        timeout=30,
+        what="the locker holds a checkpoint",
+    )
+    with Store.open(db_url) as st:
+        wait_for(lambda: (st.locker(SITE, "L1").state or {}).get("checkpoint"), timeout=20)
+    ok = lockerctl("audit", "verify", "--broker", broker.address, db=db_url).stdout
+    assert "locker L1: checkpoint of" in ok and ": consistent" in ok
