@@ -291,6 +291,8 @@ def test_finding_3_impossible_events_and_a_malformed_state_are_refused(
         assert status == 200, (path, status, body[:300])
     status, _, body = client.request("/alerts")
     assert "no firmware can send" in body
+    status, _, body = client.request("/trail")
+    assert "teleported (unknown type)" in body
 
 
 class Client:
@@ -389,7 +391,7 @@ FIRMWARE_HAS_JOURNAL_IDS = "jid" in (ROOT / "firmware" / "locker" / "journal.py"
     not FIRMWARE_HAS_JOURNAL_IDS, reason="this firmware does not send journal ids and MACs yet"
 )
 def test_the_real_firmware_wiped_starts_a_new_journal_and_holds_the_checkpoint(
-    site, db_url, make_locker, make_serve
+    site, db_url, make_locker, make_serve, tmp_path
 ):
     """The same with the firmware on the unix port: its boot event stored and acknowledged; its
     journal wiped, the new boot (seq 1 again, a new journal id) stored and acknowledged too; the
@@ -398,6 +400,7 @@ def test_the_real_firmware_wiped_starts_a_new_journal_and_holds_the_checkpoint(
 
     broker, device = site
     device["broker"].update(host=broker.host, port=broker.port)
+    device["data_dir"] = str(tmp_path / "data-L1")
     make_serve(db_url, broker, extra=("--checkpoint-every", "1"))
     locker = make_locker("L1", broker=broker, device=device)
     wait_for(lambda: locker.state()["pending"] == 0, timeout=30, what="boot acknowledged")
