@@ -6,6 +6,9 @@ Threads, each with its own `Store` (SQLite connections are not shared between th
 - the config publisher: publishes every locker's signed bundle, retained, on start, after every
   (re)connect to the broker and whenever `Store.config_version(site)` changes (polled every second,
   so a change made by another `lockerctl` process reaches the lockers within a few seconds);
+- the checkpointer (`Checkpointer`): every `--checkpoint-every` seconds (600), a signed
+  checkpoint of the trail to every locker as a `cmd` (when the trail grew, or to a locker that
+  does not hold the latest);
 - the dashboard, when `--http` is given and `lockerctl.web` is installed.
 """
 
@@ -540,13 +543,18 @@ class Service:
         log.info(
             "stopped: %d messages received, %d events stored in %d batches, %d acks, "
             "%d bad payloads, "
-            "%d from unregistered lockers",
+            "%d from unregistered lockers, refused: %d bad MAC, %d impossible, %d seq ahead; "
+            "%d conflicts",
             s.queued,
             s.received,
             s.batches,
             s.acks,
             s.bad,
             s.unknown_locker,
+            s.bad_mac,
+            s.impossible,
+            s.seq_ahead,
+            s.conflicts,
         )
 
 

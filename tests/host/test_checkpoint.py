@@ -178,3 +178,27 @@ def test_checkpointer_sends_signed_commands_and_refuses_to_sign_behind_a_locker(
     assert c.round() == 0 and sent == []
     assert st.refusal_counts(SITE)[("-", "checkpoint")] == 1
     assert "L1" in json.dumps([tuple(r) for r in st.refusals(SITE)])
+
+
+def test_every_export_states_its_checkpoint_beside_the_rows(st, tmp_path):
+    from openpyxl import load_workbook
+
+    url = st.url.render_as_string(hide_password=False)
+    public = st.host_public_key(cp.KEY) or cp.host_key(st, SITE)[1]
+    size = st.trail_head()[0]
+    r = lockerctl("export", "--format", "jsonl", db=url)
+    assert [json.loads(line)["seq"] for line in r.stdout.splitlines()] == [1, 2, 3, 4, 5]
+    note = r.stderr.split("checkpoint:\n", 1)[1]
+    assert cp.verify(note, public).size == size
+    out = tmp_path / "e.csv"
+    r = lockerctl("export", "-o", out, db=url)
+    assert cp.verify((tmp_path / "e.csv.checkpoint").read_text(), public).size == size
+    assert all(line.count(",") == 11 for line in out.read_text().splitlines())  # rows only
+    xlsx = tmp_path / "e.xlsx"
+    lockerctl("export", "--format", "xlsx", "-o", xlsx, db=url)
+    wb = load_workbook(xlsx, read_only=True)
+    lines = [row[0] for row in wb["Checkpoint"].iter_rows(values_only=True)]
+    assert (
+        "\n".join(str(x or "") for x in lines) + "\n"
+        == (tmp_path / "e.xlsx.checkpoint").read_text()
+    )
