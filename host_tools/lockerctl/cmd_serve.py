@@ -56,8 +56,17 @@ def _open_store(site: Site):
     help="MQTT client id (default lockerctl-serve-SITE: one persistent session per "
     "site; two services with the same id would take turns).",
 )
+@click.option(
+    "--checkpoint-every",
+    type=click.FloatRange(min=1.0, max=600.0),
+    default=600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often a checkpoint of the audit trail is signed and sent to the lockers "
+    "(when the trail grew, or to a locker that does not hold the latest).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
-def serve(site: Site, http, http_cert, http_key, client_id, verbose):
+def serve(site: Site, http, http_cert, http_key, client_id, checkpoint_every, verbose):
     """Ingest the lockers' events into the audit store (each exactly once, acknowledged after the
     commit), publish each locker's configuration (again within seconds of any change) and serve
     the dashboard. Stops cleanly on SIGTERM or Ctrl-C."""
@@ -79,7 +88,9 @@ def serve(site: Site, http, http_cert, http_key, client_id, verbose):
             raise UserError(f"--http-cert/--http-key: {e}") from None
         tls = (http_cert, http_key)
     _open_store(site)  # a bad --db is a one-line error before anything starts
-    service = Service(site, client_id=client_id, writer_process=True)
+    service = Service(
+        site, client_id=client_id, writer_process=True, checkpoint_every=checkpoint_every
+    )
 
     def stop(signum, frame):
         service.request_stop()

@@ -18,7 +18,15 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from .clibase import UserError, actor, cli, open_store, parse_hostport, site_options
+from .clibase import (
+    UserError,
+    actor,
+    broker_options,
+    cli,
+    open_store,
+    parse_hostport,
+    site_options,
+)
 from .store import PERSON_ID_RE, StoreError, mask_uid
 
 MAX_BAYS = 64
@@ -157,6 +165,10 @@ def export_cmd(site, fmt, from_day, to_day, locker, person, output):
             and st.count_events(site.site, person=person) == 0
         ):
             raise UserError(f"--person {person}: not on the roster of site {site.site}")
+        from .checkpoint import make as make_checkpoint
+
+        # the trail's head as the export begins, signed: what the export was cut from
+        note = make_checkpoint(st, site.site).note
         bar = None
         if sys.stderr.isatty():
             bar = _progress("exporting", st.count_events(site.site, start, end, locker, person))
@@ -173,9 +185,18 @@ def export_cmd(site, fmt, from_day, to_day, locker, person, output):
                     person=person,
                     timezone=tz,
                     progress=bar.update if bar is not None else None,
+                    checkpoint=note,
                 )
+        if output not in (None, "-"):
+            with _output(output + ".checkpoint") as f:
+                f.write(note)
+    # Never in the rows (consumers parse every line): on stderr, and beside FILE.
+    click.echo("cut from the audit trail at this checkpoint:", err=True)
+    click.echo(note, err=True, nl=False)
     if output not in (None, "-"):
-        click.echo(f"exported {n} events to {output}", err=True)
+        click.echo(
+            f"exported {n} events to {output} (checkpoint in {output}.checkpoint)", err=True
+        )
 
 
 # -- audit --------------------------------------------------------------------------------------
@@ -187,26 +208,159 @@ def audit():
 
 
 @audit.command("verify")
-@site_options
-def audit_verify(site):
-    """Check the hash chain over the whole audit trail (every site in the store).
+@broker_options
+@click.option(
+    "--checkpoint",
+    "checkpoint_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Also check the trail against this signed checkpoint (e.g. an export's "
+    "FILE.checkpoint); repeatable.",
+)
+@click.option(
+    "--key",
+    "vkey",
+    default=None,
+    metavar="VKEY",
+    help="The host's checkpoint verifier key (as `audit key` prints it) to check signatures "
+    "with, instead of the one in the store.",
+)
+@click.option(
+    "--no-broker",
+    is_flag=True,
+    help="Read the lockers' checkpoints from the store's last recorded state, not the broker.",
+)
+def audit_verify(site, checkpoint_files, vkey, no_broker):
+    """Check the hash chain over the whole audit trail (every site in the store), and the trail
+    against the signed checkpoints the lockers hold and any --checkpoint FILE.
 
-    Exit 0 printing the number of entries and the head hash when intact; otherwise exit 1
-    naming the first bad entry (edited, deleted or reordered).
+    Each locker keeps the latest checkpoint (entry count and chain hash) the host sent it and
+    reports it in its retained `state`: read from the broker when it can be reached, else from
+    the state the store last recorded (the output says which). A checkpoint signed by the
+    host's key must name an entry the store still has, with that hash: removing the newest
+    entries, head and all, is found. Exit 0 printing the number of entries and the head hash
+    when everything holds; otherwise exit 1 naming the first bad entry or what is missing.
     """
+    from . import checkpoint as cp
     from .trail import Broken
 
+    notes = []  # (where, note text, locker row or None)
+    for path in checkpoint_files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                notes.append((path, f.read(4 * cp.MAX_NOTE_BYTES), None))
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"--checkpoint {path}: {getattr(e, 'strerror', None) or e}") from None
     with _store(site) as st:
+        if vkey:
+            try:
+                _, public = cp.parse_verifier_key(vkey)
+            except cp.CheckpointError as e:
+                raise UserError(f"--key: {e}") from None
+        else:
+            public = st.host_public_key(cp.KEY)
+        lockers = list(st.lockers(site.site))
+        source, states = _locker_states(site, st, lockers, no_broker)
+        held = []
+        for row in lockers:
+            state = states.get(row.id)
+            checkpoint = state.get("checkpoint") if isinstance(state, dict) else None
+            if isinstance(checkpoint, dict) and isinstance(checkpoint.get("note"), str):
+                held.append((row.id, checkpoint))
+                notes.append((f"locker {row.id}", checkpoint["note"], row))
+        if notes and public is None:
+            raise UserError("checkpoints given, but the store has no checkpoint key (--key?)")
+        checked, report, failures = [], [], []
+        for where, note, row in notes:
+            try:
+                checked.append((where, cp.verify(note, public)))
+            except cp.CheckpointError as e:
+                if row is None:  # a file the user named: its signature must hold
+                    raise UserError(f"{where}: not a valid checkpoint: {e}") from None
+                report.append(
+                    f"{where}: holds a checkpoint not signed by this host: ignored ({e})"
+                )
         bar = _progress("verifying", st.trail_count()) if sys.stderr.isatty() else None
+        sizes = [c.size for _, c in checked]
         try:
             if bar is None:
-                count, head = st.verify_trail()
+                count, head, heads = st.verify_trail_at(sizes)
             else:
                 with bar:
-                    count, head = st.verify_trail(progress=bar.update)
+                    count, head, heads = st.verify_trail_at(sizes, progress=bar.update)
         except Broken as e:
             raise UserError(f"audit trail broken: {e}") from None
+        for where, c in checked:
+            if c.size > count:
+                failures.append(
+                    f"{where}: a checkpoint of {c.size} entries, but the trail has {count}:"
+                    f" entries {count + 1}..{c.size} are missing (the tail was cut)"
+                )
+            elif c.size and heads.get(c.size) != c.head:
+                failures.append(
+                    f"{where}: entry {c.size} does not have the hash its checkpoint names:"
+                    " the trail was rewritten up to there"
+                )
+            else:
+                report.append(f"{where}: checkpoint of {c.size} entries: consistent")
+        for locker_id, checkpoint in held:
+            acked = checkpoint.get("acked")
+            if (
+                isinstance(acked, int)
+                and acked > 0
+                and st.highest_seq(site.site, locker_id) < acked
+            ):
+                failures.append(
+                    f"locker {locker_id}: acknowledged events up to seq {acked}, but the store"
+                    " holds no journal of it reaching that seq (events deleted)"
+                )
+    if failures:
+        for line in report + failures[1:]:
+            click.echo(line, err=True)
+        raise UserError(f"audit trail incomplete: {failures[0]}")
     click.echo(f"audit trail intact: {count} entries, head {head}")
+    if lockers:
+        click.echo(f"lockers' checkpoints read from {source}")
+        for locker_id in sorted({r.id for r in lockers} - {lid for lid, _ in held}):
+            click.echo(f"locker {locker_id}: holds no checkpoint")
+    for line in report:
+        click.echo(line)
+
+
+def _locker_states(site, st, lockers, no_broker) -> tuple[str, dict]:
+    """(where from, {locker: state}): the broker's retained `state` messages when it can be
+    reached, else the state the store last recorded."""
+    recorded = {row.id: row.state for row in lockers}
+    if not lockers or no_broker:
+        return "the store (last recorded state)", recorded
+    from .serve import retained_states
+
+    try:
+        got = retained_states(site, st, [row.id for row in lockers])
+    except OSError as e:
+        return f"the store (last recorded state; broker not reachable: {e})", recorded
+    where = f"the broker's retained state ({site.broker_host}:{site.broker_port})"
+    missing = [lid for lid in recorded if lid not in got]
+    for lid in missing:
+        got[lid] = recorded[lid]
+    if missing:
+        where += f"; from the store for {', '.join(missing)} (nothing retained)"
+    return where, got
+
+
+@audit.command("key")
+@site_options
+def audit_key(site):
+    """Print the public key that signs the trail's checkpoints (a C2SP verifier key, then the
+    raw key in hex). Made and kept in the store the first time; the private key never leaves
+    the store."""
+    from . import checkpoint as cp
+
+    with _store(site) as st:
+        _, public = cp.host_key(st, site.site)
+    click.echo(cp.verifier_key(cp.origin(site.site), public))
+    click.echo(f"ed25519 {public.hex()}")
 
 
 # -- roster -------------------------------------------------------------------------------------

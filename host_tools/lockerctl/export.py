@@ -4,13 +4,15 @@ Rows come from `Store.events` (a server-side cursor read in batches) and are wri
 come, so a million events export in bounded memory; the Excel writer is openpyxl's write-only
 mode. Columns (CSV header, JSON keys, first sheet row):
 
-    time,locker,bay,event,person_id,name,role,by,reason,seq,time_source
+    time,locker,bay,event,person_id,name,role,by,reason,seq,time_source,jid,flags
 
 `time` is the locker's timestamp in the site's local time, ISO 8601 with its offset
 (`2026-09-10T15:05:00+01:00`). An event the locker journaled while its clock was not trusted has
 no timestamp of its own: `time` is then the moment the host received it, and `time_source` says
 which it is (`locker` or `received`); `time` is never empty. `name` and `role` come from the
-roster (the role on the person's first roster row). JSON Lines adds `ts` (the locker's unix
+roster (the role on the person's first roster row). `jid` is the locker's journal id (empty for
+events stored before journal ids), `flags` says `unknown_type` for an event type no firmware
+version sends (stored as it came, marked). JSON Lines adds `ts` (the locker's unix
 seconds, or null) and keeps numbers as numbers.
 """
 
@@ -22,10 +24,12 @@ import json
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
-COLUMNS = [
-    "time", "locker", "bay", "event", "person_id", "name", "role", "by", "reason", "seq",
-    "time_source",
-]  # fmt: skip
+COLUMNS = ["time", "locker", "bay", "event", "person_id", "name", "role", "by", "reason", "seq"]
+# After the fixed ten: where `time` comes from (`locker`, or `received` when the locker's clock
+# was not trusted), the locker's journal id (a wiped or replaced board starts a new journal, seq
+# from 1 again) and the row's marks (`unknown_type`: a type no firmware version knows).
+EXTRA_COLUMNS = ["time_source", "jid", "flags"]
+HEADER = COLUMNS + EXTRA_COLUMNS
 FORMATS = ("csv", "jsonl", "xlsx")
 _PROGRESS_EVERY = 1000
 
@@ -69,16 +73,18 @@ def _record(row, timezone: str) -> dict:
         "reason": row.reason,
         "seq": row.seq,
         "time_source": source,
+        "jid": getattr(row, "jid", "") or "",
+        "flags": "unknown_type" if getattr(row, "unknown_type", False) else "",
     }
 
 
 def _cells(rec: dict) -> list:
-    return ["" if rec[c] is None else rec[c] for c in COLUMNS]
+    return ["" if rec[c] is None else rec[c] for c in HEADER]
 
 
 def write_csv(rows, out, timezone: str, tick: Callable[[], None]) -> int:
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(COLUMNS)
+    w.writerow(HEADER)
     n = 0
     for row in rows:
         w.writerow(_cells(_record(row, timezone)))
@@ -99,17 +105,23 @@ def write_jsonl(rows, out, timezone: str, tick: Callable[[], None]) -> int:
     return n
 
 
-def write_xlsx(rows, out_binary, timezone: str, tick: Callable[[], None]) -> int:
+def write_xlsx(
+    rows, out_binary, timezone: str, tick: Callable[[], None], checkpoint: str | None = None
+) -> int:
     from openpyxl import Workbook
 
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("events")
-    ws.append(COLUMNS)
+    ws.append(HEADER)
     n = 0
     for row in rows:
         ws.append(_cells(_record(row, timezone)))
         n += 1
         tick()
+    if checkpoint is not None:  # the signed checkpoint the export was cut from, line by line
+        sheet = wb.create_sheet("Checkpoint")
+        for line in checkpoint.split("\n")[:-1]:
+            sheet.append([line])
     wb.save(out_binary)
     return n
 
@@ -126,9 +138,12 @@ def export_events(
     person: str | None = None,
     timezone: str | None = None,
     progress: Callable[[int], None] | None = None,
+    checkpoint: str | None = None,
 ) -> int:
     """Writes the site's events to `out` (text for csv/jsonl, binary for xlsx); returns how many.
-    `progress(n)` is called now and then with the number of rows written since the last call."""
+    `progress(n)` is called now and then with the number of rows written since the last call.
+    `checkpoint` (a signed note) goes in the workbook's sheet "Checkpoint"; CSV and JSON Lines
+    carry nothing but rows (the caller states it beside them)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
     timezone = timezone or store.timezone(site)
@@ -142,8 +157,11 @@ def export_events(
 
     rows = store.events(site, start=start, end=end, locker=locker, person=person)
     try:
-        writer = {"csv": write_csv, "jsonl": write_jsonl, "xlsx": write_xlsx}[fmt]
-        n = writer(rows, out, timezone, tick)
+        if fmt == "xlsx":
+            n = write_xlsx(rows, out, timezone, tick, checkpoint)
+        else:
+            writer = {"csv": write_csv, "jsonl": write_jsonl}[fmt]
+            n = writer(rows, out, timezone, tick)
     finally:
         rows.close()
     if progress is not None and pending[0]:

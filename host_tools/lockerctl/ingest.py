@@ -19,65 +19,166 @@ from . import keys
 
 log = logging.getLogger("lockerctl.serve")
 
-# The fields of an `event` payload (CONTRACT §4). `seq`, `ts` and `type` must be present; the
-# others may be absent, which means null.
+# The fields of an `event` payload (docs/protocol.md, `event`). `seq`, `ts`, `type`, `jid` and
+# `mac` must be present; the others may be absent, which means null.
 REQUIRED_FIELDS = ("seq", "ts", "type")
 OPTIONAL_FIELDS = ("bay", "person", "by", "reason")
-MAX_TEXT = 200  # longest person/by/reason accepted (reasons are free text typed by the office)
 _TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
 _LOCKER_RE = re.compile(r"[A-Za-z0-9._-]{1,28}\Z")
 _JID_RE = re.compile(r"[0-9a-f]{16}\Z")
-MAX_SEQ = 2**63 - 1
-MAX_TS = 2**40  # far beyond any real clock; catches garbage without a calendar check
+_MAC_RE = re.compile(r"[0-9a-fA-F]{32}\Z")
+
+# What no firmware can send (firmware/locker/events.py): seq and ts are u32 on flash, a text
+# field at most 255 bytes of UTF-8.
+U32_MAX = 2**32 - 1
+MAX_SEQ = U32_MAX
+MAX_TS = U32_MAX
+MAX_TEXT_BYTES = 255
+MAX_TEXT = MAX_TEXT_BYTES  # (the name older callers use)
+MAX_BATCH_EVENTS = 256  # events in one `event` payload (the firmware sends at most its window, 32)
+MAX_STATE_BYTES = 64 * 1024
+
+# How far ahead of its journal's watermark a seq can be: the journal's flash budget
+# (firmware/locker/journal.py `_DEFAULT_CAPACITY`, 96 blocks of 4 KiB) over the smallest event
+# record it can write (6 bytes of record header, 1 of kind, 1 of flags, a u32 seq, a type
+# code): 393216 // 13 = 30247 events. A locker cannot hold more unacknowledged than that, so
+# a seq further ahead was not written by it. tests/host/test_event_auth.py rederives it.
+JOURNAL_BYTES = 393216
+SMALLEST_EVENT_RECORD = 6 + 1 + 1 + 4 + 1
+JOURNAL_MAX_EVENTS = JOURNAL_BYTES // SMALLEST_EVENT_RECORD
+
+# Event types some firmware sends (firmware/locker/events.py TYPES, and the update outcomes).
+# Any other well-formed type is stored, marked `unknown_type` (pages and exports show it).
+KNOWN_TYPES = frozenset(
+    (
+        "boot",
+        "deposit",
+        "retrieve",
+        "override",
+        "denied",
+        "policy_flag",
+        "uncollected",
+        "door_forced",
+        "door_left_open",
+        "door_closed",
+        "emergency_open",
+        "cmd_rejected",
+        "cancelled",
+        "config_applied",
+        "config_rejected",
+        "journal_near_full",
+        "clock_set",
+        "update_rejected",
+        "update_failed",
+        "updated",
+    )
+)
 
 
 class BadPayload(ValueError):
-    """An event payload that is not a well-formed CONTRACT §4 event: logged, counted, dropped."""
+    """A payload that is not well-formed (not JSON, not an object or array): logged, counted,
+    dropped."""
+
+
+class Refused(ValueError):
+    """One event refused: `kind` is a `store.REFUSALS` word (bad_mac, impossible)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def parse_event(payload: bytes) -> dict:
-    """The event in `payload` as a dict with exactly the seven CONTRACT fields; BadPayload if the
-    payload is not JSON, not an object, lacks a required field or has a wrong type."""
+def _load(payload: bytes):
     try:
-        obj = json.loads(payload.decode("utf-8"))
+        return json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:  # nested 1000 deep: Recursion
         raise BadPayload(f"not JSON ({e.__class__.__name__})") from None
+
+
+def parse_events(payload: bytes) -> list:
+    """The objects of an `event` payload: one JSON object, or an array of them (a batch), each
+    to be checked on its own (`check_event`). BadPayload for anything else."""
+    obj = _load(payload)
+    if isinstance(obj, dict):
+        return [obj]
+    if isinstance(obj, list):
+        if not obj:
+            raise BadPayload("an empty batch")
+        if len(obj) > MAX_BATCH_EVENTS:
+            raise BadPayload(f"a batch of {len(obj)} events (at most {MAX_BATCH_EVENTS})")
+        return obj
+    raise BadPayload("not a JSON object or array")
+
+
+def check_event(obj, secret: bytes | None = None, bays: int | None = None) -> dict:
+    """The event `obj` (one member of an `event` payload) as a dict with the CONTRACT fields and
+    `jid`, `mac`, `unknown_type`, or Refused: `bad_mac` when its journal id or MAC is missing
+    or the MAC does not check with `secret` (None: not checked), `impossible` when it holds
+    what no firmware can send (a seq or ts beyond u32 or negative, a bay outside 1..`bays`, a
+    text longer than the firmware's, a field of the wrong type)."""
     if not isinstance(obj, dict):
-        raise BadPayload("not a JSON object")
-    for name in REQUIRED_FIELDS:
-        if name not in obj:
-            raise BadPayload(f"missing field {name!r}")
-    seq, ts, etype = obj["seq"], obj["ts"], obj["type"]
-    if not _is_int(seq) or not 1 <= seq <= MAX_SEQ:
-        raise BadPayload(f"seq must be a positive integer, not {seq!r}")
-    if ts is not None and not (_is_int(ts) and 0 <= ts < MAX_TS):
-        raise BadPayload(f"ts must be unix seconds or null, not {ts!r}")
-    if not isinstance(etype, str) or not _TYPE_RE.match(etype):
-        raise BadPayload(f"type must be an event word, not {etype!r}")
-    event = {"seq": seq, "ts": ts, "type": etype}
-    bay = obj.get("bay")
-    if bay is not None and not (_is_int(bay) and 1 <= bay <= 255):
-        raise BadPayload(f"bay must be a bay number or null, not {bay!r}")
-    event["bay"] = bay
-    for name in ("person", "by", "reason"):
-        value = obj.get(name)
-        if value is not None and not (isinstance(value, str) and len(value) <= MAX_TEXT):
-            raise BadPayload(f"{name} must be a string of at most {MAX_TEXT} characters or null")
-        event[name] = value
-    jid = obj.get("jid")  # the locker's journal id, echoed in the ack (docs/protocol.md)
-    if isinstance(jid, str) and _JID_RE.match(jid):
-        event["jid"] = jid
+        raise Refused("impossible", "not a JSON object")
+    jid, mac = obj.get("jid"), obj.get("mac")
+    if not isinstance(jid, str) or not _JID_RE.match(jid):
+        raise Refused("bad_mac", "no journal id (jid: 16 lower-case hex digits)")
+    if not isinstance(mac, str) or not _MAC_RE.match(mac):
+        raise Refused("bad_mac", "no MAC (mac: 32 hex digits)")
+    if secret is not None and not keys.event_mac_ok(secret, obj):
+        raise Refused("bad_mac", "MAC does not check with the locker's key")
+    event = _check_fields(obj, bays)
+    unknown = event.pop("unknown_type")
+    event.update(jid=jid, mac=mac.lower(), unknown_type=unknown)
     return event
 
 
-def ack_mac(secret: bytes, seq: int, jid: str) -> str:
-    """The MAC a locker checks on an ack (docs/protocol.md, `ack`): the first 16 bytes of
-    HMAC-SHA256(HMAC-SHA256(secret, "ack"), "<seq>|<jid>"), in hex."""
-    return keys.hmac_sha256(keys.derive(secret, b"ack"), f"{seq}|{jid}".encode())[:16].hex()
+def _check_fields(obj: dict, bays: int | None) -> dict:
+    for name in REQUIRED_FIELDS:
+        if name not in obj:
+            raise Refused("impossible", f"missing field {name!r}")
+    seq, ts, etype = obj["seq"], obj["ts"], obj["type"]
+    if not _is_int(seq) or not 1 <= seq <= MAX_SEQ:
+        raise Refused("impossible", f"seq must be an integer 1..{MAX_SEQ}, not {seq!r}")
+    if ts is not None and not (_is_int(ts) and 0 <= ts <= MAX_TS):
+        raise Refused("impossible", f"ts must be unix seconds 0..{MAX_TS} or null, not {ts!r}")
+    if not isinstance(etype, str) or not _TYPE_RE.match(etype):
+        raise Refused("impossible", f"type must be an event word, not {etype!r}"[:200])
+    event = {"seq": seq, "ts": ts, "type": etype}
+    bay = obj.get("bay")
+    top = bays if bays is not None else 255
+    if bay is not None and not (_is_int(bay) and 1 <= bay <= top):
+        raise Refused("impossible", f"bay must be a bay number 1..{top} or null, not {bay!r}")
+    event["bay"] = bay
+    for name in ("person", "by", "reason"):
+        value = obj.get(name)
+        if value is not None and not (isinstance(value, str) and _fits(value)):
+            raise Refused(
+                "impossible", f"{name} must be text of at most {MAX_TEXT_BYTES} bytes or null"
+            )
+        event[name] = value
+    event["unknown_type"] = etype not in KNOWN_TYPES
+    return event
+
+
+def _fits(text: str) -> bool:
+    try:
+        return len(text.encode("utf-8")) <= MAX_TEXT_BYTES
+    except UnicodeEncodeError:  # a lone surrogate: not UTF-8, no firmware writes it
+        return False
+
+
+def parse_event(payload: bytes, secret: bytes | None = None, bays: int | None = None) -> dict:
+    """The one event in `payload` (`check_event`); BadPayload for anything else."""
+    objs = parse_events(payload)
+    if len(objs) != 1:
+        raise BadPayload("a batch, not one event")
+    try:
+        return check_event(objs[0], secret, bays)
+    except Refused as e:
+        raise BadPayload(str(e)) from None
 
 
 def parse_topic(topic: str, site: str) -> tuple[str, str] | None:
@@ -96,7 +197,11 @@ class Stats:
     def __init__(self):
         self.queued = 0  # messages received from the broker (the ingest link counts them)
         self.received = 0  # well-formed events handed to the store
-        self.bad = 0  # payloads rejected by validation
+        self.bad = 0  # payloads rejected by validation (not JSON, malformed state, ...)
+        self.bad_mac = 0  # events refused: journal id or MAC missing or wrong
+        self.impossible = 0  # events refused: what no firmware can send
+        self.seq_ahead = 0  # events refused: seq beyond what the journal can hold
+        self.conflicts = 0  # events kept aside: other content for a stored (locker, jid, seq)
         self.unknown_locker = 0  # events from lockers the store does not know
         self.batches = 0
         self.failed_batches = 0
@@ -109,11 +214,12 @@ class Stats:
 class Ingestor:
     """Parses what the lockers publish and writes it to the store, acknowledging after the commit.
 
-    `store` needs `ingest(site, batch) -> {locker: ack_seq}`, `set_locker_status(site, locker,
-    online=None, state=None)` and `lockers(site)`. `write(raw)` takes a batch of `(topic,
-    payload)` as they came from the broker (`ingestlink.IngestLink` gathers them) and calls
-    `publish_ack(locker, seq, jid, mac)` after the commit for every locker with events in the
-    batch (jid and mac None when the events named no journal or the locker's secret is unknown).
+    `store` needs `ingest_journals(site, batch, max_ahead)`, `record_refusals(site, items)`,
+    `set_locker_status(site, locker, online=None, state=None)` and `lockers(site)` (rows with
+    id, secret and bays). `write(raw)` takes a batch of `(topic, payload)` as they came from the
+    broker (`ingestlink.IngestLink` gathers them), checks each event's MAC with its locker's
+    secret, and calls `publish_ack(locker, ack)` after the commit for every journal with events
+    in the batch, `ack` being the `ack` payload object ({"seq", "jid", "mac"}).
     """
 
     max_batch = 2000  # a flood commits in big batches: the per-locker cost of a commit is shared
@@ -125,7 +231,7 @@ class Ingestor:
         self,
         store,
         site: str,
-        publish_ack: Callable[[str, int], None] | None,
+        publish_ack: Callable[[str, dict], None] | None,
         max_batch: int | None = None,
         max_wait: float | None = None,
     ):
@@ -137,12 +243,16 @@ class Ingestor:
         if max_wait is not None:
             self.max_wait = max_wait
         self.stats = Stats()
-        self._known: set[str] = set()
-        self._secrets: dict[str, bytes] = {}
+        self._lockers: dict[str, tuple[bytes, int]] = {}  # id -> (secret, bays)
         self._known_at = 0.0
         self._unknown_warned: dict[str, float] = {}
         self._bad_window = time.monotonic()
         self._bad_logged = self._bad_suppressed = 0
+        self._refusals: list[tuple[str, str, str]] = []  # (locker, kind, detail) to record
+
+    @property
+    def _known(self) -> set:
+        return set(self._lockers)
 
     def _parse(self, topic: str, payload: bytes):
         """(kind, locker, value) for a message worth writing, else None (bad ones logged)."""
@@ -152,17 +262,17 @@ class Ingestor:
         locker, kind = where
         try:
             if kind == "event":
-                return ("event", locker, parse_event(payload))
+                return ("event", locker, parse_events(payload))
             if kind == "status":
                 return ("status", locker, _parse_status(payload))
             if kind == "state":
-                return ("state", locker, _parse_state(payload))
+                return ("state", locker, parse_state(payload, locker))
         except BadPayload as e:
             self.stats.bad += 1
             self._log_bad(kind, topic, e)
         return None
 
-    def _log_bad(self, kind: str, topic: str, e: BadPayload) -> None:
+    def _log_bad(self, kind: str, topic: str, e: Exception) -> None:
         """One line per bad payload, at most `bad_log_limit` a minute: a device gone haywire
         must not fill the disk with the same line."""
         now = time.monotonic()
@@ -180,9 +290,13 @@ class Ingestor:
 
     def write(self, raw: list) -> None:
         items = [item for item in (self._parse(t, p) for t, p in raw) if item is not None]
-        batch = [(locker, ev) for kind, locker, ev in items if kind == "event"]
+        batch = []
+        for kind, locker, value in items:
+            if kind == "event":
+                batch += self._checked(locker, value)
         if batch:
             self._ingest(batch)
+        self._flush_refusals()
         # Status and state after the events: only the latest of each per locker matters.
         latest: dict[tuple[str, str], object] = {}
         for kind, locker, value in items:
@@ -199,40 +313,78 @@ class Ingestor:
             except Exception as e:  # the store is down or refused: the next message retries
                 log.error("could not record %s of %s: %s", kind, locker, one_line(e))
 
-    def _ingest(self, batch: list) -> None:
-        known = []
-        for locker, ev in batch:
-            if self._is_known(locker):
-                known.append((locker, ev))
-            else:
-                self.stats.unknown_locker += 1
-                now = time.monotonic()
-                if now - self._unknown_warned.get(locker, -60.0) >= 60:  # a line a minute
-                    self._unknown_warned[locker] = now
-                    log.warning(
-                        "events from unregistered locker %s on site %s (seq %s): dropped",
-                        locker,
-                        self.site,
-                        ev["seq"],
-                    )
-        if not known:
+    def _checked(self, locker: str, objs: list) -> list:
+        """The events of one payload whose MAC checks with the locker's key and that a firmware
+        could have sent, as (locker, event); the others counted, logged and kept for an alert."""
+        if not self._is_known(locker):
+            self.stats.unknown_locker += len(objs)
+            now = time.monotonic()
+            if now - self._unknown_warned.get(locker, -60.0) >= 60:  # a line a minute
+                self._unknown_warned[locker] = now
+                log.warning(
+                    "events from unregistered locker %s on site %s: dropped", locker, self.site
+                )
+            return []
+        out = []
+        for obj in objs:
+            secret, bays = self._lockers[locker]
+            try:
+                try:
+                    ev = check_event(obj, secret, bays)
+                except Refused as e:
+                    if e.kind != "bad_mac" or not self._reload(locker):
+                        raise
+                    secret, bays = self._lockers[locker]  # rekeyed since the last look?
+                    ev = check_event(obj, secret, bays)
+            except Refused as e:
+                setattr(self.stats, e.kind, getattr(self.stats, e.kind) + 1)
+                seq = obj.get("seq") if isinstance(obj, dict) else None
+                detail = f"seq {seq!r}: {e}"[:300]
+                self._log_bad(
+                    "event", f"lockers/{self.site}/{locker}/event", Refused(e.kind, detail)
+                )
+                self._refusals.append((locker, e.kind, detail))
+                continue
+            out.append((locker, ev))
+        return out
+
+    def _flush_refusals(self) -> None:
+        if not self._refusals:
             return
-        acks = self._commit(known)
-        if acks is None:
+        items, self._refusals = self._refusals, []
+        try:
+            self.store.record_refusals(self.site, items)
+        except Exception as e:
+            log.error("could not record %d refused events: %s", len(items), one_line(e))
+
+    def _ingest(self, batch: list) -> None:
+        result = self._commit(batch)
+        if result is None:
             return
         self.stats.batches += 1
-        self.stats.received += len(known)
-        log.debug("stored %d events: acks %s", len(known), acks)
-        jids = {locker: ev["jid"] for locker, ev in known if "jid" in ev}
-        self._send_acks(acks, {locker for locker, _ in known}, jids)
+        self.stats.received += len(batch)
+        for key, seqs in result.conflicts.items():
+            self.stats.conflicts += len(seqs)
+            log.error(
+                "locker %s journal %s: seq %s stored before with other content: kept aside as"
+                " a conflict, not acknowledged",
+                key[0],
+                key[1],
+                ", ".join(str(s) for s in seqs[:5]),
+            )
+        for locker, jid, seq, kind in result.refused:
+            self.stats.seq_ahead += kind == "seq_ahead"
+            log.warning("locker %s journal %s seq %s refused: %s", locker, jid, seq, kind)
+        log.debug("stored %d events: acks %s", result.stored, result.acks)
+        self._send_acks(result)
 
-    def _commit(self, batch: list) -> dict | None:
+    def _commit(self, batch: list):
         """One transaction; on failure one retry, then event by event so that one event the store
         refuses cannot hold back the others (given up after a few failures in a row: then it is
         the store, not an event). None when nothing could be committed."""
         for attempt in (1, 2):
             try:
-                return self.store.ingest(self.site, batch)
+                return self.store.ingest_journals(self.site, batch, JOURNAL_MAX_EVENTS)
             except Exception as e:
                 log.error(
                     "commit of %d events failed (attempt %d): %s",
@@ -244,11 +396,11 @@ class Ingestor:
         self.stats.failed_batches += 1
         if len(batch) == 1:
             return None
-        acks: dict[str, int] = {}
+        merged = None
         failures = 0
         for locker, ev in batch:
             try:
-                acks.update(self.store.ingest(self.site, [(locker, ev)]))
+                one = self.store.ingest_journals(self.site, [(locker, ev)], JOURNAL_MAX_EVENTS)
                 failures = 0
             except Exception as e:
                 log.error("event seq %s of %s not stored: %s", ev["seq"], locker, one_line(e))
@@ -256,35 +408,52 @@ class Ingestor:
                 if failures >= 3:
                     log.error("the store refuses every event: the lockers will send them again")
                     break
-        return acks or None
-
-    def _send_acks(self, acks: dict, lockers: set, jids: dict | None = None) -> None:
-        for locker in sorted(lockers):
-            seq = acks.get(locker)
-            if not seq:  # nothing stored from 1 onwards yet: there is nothing to acknowledge
                 continue
-            jid = (jids or {}).get(locker)
-            secret = self._secrets.get(locker) if self._is_known(locker) else None
-            mac = ack_mac(secret, int(seq), jid) if jid and secret else None
+            if merged is None:
+                merged = one
+            else:
+                merged.acks.update(one.acks)
+                for key, seqs in one.conflicts.items():
+                    merged.conflicts.setdefault(key, []).extend(seqs)
+                merged.refused += one.refused
+                merged.stored += one.stored
+        if merged is not None:  # a journal with a conflict anywhere gets no ack
+            for key in merged.conflicts:
+                merged.acks.pop(key, None)
+        return merged
+
+    def _send_acks(self, result) -> None:
+        for (locker, jid), seq in sorted(result.acks.items()):
+            if not seq or (locker, jid) in result.conflicts:
+                continue  # nothing stored from 1 onwards yet, or a conflict: no ack
+            entry = self._lockers.get(locker)
+            if entry is None:
+                continue
+            ack = {"seq": int(seq), "jid": jid, "mac": keys.ack_mac(entry[0], int(seq), jid)}
             try:
-                self.publish_ack(locker, int(seq), jid, mac)
+                self.publish_ack(locker, ack)
                 self.stats.acks += 1
             except Exception as e:
                 log.error("ack %s to %s not sent: %s", seq, locker, one_line(e))
 
+    def _reload(self, locker: str | None = None) -> bool:
+        """Reads the lockers (id, secret, bays) again; whether `locker` is among them."""
+        self._known_at = time.monotonic()
+        try:
+            self._lockers = {
+                _row_id(row): (_row_secret(row), _row_bays(row))
+                for row in self.store.lockers(self.site)
+            }
+        except Exception as e:
+            log.error("could not list lockers: %s", one_line(e))
+        return locker in self._lockers
+
     def _is_known(self, locker: str) -> bool:
-        now = time.monotonic()
-        if locker in self._known and now - self._known_at <= 5.0:  # a rekey: a new secret
+        if locker in self._lockers:
             return True
-        if now - self._known_at > 1.0:  # a locker added by another process since the last look
-            self._known_at = now
-            try:
-                rows = self.store.lockers(self.site)
-                self._known = {_row_id(row) for row in rows}
-                self._secrets = {_row_id(row): _row_secret(row) for row in rows}
-            except Exception as e:
-                log.error("could not list lockers: %s", one_line(e))
-        return locker in self._known
+        if time.monotonic() - self._known_at > 1.0:  # added by another process since?
+            return self._reload(locker)
+        return False
 
 
 def _row_id(row) -> str:
@@ -295,9 +464,14 @@ def _row_id(row) -> str:
 
 def _row_secret(row) -> bytes | None:
     secret = row.get("secret") if isinstance(row, dict) else getattr(row, "secret", None)
-    if isinstance(secret, str):
-        return bytes.fromhex(secret)
-    return bytes(secret) if secret else None
+    if secret is None:
+        return None
+    return bytes.fromhex(secret) if isinstance(secret, str) else bytes(secret)
+
+
+def _row_bays(row) -> int | None:
+    bays = row.get("bays") if isinstance(row, dict) else getattr(row, "bays", None)
+    return bays if _is_int(bays) and bays > 0 else None
 
 
 def _parse_status(payload: bytes) -> bool:
@@ -309,13 +483,56 @@ def _parse_status(payload: bytes) -> bool:
     raise BadPayload(f"status must be online or offline, not {word[:40]!r}")
 
 
-def _parse_state(payload: bytes) -> dict:
-    try:
-        obj = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # nested 1000 deep: Recursion
-        raise BadPayload(f"not JSON ({e.__class__.__name__})") from None
+_DOOR_WORDS = ("closed", "open", "unknown")
+
+
+def parse_state(payload: bytes, locker: str | None = None) -> dict:
+    """A locker's retained `state`, checked against its shape (docs/protocol.md, `state`):
+    `locker` (this locker's id), `clock_ok`, `online`, `pending`, `config`, `bays` (each
+    {bay, locked, door, holder}), optional `version`, `checkpoint` ({note, acked} or null) and
+    any further fields. BadPayload for anything else: the last good state is kept."""
+    if len(payload) > MAX_STATE_BYTES:
+        raise BadPayload(f"state of {len(payload)} bytes (at most {MAX_STATE_BYTES})")
+    obj = _load(payload)
     if not isinstance(obj, dict):
-        raise BadPayload("not a JSON object")
+        raise BadPayload("state is not a JSON object")
+    if not isinstance(obj.get("locker"), str) or (locker is not None and obj["locker"] != locker):
+        raise BadPayload(f"state names locker {obj.get('locker')!r}, not {locker!r}"[:200])
+    for name in ("clock_ok", "online"):
+        if not isinstance(obj.get(name), bool):
+            raise BadPayload(f"state {name} must be true or false")
+    if not (_is_int(obj.get("pending")) and obj["pending"] >= 0):
+        raise BadPayload("state pending must be a count")
+    config = obj.get("config")
+    if config is not None and not (_is_int(config) and config >= 0):
+        raise BadPayload("state config must be a version number or null")
+    bays = obj.get("bays")
+    if not isinstance(bays, list) or len(bays) > 255:
+        raise BadPayload("state bays must be a list of bays")
+    for b in bays:
+        if not isinstance(b, dict):
+            raise BadPayload("a bay in state is not an object")
+        if not (_is_int(b.get("bay")) and 1 <= b["bay"] <= 255):
+            raise BadPayload("a bay in state has no bay number")
+        if not isinstance(b.get("locked"), bool):
+            raise BadPayload("a bay's locked must be true or false")
+        if b.get("door") not in _DOOR_WORDS:
+            raise BadPayload(f"a bay's door must be one of {', '.join(_DOOR_WORDS)}")
+        holder = b.get("holder")
+        if holder is not None and not (isinstance(holder, str) and _fits(holder)):
+            raise BadPayload("a bay's holder must be a person id or null")
+    version = obj.get("version")
+    if version is not None and not (isinstance(version, str) and len(version) <= 64):
+        raise BadPayload("state version must be text")
+    checkpoint = obj.get("checkpoint")
+    if checkpoint is not None and not (
+        isinstance(checkpoint, dict)
+        and isinstance(checkpoint.get("note"), str)
+        and len(checkpoint["note"]) <= 1000
+        and _is_int(checkpoint.get("acked"))
+        and checkpoint["acked"] >= 0
+    ):
+        raise BadPayload("state checkpoint must be {note, acked} or null")
     return obj
 
 

@@ -331,9 +331,9 @@ class IngestLink:
 
     # -- acks ----------------------------------------------------------------------------------
 
-    def _queue_ack(self, locker: str, seq: int, jid: str | None = None, mac: str | None = None):
+    def _queue_ack(self, locker: str, ack: dict) -> None:
+        """`ack` is the payload object: {"seq": N, "jid": "<journal id>", "mac": "<32 hex>"}."""
         topic = f"lockers/{self.site}/{locker}/ack"
-        ack = {"seq": seq} if jid is None else {"seq": seq, "jid": jid, "mac": mac}
         payload = json.dumps(ack).encode()
         self._out += wire.publish(topic, payload, qos=1, packet_id=self._next_id())
 

@@ -67,3 +67,40 @@ def card_hash(secret: bytes, uid_hex: str) -> bytes:
     """What a locker with this secret knows a card by: HMAC(card_key, uid bytes)[:16]."""
     uid = bytes.fromhex(normalise_uid(uid_hex))
     return hmac_sha256(card_key(secret), uid)[:CARD_HASH_BYTES]
+
+
+# Events and acks (docs/protocol.md, `event` and `ack`): MACs that the broker password cannot
+# forge. The labels are the firmware's (`locker/mac.py`); a MAC is the first 16 bytes, in hex.
+EVENT = b"event"
+ACK = b"ack"
+MAC_BYTES = 16
+
+
+def _field(value) -> str:
+    return "" if value is None else str(value)
+
+
+def event_mac(secret: bytes, ev: dict) -> str:
+    """The `mac` of an event: HMAC(HMAC(secret, "event"), "seq|ts|type|bay|person|by|reason|jid")
+    truncated to 16 bytes, hex; integers in decimal, null as the empty string."""
+    msg = "|".join(
+        _field(ev.get(name))
+        for name in ("seq", "ts", "type", "bay", "person", "by", "reason", "jid")
+    )
+    return hmac_sha256(derive(secret, EVENT), msg.encode("utf-8"))[:MAC_BYTES].hex()
+
+
+def ack_mac(secret: bytes, seq: int, jid: str) -> str:
+    """The `mac` of an ack: HMAC(HMAC(secret, "ack"), "seq|jid") truncated to 16 bytes, hex."""
+    return hmac_sha256(derive(secret, ACK), f"{seq}|{jid}".encode())[:MAC_BYTES].hex()
+
+
+def event_mac_ok(secret: bytes, ev: dict) -> bool:
+    mac = ev.get("mac")
+    if not isinstance(mac, str) or len(mac) != MAC_BYTES * 2:
+        return False
+    try:
+        want = event_mac(secret, ev)
+    except UnicodeEncodeError:  # a lone surrogate in a text field: no locker MACed that
+        return False
+    return hmac.compare_digest(want.encode(), mac.lower().encode())

@@ -6,6 +6,9 @@ Threads, each with its own `Store` (SQLite connections are not shared between th
 - the config publisher: publishes every locker's signed bundle, retained, on start, after every
   (re)connect to the broker and whenever `Store.config_version(site)` changes (polled every second,
   so a change made by another `lockerctl` process reaches the lockers within a few seconds);
+- the checkpointer (`Checkpointer`): every `--checkpoint-every` seconds (600), a signed
+  checkpoint of the trail to every locker as a `cmd` (when the trail grew, or to a locker that
+  does not hold the latest);
 - the dashboard, when `--http` is given and `lockerctl.web` is installed;
 - the publishing connection's network thread also reads every locker's `state`: a locker whose
   clock is unknown gets the host's time, and each locker's clock offset is recorded
@@ -247,6 +250,135 @@ class ConfigPublisher:
         return count
 
 
+class Checkpointer:
+    """Signs a checkpoint of the trail (`checkpoint.py`) every `every` seconds and sends it to
+    every locker as a signed `cmd` (op `checkpoint`, bay 0, by `host`, the note as reason).
+
+    A round signs and sends when the trail's head moved since the last note sent, and to any
+    locker whose reported state does not hold the latest note (a new or wiped board, one that
+    was offline): a quiet site costs no flash writes at the lockers, and no locker holds a note
+    more than one round old. Before signing, the head is compared with the checkpoint each
+    locker holds: a store that no longer has that locker's entry (restored from an old backup,
+    its tail cut) would otherwise get a smaller checkpoint signed over the evidence. Then
+    nothing is signed or sent, and an urgent alert (`checkpoint`) says so.
+    """
+
+    every = 600.0
+    expires = 120  # seconds a checkpoint command stays valid
+
+    def __init__(self, store, site: str, publish, every: float | None = None, ready=None):
+        self.store = store
+        self.site = site
+        self.publish = publish  # publish(locker, payload) on its `cmd` topic
+        self.ready = ready or (lambda: True)
+        if every:
+            self.every = every
+        self.last: tuple[int, str] | None = None
+        self.note: str | None = None
+        self.sent = 0
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Checkpointer:
+        self._thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            delay = self.every
+            try:
+                if self.ready():
+                    self.round()
+                else:
+                    delay = 1.0  # not connected yet: try again soon
+            except Exception as e:
+                log.error("checkpoint round failed: %s", _one_line(e))
+                delay = min(self.every, 30.0)
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def round(self, now: int | None = None) -> int:
+        """One round; returns the number of lockers sent a checkpoint."""
+        from . import checkpoint
+        from .commands import sign_command
+
+        head = self.store.trail_head()
+        lockers = list(self.store.lockers(self.site))
+        problem = self._inconsistent(head, lockers)
+        if problem:
+            log.error("no checkpoint signed: %s", problem)
+            self.store.record_refusals(self.site, [("-", "checkpoint", problem)])
+            return 0
+        if head != self.last or self.note is None:
+            self.note = checkpoint.make(self.store, self.site).note
+            self.last = head
+            targets = lockers
+        else:
+            targets = [row for row in lockers if _held_note(row) != self.note]
+        now = int(time.time()) if now is None else now
+        count = 0
+        for row in targets:
+            locker_id = _field(row, "id")
+            try:
+                cmd_id = self.store.next_command_id(self.site, locker_id)
+                payload = sign_command(
+                    locker_secret(row),
+                    locker_id,
+                    cmd_id,
+                    "checkpoint",
+                    0,
+                    "host",
+                    self.note,
+                    now + self.expires,
+                )
+                self.publish(locker_id, payload)
+                count += 1
+            except Exception as e:  # one locker must not hold back the others
+                log.error("checkpoint to %s not sent: %s", locker_id, _one_line(e))
+        if count:
+            self.sent += count
+            log.info("checkpoint of %d entries sent to %d locker(s)", head[0], count)
+        return count
+
+    def _inconsistent(self, head: tuple[int, str], lockers) -> str | None:
+        from . import checkpoint
+
+        public = self.store.host_public_key(checkpoint.KEY)
+        if public is None:
+            return None
+        for row in lockers:
+            note = _held_note(row)
+            if not note:
+                continue
+            try:
+                held = checkpoint.verify(note, public)
+            except checkpoint.CheckpointError:
+                continue  # not ours: nothing it says counts
+            if held.size > head[0] or self.store.trail_hash_at(held.size) != held.head:
+                return (
+                    f"locker {_field(row, 'id')} holds a checkpoint of {held.size} entries that"
+                    f" the store (head at {head[0]}) does not match: run `lockerctl audit verify`"
+                )
+        return None
+
+
+def _held_note(row) -> str | None:
+    state = _field(row, "state")
+    cp = state.get("checkpoint") if isinstance(state, dict) else None
+    return cp.get("note") if isinstance(cp, dict) else None
+
+
 # -- the service ------------------------------------------------------------------------------
 
 
@@ -262,6 +394,7 @@ class Service:
         max_wait: float | None = None,
         store_factory=None,
         writer_process: bool = False,
+        checkpoint_every: float | None = None,
     ):
         self.site = site
         self.client_id = client_id or f"lockerctl-serve-{site.site}"
@@ -283,6 +416,13 @@ class Service:
             site.site,
             self._publish_config,
             poll_interval=poll_interval,
+            ready=lambda: self.connected.is_set(),
+        )
+        self.checkpoints = Checkpointer(
+            self._store_factory(),
+            site.site,
+            self.publish_command,
+            every=checkpoint_every,
             ready=lambda: self.connected.is_set(),
         )
         user, password = broker_auth(site, self.store)
@@ -369,6 +509,7 @@ class Service:
         self.client.connect_async(self.site.broker_host, self.site.broker_port, keepalive=30)
         self.client.loop_start()
         self.configs.start()
+        self.checkpoints.start()
         if http:
             self.dashboard = start_dashboard(self, http, tls)
         return self
@@ -391,6 +532,7 @@ class Service:
             except Exception as e:
                 log.error("dashboard stop: %s", _one_line(e))
         self.configs.stop()
+        self.checkpoints.stop()
         if self.ingest is not None:
             self.ingest.stop()
         deadline = time.monotonic() + 5
@@ -411,13 +553,18 @@ class Service:
         log.info(
             "stopped: %d messages received, %d events stored in %d batches, %d acks, "
             "%d bad payloads, "
-            "%d from unregistered lockers",
+            "%d from unregistered lockers, refused: %d bad MAC, %d impossible, %d seq ahead; "
+            "%d conflicts",
             s.queued,
             s.received,
             s.batches,
             s.acks,
             s.bad,
             s.unknown_locker,
+            s.bad_mac,
+            s.impossible,
+            s.seq_ahead,
+            s.conflicts,
         )
 
 
@@ -430,6 +577,61 @@ def start_dashboard(service: Service, http: tuple[str, int], tls=None):
         log.warning("no dashboard in this installation (lockerctl.web missing): --http ignored")
         return None
     return web.start(service, http[0], http[1], tls=tls)
+
+
+def retained_states(site: Site, store, locker_ids, timeout: float = 5.0) -> dict:
+    """{locker: state} from the broker's retained `state` messages of these lockers (those
+    with none retained are left out; one that is not JSON is None). OSError when the broker
+    cannot be reached or refuses the connection."""
+    user, password = broker_auth(site, store)
+    client = make_client(f"lockerctl-verify-{uuid.uuid4().hex[:12]}", user, password)
+    wanted = set(locker_ids)
+    got: dict = {}
+    done = threading.Event()
+    subscribed = threading.Event()
+    connected: dict = {}
+
+    def on_connect(c, userdata, flags, reason_code, properties):
+        connected["rc"] = reason_code
+        if reason_code.is_failure:
+            subscribed.set()
+            return
+        c.subscribe(topic(site.site, "+", "state"), qos=1)
+
+    def on_subscribe(c, userdata, mid, reason_codes, properties):
+        subscribed.set()
+
+    def on_message(c, userdata, msg):
+        if not msg.retain:
+            return
+        locker = msg.topic.split("/")[2]
+        try:
+            got[locker] = json.loads(msg.payload)
+        except ValueError:
+            got[locker] = None
+        if wanted <= set(got):
+            done.set()
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    try:
+        client.connect(site.broker_host, site.broker_port, keepalive=30)
+    except OSError as e:
+        raise OSError(f"{site.broker_host}:{site.broker_port}: {e.strerror or e}") from None
+    client.loop_start()
+    try:
+        if not subscribed.wait(timeout):
+            raise OSError(f"no answer from {site.broker_host}:{site.broker_port}")
+        rc = connected.get("rc")
+        if rc is not None and rc.is_failure:
+            raise OSError(f"the broker refused the connection ({rc})")
+        # retained messages follow the SUBACK at once; a locker with none retained sends none
+        done.wait(min(timeout, 1.5))
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return {k: v for k, v in got.items() if k in wanted}
 
 
 # -- remote open ------------------------------------------------------------------------------

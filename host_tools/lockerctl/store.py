@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import operator
 import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -30,6 +32,7 @@ PERSON_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,28}\Z")
 LOCKER_ID_RE = PERSON_ID_RE
 ROLES = ("pupil", "staff", "slt", "office")
 MAX_TEXT = 200
+EVENT_TEXT = 255  # an event's text fields: the firmware's limit (bytes of UTF-8, so characters)
 
 metadata = sa.MetaData()
 
@@ -128,13 +131,21 @@ events = sa.Table(
     sa.Column("ts", sa.BigInteger, nullable=True),  # None: the locker's clock was not trusted
     sa.Column("type", sa.String(32), nullable=False),
     sa.Column("bay", sa.Integer, nullable=True),
-    sa.Column("person", sa.String(MAX_TEXT), nullable=True),
-    sa.Column("by", sa.String(MAX_TEXT), nullable=True),
-    sa.Column("reason", sa.String(MAX_TEXT), nullable=True),
+    # up to the firmware's 255 bytes of text (0005 widened them from 200 on PostgreSQL)
+    sa.Column("person", sa.String(EVENT_TEXT), nullable=True),
+    sa.Column("by", sa.String(EVENT_TEXT), nullable=True),
+    sa.Column("reason", sa.String(EVENT_TEXT), nullable=True),
     sa.Column("received_at", sa.BigInteger, nullable=False),
     # `ts`, or `received_at` when the ts is unknown: what exports order and filter by.
     sa.Column("sort_ts", sa.BigInteger, nullable=False),
-    sa.UniqueConstraint("site", "locker_id", "seq", name="uq_events_site_locker_seq"),
+    # Migration 0005 (`_m0005_journal_ids` adds them to older stores): the locker's journal id
+    # ("" for events stored before it), the event's MAC, whether its type is one no firmware
+    # version knows, and the format of its trail content (0 before 0005, 2 since).
+    sa.Column("jid", sa.String(16), nullable=False, server_default=""),
+    sa.Column("mac", sa.String(32), nullable=True),
+    sa.Column("unknown_type", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("hash_v", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.UniqueConstraint("site", "locker_id", "jid", "seq", name="uq_events_site_locker_jid_seq"),
     sa.Index("ix_events_site_sort", "site", "sort_ts"),
     sa.Index("ix_events_site_person", "site", "person"),
 )
@@ -258,11 +269,184 @@ def _m0004_locker_clocks(conn):
     locker_clocks.create(conn, checkfirst=True)
 
 
+# Migration 0005: events are told apart by (locker, journal id, seq); the watermark is kept per
+# journal; what ingest refused and what conflicted is kept; the host's checkpoint key.
+journal_marks = sa.Table(
+    "journal_marks",
+    metadata,
+    sa.Column("site", sa.String(64), primary_key=True),
+    sa.Column("locker_id", sa.String(28), primary_key=True),
+    sa.Column("jid", sa.String(16), primary_key=True),
+    sa.Column("ack_seq", sa.BigInteger, nullable=False, default=0),
+    sa.Column("duplicates", sa.BigInteger, nullable=False, default=0),
+)
+
+# An event whose (locker, jid, seq) was already stored with other content: kept here, never
+# stored over the first nor acknowledged. One row per distinct content, `count` its arrivals.
+event_conflicts = sa.Table(
+    "event_conflicts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("locker_id", sa.String(28), nullable=False),
+    sa.Column("jid", sa.String(16), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("event_id", sa.Integer, nullable=True),  # the row stored first
+    sa.Column("content", sa.Text, nullable=False),  # the event received, canonical JSON
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("first_at", sa.BigInteger, nullable=False),
+    sa.Column("last_at", sa.BigInteger, nullable=False),
+    sa.Column("count", sa.BigInteger, nullable=False, default=1),
+    sa.UniqueConstraint(
+        "site", "locker_id", "jid", "seq", "content_hash", name="uq_event_conflicts"
+    ),
+)
+
+# What ingest refused or found wrong, per locker and kind (`REFUSALS`): an urgent alert each.
+# At most one new row per (locker, kind) every `REFUSAL_ALERT_EVERY` seconds; arrivals within
+# that add to the row's `count`, so a flood of forgeries is one alert with a count.
+ingest_refusals = sa.Table(
+    "ingest_refusals",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("locker_id", sa.String(28), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("first_at", sa.BigInteger, nullable=False),
+    sa.Column("last_at", sa.BigInteger, nullable=False),
+    sa.Column("count", sa.BigInteger, nullable=False, default=1),
+    sa.Column("detail", sa.String(300), nullable=False, default=""),
+    sa.Index("ix_ingest_refusals_site_locker", "site", "locker_id", "kind", "first_at"),
+)
+REFUSALS = {
+    "bad_mac": "Event with a bad or missing MAC (forged?)",
+    "conflict": "Event conflicts with the one stored (same journal and seq)",
+    "seq_ahead": "Event seq beyond what the journal can hold",
+    "impossible": "Event no firmware can send",
+    # not an event: `serve` found the trail behind a checkpoint a locker holds (locker "-")
+    "checkpoint": "Trail behind a checkpoint a locker holds: no checkpoint signed",
+}
+REFUSAL_ALERT_EVERY = 600
+
+# The host's own keys (one row per purpose; `checkpoint`: the Ed25519 key that signs the trail's
+# checkpoints). Kept with the lockers' secrets, in the store; the private key never leaves it.
+host_keys = sa.Table(
+    "host_keys",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("private_key", sa.LargeBinary(64), nullable=False),
+    sa.Column("public_key", sa.LargeBinary(64), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+_EVENTS_0005_COLUMNS = ("jid", "mac", "unknown_type", "hash_v")
+_OLD_UNIQUE = "uq_events_site_locker_seq"
+_NEW_UNIQUE = "uq_events_site_locker_jid_seq"
+
+
+def _column_ddl(conn, name: str) -> str:
+    col = events.c[name]
+    ddl = f"{name} {col.type.compile(conn.dialect)}"
+    if col.server_default is not None:
+        default = col.server_default.arg
+        if isinstance(default, str):
+            default = f"'{default}'" if name == "jid" else default
+        else:  # sa.false()
+            default = "false" if conn.dialect.name == "postgresql" else "0"
+        ddl += f" DEFAULT {default}"
+    return ddl + (" NOT NULL" if not col.nullable else "")
+
+
+def _m0005_journal_ids(conn):
+    """Adds `jid`, `mac`, `unknown_type` and `hash_v` to `events` (older rows: jid "", format 0)
+    and makes (site, locker, jid, seq) the unique key in place of (site, locker, seq); copies
+    the watermarks to `journal_marks` (jid ""); creates the conflict, refusal and key tables.
+    A store created after this change already has the columns: only what is missing is done."""
+    insp = sa.inspect(conn)
+    have = {c["name"] for c in insp.get_columns("events")}
+    missing = [c for c in _EVENTS_0005_COLUMNS if c not in have]
+    uniques = {u["name"] for u in insp.get_unique_constraints("events")}
+    if _OLD_UNIQUE in uniques and conn.dialect.name == "sqlite":
+        _rebuild_sqlite_events(conn, missing)
+    else:
+        for name in missing:
+            conn.exec_driver_sql(f"ALTER TABLE events ADD COLUMN {_column_ddl(conn, name)}")
+        if _OLD_UNIQUE in uniques:
+            conn.exec_driver_sql(f"ALTER TABLE events DROP CONSTRAINT {_OLD_UNIQUE}")
+        if conn.dialect.name == "postgresql":
+            for name in ("person", "by", "reason"):
+                conn.exec_driver_sql(
+                    f'ALTER TABLE events ALTER COLUMN "{name}" TYPE VARCHAR({EVENT_TEXT})'
+                )
+        if _NEW_UNIQUE not in uniques:
+            conn.exec_driver_sql(
+                f"ALTER TABLE events ADD CONSTRAINT {_NEW_UNIQUE}"
+                " UNIQUE (site, locker_id, jid, seq)"
+            )
+    for table in (journal_marks, event_conflicts, ingest_refusals, host_keys):
+        table.create(conn, checkfirst=True)
+    if (
+        insp.has_table("ingest_marks")
+        and not conn.execute(sa.select(journal_marks.c.site).limit(1)).first()
+    ):
+        conn.execute(
+            journal_marks.insert().from_select(
+                ["site", "locker_id", "jid", "ack_seq", "duplicates"],
+                sa.select(
+                    ingest_marks.c.site,
+                    ingest_marks.c.locker_id,
+                    sa.literal(""),
+                    ingest_marks.c.ack_seq,
+                    ingest_marks.c.duplicates,
+                ),
+            )
+        )
+
+
+def _rebuild_sqlite_events(conn, missing: list[str]) -> None:
+    """SQLite cannot drop a constraint: the table is made again with the new key (SQLite's own
+    recipe: create, copy, drop, rename, then the indexes again), every column kept."""
+    sql = conn.exec_driver_sql(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+    ).scalar()
+    indexes = (
+        conn.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'"
+            " AND sql IS NOT NULL"
+        )
+        .scalars()
+        .all()
+    )
+    pattern = re.compile(
+        r"CONSTRAINT\s+\"?"
+        + _OLD_UNIQUE
+        + r"\"?\s+UNIQUE\s*\(\s*site\s*,\s*locker_id\s*,\s*seq\s*\)"
+    )
+    new_sql, n = pattern.subn(f"CONSTRAINT {_NEW_UNIQUE} UNIQUE (site, locker_id, jid, seq)", sql)
+    head = re.match(r"\s*CREATE\s+TABLE\s+\"?events\"?", new_sql)
+    # the new columns go after the last column, before the first table constraint
+    first = re.search(r",(\s*)(PRIMARY\s+KEY|CONSTRAINT|UNIQUE|CHECK|FOREIGN\s+KEY)\b", new_sql)
+    if n != 1 or head is None or first is None:
+        raise StoreError("migration 0005: the events table is not as expected; nothing changed")
+    added = "".join(f",{first.group(1)}{_column_ddl(conn, name)}" for name in missing)
+    new_sql = new_sql[: first.start()] + added + new_sql[first.start() :]
+    new_sql = "CREATE TABLE events_0005" + new_sql[head.end() :]
+    old_cols = [r[1] for r in conn.exec_driver_sql("PRAGMA table_info(events)")]
+    cols = ", ".join(f'"{c}"' for c in old_cols)
+    conn.exec_driver_sql(new_sql)
+    conn.exec_driver_sql(f"INSERT INTO events_0005 ({cols}) SELECT {cols} FROM events")
+    conn.exec_driver_sql("DROP TABLE events")
+    conn.exec_driver_sql("ALTER TABLE events_0005 RENAME TO events")
+    for index_sql in indexes:
+        conn.exec_driver_sql(index_sql)
+
+
 # (name, function(connection)) in the order they apply. Names are recorded; never rename one.
 MIGRATIONS: list[tuple[str, Callable]] = [
     ("0001_initial", _m0001_initial),
     ("0003_redactions", _m0003_redactions),
     ("0004_locker_clocks", _m0004_locker_clocks),
+    ("0005_journal_ids", _m0005_journal_ids),
 ]
 
 
@@ -302,6 +486,10 @@ _EVENT_COLUMNS = (
     "reason",
     "received_at",
     "sort_ts",
+    "jid",
+    "mac",
+    "unknown_type",
+    "hash_v",
 )
 _TRAIL_COLUMNS = (
     "id",
@@ -364,6 +552,79 @@ def _int_or_none(value):
     if isinstance(value, bool) or not isinstance(value, int):
         return None
     return value
+
+
+@dataclass
+class IngestResult:
+    """What `Store.ingest_journals` did with a batch."""
+
+    # (locker, jid) -> ack watermark, for each journal in the batch without a conflict
+    acks: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (locker, jid) -> seqs kept aside as conflicts (that journal is not acknowledged)
+    conflicts: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    refused: list[tuple[str, str, int, str]] = field(
+        default_factory=list
+    )  # (locker, jid, seq, kind)
+    stored: int = 0
+    pending_conflicts: list = field(default_factory=list)
+
+
+_SAME_FIELDS = ("ts", "type", "bay")
+_PERSONAL_FIELDS = ("person", "by", "reason")
+
+
+def _same_event(stored: dict, ev: dict) -> bool:
+    """Whether `ev` is the event `stored` (a row or an event dict) again. The MAC covers every
+    field; without two MACs (events stored before 0005, store-level callers) the fields are
+    compared."""
+    for name in _SAME_FIELDS:
+        if stored.get(name) != ev.get(name):
+            return False
+    a, b = stored.get("mac"), ev.get("mac")
+    if a is not None and b is not None:
+        return a == b
+    return all(stored.get(n) == ev.get(n) for n in _PERSONAL_FIELDS)
+
+
+def _record_refusals(conn, site: str, items, now: int) -> None:
+    """Adds (locker_id, kind, detail) arrivals to `ingest_refusals`: to the (locker, kind) row
+    begun within `REFUSAL_ALERT_EVERY` seconds, else a new row (a new alert)."""
+    r = ingest_refusals
+    counts: dict[tuple[str, str], list] = {}
+    for locker_id, kind, detail in items:
+        entry = counts.setdefault((locker_id, kind), [0, ""])
+        entry[0] += 1
+        entry[1] = str(detail)[:300]
+    for (locker_id, kind), (n, detail) in counts.items():
+        recent = conn.execute(
+            sa.select(r.c.id)
+            .where(
+                r.c.site == site,
+                r.c.locker_id == locker_id,
+                r.c.kind == kind,
+                r.c.first_at > now - REFUSAL_ALERT_EVERY,
+            )
+            .order_by(r.c.id.desc())
+            .limit(1)
+        ).scalar()
+        if recent is not None:
+            conn.execute(
+                r.update()
+                .where(r.c.id == recent)
+                .values(count=r.c.count + n, last_at=now, detail=detail)
+            )
+        else:
+            conn.execute(
+                r.insert().values(
+                    site=site,
+                    locker_id=locker_id,
+                    kind=kind,
+                    first_at=now,
+                    last_at=now,
+                    count=n,
+                    detail=detail,
+                )
+            )
 
 
 class Store:
@@ -496,7 +757,19 @@ class Store:
         """Walks the whole trail in order; (count, head hash), or raises `trail.Broken`.
 
         Besides every link and every content hash: what stays of each redacted entry must match
-        its recorded public hash, and each `redact` action's digest the entries it covers."""
+        its recorded public hash, and each `redact` action's digest the entries it covers; an
+        event row stored before migration 0005 must have the `sort_ts` its times give (later
+        rows hold it in their content)."""
+        count, head, _ = self.verify_trail_at((), progress)
+        return count, head
+
+    def verify_trail_at(
+        self, at: Iterable[int], progress: Callable[[int], None] | None = None
+    ) -> tuple[int, str, dict[int, str]]:
+        """`verify_trail`, also returning {n: the chain's hash after entry n} for each n in `at`
+        that the trail reaches (what a checkpoint of n entries must name)."""
+        want = set(at)
+        heads: dict[int, str] = {}
         v = trail.Verifier()
         e = events
         q = (
@@ -513,7 +786,12 @@ class Store:
         with self.engine.connect() as conn:
             with conn.begin():
                 rows = conn.execution_options(yield_per=2000, stream_results=True).execute(q)
-                EVENT, ACTION = trail.EVENT, trail.ACTION
+                EVENT, ACTION, V2 = trail.EVENT, trail.ACTION, trail.EVENT_V2
+                # an event row's content fields by position (format 2, the common case: one
+                # C call instead of fourteen attribute look-ups per row)
+                names = list(rows.keys())
+                v2_fields = operator.itemgetter(*(names.index(n) for n in _V2_FIELDS))
+                v2_content = trail.event_content_v2
                 for r in rows:
                     missing = None
                     content = None
@@ -524,8 +802,14 @@ class Store:
                         elif r.content is not None:
                             missing = "an event entry holding content of its own (edited)"
                         else:
-                            content = _entry_content(r)
-                            if not redacted and r.r_public is None:
+                            if r.hash_v == V2:
+                                content = v2_content(*v2_fields(r))
+                            else:
+                                content = _entry_content(r)
+                                missing = _legacy_row_edited(r)
+                            if missing:
+                                pass
+                            elif not redacted and r.r_public is None:
                                 # the common case, inline: an event as it was stored
                                 site, at = r.site, r.at
                                 kept = oldest_kept.get(site)
@@ -542,6 +826,8 @@ class Store:
                     else:
                         missing = f"unknown kind {kind!r} (edited)"
                     v.feed(r.id, r.content_hash, r.hash, content, bool(redacted), missing)
+                    if want and r.id in want:
+                        heads[r.id] = r.hash
                     if progress:
                         progress(1)
                 head = conn.execute(
@@ -584,7 +870,7 @@ class Store:
                         f"event {stray.id} (locker {stray.locker_id} seq {stray.seq}) is "
                         "not in the trail (inserted)",
                     )
-        return v.count, v.head
+        return v.count, v.head, heads
 
     def trail_count(self) -> int:
         with self._read() as conn:
@@ -604,58 +890,100 @@ class Store:
     # -- ingest ------------------------------------------------------------------------------
 
     def ingest(self, site: str, batch: Iterable[tuple[str, dict]]) -> dict[str, int]:
+        """`ingest_journals` for callers that know lockers, not journals: {locker_id: ack_seq}
+        (of the locker's last journal in the batch; events without `jid` are journal "")."""
+        result = self.ingest_journals(site, batch)
+        return {locker_id: ack for (locker_id, _), ack in result.acks.items()}
+
+    def ingest_journals(
+        self, site: str, batch: Iterable[tuple[str, dict]], max_ahead: int | None = None
+    ) -> IngestResult:
         """Stores a batch of (locker_id, event) in one transaction; see the module doc.
 
-        Events already stored (same site, locker, seq) are counted as duplicates, not stored.
-        Each stored event is appended to the trail. Returns {locker_id: ack_seq} for every locker
-        in the batch, ack_seq being the highest N such that seqs 1..N are all stored.
+        An event is identified by (site, locker, `jid`, `seq`): `jid` is the locker's journal
+        id (absent: ""), so a new board or a wiped journal starting again at seq 1 is a new
+        sequence, stored in full. An event already stored with the same content is counted as a
+        duplicate; with other content it is a conflict: kept in `event_conflicts` (and as a
+        `conflict` refusal), not stored, and its journal gets no ack from this batch (`acks`
+        leaves it out), since an ack would tell the locker it was stored. With `max_ahead`, a
+        seq more than that beyond its journal's watermark is refused (`seq_ahead`): no journal
+        holds that many unacknowledged events. Each stored event is appended to the trail
+        (content format 2). `acks` has, for every other journal in the batch, the highest N
+        such that its seqs 1..N are all stored (for a locker's first journal with an id that
+        goes on from its journal of before ids, N from that one's watermark: `_continued`).
 
         The work is done in a handful of statements for the whole batch, however many lockers
-        it holds: the marks and each locker's highest stored seq in one query; an existence
-        check only for seqs at or below that (resends); one insert of every new event (ids
-        returned); one of their trail entries; one update of the marks. Events and trail
-        entries are written lockers in order of first appearance, each locker's seqs ascending.
+        it holds: the marks and each journal's highest stored seq in one query; a look-up only
+        for seqs at or below that (resends, compared with what is stored); one insert of every
+        new event (ids returned); one of their trail entries; one update of the marks. Events
+        and trail entries are written journals in order of first appearance, seqs ascending.
         """
-        by_locker: dict[str, dict[int, dict]] = {}
-        dups: dict[str, int] = {}
+        by_journal: dict[tuple[str, str], dict[int, dict]] = {}
+        dups: dict[tuple[str, str], int] = {}
+        result = IngestResult()
         for locker_id, ev in batch:
-            fresh = by_locker.get(locker_id)
+            if not isinstance(ev, dict):
+                by_journal.setdefault((locker_id, ""), {})
+                dups.setdefault((locker_id, ""), 0)
+                continue
+            jid = ev.get("jid")
+            key = (locker_id, jid if isinstance(jid, str) else "")
+            fresh = by_journal.get(key)
             if fresh is None:
-                fresh = by_locker[locker_id] = {}
-                dups[locker_id] = 0
-            seq = _int_or_none(ev.get("seq")) if isinstance(ev, dict) else None
+                fresh = by_journal[key] = {}
+                dups[key] = 0
+            seq = _int_or_none(ev.get("seq"))
             if seq is None or seq < 1:
                 continue  # not an event at all: nothing to store or acknowledge
             if seq in fresh:
-                dups[locker_id] += 1
+                if _same_event(fresh[seq], ev):
+                    dups[key] += 1
+                else:
+                    result.pending_conflicts.append((key, seq, ev))
             else:
                 fresh[seq] = ev
         received = _now()
         with self._write() as conn:
             self._ensure_site(conn, site)
             chain = _chain(conn)
-            acks = self._ingest_lockers(conn, chain, site, by_locker, dups, received)
+            self._ingest_journals(conn, chain, site, by_journal, dups, received, max_ahead, result)
             _save_chain(conn, chain)
-        return acks
+        return result
 
-    def _ingest_lockers(self, conn, chain, site, by_locker, dups, received) -> dict[str, int]:
-        marks = self._marks(conn, site, list(by_locker))
+    def _ingest_journals(
+        self, conn, chain, site, by_journal, dups, received, max_ahead, result
+    ) -> None:
+        marks = self._marks(conn, site, list(by_journal))
+        legacy = self._legacy_acks(conn, site, by_journal, marks)
         rows = []  # the new events (tuples in _EVENT_COLUMNS order), in the order written
         add = rows.append
-        for locker_id, fresh in by_locker.items():
-            ack, stored_dups, _, top = marks[locker_id]
+        conflicts = []  # (key, seq, event received, id of the row stored)
+        for key, fresh in by_journal.items():
+            locker_id, jid = key
+            ack, stored_dups, _, top = marks[key]
             seqs = sorted(fresh)
-            # Only a seq above the watermark and at or below the highest stored one can be
-            # stored already (a resend after a gap): look those up, nothing else.
-            maybe = [s for s in seqs if ack < s <= top]
-            stored = self._stored_seqs(conn, site, locker_id, maybe) if maybe else ()
+            # Only a seq at or below the highest stored one can be stored already (a resend):
+            # look those up, with what was stored, nothing else.
+            maybe = [s for s in seqs if s <= top]
+            stored = self._stored_events(conn, site, locker_id, jid, maybe) if maybe else {}
             n = 0
             for seq in seqs:
-                if seq <= ack or seq in stored:
-                    n += 1
-                    continue
                 ev = fresh[seq]
+                row = stored.get(seq)
+                if row is not None:
+                    if _same_event(row, ev):
+                        n += 1
+                    else:
+                        conflicts.append((key, seq, ev, row["id"]))
+                    continue
+                if seq <= ack:
+                    n += 1  # below the watermark, row gone: `audit verify` reports the deletion
+                    continue
+                if max_ahead is not None and seq > max(ack, legacy.get(key, 0)) + max_ahead:
+                    result.refused.append((locker_id, jid, seq, "seq_ahead"))
+                    continue
                 ts = _int_or_none(ev.get("ts"))
+                sort_ts = ts if ts is not None else received
                 add(
                     (
                         site,
@@ -664,57 +992,79 @@ class Store:
                         ts,
                         _text(ev.get("type"), 32) or "unknown",
                         _int_or_none(ev.get("bay")),
-                        _text(ev.get("person")),
-                        _text(ev.get("by")),
-                        _text(ev.get("reason")),
+                        _text(ev.get("person"), EVENT_TEXT),
+                        _text(ev.get("by"), EVENT_TEXT),
+                        _text(ev.get("reason"), EVENT_TEXT),
                         received,
-                        ts if ts is not None else received,
+                        sort_ts,
+                        jid,
+                        _text(ev.get("mac"), 32),
+                        bool(ev.get("unknown_type")),
+                        trail.EVENT_V2,
                     )
                 )
-            dups[locker_id] += stored_dups + n
-        new_seqs: dict[str, list[int]] = {}
+            dups[key] += stored_dups + n
+        new_seqs: dict[tuple[str, str], list[int]] = {}
+        ids: dict[tuple[str, str, int], int] = {}
         if rows:
             ids = self._insert_events(conn, site, rows)
             entries = []
             append = chain.append
             content_of = trail.event_content
             kind = trail.EVENT
-            for _, locker_id, seq, ts, type_, bay, person, by, reason, _, _ in rows:
+            for r in rows:
+                _, locker_id, seq, ts, type_, bay, person, by, reason, _, sort_ts = r[:11]
+                jid, mac, unknown = r[11], r[12], r[13]
                 content = content_of(
-                    site, locker_id, seq, ts, type_, bay, person, by, reason, received
-                )
+                    site, locker_id, seq, ts, type_, bay, person, by, reason, received,
+                    trail.EVENT_V2, jid, mac, sort_ts, unknown,
+                )  # fmt: skip
                 entry_id, chash, h = append(content)
                 entries.append(
-                    (entry_id, site, kind, ids[(locker_id, seq)], None, chash, h, False, received)
+                    (
+                        entry_id,
+                        site,
+                        kind,
+                        ids[(locker_id, jid, seq)],
+                        None,
+                        chash,
+                        h,
+                        False,
+                        received,
+                    )
                 )
-                seqs = new_seqs.get(locker_id)
+                seqs = new_seqs.get((locker_id, jid))
                 if seqs is None:
-                    new_seqs[locker_id] = [seq]
+                    new_seqs[(locker_id, jid)] = [seq]
                 else:
                     seqs.append(seq)
             _insert_many(conn, trail_entries, _TRAIL_COLUMNS, entries)
-        acks: dict[str, int] = {}
+            result.stored = len(rows)
         inserts, updates = [], []
-        for locker_id in by_locker:
-            ack, _, known, top = marks[locker_id]
+        for key in by_journal:
+            locker_id, jid = key
+            ack, _, known, top = marks[key]
             if top <= ack:
                 # Nothing was stored beyond the watermark before this batch: what lies beyond it
                 # now is exactly what this batch stored (ascending), so advance in memory.
-                for seq in new_seqs.get(locker_id, ()):
+                for seq in new_seqs.get(key, ()):
                     if seq != ack + 1:
                         break
                     ack = seq
             else:
-                ack = self._advance(conn, site, locker_id, ack)
-            acks[locker_id] = ack
-            mark = {"b_locker": locker_id, "b_ack": ack, "b_dups": dups[locker_id]}
+                ack = self._advance(conn, site, locker_id, jid, ack)
+            if ack == 0 and key in legacy:
+                ack = self._continued(conn, site, locker_id, jid, legacy[key])
+            result.acks[key] = ack
+            mark = {"b_locker": locker_id, "b_jid": jid, "b_ack": ack, "b_dups": dups[key]}
             (updates if known else inserts).append(mark)
-        m = ingest_marks
+        m = journal_marks
         if inserts:
             conn.execute(
                 m.insert().values(
                     site=site,
                     locker_id=sa.bindparam("b_locker"),
+                    jid=sa.bindparam("b_jid"),
                     ack_seq=sa.bindparam("b_ack"),
                     duplicates=sa.bindparam("b_dups"),
                 ),
@@ -723,92 +1073,199 @@ class Store:
         if updates:
             conn.execute(
                 m.update()
-                .where(m.c.site == site, m.c.locker_id == sa.bindparam("b_locker"))
+                .where(
+                    m.c.site == site,
+                    m.c.locker_id == sa.bindparam("b_locker"),
+                    m.c.jid == sa.bindparam("b_jid"),
+                )
                 .values(ack_seq=sa.bindparam("b_ack"), duplicates=sa.bindparam("b_dups")),
                 updates,
             )
-        return acks
+        # Two versions of one seq in the same batch: the first is handled above, the others
+        # conflict with it.
+        for key, seq, ev in result.pending_conflicts:
+            conflicts.append((key, seq, ev, ids.get((key[0], key[1], seq))))
+        result.pending_conflicts = []
+        for key, seq, ev, event_id in conflicts:
+            self._keep_conflict(conn, site, key, seq, ev, event_id, received)
+            result.conflicts.setdefault(key, []).append(seq)
+        if result.refused:
+            _record_refusals(
+                conn,
+                site,
+                [
+                    (lid, kind, f"journal {jid} seq {seq}")
+                    for lid, jid, seq, kind in result.refused
+                ],
+                received,
+            )
 
-    def _marks(self, conn, site, locker_ids) -> dict[str, tuple[int, int, bool, int]]:
-        """{locker: (ack_seq, duplicates, has a mark row, highest stored seq or 0)} with one
-        query per 500 lockers: each highest seq is a correlated max over the unique index
-        (site, locker_id, seq), one index seek per locker on SQLite and PostgreSQL alike."""
-        m, e = ingest_marks, events
+    def _legacy_acks(self, conn, site, by_journal, marks) -> dict[tuple[str, str], int]:
+        """{(locker, jid): the locker's watermark of journal ""} for each journal of the batch
+        with an id and nothing acknowledged yet, whose locker has events from before journal
+        ids: such a journal may be that old one, given its id on the firmware's upgrade and
+        going on from its seq (see `_continued`)."""
+        waiting = {key for key in by_journal if key[1] and marks[key][0] == 0}
+        if not waiting:
+            return {}
+        m = journal_marks
+        acks = dict(
+            conn.execute(
+                sa.select(m.c.locker_id, m.c.ack_seq).where(
+                    m.c.site == site,
+                    m.c.jid == "",
+                    m.c.locker_id.in_(sorted({lid for lid, _ in waiting})),
+                    m.c.ack_seq > 0,
+                )
+            ).all()
+        )
+        return {key: acks[key[0]] for key in waiting if key[0] in acks}
+
+    def _continued(self, conn, site, locker_id, jid, legacy_ack: int) -> int:
+        """The watermark of a journal with nothing acknowledged yet: a new journal starts at seq 1
+        (0 until it is stored); one that holds no seq 1 but the seq after the locker's old
+        journal's watermark is that old journal under its new id (the firmware gives a journal
+        from before ids one at its upgrade and goes on counting): it goes on from there."""
+        e = events
+
+        def stored(seq):
+            return conn.execute(
+                sa.select(e.c.id).where(
+                    e.c.site == site, e.c.locker_id == locker_id, e.c.jid == jid, e.c.seq == seq
+                )
+            ).first()
+
+        if stored(1) is not None or stored(legacy_ack + 1) is None:
+            return 0
+        return self._advance(conn, site, locker_id, jid, legacy_ack)
+
+    def _keep_conflict(self, conn, site, key, seq, ev, event_id, now) -> None:
+        locker_id, jid = key
+        content = trail.canonical(
+            {
+                k: ev.get(k)
+                for k in ("seq", "ts", "type", "bay", "person", "by", "reason", "jid", "mac")
+            }
+        ).decode()
+        chash = trail.content_hash(content.encode())
+        c = event_conflicts
+        where = sa.and_(
+            c.c.site == site,
+            c.c.locker_id == locker_id,
+            c.c.jid == jid,
+            c.c.seq == seq,
+            c.c.content_hash == chash,
+        )
+        if conn.execute(c.update().where(where).values(count=c.c.count + 1, last_at=now)).rowcount:
+            return
+        conn.execute(
+            c.insert().values(
+                site=site,
+                locker_id=locker_id,
+                jid=jid,
+                seq=seq,
+                event_id=event_id,
+                content=content[:4000],
+                content_hash=chash,
+                first_at=now,
+                last_at=now,
+                count=1,
+            )
+        )
+        _record_refusals(conn, site, [(locker_id, "conflict", f"journal {jid} seq {seq}")], now)
+
+    def _marks(self, conn, site, keys) -> dict[tuple[str, str], tuple[int, int, bool, int]]:
+        """{(locker, jid): (ack_seq, duplicates, has a mark row, highest stored seq or 0)} with
+        one query per 500 lockers: each highest seq is a correlated max over the unique index
+        (site, locker_id, jid, seq), one index seek per journal on SQLite and PostgreSQL alike."""
+        m, e = journal_marks, events
         top = (
             sa.select(sa.func.max(e.c.seq))
-            .where(e.c.site == m.c.site, e.c.locker_id == m.c.locker_id)
+            .where(e.c.site == m.c.site, e.c.locker_id == m.c.locker_id, e.c.jid == m.c.jid)
             .scalar_subquery()
         )
-        out: dict[str, tuple[int, int, bool, int]] = {}
+        out: dict[tuple[str, str], tuple[int, int, bool, int]] = {}
+        wanted = set(keys)
+        locker_ids = sorted({locker_id for locker_id, _ in keys})
         for chunk in _chunks(locker_ids, 500):
             for r in conn.execute(
-                sa.select(m.c.locker_id, m.c.ack_seq, m.c.duplicates, top.label("top")).where(
-                    m.c.site == site, m.c.locker_id.in_(chunk)
-                )
+                sa.select(
+                    m.c.locker_id, m.c.jid, m.c.ack_seq, m.c.duplicates, top.label("top")
+                ).where(m.c.site == site, m.c.locker_id.in_(chunk))
             ):
-                out[r.locker_id] = (r.ack_seq, r.duplicates, True, r.top or 0)
-        for locker_id in locker_ids:
-            if locker_id not in out:
-                # No mark yet (the locker's first batch). Rows stored without one cannot come
+                key = (r.locker_id, r.jid)
+                if key in wanted:
+                    out[key] = (r.ack_seq, r.duplicates, True, r.top or 0)
+        for key in keys:
+            if key not in out:
+                # No mark yet (the journal's first batch). Rows stored without one cannot come
                 # from `ingest`, but look, so that they are never stored twice.
                 top = conn.execute(
                     sa.select(sa.func.max(e.c.seq)).where(
-                        e.c.site == site, e.c.locker_id == locker_id
+                        e.c.site == site, e.c.locker_id == key[0], e.c.jid == key[1]
                     )
                 ).scalar()
-                out[locker_id] = (0, 0, False, top or 0)
+                out[key] = (0, 0, False, top or 0)
         return out
 
-    def _stored_seqs(self, conn, site, locker_id, seqs) -> set[int]:
-        stored = set()
+    def _stored_events(self, conn, site, locker_id, jid, seqs) -> dict[int, dict]:
+        e = events
+        stored = {}
         for chunk in _chunks(seqs, 500):
-            stored.update(
-                conn.execute(
-                    sa.select(events.c.seq).where(
-                        events.c.site == site,
-                        events.c.locker_id == locker_id,
-                        events.c.seq.in_(chunk),
-                    )
-                ).scalars()
-            )
+            for r in conn.execute(
+                sa.select(
+                    e.c.id, e.c.seq, e.c.ts, e.c.type, e.c.bay, e.c.person, e.c.by, e.c.reason,
+                    e.c.mac,
+                ).where(
+                    e.c.site == site,
+                    e.c.locker_id == locker_id,
+                    e.c.jid == jid,
+                    e.c.seq.in_(chunk),
+                )
+            ):  # fmt: skip
+                stored[r.seq] = dict(r._mapping)
         return stored
 
-    def _insert_events(self, conn, site, rows) -> dict[tuple[str, int], int]:
-        """Inserts the event rows in their order; {(locker_id, seq): id}. Where the database
+    def _insert_events(self, conn, site, rows) -> dict[tuple[str, str, int], int]:
+        """Inserts the event rows in their order; {(locker_id, jid, seq): id}. Where the database
         returns rows from an insert (SQLite 3.35+, PostgreSQL), multi-row INSERT ... RETURNING;
         else one executemany and a query for the ids."""
         e = events
         if conn.dialect.insert_returning:
-            ret = (e.c.id, e.c.locker_id, e.c.seq)
+            ret = (e.c.id, e.c.locker_id, e.c.jid, e.c.seq)
             return {
-                (lid, seq): id_
-                for id_, lid, seq in _insert_many(conn, e, _EVENT_COLUMNS, rows, ret)
+                (lid, jid, seq): id_
+                for id_, lid, jid, seq in _insert_many(conn, e, _EVENT_COLUMNS, rows, ret)
             }
         _insert_many(conn, e, _EVENT_COLUMNS, rows)
-        by_locker: dict[str, list[int]] = {}
+        by_journal: dict[tuple[str, str], list[int]] = {}
         for r in rows:
-            by_locker.setdefault(r[1], []).append(r[2])
+            by_journal.setdefault((r[1], r[11]), []).append(r[2])
         ids = {}
-        for locker_id, seqs in by_locker.items():
+        for (locker_id, jid), seqs in by_journal.items():
             for chunk in _chunks(seqs, 500):
                 for seq, id_ in conn.execute(
                     sa.select(e.c.seq, e.c.id).where(
-                        e.c.site == site, e.c.locker_id == locker_id, e.c.seq.in_(chunk)
+                        e.c.site == site,
+                        e.c.locker_id == locker_id,
+                        e.c.jid == jid,
+                        e.c.seq.in_(chunk),
                     )
                 ):
-                    ids[(locker_id, seq)] = id_
+                    ids[(locker_id, jid, seq)] = id_
         return ids
 
-    def _advance(self, conn, site, locker_id, ack: int) -> int:
+    def _advance(self, conn, site, locker_id, jid, ack: int) -> int:
         """Moves the watermark over every contiguous seq stored after it."""
+        e = events
         while True:
             nxt = (
                 conn.execute(
-                    sa.select(events.c.seq)
+                    sa.select(e.c.seq)
                     .where(
-                        events.c.site == site, events.c.locker_id == locker_id, events.c.seq > ack
+                        e.c.site == site, e.c.locker_id == locker_id, e.c.jid == jid, e.c.seq > ack
                     )
-                    .order_by(events.c.seq)
+                    .order_by(e.c.seq)
                     .limit(1000)
                 )
                 .scalars()
@@ -821,24 +1278,122 @@ class Store:
             if len(nxt) < 1000:
                 return ack
 
-    def ack_seq(self, site: str, locker_id: str) -> int:
+    def ack_seq(self, site: str, locker_id: str, jid: str = "") -> int:
         with self._read() as conn:
             v = conn.execute(
-                sa.select(ingest_marks.c.ack_seq).where(
-                    ingest_marks.c.site == site, ingest_marks.c.locker_id == locker_id
+                sa.select(journal_marks.c.ack_seq).where(
+                    journal_marks.c.site == site,
+                    journal_marks.c.locker_id == locker_id,
+                    journal_marks.c.jid == jid,
                 )
             ).scalar()
         return v or 0
 
     def duplicates(self, site: str) -> int:
-        """Events received again (same locker and seq) and not stored, for the whole site."""
+        """Events received again (same locker, journal and seq) and not stored, for the site."""
         with self._read() as conn:
             v = conn.execute(
-                sa.select(sa.func.sum(ingest_marks.c.duplicates)).where(
-                    ingest_marks.c.site == site
+                sa.select(sa.func.sum(journal_marks.c.duplicates)).where(
+                    journal_marks.c.site == site
                 )
             ).scalar()
         return int(v or 0)
+
+    def highest_seq(self, site: str, locker_id: str) -> int:
+        """The highest seq stored for the locker, over all its journals (0: none)."""
+        with self._read() as conn:
+            v = conn.execute(
+                sa.select(sa.func.max(events.c.seq)).where(
+                    events.c.site == site, events.c.locker_id == locker_id
+                )
+            ).scalar()
+        return int(v or 0)
+
+    def record_refusals(self, site: str, items: list[tuple[str, str, str]]) -> None:
+        """Counts what ingest refused: (locker_id, kind in REFUSALS, detail) each; rate-limited
+        alerts (see `ingest_refusals`)."""
+        if items:
+            with self._write() as conn:
+                _record_refusals(conn, site, items, _now())
+
+    def refusals(self, site: str, since: int = 0) -> list:
+        """Rows of `ingest_refusals` (id, locker_id, kind, first_at, last_at, count, detail)
+        whose last arrival is at or after `since`, newest first."""
+        r = ingest_refusals
+        with self._read() as conn:
+            return conn.execute(
+                sa.select(
+                    r.c.id, r.c.locker_id, r.c.kind, r.c.first_at, r.c.last_at, r.c.count,
+                    r.c.detail,
+                )
+                .where(r.c.site == site, r.c.last_at >= since)
+                .order_by(r.c.last_at.desc(), r.c.id.desc())
+            ).all()  # fmt: skip
+
+    def refusal_counts(self, site: str) -> dict[tuple[str, str], int]:
+        """{(locker_id, kind): how many} over everything recorded."""
+        r = ingest_refusals
+        with self._read() as conn:
+            return {
+                (row.locker_id, row.kind): int(row.n)
+                for row in conn.execute(
+                    sa.select(r.c.locker_id, r.c.kind, sa.func.sum(r.c.count).label("n"))
+                    .where(r.c.site == site)
+                    .group_by(r.c.locker_id, r.c.kind)
+                )
+            }
+
+    def conflicts(self, site: str) -> list:
+        c = event_conflicts
+        with self._read() as conn:
+            return conn.execute(sa.select(c).where(c.c.site == site).order_by(c.c.id)).all()
+
+    # -- the host's checkpoint key -------------------------------------------------------------
+
+    def host_key(
+        self, site: str, name: str, make: Callable[[], tuple[bytes, bytes]]
+    ) -> tuple[bytes, bytes]:
+        """(private, public) of the host key `name`, made with `make()` and kept the first time
+        it is asked for (one transaction: two processes asking at once get the same key)."""
+        k = host_keys
+        with self._write() as conn:
+            row = conn.execute(
+                sa.select(k.c.private_key, k.c.public_key).where(k.c.name == name)
+            ).first()
+            if row is None:
+                private, public = make()
+                conn.execute(
+                    k.insert().values(
+                        name=name, private_key=private, public_key=public, created_at=_now()
+                    )
+                )
+                return private, public
+        return bytes(row.private_key), bytes(row.public_key)
+
+    def host_public_key(self, name: str) -> bytes | None:
+        with self._read() as conn:
+            v = conn.execute(
+                sa.select(host_keys.c.public_key).where(host_keys.c.name == name)
+            ).scalar()
+        return bytes(v) if v is not None else None
+
+    def trail_hash_at(self, n: int) -> str | None:
+        """The recorded chain hash after entry `n` (None: no such entry). Not verified: for the
+        cheap look before a checkpoint is signed; `verify_trail_at` is the check."""
+        if n == 0:
+            return trail.GENESIS
+        with self._read() as conn:
+            return conn.execute(
+                sa.select(trail_entries.c.hash).where(trail_entries.c.id == n)
+            ).scalar()
+
+    def trail_head(self) -> tuple[int, str]:
+        """(entries written, head hash) as recorded at the last append."""
+        with self._read() as conn:
+            r = conn.execute(
+                sa.select(trail_head.c.last_id, trail_head.c.hash).where(trail_head.c.id == 1)
+            ).first()
+        return (r.last_id, r.hash) if r else (0, trail.GENESIS)
 
     # -- lockers -----------------------------------------------------------------------------
 
@@ -1362,6 +1917,8 @@ class Store:
                 e.c.sort_ts,
                 p.c.name,
                 p.c.role,
+                e.c.jid,
+                e.c.unknown_type,
             )
             .select_from(
                 e.outerjoin(p, sa.and_(p.c.site == e.c.site, p.c.person_id == e.c.person))
@@ -1544,8 +2101,46 @@ def _entry_content(r) -> bytes | None:
             r.by,
             r.reason,
             r.received_at,
+            r.hash_v,
+            r.jid,
+            r.mac,
+            r.sort_ts,
+            r.unknown_type,
         )
     return r.content.encode() if r.content is not None else None
+
+
+# The columns of `_entries_with_events` that `trail.event_content_v2` takes, in its order.
+_V2_FIELDS = (
+    "e_site",
+    "locker_id",
+    "seq",
+    "ts",
+    "type",
+    "bay",
+    "person",
+    "by",
+    "reason",
+    "received_at",
+    "jid",
+    "mac",
+    "sort_ts",
+    "unknown_type",
+)
+
+
+def _legacy_row_edited(r) -> str | None:
+    """What is wrong with an event row of content format 0 (stored before 0005) in the columns
+    its content does not hold: `sort_ts` must be what ingest derived then, the 0005 columns
+    their defaults."""
+    want = r.ts if r.ts is not None else r.received_at
+    if r.sort_ts != want:
+        return f"sort_ts {r.sort_ts} is not the event's time {want} (edited)"
+    if r.jid != "" or r.mac is not None or r.unknown_type:
+        return "journal id, MAC or type mark set on an event stored without them (edited)"
+    if r.hash_v != 0:
+        return f"unknown content format {r.hash_v} (edited)"
+    return None
 
 
 def _entries_with_events():
@@ -1563,6 +2158,11 @@ def _entries_with_events():
         e.c.by,
         e.c.reason,
         e.c.received_at,
+        e.c.sort_ts,
+        e.c.jid,
+        e.c.mac,
+        e.c.unknown_type,
+        e.c.hash_v,
     ).select_from(trail_entries.outerjoin(e, e.c.id == trail_entries.c.event_id))
 
 
@@ -1630,7 +2230,7 @@ def _redact(conn, site: str, where, actor: str, detail: dict | None = None) -> i
             conn.execute(
                 events.update()
                 .where(events.c.id.in_(event_ids))
-                .values(person=None, by=None, reason=None)
+                .values(person=None, by=None, reason=None, mac=None)
             )
         if entry_ids:
             conn.execute(

@@ -76,8 +76,49 @@ def _plain(value) -> str | None:
     return None
 
 
-def event_content(site, locker, seq, ts, type, bay, person, by, reason, received_at) -> bytes:
-    """The canonical content of a locker event's entry (fields as stored in `events`)."""
+# Content format 2 (events stored since migration 0005, `events.hash_v` = 2): also the journal
+# id, the locker's MAC, `sort_ts` (what pages and exports order and filter by: covered, whatever
+# rule derived it) and the unknown-type mark, so that no column deciding what is shown escapes
+# the hash. Format 0 (older rows) has none of them; `verify` recomputes their `sort_ts`.
+EVENT_V2 = 2
+
+
+def event_content(
+    site,
+    locker,
+    seq,
+    ts,
+    type,  # noqa: A002
+    bay,
+    person,
+    by,
+    reason,
+    received_at,
+    v=0,
+    jid="",
+    mac=None,
+    sort_ts=None,
+    unknown_type=False,
+) -> bytes:
+    """The canonical content of a locker event's entry (fields as stored in `events`); `v` is
+    the row's content format (`events.hash_v`): 0 before migration 0005, else 2."""
+    if v:
+        return event_content_v2(
+            site,
+            locker,
+            seq,
+            ts,
+            type,
+            bay,
+            person,
+            by,
+            reason,
+            received_at,
+            jid,
+            mac,
+            sort_ts,
+            unknown_type,
+        )
     parts = (
         _plain(bay),
         _plain(by),
@@ -109,8 +150,65 @@ def event_content(site, locker, seq, ts, type, bay, person, by, reason, received
     )
 
 
+def event_content_v2(
+    site, locker, seq, ts, etype, bay, person, by, reason, received_at, jid, mac, sort_ts, unknown
+) -> bytes:
+    """`event_content` of a row of content format 2, its fields in this order."""
+    # The common case written inline (verify runs this for every event of the trail): every
+    # value of the type ingest stores. `format(int)` is `int.__repr__`; bool is not int here.
+    int_, str_, none, q = int, str, None, _quote
+    if (
+        type(seq) is int_
+        and type(received_at) is int_
+        and type(sort_ts) is int_
+        and (ts is none or type(ts) is int_)
+        and (bay is none or type(bay) is int_)
+        and type(site) is str_
+        and type(locker) is str_
+        and type(etype) is str_
+        and type(jid) is str_
+        and (person is none or type(person) is str_)
+        and (by is none or type(by) is str_)
+        and (reason is none or type(reason) is str_)
+        and (mac is none or type(mac) is str_)
+        and (unknown is True or unknown is False)
+    ):
+        return (
+            f'{{"bay":{"null" if bay is none else bay},'
+            f'"by":{"null" if by is none else q(by)},"jid":{q(jid)},"kind":"event",'
+            f'"locker":{q(locker)},"mac":{"null" if mac is none else q(mac)},'
+            f'"person":{"null" if person is none else q(person)},'
+            f'"reason":{"null" if reason is none else q(reason)},'
+            f'"received_at":{received_at},"seq":{seq},"site":{q(site)},"sort_ts":{sort_ts},'
+            f'"ts":{"null" if ts is none else ts},"type":{q(etype)},'
+            f'"unknown_type":{"true" if unknown else "false"},"v":2}}'
+        ).encode()
+    return canonical(
+        {
+            "kind": EVENT,
+            "site": site,
+            "locker": locker,
+            "jid": jid,
+            "seq": seq,
+            "ts": ts,
+            "type": etype,
+            "bay": bay,
+            "person": person,
+            "by": by,
+            "reason": reason,
+            "received_at": received_at,
+            "sort_ts": sort_ts,
+            "mac": mac,
+            "unknown_type": unknown,
+            "v": EVENT_V2,
+        }
+    )
+
+
 # The fields retention blanks: an event's who, by whom and why; an action's detail.
-PERSONAL = {EVENT: ("person", "by", "reason"), ACTION: ("detail",)}
+# An event's MAC goes too: keyed with the locker's secret, it would let the key's holder test
+# guesses of the blanked fields.
+PERSONAL = {EVENT: ("person", "by", "reason", "mac"), ACTION: ("detail",)}
 
 
 def public_content(content: bytes) -> bytes:

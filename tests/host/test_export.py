@@ -11,7 +11,7 @@ from lockerctl.export import COLUMNS, date_range, export_events
 from lockerctl.roster import parse_roster
 from lockerctl.store import Store, events
 
-HEADER = "time,locker,bay,event,person_id,name,role,by,reason,seq,time_source"
+HEADER = "time,locker,bay,event,person_id,name,role,by,reason,seq,time_source,jid,flags"
 UTC = dt.UTC
 
 
@@ -145,7 +145,7 @@ def test_xlsx_reads_back(st, tmp_path):
     path.write_bytes(data)
     ws = load_workbook(path, read_only=True).active
     rows = list(ws.iter_rows(values_only=True))
-    assert list(rows[0]) == COLUMNS
+    assert list(rows[0]) == [*COLUMNS, "jid", "flags"]
     assert len(rows) == n + 1 == 6
     o = next(r for r in rows if r[3] == "override")
     assert o[0] == "2026-07-01T00:30:00+01:00" and o[5] == "Smith, Ann" and o[2] == 2

@@ -21,6 +21,25 @@ from lockerctl.clibase import Site  # noqa: E402
 from lockerctl.serve import Service, open_store  # noqa: E402
 
 SITE = "school"
+# The lockers' keys (deterministic, so that the test rig below can MAC events as a locker does)
+SECRETS = {name: bytes([n]) * 32 for n, name in enumerate(("L1", "L2", "L9"), 1)}
+JID = "00000000000000a1"  # the rig's journal id
+
+
+def signed(locker, payload):
+    """`payload` as locker `locker` sends it: an event object gets its journal id and MAC
+    (docs/protocol.md); anything else is sent as it is."""
+    from lockerctl import keys
+
+    try:
+        obj = json.loads(payload)
+    except (ValueError, RecursionError, TypeError):
+        return payload
+    if not isinstance(obj, dict) or "mac" in obj or locker not in SECRETS:
+        return payload
+    obj.setdefault("jid", JID)
+    obj["mac"] = keys.event_mac(SECRETS[locker], obj)
+    return json.dumps(obj)
 
 
 def event(seq, type_="deposit", bay=1, person="P001", **kw):
@@ -57,8 +76,13 @@ class Locker:
         assert subscribed.wait(5)
 
     def _on_message(self, client, userdata, msg):
+        from lockerctl import keys
+
         locker = msg.topic.split("/")[2]
-        seq = json.loads(msg.payload)["seq"]
+        ack = json.loads(msg.payload)
+        seq = ack["seq"]
+        # every ack names the journal and is MACed with the locker's key (issue 13)
+        assert ack["jid"] == JID and ack["mac"] == keys.ack_mac(SECRETS[locker], seq, JID)
         if self.on_ack:
             self.on_ack(locker, seq)
         with self.cond:
@@ -67,6 +91,8 @@ class Locker:
             self.cond.notify_all()
 
     def publish(self, locker, payload, leaf="event", retain=False):
+        if leaf == "event":
+            payload = signed(locker, payload)
         self.client.publish(
             f"lockers/{SITE}/{locker}/{leaf}", payload, qos=1, retain=retain
         ).wait_for_publish(5)
@@ -85,7 +111,7 @@ class Locker:
 def site(db_url, broker):
     st = open_store(db_url)  # what `lockerctl locker add` does, without a process per locker
     for locker in ("L1", "L2"):
-        st.add_locker(SITE, locker, 8, secrets.token_bytes(32), secrets.token_hex(16))
+        st.add_locker(SITE, locker, 8, SECRETS[locker], secrets.token_hex(16))
     return Site(db=db_url, site=SITE, broker_host=broker.host, broker_port=broker.port)
 
 
@@ -172,7 +198,10 @@ def test_bad_payloads_are_dropped_and_the_service_goes_on(
     locker.publish("L1", event(1))
     locker.wait_ack("L1", 1)
     assert stored(db_url, "L1") == [1]
-    assert svc.ingestor.stats.bad == len(bad) + 2
+    # not JSON (2), status and state: bad payloads; the rest, MACed by the rig, are events no
+    # firmware can send (the array's two members each): refused one by one (issue 13)
+    assert svc.ingestor.stats.bad == 4
+    wait_for(lambda: svc.ingestor.stats.impossible == len(bad) - 2 + 1, what="refusals counted")
 
 
 @pytest.mark.parametrize("writer_process", [False, True], ids=["thread", "process"])
@@ -254,11 +283,11 @@ class FailingStore:
         self.fail_before = fail_before  # the commit does not happen
         self.fail_after = fail_after  # the commit happens, then the process "dies"
 
-    def ingest(self, site, batch):
+    def ingest_journals(self, site, batch, max_ahead=None):
         if self.fail_before:
             self.fail_before -= 1
             raise OSError("disk I/O error")
-        acks = self.real.ingest(site, batch)
+        acks = self.real.ingest_journals(site, batch, max_ahead)
         if self.fail_after:
             self.fail_after -= 1
             raise OSError("killed after commit")
@@ -540,7 +569,10 @@ def test_config_republished_after_the_broker_restarts(site, db_url, broker, star
 def test_parse_event_fills_absent_optional_fields_and_ignores_extra_keys():
     from lockerctl.ingest import parse_event
 
-    ev = parse_event(b'{"seq": 7, "ts": null, "type": "boot", "fw": "1.0"}')
+    ev = parse_event(
+        b'{"seq": 7, "ts": null, "type": "boot", "fw": "1.0", "jid": "%s", "mac": "%s"}'
+        % (JID.encode(), b"0" * 32)
+    )
     assert ev == {
         "seq": 7,
         "ts": None,
@@ -549,6 +581,9 @@ def test_parse_event_fills_absent_optional_fields_and_ignores_extra_keys():
         "person": None,
         "by": None,
         "reason": None,
+        "jid": JID,
+        "mac": "0" * 32,
+        "unknown_type": False,
     }
 
 
@@ -610,10 +645,10 @@ class RefusingStore:
         self.real = open_store(url)
         self.refuse = True
 
-    def ingest(self, site, batch):
+    def ingest_journals(self, site, batch, max_ahead=None):
         if self.refuse and ("L2", 1) in {(lk, ev["seq"]) for lk, ev in batch}:
             raise ValueError("CHECK constraint failed")
-        return self.real.ingest(site, batch)
+        return self.real.ingest_journals(site, batch, max_ahead)
 
     def __getattr__(self, name):
         return getattr(self.real, name)

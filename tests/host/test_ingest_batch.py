@@ -117,7 +117,8 @@ def test_trail_order_and_content_of_a_mixed_batch(tmp_path, insert_path):
     con = sqlite3.connect(path)
     rows = con.execute(
         "SELECT t.id, t.event_id, t.content_hash, e.locker_id, e.seq, e.ts, e.type, e.bay,"
-        " e.person, e.by, e.reason, e.received_at, e.site FROM trail t JOIN events e"
+        " e.person, e.by, e.reason, e.received_at, e.site, e.sort_ts, e.jid, e.mac,"
+        " e.unknown_type, e.hash_v FROM trail t JOIN events e"
         " ON e.id = t.event_id ORDER BY t.id"
     ).fetchall()
     con.close()
@@ -142,8 +143,15 @@ def test_trail_order_and_content_of_a_mixed_batch(tmp_path, insert_path):
                 "by": r[9],
                 "reason": r[10],
                 "received_at": r[11],
+                # content format 2 (issue 13): what decides what is shown is in the hash too
+                "sort_ts": r[13],
+                "jid": r[14],
+                "mac": r[15],
+                "unknown_type": bool(r[16]),
+                "v": r[17],
             }
         )
+        assert r[17] == 2 and r[13] == (r[5] if r[5] is not None else r[11])
         assert trail.content_hash(content) == r[2]
 
 
@@ -185,7 +193,8 @@ def test_postgresql_batches_match_the_model(postgres_url):
     batches = [
         [("L2", ev(5)), ("L1", ev(1)), ("L1", ev(1)), ("L3", {"seq": 0})],
         [("L3", ev(n, person="Zoë ✓")) for n in range(1500, 0, -1)] + [("L2", ev(1))],
-        [("L2", ev(n)) for n in (5, 4, 3, 2, 2)] + [("L1", ev(3)), ("L3", ev(1500))],
+        [("L2", ev(n)) for n in (5, 4, 3, 2, 2)]
+        + [("L1", ev(3)), ("L3", ev(1500, person="Zoë ✓"))],  # same content: a duplicate
     ]
     try:
         for batch in batches:

@@ -30,7 +30,7 @@ class Recording:
     def write(self, raw):
         self.batches.append(list(raw))
         for topic, _payload in raw:
-            self.publish_ack(topic.split("/")[2], 1)
+            self.publish_ack(topic.split("/")[2], {"seq": 1})
 
 
 class ScriptedBroker:

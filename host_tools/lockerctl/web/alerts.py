@@ -2,6 +2,9 @@
 
 Event alerts (one per event, key `event:<id>`, the last 7 days): uncollected, door_forced,
 door_left_open, policy_flag, cmd_rejected, journal_near_full, config_rejected.
+Refusal alerts (one per locker and kind every 10 minutes, key `refused:<id>`, with a count):
+events ingest refused (bad or missing MAC, impossible, seq beyond the journal) or kept aside as
+conflicts, and checkpoints not signed because the trail fell behind one a locker holds.
 Condition alerts (one per locker while the condition lasts): `clock:<locker>` when the locker
 reports an untrusted clock, `offline:<locker>` when it is offline (or never seen) during school
 hours. A condition's acknowledgement is forgotten once the condition clears, so a recurrence
@@ -17,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from ..store import events, people
+from ..store import REFUSALS, events, people
 
 EVENT_ALERTS = {
     "uncollected": "Phone not collected",
@@ -108,6 +111,21 @@ def compute(store, site: str, acks: dict, now: float | None = None) -> tuple[lis
                 r.person,
                 r.name,
                 r.reason or "",
+            )
+        )
+    # What ingest refused or kept aside (issue 13): forged events, conflicts, impossible ones.
+    # Rate-limited where recorded: one row per locker and kind per 10 minutes, with a count.
+    refusals = getattr(store, "refusals", None)
+    for r in refusals(site, since=int(now - WINDOW)) if refusals else ():
+        times = f"{r.count} times" if r.count != 1 else "once"
+        out.append(
+            Alert(
+                f"refused:{r.id}",
+                r.last_at,
+                r.locker_id,
+                f"refused_{r.kind}",
+                REFUSALS.get(r.kind, r.kind),
+                detail=f"{times} since this alert began; last: {r.detail}",
             )
         )
     active = set()

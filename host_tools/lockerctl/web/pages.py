@@ -266,6 +266,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             items.append(
                 f'<li data-event="{e(r.type)}" data-locker="{e(r.locker_id)}">'
                 f"<time>{e(when)}</time> <strong>{e(r.type)}</strong> "
+                f"{'(unknown type) ' if r.unknown_type else ''}"
                 f"{e(r.locker_id)}{e(bay)}{who}"
                 f"{' · ' + e(r.reason) if r.reason else ''}</li>"
             )
@@ -778,7 +779,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
                 ),
                 e(r.locker_id),
                 e(r.bay if r.bay is not None else ""),
-                e(r.type),
+                e(r.type + (" (unknown type)" if r.unknown_type else "")),
                 e(r.person or ""),
                 e(r.name or ""),
                 e(r.by or ""),
