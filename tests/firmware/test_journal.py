@@ -500,9 +500,12 @@ def _copy_dir(src, dst):
 
 
 def test_a_journal_written_before_ids_gets_one_at_the_first_boot():
-    # tests/firmware/data/journal-889016a: written by the journal of commit 889016a (no id):
-    # 121 events (deposits 1..120 of P0001.., then a boot event in the tail), acked up to 60,
-    # segment_bytes 2048, snapshots the seq last acted on (as Rig makes them).
+    # tests/firmware/data/journal-889016a: written by the journal of commit 889016a (no id), on
+    # the unix port into a plain directory (`git archive 889016a firmware`, then
+    # j = Journal(dir, lambda: str(state).encode(), segment_bytes=2048); j.open(); for i in
+    # 1..120: j.append("deposit", 1795549393 + i, 1 + i % 8, "P%04d" % i, None, "pupil");
+    # j.commit(); state = j.committed; at i == 90 j.ack(60); then j.append("boot", None);
+    # j.commit()): 121 events, the boot event in the tail, acked up to 60.
     src = (os.getenv("MPYTEST_ROOT") or ".") + "/tests/firmware/data/journal-889016a"
     r = Rig("jidold", segment_bytes=2048)
     r.mount()
