@@ -43,12 +43,17 @@ def event(seq: int, i: int) -> dict:
     }
 
 
-def payloads(workdir: Path, lockers: list[str], n: int) -> dict[str, Path]:
-    """One file per locker: its n events, one JSON line each (mosquitto_pub -l)."""
+def payloads(workdir: Path, lockers: list[str], n: int, secrets: dict) -> dict[str, Path]:
+    """One file per locker: its n events, signed with its key, one JSON line each
+    (mosquitto_pub -l)."""
     files = {}
     for i, lid in enumerate(lockers):
         path = workdir / f"events-{lid}.jsonl"
-        path.write_text("".join(json.dumps(event(s, i)) + "\n" for s in range(1, n + 1)))
+        path.write_text(
+            "".join(
+                json.dumps(site.signed(event(s, i), secrets[lid])) + "\n" for s in range(1, n + 1)
+            )
+        )
         files[lid] = path
     return files
 
@@ -67,7 +72,7 @@ def template_db(workdir: Path, lockers: list[str]) -> Path:
     return path
 
 
-def one_run(ctx: Context, template: Path, files: dict[str, Path], n: int) -> dict:
+def one_run(ctx: Context, template: Path, files: dict[str, Path], n: int, warm: str) -> dict:
     work = ctx.scratch("ingest")
     dbfile = work / "lockers.db"
     shutil.copy(template, dbfile)
@@ -79,7 +84,6 @@ def one_run(ctx: Context, template: Path, files: dict[str, Path], n: int) -> dic
     try:
         serve = harness.Serve(work, site.db_url(dbfile), broker).start()
         counter = site.EventCounter(dbfile)
-        warm = json.dumps(event(1, 0))
         site.warm_up(broker, counter, warm, period=0.2)
         subprocess.run(
             [MOSQUITTO_PUB, "-p", str(broker.port), "-r", "-t", "bench/ready", "-m", "ready"],
@@ -227,10 +231,12 @@ def run(ctx: Context) -> list[Figure]:
     total = n * len(lockers)
     setup = ctx.scratch("ingest-setup")
     template = template_db(setup, lockers)
-    files = payloads(setup, lockers, n)
+    secrets = site.locker_secrets(site.db_url(template))
+    files = payloads(setup, lockers, n, secrets)
+    warm = json.dumps(site.signed(event(1, 0), secrets["W00"]))
     results = []
     for k in range(ctx.runs):
-        r = one_run(ctx, template, files, n)
+        r = one_run(ctx, template, files, n, warm)
         ctx.log(
             f"  ingest run {k + 1}: serve {r['serve']:.2f} s, mosquitto_sub {r['sub']:.2f} s,"
             f" publishers {r['pub']:.2f} s, stored {r['stored']}"

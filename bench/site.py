@@ -10,6 +10,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from lockerctl import keys
+from lockerctl.serve import open_store
+
 from .core import MICROPYTHON, ROOT, harness
 
 MOSQUITTO_PUB = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
@@ -82,23 +85,41 @@ def add_locker(workdir: Path, db: str, broker, locker_id: str, bays: int = 8) ->
     return device
 
 
+BENCH_JID = "0000000000000b01"  # the journal id the benchmarks' publishers use
+
+
+def signed(ev: dict, secret: bytes, jid: str = BENCH_JID) -> dict:
+    """`ev` as a locker with `secret` sends it: with its journal id and MAC (docs/protocol.md)."""
+    ev = dict(ev, jid=jid)
+    ev["mac"] = keys.event_mac(secret, ev)
+    return ev
+
+
+def locker_secrets(db: str) -> dict[str, bytes]:
+    """Every registered locker's secret, as the host keeps it."""
+    st = open_store(db)
+    try:
+        return {row.id: bytes(row.secret) for row in st.lockers("school")}
+    finally:
+        st.close()
+
+
 def serve_subscribed(broker, dbfile: Path, db: str, workdir: Path) -> None:
     """Returns once `serve` stores events: registers locker W00 and publishes its event 1 until
     it is in the store (until serve has subscribed it goes nowhere; a repeat is a duplicate)."""
 
-    add_locker(workdir, db, None, "W00")
+    device = add_locker(workdir, db, None, "W00")
     counter = EventCounter(dbfile)
-    payload = json.dumps(
-        {
-            "seq": 1,
-            "ts": BEFORE_SCHOOL,
-            "type": "boot",
-            "bay": None,
-            "person": None,
-            "by": None,
-            "reason": None,
-        }
-    )
+    boot = {
+        "seq": 1,
+        "ts": BEFORE_SCHOOL,
+        "type": "boot",
+        "bay": None,
+        "person": None,
+        "by": None,
+        "reason": None,
+    }
+    payload = json.dumps(signed(boot, bytes.fromhex(device["secret"])))
     try:
         warm_up(broker, counter, payload)
     finally:

@@ -68,6 +68,8 @@ KNOWN_TYPES = frozenset(
         "config_rejected",
         "journal_near_full",
         "clock_set",
+        "denied_repeated",
+        "unrecorded",
         "update_rejected",
         "update_failed",
         "updated",

@@ -193,7 +193,7 @@ def test_every_export_states_its_checkpoint_beside_the_rows(st, tmp_path):
     out = tmp_path / "e.csv"
     r = lockerctl("export", "-o", out, db=url)
     assert cp.verify((tmp_path / "e.csv.checkpoint").read_text(), public).size == size
-    assert all(line.count(",") == 11 for line in out.read_text().splitlines())  # rows only
+    assert all(line.count(",") == 12 for line in out.read_text().splitlines())  # rows only
     xlsx = tmp_path / "e.xlsx"
     lockerctl("export", "--format", "xlsx", "-o", xlsx, db=url)
     wb = load_workbook(xlsx, read_only=True)

@@ -129,7 +129,12 @@ def test_jsonl(st):
     recs = [json.loads(line) for line in text.splitlines()]
     assert n == len(recs) == 5
     first = recs[0]
-    assert list(first)[:11] == COLUMNS
+    assert list(first)[:10] == COLUMNS and list(first)[10:14] == [
+        "time_source",
+        "jid",
+        "flags",
+        "ts",
+    ]
     o = next(r for r in recs if r["event"] == "override")
     assert o["bay"] == 2 and o["seq"] == 1 and o["ts"] == ts(2026, 6, 30, 23, 30)
     assert o["time"] == "2026-07-01T00:30:00+01:00"
@@ -145,7 +150,7 @@ def test_xlsx_reads_back(st, tmp_path):
     path.write_bytes(data)
     ws = load_workbook(path, read_only=True).active
     rows = list(ws.iter_rows(values_only=True))
-    assert list(rows[0]) == [*COLUMNS, "jid", "flags"]
+    assert list(rows[0]) == [*COLUMNS, "time_source", "jid", "flags"]
     assert len(rows) == n + 1 == 6
     o = next(r for r in rows if r[3] == "override")
     assert o[0] == "2026-07-01T00:30:00+01:00" and o[5] == "Smith, Ann" and o[2] == 2

@@ -243,24 +243,6 @@ def test_each_locker_gets_its_own_ack(site, db_url, locker, start_service):
     assert max(locker.acks["L2"]) == 1
 
 
-def test_ack_names_the_journal_and_carries_the_lockers_mac(site, db_url, locker, start_service):
-    import hashlib
-    import hmac
-
-    start_service()
-    jid = "00112233aabbccdd"
-    for seq in range(1, 4):  # events of today's firmware: jid and mac accepted
-        locker.publish("L1", event(seq, jid=jid, mac="0" * 32))
-    locker.wait_ack("L1", 3)
-    secret = bytes(open_store(db_url).locker(SITE, "L1").secret)
-    key = hmac.new(secret, b"ack", hashlib.sha256).digest()
-    for name, ack in locker.payloads:
-        assert name == "L1" and ack["jid"] == jid
-        want = hmac.new(key, f"{ack['seq']}|{jid}".encode(), hashlib.sha256).digest()[:16]
-        assert ack["mac"] == want.hex()
-    assert stored(db_url, "L1") == [1, 2, 3]
-
-
 def test_ack_is_sent_only_after_the_commit(site, db_url, locker, start_service):
     """When an ack arrives, a separate connection to the store already sees every event it
     covers."""

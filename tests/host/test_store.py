@@ -72,10 +72,20 @@ def test_new_sqlite_file_is_owner_only_and_in_wal_mode(st, tmp_path):
 
 
 def test_migrations_are_recorded_and_idempotent(st, url):
-    assert st.applied_migrations() == ["0001_initial", "0003_redactions", "0004_locker_clocks", "0005_journal_ids"]
+    assert st.applied_migrations() == [
+        "0001_initial",
+        "0003_redactions",
+        "0004_locker_clocks",
+        "0005_journal_ids",
+    ]
     again = Store.open(url)
     assert again.migrate() == []
-    assert again.applied_migrations() == ["0001_initial", "0003_redactions", "0004_locker_clocks", "0005_journal_ids"]
+    assert again.applied_migrations() == [
+        "0001_initial",
+        "0003_redactions",
+        "0004_locker_clocks",
+        "0005_journal_ids",
+    ]
     again.close()
 
 
