@@ -98,11 +98,20 @@ def test_sigkill_at_random_moments_loses_no_committed_event(tmp_path):
         )
         head = proc.stdout.readline().split()
         assert head and head[0] == "open", proc.stderr.read()
-        time.sleep(rng.uniform(0.02, 0.25))
+        # At least `want` commits before the kill may come, however busy the machine is (a
+        # fixed delay measured the machine's speed, not the journal), then a random moment.
+        want = rng.randint(10, 20)
+        lines = []
+        while sum(line.startswith("c ") for line in lines) < want:
+            line = proc.stdout.readline()
+            if not line:
+                break  # it died by itself: the checks below say why
+            lines.append(line)
+        time.sleep(rng.uniform(0.0, 0.1))
         os.kill(proc.pid, signal.SIGKILL)
         kills += 1
         out, _ = proc.communicate(timeout=10)
-        for line in out.split("\n"):
+        for line in "".join(lines + [out]).split("\n"):
             if line.startswith("c "):  # a line cut by the kill is not a whole "c <seq>"
                 printed.append(int(line.split()[1]))
         seqs, last_seq, acked = _check(image, script)
