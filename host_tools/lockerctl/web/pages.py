@@ -106,8 +106,9 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             return login_form(req, "Sign-in from another site refused.", 403)
         username = req.form.get("username", "").strip()
         password = req.form.get("password", "")
-        ukey, ckey = f"user:{username.lower()}", f"client:{req.client}"
-        wait = max(app.user_limiter.blocked(ukey), app.client_limiter.blocked(ckey))
+        # The attempt is counted before the (slow) password check, so parallel guesses cannot
+        # all pass the limit; only this address is limited for this user.
+        wait = app.login_limiter.begin(username, req.client)
         if wait:
             return login_form(
                 req,
@@ -117,13 +118,12 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             )
         user = app.accounts.authenticate(username, password) if username else None
         if user is None:
-            app.user_limiter.fail(ukey)
-            app.client_limiter.fail(ckey)
             store.record_action(
                 site, "web", "login_failed", {"username": username[:64], "client": req.client}
             )
+            time.sleep(app.login_limiter.delay(app.login_limiter.failures(username, req.client)))
             return login_form(req, "Wrong username or password.", 401, username)
-        app.user_limiter.reset(ukey)
+        app.login_limiter.succeeded(username, req.client)
         token, _ = app.accounts.create_session(user)
         store.record_action(site, f"web:{user.username}", "login", {"client": req.client})
         resp = Response.redirect("/lockers")
