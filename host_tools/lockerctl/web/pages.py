@@ -908,9 +908,18 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             return page(
                 req, "Roster", roster_body(req, err.problems, str(err)), "/admin/roster", 400
             )
-        counts = store.replace_roster(
-            site, rows, actor=app.actor(req), detail={"source": source[:100]}
-        )
+        try:
+            counts = store.replace_roster(
+                site, rows, actor=app.actor(req), detail={"source": source[:100]}
+            )
+        except StoreError as err:  # e.g. the lockers could not take it: nothing imported
+            return page(
+                req,
+                "Roster",
+                roster_body(req, [(0, str(err))], "Nothing imported."),
+                "/admin/roster",
+                400,
+            )
         app.flash(
             req,
             "ok",
@@ -979,7 +988,14 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
                 "/admin/timetable",
                 400,
             )
-        version = store.set_timetable(site, text, parsed, parsed["timezone"], actor=app.actor(req))
+        try:
+            version = store.set_timetable(
+                site, text, parsed, parsed["timezone"], actor=app.actor(req)
+            )
+        except StoreError as err:  # e.g. the lockers could not take it: nothing saved
+            return page(
+                req, "Timetable", timetable_body(req, text, str(err)), "/admin/timetable", 400
+            )
         app.flash(
             req,
             "ok",
