@@ -507,3 +507,47 @@ def test_a_race_of_wrong_passwords_is_counted_before_the_hash(live):
     assert status == 303 and token
     # and the failing address may still sign in as someone else
     assert login(live, "hana", "slt-pass-123")[0] == 303
+
+
+# -- a change the lockers cannot take, refused on the dashboard -----------------------------------
+
+
+def test_a_roster_upload_too_big_for_the_lockers_is_refused_with_nothing_imported(dash):
+    import http.client
+    import uuid
+
+    from test_accounts import Client
+
+    c = Client(dash.url)
+    assert c.login("root", "admin-pass-1")[0] == 303
+    csrf = c.csrf("/admin/roster")
+    cookie = "; ".join(f"{k.name}={k.value}" for k in c.jar)
+    before = (dash.store.roster(SITE), dash.store.config_version(SITE))
+    rows = "".join(f"X{i:05d},Pupil {i},pupil,3,no,{0x10000000 + i:08X}\n" for i in range(11_000))
+    data = (ROSTER + rows).encode()
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n{csrf}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="roster"; '
+            'filename="big.csv"\r\n'
+            "Content-Type: text/csv\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    host, port = dash.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.request(
+        "POST",
+        "/admin/roster",
+        body,
+        {"Content-Type": f"multipart/form-data; boundary={boundary}", "Cookie": cookie},
+    )
+    resp = conn.getresponse()
+    page = resp.read().decode()
+    conn.close()
+    assert resp.status == 400
+    assert "the configuration for L1 would be" in page and "524,288" in page
+    assert "Nothing imported." in page
+    assert (dash.store.roster(SITE), dash.store.config_version(SITE)) == before

@@ -707,7 +707,10 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
     @app.route("POST", "/grants/revoke", SLT)
     def grants_revoke(req):
         try:
-            store.revoke_grant(site, int(req.f("id")), actor=app.actor(req))
+            gid = int(req.f("id"))
+            if not 0 < gid < 2**63:  # what the store's integers hold
+                raise StoreError(f"no grant {gid}")
+            store.revoke_grant(site, gid, actor=app.actor(req))
             app.flash(req, "ok", f"Grant {req.f('id')} revoked.")
         except (ValueError, StoreError) as err:
             app.flash(req, "error", str(err))
@@ -722,9 +725,9 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         try:
             d_from = dt.date.fromisoformat(req.q("from")) if req.q("from") else None
             d_to = dt.date.fromisoformat(req.q("to")) if req.q("to") else None
-        except ValueError:
+            start, end = date_range(d_from, d_to, zone)
+        except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
             raise HTTPError(400, "dates must be YYYY-MM-DD") from None
-        start, end = date_range(d_from, d_to, zone)
         return start, end, req.q("locker") or None, req.q("person").strip() or None
 
     @app.route("GET", "/trail", SLT)
