@@ -152,3 +152,32 @@ def test_roster_import_too_big_is_one_line_at_the_command_line(tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr
     (line,) = out.stderr.strip().splitlines()
     assert "the configuration for L1 would be" in line and "at most 524,288" in line
+
+
+def test_versions_and_size_checks_on_postgresql(postgres_url):
+    import os
+
+    import sqlalchemy as sa
+
+    url = os.environ.get("LOCKER_TEST_POSTGRES") or postgres_url
+    s = Store.open(url)
+    with s.engine.begin() as conn:  # start from an empty schema
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    s.close()
+    s = Store.open(url)
+    try:
+        assert "0007_config_changes" in s.applied_migrations()
+        s.add_locker(SITE, "L1", 8, b"\x01" * 32, "pw")
+        s.set_locker_status(SITE, "L1", online=True, state={"config": 40, "bays": []})
+        assert s.bump_config(SITE) == 41
+        s.set_locker_status(SITE, "L1", state={"config": 45, "bays": []})
+        assert s.raise_config_version(SITE) == 46
+        assert s.config_changed_at(SITE)[0] == 46
+        s.replace_roster(SITE, parse_roster(roster(5000)))
+        before = snapshot(s)
+        with pytest.raises(StoreError, match="at most 524,288"):
+            s.replace_roster(SITE, parse_roster(roster(12_000)))
+        assert snapshot(s) == before
+    finally:
+        s.close()
