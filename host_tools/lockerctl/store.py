@@ -527,16 +527,25 @@ class Store:
             ).first()
         return (row.version, row.changed_at) if row else None
 
-    def _check_bundles_fit(self, conn, site: str, version: int) -> None:
+    def _next_version(self, conn, site: str) -> int:
+        current = conn.execute(
+            sa.select(sites.c.config_version).where(sites.c.name == site)
+        ).scalar()
+        return max(current or 0, self._reported_version(conn, site)) + 1
+
+    def _check_bundles_fit(self, conn, site: str, version: int, ncards: int | None = None) -> None:
+        """StoreError naming the locker and the limit if a bundle at `version` (with `ncards`
+        cards, else the cards stored) would be more than a locker takes."""
         from .bundle import bundle_header, check_size
 
         ids = list(conn.execute(sa.select(lockers.c.id).where(lockers.c.site == site)).scalars())
         if not ids:
             return
         now = _now()
-        ncards = conn.execute(
-            sa.select(sa.func.count()).select_from(cards).where(cards.c.site == site)
-        ).scalar()
+        if ncards is None:
+            ncards = conn.execute(
+                sa.select(sa.func.count()).select_from(cards).where(cards.c.site == site)
+            ).scalar()
         compiled = None
         for locker_id in ids:
             _, timetable, grant_rows = self._config_inputs(conn, site, locker_id, now, False)
@@ -1113,6 +1122,9 @@ class Store:
             new_people.setdefault(r["person_id"], r)
         with self._write() as conn:
             self._ensure_site(conn, site)
+            # Refused before anything is written when the lockers could not take it (checked
+            # again, with everything else, when the version is bumped).
+            self._check_bundles_fit(conn, site, self._next_version(conn, site), len(rows))
             old_cards = {
                 r.uid: r for r in conn.execute(sa.select(cards).where(cards.c.site == site)).all()
             }
