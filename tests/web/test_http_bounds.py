@@ -258,6 +258,23 @@ def test_bad_or_oversized_content_length_is_refused_before_reading(live, value, 
         assert s.recv(10) == b""  # and the connection is closed: the body is never read
 
 
+def test_only_an_upload_page_reads_a_large_multipart_body(live):
+    # /login reads its body before anyone is signed in: at most 1 MiB of it, whatever its type.
+    with live.connect() as s:
+        s.sendall(
+            head(
+                "POST",
+                "/login",
+                {
+                    "Content-Length": str(2 * MiB),
+                    "Content-Type": "multipart/form-data; boundary=x",
+                },
+            )
+        )
+        status, headers, _ = read_response(s)  # answered on the head alone
+    assert status == 413 and headers.get("connection") == "close"
+
+
 def test_post_without_a_length_is_refused(live):
     status, _, _ = request(live, "POST", "/login", None, {"Content-Type": "text/plain"})
     assert status == 411
@@ -341,17 +358,26 @@ def test_a_multipart_flood_before_login_is_refused_without_parsing(live):
             got, headers, _ = read_response(s)
             assert got == status, path
             assert headers.get("connection") == "close"
-    # Twelve whole bodies in parallel (to /login, where the body is read): refused, at no great
+    # Twelve in parallel to /login, whose body is read before sign-in: refused, at no great
     # cost (the unbounded parser spent about 28 s of CPU on each).
     cpu = live.cpu()
 
     def post(_):
-        return request(live, "POST", "/login", body, {"Content-Type": ctype})[0]
+        with live.connect() as s:
+            s.sendall(
+                head("POST", "/login", {"Content-Length": str(len(body)), "Content-Type": ctype})
+            )
+            return stream_until_answer(s, len(body))[0]
 
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         statuses = list(pool.map(post, range(12)))
     assert statuses == [413] * 12
     assert live.cpu() - cpu < 30  # the CPU seconds of all twelve, far below one unbounded parse
+    # And the same parts within the size a sign-in takes: counted, refused before parsing.
+    small, ctype = many_parts(20_000)
+    assert len(small) < MiB
+    status, _, _ = request(live, "POST", "/login", small, {"Content-Type": ctype})
+    assert status == 413
 
 
 def test_form_fields_and_parts_are_capped_after_sign_in(live):

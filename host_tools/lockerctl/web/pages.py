@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from ..store import StoreError, events, people
 from . import alerts as alerts_mod
 from .html import csrf_field, e, layout, local_time, options, table
-from .server import COOKIE, LOGIN_COOKIE, HTTPError, Request, Response, cookie_header
+from .server import COOKIE, LOGIN_COOKIE, MAX_BODY, HTTPError, Request, Response, cookie_header
 
 NAMES_ROLES = ("slt", "admin")
 ALL = ("office", "slt", "admin")
@@ -891,7 +891,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
     def roster_get(req):
         return page(req, "Roster", roster_body(req), "/admin/roster")
 
-    @app.route("POST", "/admin/roster", ADMIN)
+    @app.route("POST", "/admin/roster", ADMIN, max_body=MAX_BODY)
     def roster_post(req):
         from ..roster import RosterError, parse_roster
 

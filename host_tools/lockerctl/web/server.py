@@ -79,12 +79,13 @@ class Request:
     token: str | None = None
     loader: object = None  # reads and parses the body, once (see `load_body`)
 
-    def load_body(self) -> None:
-        """Reads and parses the body into `form` and `files` (HTTPError 4xx past a limit);
-        called by `App.handle` only once the request may go on."""
+    def load_body(self, limit: int = MAX_FORM_BODY) -> None:
+        """Reads and parses the body into `form` and `files`, at most `limit` bytes of it (the
+        route's; HTTPError 4xx past a bound); called by `App.handle` only once the request may
+        go on."""
         loader, self.loader = self.loader, None
         if loader is not None:
-            self.form, self.files = loader()
+            self.form, self.files = loader(limit)
 
     def q(self, name: str, default: str = "") -> str:
         return self.query.get(name, default)
@@ -189,8 +190,18 @@ class App:
 
     # route table
 
-    def route(self, method: str, path: str, roles=("office", "slt", "admin"), prefix=False):
+    def route(
+        self,
+        method: str,
+        path: str,
+        roles=("office", "slt", "admin"),
+        prefix=False,
+        max_body: int = MAX_FORM_BODY,
+    ):
+        """Registers a page; `max_body`: the largest body it reads (MAX_BODY for an upload)."""
+
         def deco(fn):
+            fn.max_body = max_body
             if prefix:
                 self.prefix_routes.append((method, path, fn, roles))
             else:
@@ -238,7 +249,7 @@ class App:
         if req.path in ("/login",):
             if hit is None:
                 raise HTTPError(405, "method not allowed")
-            req.load_body()
+            req.load_body(getattr(hit[0], "max_body", MAX_FORM_BODY))
             return hit[0](req)
         if req.session is None:
             if req.path.startswith("/api/"):
@@ -254,7 +265,7 @@ class App:
         if req.session.user.role not in roles:
             raise HTTPError(403, f"your role ({req.session.user.role}) may not use this page")
         if req.method == "POST":
-            req.load_body()
+            req.load_body(getattr(fn, "max_body", MAX_FORM_BODY))
             sent = req.form.get("csrf", "")
             if not sent or not hmac.compare_digest(sent, req.session.csrf):
                 raise HTTPError(
@@ -324,7 +335,9 @@ def _handler_class(app: App, tls: bool = False):
             if te:
                 if [v.strip().lower() for v in ",".join(te).split(",")] != ["chunked"]:
                     raise HTTPError(501, "only the chunked transfer coding is understood")
-                return lambda: _parse_form(ctype, self._read_chunked(limit))
+                return lambda route_limit: _parse_form(
+                    ctype, self._read_chunked(min(limit, route_limit))
+                )
             if len(cl) > 1 or (cl and not _LENGTH_RE.match(cl[0].strip())):
                 raise HTTPError(400, "bad Content-Length")
             length = int(cl[0]) if cl else None
@@ -340,7 +353,11 @@ def _handler_class(app: App, tls: bool = False):
             if method != "POST":
                 return None  # ignored; the connection is closed after the answer
 
-            def read():
+            def read(route_limit: int):
+                if length > route_limit:
+                    raise HTTPError(
+                        413, f"request body too large (at most {route_limit // 1024} KiB)"
+                    )
                 self._continue()
                 body = self.rfile.read(length)
                 if len(body) != length:
