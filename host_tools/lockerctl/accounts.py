@@ -5,8 +5,9 @@ Passwords are hashed with scrypt (memory-hard; `hashlib.scrypt`, N=2**14, r=8, p
 tens of milliseconds per guess) and stored as `scrypt$N$r$p$salt$hash` (base64), so the cost can
 be raised later without breaking old hashes. A session is a random token in an HttpOnly,
 SameSite=Strict cookie; the store keeps only its SHA-256, with the session's CSRF token and
-expiry. Failed logins are counted in memory per username and per client address (the dashboard
-is one process); past the limit, logins are refused until the window has passed.
+expiry. Sign-in attempts are counted in memory (the dashboard is one process) per username and
+client address and per address, before the password is hashed (`LoginLimiter`); past the limit,
+that address's sign-ins for that user are refused until the window has passed.
 
 The `users` table is part of the store's initial schema; sessions and acknowledgements come with
 the migration `0002_dashboard` registered here.
@@ -410,3 +411,72 @@ class RateLimiter:
     def reset(self, key: str) -> None:
         with self._lock:
             self._fails.pop(key, None)
+
+    def forget_last(self, key: str) -> None:
+        """Takes back the latest failure counted for `key`."""
+        with self._lock:
+            times = self._fails.get(key)
+            if times:
+                times.pop()
+                if not times:
+                    del self._fails[key]
+
+    def count(self, key: str) -> int:
+        with self._lock:
+            return len(self._recent(key, self.clock()))
+
+
+class LoginLimiter:
+    """Sign-in attempts, counted before the password is checked (docs/security.md).
+
+    `begin(username, client)` atomically counts an attempt against the pair (username, client
+    address) and against the address alone, or says how long to wait when either is at its limit
+    (`per_pair` failures of the pair, `per_client` of the address, in `window` seconds). An
+    attempt that turns out right is taken back (`succeeded`); a wrong one stays counted and
+    `delay(...)` says how long to hold its answer (longer with each failure). Only the address
+    that has been failing is blocked for that user: the right password from any other address
+    still signs in, so a stranger cannot lock an account out.
+    """
+
+    def __init__(
+        self,
+        per_pair: int = 5,
+        per_client: int = 30,
+        window: float = 900,
+        clock=time.monotonic,
+    ):
+        self.pairs = RateLimiter(per_pair, window, clock)
+        self.clients = RateLimiter(per_client, window, clock)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _keys(username: str, client: str) -> tuple[str, str]:
+        return f"{username.lower()}\0{client}", client
+
+    def begin(self, username: str, client: str) -> float:
+        """0 when the attempt may go on (it is counted now), else the seconds to wait."""
+        pair, addr = self._keys(username, client)
+        with self._lock:
+            wait = max(self.pairs.blocked(pair), self.clients.blocked(addr))
+            if wait:
+                return max(wait, 1.0)
+            self.pairs.fail(pair)
+            self.clients.fail(addr)
+            return 0.0
+
+    def succeeded(self, username: str, client: str) -> None:
+        """The attempt was right: the pair's failures are forgotten, the address's attempt
+        taken back."""
+        pair, addr = self._keys(username, client)
+        with self._lock:
+            self.pairs.reset(pair)
+            self.clients.forget_last(addr)
+
+    def failures(self, username: str, client: str) -> int:
+        pair, _ = self._keys(username, client)
+        return self.pairs.count(pair)
+
+    @staticmethod
+    def delay(failures: int) -> float:
+        """Seconds to hold the answer to the `failures`-th wrong password in a row."""
+        return min(0.1 * 2 ** max(failures - 1, 0), 2.0)

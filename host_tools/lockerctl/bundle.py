@@ -18,6 +18,10 @@ FIXED = 20
 MAC_LEN = 32
 PERSON_MAX = 28
 MAX_HEADER = 16384  # the firmware's Receiver.MAX_HEADER: the header JSON is parsed in RAM
+# The most bytes (whole payload, MAC included) a locker takes: the firmware's `max_config_bytes`.
+# The one place the host names it: changes that would make a bundle larger are refused where
+# they are made (`check_size`), and `build_bundle` never makes one.
+MAX_BUNDLE = 524288
 FLAG_WALK_HOME = 1
 FLAG_REVOKED = 2
 ROLE_CODES = {"pupil": 1, "staff": 2, "slt": 3, "office": 4}
@@ -109,19 +113,8 @@ def build_bundle(
     for a, b in zip(records, records[1:], strict=False):
         if a[:16] == b[:16]:
             raise ValueError(f"card listed twice (persons {_person(a)!r} and {_person(b)!r})")
-    header = {
-        "locker": locker_id,
-        "site": site,
-        "version": version,
-        "issued": int(issued),
-        "timetable": timetable,
-        "grants": list(grants or []),
-    }
-    hjson = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    if len(hjson) > MAX_HEADER:
-        raise ValueError(
-            f"bundle header is {len(hjson)} bytes, at most {MAX_HEADER} (too many grants?)"
-        )
+    hjson = bundle_header(locker_id, site, version, issued, timetable, grants)
+    check_size(locker_id, len(hjson), len(records))
     body = b"".join(
         [
             struct.pack(_FIXED_FMT, MAGIC, FORMAT, RECORD, 0, version, len(records), len(hjson)),
@@ -130,6 +123,48 @@ def build_bundle(
         ]
     )
     return body + keys.hmac_sha256(keys.config_key(secret), body)
+
+
+def bundle_header(
+    locker_id: str, site: str, version: int, issued: int, timetable, grants
+) -> bytes:
+    """The bundle's header JSON, as the bundle carries it."""
+    header = {
+        "locker": locker_id,
+        "site": site,
+        "version": version,
+        "issued": int(issued),
+        "timetable": timetable,
+        "grants": list(grants or []),
+    }
+    return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def bundle_size(header_len: int, ncards: int) -> int:
+    """Bytes of a bundle with a header of `header_len` bytes and `ncards` cards."""
+    return FIXED + header_len + ncards * RECORD + MAC_LEN
+
+
+def card_capacity(header_len: int) -> int:
+    """How many cards fit in a bundle next to a header of `header_len` bytes."""
+    return max(0, (MAX_BUNDLE - FIXED - MAC_LEN - header_len) // RECORD)
+
+
+def check_size(locker_id: str, header_len: int, ncards: int) -> int:
+    """The bundle's size; ValueError with a one-line reason naming the limit when a locker
+    could not take it."""
+    if header_len > MAX_HEADER:
+        raise ValueError(
+            f"the configuration header for {locker_id} would be {header_len:,} bytes; a locker "
+            f"takes at most {MAX_HEADER:,} (too many exception grants?)"
+        )
+    size = bundle_size(header_len, ncards)
+    if size > MAX_BUNDLE:
+        raise ValueError(
+            f"the configuration for {locker_id} would be {size:,} bytes ({ncards:,} cards); "
+            f"a locker takes at most {MAX_BUNDLE:,} (about {card_capacity(header_len):,} cards)"
+        )
+    return size
 
 
 def _person(rec: bytes) -> str:

@@ -182,6 +182,7 @@ class ConfigPublisher:
             self.poll_interval = poll_interval
         self.published_version: int | None = None
         self.published: dict[str, int] = {}  # locker -> version of its last published bundle
+        self._raised_for: int | None = None  # a reported version a raise was refused for
         self._force = False
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -214,10 +215,35 @@ class ConfigPublisher:
             self._wake.wait(self.poll_interval)
             self._wake.clear()
 
+    def _keep_ahead(self) -> None:
+        """A locker that reports running a later version than the site's (a database restored
+        from a backup) would ignore what is published as `stale`: the site's version is
+        raised above it first, so the lockers take the configuration the database holds."""
+        from .store import StoreError
+
+        version = int(self.store.config_version(self.site))
+        reported = self.store.reported_config_version(self.site)
+        if reported <= version or reported == self._raised_for:
+            return
+        try:
+            new = self.store.raise_config_version(self.site, actor="serve")
+        except StoreError as e:
+            self._raised_for = reported  # said once; the next change tries again
+            log.error("configuration version not raised: %s", _one_line(e))
+            return
+        log.warning(
+            "a locker reports configuration v%d, above this database's v%d (restored from a "
+            "backup?): now v%d",
+            reported,
+            version,
+            new,
+        )
+
     def poll_once(self) -> int:
         """Publishes what changed; returns how many bundles were published."""
         force, self._force = self._force, False
         try:
+            self._keep_ahead()
             version = int(self.store.config_version(self.site))
             lockers = list(self.store.lockers(self.site))
         except Exception:

@@ -441,12 +441,33 @@ def _rebuild_sqlite_events(conn, missing: list[str]) -> None:
         conn.exec_driver_sql(index_sql)
 
 
+# When each site's configuration version was last set (migration 0007_config_changes): an online
+# locker still running an older version two minutes after it is an alert.
+config_changes = sa.Table(
+    "config_changes",
+    metadata,
+    sa.Column("site", sa.String(64), primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("changed_at", sa.BigInteger, nullable=False),
+)
+
+# A locker's reported configuration version above this is not believed (a locker can only
+# report what it was sent, but one with stolen credentials could report anything; this keeps
+# such a report from pushing the site's version to the end of its 32-bit range).
+MAX_REPORTED_VERSION = 2**31
+
+
+def _m0007_config_changes(conn):
+    config_changes.create(conn, checkfirst=True)
+
+
 # (name, function(connection)) in the order they apply. Names are recorded; never rename one.
 MIGRATIONS: list[tuple[str, Callable]] = [
     ("0001_initial", _m0001_initial),
     ("0003_redactions", _m0003_redactions),
     ("0004_locker_clocks", _m0004_locker_clocks),
     ("0005_journal_ids", _m0005_journal_ids),
+    ("0007_config_changes", _m0007_config_changes),
 ]
 
 
@@ -715,13 +736,112 @@ class Store:
         return v or 0
 
     def _bump(self, conn, site: str) -> int:
+        """Sets the site's next configuration version in this transaction: one above both the
+        current one and the highest any of its lockers reports (a database restored from a
+        backup must not publish versions the lockers ignore as stale). StoreError, so the whole
+        change is rolled back, if any locker's bundle would then be larger than a locker takes.
+        """
         self._ensure_site(conn, site)
+        reported = self._reported_version(conn, site)
+        v = sites.c.config_version
         conn.execute(
             sites.update()
             .where(sites.c.name == site)
-            .values(config_version=sites.c.config_version + 1)
+            .values(config_version=sa.case((v > reported, v), else_=reported) + 1)
         )
-        return conn.execute(sa.select(sites.c.config_version).where(sites.c.name == site)).scalar()
+        version = conn.execute(sa.select(v).where(sites.c.name == site)).scalar()
+        self._check_bundles_fit(conn, site, version)
+        values = {"version": version, "changed_at": _now()}
+        if (
+            conn.execute(
+                config_changes.update().where(config_changes.c.site == site).values(**values)
+            ).rowcount
+            == 0
+        ):
+            conn.execute(config_changes.insert().values(site=site, **values))
+        return version
+
+    def _reported_version(self, conn, site: str) -> int:
+        """The highest configuration version the site's lockers report running (0: none)."""
+        best = 0
+        for (state,) in conn.execute(sa.select(lockers.c.state).where(lockers.c.site == site)):
+            v = state.get("config") if isinstance(state, dict) else None
+            if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_REPORTED_VERSION:
+                best = max(best, v)
+        return best
+
+    def reported_config_version(self, site: str) -> int:
+        """The highest configuration version the site's lockers report running (0: none)."""
+        with self._read() as conn:
+            return self._reported_version(conn, site)
+
+    def raise_config_version(self, site: str, actor: str = "lockerctl") -> int:
+        """Puts the site's configuration version above every version its lockers report, if it
+        is not already (a database restored from a backup); returns the version in force."""
+        with self._write() as conn:
+            self._ensure_site(conn, site)
+            current = conn.execute(
+                sa.select(sites.c.config_version).where(sites.c.name == site)
+            ).scalar()
+            reported = self._reported_version(conn, site)
+            if reported < current:
+                return current
+            version = self._bump(conn, site)
+            _append_action(
+                conn,
+                site,
+                actor,
+                "config_version_raised",
+                {"from": current, "to": version, "reported": reported},
+            )
+            return version
+
+    def config_changed_at(self, site: str) -> tuple[int, int] | None:
+        """(version, when it was set) of the site's configuration, or None if unknown."""
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(config_changes.c.version, config_changes.c.changed_at).where(
+                    config_changes.c.site == site
+                )
+            ).first()
+        return (row.version, row.changed_at) if row else None
+
+    def _next_version(self, conn, site: str) -> int:
+        current = conn.execute(
+            sa.select(sites.c.config_version).where(sites.c.name == site)
+        ).scalar()
+        return max(current or 0, self._reported_version(conn, site)) + 1
+
+    def _check_bundles_fit(self, conn, site: str, version: int, ncards: int | None = None) -> None:
+        """StoreError naming the locker and the limit if a bundle at `version` (with `ncards`
+        cards, else the cards stored) would be more than a locker takes."""
+        from .bundle import bundle_header, check_size
+
+        ids = list(conn.execute(sa.select(lockers.c.id).where(lockers.c.site == site)).scalars())
+        if not ids:
+            return
+        now = _now()
+        if ncards is None:
+            ncards = conn.execute(
+                sa.select(sa.func.count()).select_from(cards).where(cards.c.site == site)
+            ).scalar()
+        compiled = None
+        for locker_id in ids:
+            _, timetable, grant_rows = self._config_inputs(conn, site, locker_id, now, False)
+            if timetable is not None and compiled is None:
+                from .timetable import compile_timetable
+
+                try:
+                    compiled = compile_timetable(timetable, now)
+                except (ValueError, KeyError) as e:
+                    raise StoreError(f"the timetable cannot be compiled: {e}") from None
+            header = bundle_header(
+                locker_id, site, version, now, compiled, [_grant_obj(g) for g in grant_rows]
+            )
+            try:
+                check_size(locker_id, len(header), ncards)
+            except ValueError as e:
+                raise StoreError(f"{e}; nothing was changed") from None
 
     def bump_config(self, site: str) -> int:
         """Marks the site's configuration changed; returns the new version."""
@@ -1593,6 +1713,9 @@ class Store:
             new_people.setdefault(r["person_id"], r)
         with self._write() as conn:
             self._ensure_site(conn, site)
+            # Refused before anything is written when the lockers could not take it (checked
+            # again, with everything else, when the version is bumped).
+            self._check_bundles_fit(conn, site, self._next_version(conn, site), len(rows))
             old_cards = {
                 r.uid: r for r in conn.execute(sa.select(cards).where(cards.c.site == site)).all()
             }
@@ -1861,6 +1984,11 @@ class Store:
         """
         now = _now() if now is None else now
         with self._read() as conn:
+            return self._config_inputs(conn, site, locker_id, now)
+
+    def _config_inputs(self, conn, site: str, locker_id: str, now: int, with_cards=True):
+        card_rows = []
+        if with_cards:
             card_rows = conn.execute(
                 sa.select(
                     cards.c.uid,
@@ -1873,29 +2001,27 @@ class Store:
                 .where(cards.c.site == site)
                 .order_by(cards.c.uid)
             ).all()
-            tt = conn.execute(
-                sa.select(timetables.c.source, timetables.c.parsed).where(
-                    timetables.c.site == site
-                )
-            ).first()
-            grant_rows = conn.execute(
-                sa.select(
-                    grants.c.id,
-                    grants.c.person_id,
-                    grants.c.locker_id,
-                    grants.c.from_ts,
-                    grants.c.until_ts,
-                    grants.c.by,
-                    grants.c.reason,
-                )
-                .where(
-                    grants.c.site == site,
-                    grants.c.revoked_at.is_(None),
-                    grants.c.until_ts > now,
-                    sa.or_(grants.c.locker_id.is_(None), grants.c.locker_id == locker_id),
-                )
-                .order_by(grants.c.id)
-            ).all()
+        tt = conn.execute(
+            sa.select(timetables.c.source, timetables.c.parsed).where(timetables.c.site == site)
+        ).first()
+        grant_rows = conn.execute(
+            sa.select(
+                grants.c.id,
+                grants.c.person_id,
+                grants.c.locker_id,
+                grants.c.from_ts,
+                grants.c.until_ts,
+                grants.c.by,
+                grants.c.reason,
+            )
+            .where(
+                grants.c.site == site,
+                grants.c.revoked_at.is_(None),
+                grants.c.until_ts > now,
+                sa.or_(grants.c.locker_id.is_(None), grants.c.locker_id == locker_id),
+            )
+            .order_by(grants.c.id)
+        ).all()
         return card_rows, (tt.parsed if tt is not None else None), grant_rows
 
     # -- events ------------------------------------------------------------------------------
@@ -1980,6 +2106,17 @@ class _Person:
     def __init__(self, person_id, name, role, active, roles):
         self.person_id, self.name, self.role = person_id, name, role
         self.active, self.roles = active, roles
+
+
+def _grant_obj(g) -> dict:
+    """A grant row as the bundle header carries it (docs/protocol.md)."""
+    return {
+        "id": g.id,
+        "person": g.person_id,
+        "from": int(g.from_ts),
+        "until": int(g.until_ts),
+        "by": g.by,
+    }
 
 
 def mask_uid(uid: str) -> str:

@@ -7,8 +7,10 @@ events ingest refused (bad or missing MAC, impossible, seq beyond the journal) o
 conflicts, and checkpoints not signed because the trail fell behind one a locker holds.
 Condition alerts (one per locker while the condition lasts): `clock:<locker>` when the locker
 reports an untrusted clock, `offline:<locker>` when it is offline (or never seen) during school
-hours. A condition's acknowledgement is forgotten once the condition clears, so a recurrence
-shows again.
+hours, `config:<locker>` when it is online but still runs an older configuration than the
+site's current one more than CONFIG_GRACE seconds after that was set (with the reason of its
+last `config_rejected` event). A condition's acknowledgement is forgotten once the condition
+clears, so a recurrence shows again.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ EVENT_ALERTS = {
     "config_rejected": "Configuration rejected",
 }
 WINDOW = 7 * 86400
+CONFIG_GRACE = 120  # seconds a locker may take to apply a new configuration
 MAX_EVENT_ALERTS = 300
 
 
@@ -130,8 +133,35 @@ def compute(store, site: str, acks: dict, now: float | None = None) -> tuple[lis
         )
     active = set()
     in_hours = school_hours(store.timetable(site), now)
+    current = store.config_version(site)
+    changed = store.config_changed_at(site)
+    settled = changed is None or changed[0] != current or now - changed[1] > CONFIG_GRACE
     for locker in store.lockers(site):
         state = locker.state if isinstance(locker.state, dict) else {}
+        runs = state.get("config") if state else None
+        runs = runs if isinstance(runs, int) and not isinstance(runs, bool) else None
+        if locker.online and state and current > 0 and settled and (runs or 0) < current:
+            key = f"config:{locker.id}"
+            active.add(key)
+            reason = _last_rejection(store, site, locker.id)
+            out.append(
+                Alert(
+                    key,
+                    locker.last_seen,
+                    locker.id,
+                    "config_behind",
+                    "Configuration not applied",
+                    detail=(
+                        f"runs configuration {runs if runs is not None else 'none'}, "
+                        f"current is {current}; "
+                        + (
+                            f"the locker rejected it: {reason}"
+                            if reason
+                            else "the locker gave no reason"
+                        )
+                    ),
+                )
+            )
         if state and state.get("clock_ok") is False:
             key = f"clock:{locker.id}"
             active.add(key)
@@ -162,5 +192,22 @@ def compute(store, site: str, acks: dict, now: float | None = None) -> tuple[lis
     for a in out:
         if a.key in acks:
             a.acked_by, a.acked_at = acks[a.key]
-    stale = [k for k in acks if k.split(":", 1)[0] in ("clock", "offline") and k not in active]
+    stale = [
+        k for k in acks if k.split(":", 1)[0] in ("clock", "offline", "config") and k not in active
+    ]
     return out, stale
+
+
+def _last_rejection(store, site: str, locker_id: str) -> str | None:
+    """The reason of the locker's latest `config_rejected` event, if any."""
+    with store._read() as conn:
+        return conn.execute(
+            sa.select(events.c.reason)
+            .where(
+                events.c.site == site,
+                events.c.locker_id == locker_id,
+                events.c.type == "config_rejected",
+            )
+            .order_by(events.c.id.desc())
+            .limit(1)
+        ).scalar()

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from ..store import StoreError, events, people
 from . import alerts as alerts_mod
 from .html import csrf_field, e, layout, local_time, options, table
-from .server import COOKIE, LOGIN_COOKIE, HTTPError, Request, Response, cookie_header
+from .server import COOKIE, LOGIN_COOKIE, MAX_BODY, HTTPError, Request, Response, cookie_header
 
 NAMES_ROLES = ("slt", "admin")
 ALL = ("office", "slt", "admin")
@@ -110,8 +110,9 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             return login_form(req, "Sign-in from another site refused.", 403)
         username = req.form.get("username", "").strip()
         password = req.form.get("password", "")
-        ukey, ckey = f"user:{username.lower()}", f"client:{req.client}"
-        wait = max(app.user_limiter.blocked(ukey), app.client_limiter.blocked(ckey))
+        # The attempt is counted before the (slow) password check, so parallel guesses cannot
+        # all pass the limit; only this address is limited for this user.
+        wait = app.login_limiter.begin(username, req.client)
         if wait:
             return login_form(
                 req,
@@ -121,13 +122,12 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             )
         user = app.accounts.authenticate(username, password) if username else None
         if user is None:
-            app.user_limiter.fail(ukey)
-            app.client_limiter.fail(ckey)
             store.record_action(
                 site, "web", "login_failed", {"username": username[:64], "client": req.client}
             )
+            time.sleep(app.login_limiter.delay(app.login_limiter.failures(username, req.client)))
             return login_form(req, "Wrong username or password.", 401, username)
-        app.user_limiter.reset(ukey)
+        app.login_limiter.succeeded(username, req.client)
         token, _ = app.accounts.create_session(user)
         store.record_action(site, f"web:{user.username}", "login", {"client": req.client})
         resp = Response.redirect("/lockers")
@@ -733,7 +733,10 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
     @app.route("POST", "/grants/revoke", SLT)
     def grants_revoke(req):
         try:
-            store.revoke_grant(site, int(req.f("id")), actor=app.actor(req))
+            gid = int(req.f("id"))
+            if not 0 < gid < 2**63:  # what the store's integers hold
+                raise StoreError(f"no grant {gid}")
+            store.revoke_grant(site, gid, actor=app.actor(req))
             app.flash(req, "ok", f"Grant {req.f('id')} revoked.")
         except (ValueError, StoreError) as err:
             app.flash(req, "error", str(err))
@@ -748,9 +751,9 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         try:
             d_from = dt.date.fromisoformat(req.q("from")) if req.q("from") else None
             d_to = dt.date.fromisoformat(req.q("to")) if req.q("to") else None
-        except ValueError:
+            start, end = date_range(d_from, d_to, zone)
+        except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
             raise HTTPError(400, "dates must be YYYY-MM-DD") from None
-        start, end = date_range(d_from, d_to, zone)
         return start, end, req.q("locker") or None, req.q("person").strip() or None
 
     @app.route("GET", "/trail", SLT)
@@ -918,7 +921,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
     def roster_get(req):
         return page(req, "Roster", roster_body(req), "/admin/roster")
 
-    @app.route("POST", "/admin/roster", ADMIN)
+    @app.route("POST", "/admin/roster", ADMIN, max_body=MAX_BODY)
     def roster_post(req):
         from ..roster import RosterError, parse_roster
 
@@ -938,9 +941,18 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             return page(
                 req, "Roster", roster_body(req, err.problems, str(err)), "/admin/roster", 400
             )
-        counts = store.replace_roster(
-            site, rows, actor=app.actor(req), detail={"source": source[:100]}
-        )
+        try:
+            counts = store.replace_roster(
+                site, rows, actor=app.actor(req), detail={"source": source[:100]}
+            )
+        except StoreError as err:  # e.g. the lockers could not take it: nothing imported
+            return page(
+                req,
+                "Roster",
+                roster_body(req, [(0, str(err))], "Nothing imported."),
+                "/admin/roster",
+                400,
+            )
         app.flash(
             req,
             "ok",
@@ -1009,7 +1021,14 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
                 "/admin/timetable",
                 400,
             )
-        version = store.set_timetable(site, text, parsed, parsed["timezone"], actor=app.actor(req))
+        try:
+            version = store.set_timetable(
+                site, text, parsed, parsed["timezone"], actor=app.actor(req)
+            )
+        except StoreError as err:  # e.g. the lockers could not take it: nothing saved
+            return page(
+                req, "Timetable", timetable_body(req, text, str(err)), "/admin/timetable", 400
+            )
         app.flash(
             req,
             "ok",

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
+import socket
 import ssl
 import threading
 import time
@@ -18,7 +20,7 @@ from http import cookies as http_cookies
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from ..accounts import Accounts, RateLimiter
+from ..accounts import Accounts, LoginLimiter
 
 log = logging.getLogger("lockerctl.web")
 
@@ -31,7 +33,19 @@ STATIC_TYPES = {
 }
 COOKIE = "cl_session"
 LOGIN_COOKIE = "cl_login"  # the login form's CSRF token, before there is a session
-MAX_BODY = 8 * 1024 * 1024
+# Request bounds (docs/security.md, "HTTP limits"). A body is read only after the route, the
+# session and the role have been checked, and never beyond these sizes.
+MAX_BODY = 8 * 1024 * 1024  # a multipart upload (the roster file)
+MAX_FORM_BODY = 1024 * 1024  # any other body (url-encoded forms)
+MAX_FIELDS = 100  # fields of a url-encoded form
+MAX_PARTS = 50  # parts of a multipart form
+MAX_FIELD_BYTES = 256 * 1024  # one form value (not a file)
+LISTEN_BACKLOG = 128
+MAX_CONNECTIONS_PER_CLIENT = 64  # open connections from one address; more are closed at once
+MAX_CONNECTIONS = 512  # open connections in all
+_LENGTH_RE = re.compile(r"[0-9]{1,15}\Z")
+_CHUNK_SIZE_RE = re.compile(rb"[0-9A-Fa-f]{1,8}\Z")
+_BOUNDARY_RE = re.compile(r"[0-9A-Za-z'()+_,./:=? -]{0,69}[0-9A-Za-z'()+_,./:=?-]\Z")
 SECURITY_HEADERS = [
     (
         "Content-Security-Policy",
@@ -63,6 +77,15 @@ class Request:
     files: dict = field(default_factory=dict)  # name -> (filename, bytes)
     session: object = None
     token: str | None = None
+    loader: object = None  # reads and parses the body, once (see `load_body`)
+
+    def load_body(self, limit: int = MAX_FORM_BODY) -> None:
+        """Reads and parses the body into `form` and `files`, at most `limit` bytes of it (the
+        route's; HTTPError 4xx past a bound); called by `App.handle` only once the request may
+        go on."""
+        loader, self.loader = self.loader, None
+        if loader is not None:
+            self.form, self.files = loader(limit)
 
     def q(self, name: str, default: str = "") -> str:
         return self.query.get(name, default)
@@ -87,12 +110,29 @@ class Response:
         return cls(status, json.dumps(data), "application/json")
 
 
+def _too_large(what: str) -> HTTPError:
+    return HTTPError(413, what)
+
+
 def _parse_form(content_type: str, body: bytes) -> tuple[dict, dict]:
+    """(fields, files) of a url-encoded or multipart body, within MAX_FIELDS, MAX_PARTS and
+    MAX_FIELD_BYTES (HTTPError 400/413 otherwise)."""
     ctype = content_type.split(";", 1)[0].strip().lower()
     if ctype == "application/x-www-form-urlencoded":
-        pairs = urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        try:
+            pairs = urllib.parse.parse_qsl(
+                body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FIELDS
+            )
+        except ValueError:
+            raise _too_large(f"too many form fields (at most {MAX_FIELDS})") from None
+        if any(len(v) > MAX_FIELD_BYTES for _, v in pairs):
+            raise _too_large(f"a form field is longer than {MAX_FIELD_BYTES // 1024} KiB")
         return dict(pairs), {}
     if ctype == "multipart/form-data":
+        boundary = _boundary(content_type)
+        # Counted before anything is parsed: the parts are never more than MAX_PARTS.
+        if body.count(b"--" + boundary.encode("latin-1")) > MAX_PARTS + 1:
+            raise _too_large(f"too many parts in the form (at most {MAX_PARTS})")
         msg = BytesParser(policy=HTTP).parsebytes(
             b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
         )
@@ -106,9 +146,24 @@ def _parse_form(content_type: str, body: bytes) -> tuple[dict, dict]:
             if filename is not None:
                 files[name] = (filename, data)
             else:
+                if len(data) > MAX_FIELD_BYTES:
+                    raise _too_large(f"a form field is longer than {MAX_FIELD_BYTES // 1024} KiB")
                 form[name] = data.decode("utf-8", "replace")
         return form, files
     return {}, {}
+
+
+def _boundary(content_type: str) -> str:
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "boundary":
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            if _BOUNDARY_RE.match(value):
+                return value
+            break
+    raise HTTPError(400, "multipart form without a valid boundary")
 
 
 class App:
@@ -123,8 +178,7 @@ class App:
         self.connected = connected or (lambda: publish is not None)
         self.broker = broker or ("127.0.0.1", 1883)
         self.accounts = Accounts(store, site)
-        self.user_limiter = RateLimiter(5, 300)
-        self.client_limiter = RateLimiter(30, 300)
+        self.login_limiter = LoginLimiter()
         self._flash: dict[str, tuple[str, str]] = {}
         self.sent: dict[str, dict] = {}  # remote opens in flight: ref -> what was sent
         self.lock = threading.Lock()
@@ -136,8 +190,18 @@ class App:
 
     # route table
 
-    def route(self, method: str, path: str, roles=("office", "slt", "admin"), prefix=False):
+    def route(
+        self,
+        method: str,
+        path: str,
+        roles=("office", "slt", "admin"),
+        prefix=False,
+        max_body: int = MAX_FORM_BODY,
+    ):
+        """Registers a page; `max_body`: the largest body it reads (MAX_BODY for an upload)."""
+
         def deco(fn):
+            fn.max_body = max_body
             if prefix:
                 self.prefix_routes.append((method, path, fn, roles))
             else:
@@ -185,6 +249,7 @@ class App:
         if req.path in ("/login",):
             if hit is None:
                 raise HTTPError(405, "method not allowed")
+            req.load_body(getattr(hit[0], "max_body", MAX_FORM_BODY))
             return hit[0](req)
         if req.session is None:
             if req.path.startswith("/api/"):
@@ -200,6 +265,7 @@ class App:
         if req.session.user.role not in roles:
             raise HTTPError(403, f"your role ({req.session.user.role}) may not use this page")
         if req.method == "POST":
+            req.load_body(getattr(fn, "max_body", MAX_FORM_BODY))
             sent = req.form.get("csrf", "")
             if not sent or not hmac.compare_digest(sent, req.session.csrf):
                 raise HTTPError(
@@ -231,7 +297,14 @@ def _handler_class(app: App, tls: bool = False):
 
         def _request(self, method: str) -> Request:
             parts = urllib.parse.urlsplit(self.path)
-            query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+            try:
+                query = dict(
+                    urllib.parse.parse_qsl(
+                        parts.query, keep_blank_values=True, max_num_fields=MAX_FIELDS
+                    )
+                )
+            except ValueError:
+                raise HTTPError(400, f"too many query parameters (at most {MAX_FIELDS})") from None
             jar = http_cookies.SimpleCookie()
             try:
                 jar.load(self.headers.get("Cookie", ""))
@@ -245,19 +318,94 @@ def _handler_class(app: App, tls: bool = False):
                 {k: m.value for k, m in jar.items()},
                 self.client_address[0],
             )
-            if method == "POST":
-                try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                except ValueError:
-                    raise HTTPError(400, "bad Content-Length") from None
-                if length > MAX_BODY:
-                    raise HTTPError(413, f"upload too large (at most {MAX_BODY // 2**20} MiB)")
-                body = self.rfile.read(length) if length else b""
-                req.form, req.files = _parse_form(self.headers.get("Content-Type", ""), body)
+            req.loader = self._body_reader(method)
             return req
 
+        def _body_reader(self, method: str):
+            """Checks the body's framing headers now (400/411/413/501, before anything is read)
+            and returns the function that reads the body later, or None without one."""
+            te = self.headers.get_all("Transfer-Encoding") or []
+            cl = self.headers.get_all("Content-Length") or []
+            self._body_pending = bool(te or cl)  # until read: the connection closes after
+            if te and cl:
+                raise HTTPError(400, "both Transfer-Encoding and Content-Length")
+            ctype = self.headers.get("Content-Type", "")
+            multipart = ctype.split(";", 1)[0].strip().lower() == "multipart/form-data"
+            limit = MAX_BODY if multipart else MAX_FORM_BODY
+            if te:
+                if [v.strip().lower() for v in ",".join(te).split(",")] != ["chunked"]:
+                    raise HTTPError(501, "only the chunked transfer coding is understood")
+                return lambda route_limit: _parse_form(
+                    ctype, self._read_chunked(min(limit, route_limit))
+                )
+            if len(cl) > 1 or (cl and not _LENGTH_RE.match(cl[0].strip())):
+                raise HTTPError(400, "bad Content-Length")
+            length = int(cl[0]) if cl else None
+            if length is None:
+                if method == "POST":
+                    raise HTTPError(411, "a POST needs a Content-Length")
+                return None
+            if length > limit:
+                raise HTTPError(413, f"request body too large (at most {limit // 1024} KiB)")
+            if not length:
+                self._body_pending = False
+                return None
+            if method != "POST":
+                return None  # ignored; the connection is closed after the answer
+
+            def read(route_limit: int):
+                if length > route_limit:
+                    raise HTTPError(
+                        413, f"request body too large (at most {route_limit // 1024} KiB)"
+                    )
+                self._continue()
+                body = self.rfile.read(length)
+                if len(body) != length:
+                    raise HTTPError(400, "the body ended before its Content-Length")
+                self._body_pending = False
+                return _parse_form(ctype, body)
+
+            return read
+
+        def handle_expect_100(self):
+            return True  # "100 Continue" only once the body is wanted (`_continue`)
+
+        def _continue(self) -> None:
+            if self.headers.get("Expect", "").strip().lower() == "100-continue":
+                self.send_response_only(100)
+                self.end_headers()
+
+        def _read_chunked(self, limit: int) -> bytes:
+            """A chunked body, counted: 413 as soon as it passes `limit`."""
+            self._continue()
+            out = bytearray()
+            while True:
+                line = self.rfile.readline(80)
+                size = line.split(b";", 1)[0].strip()
+                if not line.endswith(b"\n") or not _CHUNK_SIZE_RE.match(size):
+                    raise HTTPError(400, "bad chunked body")
+                n = int(size, 16)
+                if not n:
+                    break
+                if len(out) + n > limit:
+                    raise HTTPError(413, f"request body too large (at most {limit // 1024} KiB)")
+                data = self.rfile.read(n)
+                if len(data) != n or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                    raise HTTPError(400, "bad chunked body")
+                out += data
+            for _ in range(64):  # trailer fields, ignored
+                line = self.rfile.readline(8192)
+                if line in (b"\r\n", b"\n"):
+                    break
+                if not line.endswith(b"\n"):
+                    raise HTTPError(400, "bad chunked body")
+            else:
+                raise HTTPError(400, "bad chunked body")
+            self._body_pending = False
+            return bytes(out)
+
         def _run(self, method: str, head: bool = False) -> None:
-            close = False
+            self._body_pending = False
             try:
                 req = self._request(method)
                 resp = app.handle(req)
@@ -265,7 +413,6 @@ def _handler_class(app: App, tls: bool = False):
                 from .pages import error_page
 
                 resp = error_page(err.status, err.message)
-                close = err.status == 413
             except Exception:
                 log.exception("dashboard error on %s %s", method, self.path)
                 from .pages import error_page
@@ -285,7 +432,7 @@ def _handler_class(app: App, tls: bool = False):
                 if tls and name == "Set-Cookie":
                     value += "; Secure"  # never sent back over plain HTTP
                 self.send_header(name, value)
-            if close:
+            if self._body_pending:  # a body left unread ends the connection
                 self.send_header("Connection", "close")
                 self.close_connection = True
             self.end_headers()
@@ -304,6 +451,55 @@ def _handler_class(app: App, tls: bool = False):
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, with a listen backlog of LISTEN_BACKLOG and at most
+    MAX_CONNECTIONS_PER_CLIENT open connections from one address (MAX_CONNECTIONS in all):
+    a connection past either is closed as soon as it is accepted, before anything is read."""
+
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
+
+    def __init__(self, *args, **kw):
+        self._open: dict[str, int] = {}
+        self._open_lock = threading.Lock()
+        super().__init__(*args, **kw)
+
+    def _release(self, address: str) -> None:
+        with self._open_lock:
+            n = self._open.get(address, 0) - 1
+            if n > 0:
+                self._open[address] = n
+            else:
+                self._open.pop(address, None)
+
+    def process_request(self, request, client_address):
+        address = client_address[0]
+        with self._open_lock:
+            n = self._open.get(address, 0)
+            full = n >= MAX_CONNECTIONS_PER_CLIENT or sum(self._open.values()) >= MAX_CONNECTIONS
+            if not full:
+                self._open[address] = n + 1
+        if full:
+            log.warning("too many connections from %s: one closed", address)
+            try:
+                request.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.close_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release(address)
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release(client_address[0])
+
+
 class Dashboard:
     """A running dashboard: `url`, `stop()`."""
 
@@ -312,7 +508,7 @@ class Dashboard:
         self.app = app
         self.on_stop = on_stop  # called after the server has stopped (closes its store)
         context = tls_context(*tls) if tls else None
-        self.httpd = ThreadingHTTPServer((host, port), _handler_class(app, tls=bool(tls)))
+        self.httpd = _Server((host, port), _handler_class(app, tls=bool(tls)))
         if context is not None:
             # The handshake happens in the connection's own thread, on its first read (bounded
             # by the handler's timeout), never in the thread that accepts connections.
