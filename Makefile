@@ -11,8 +11,10 @@ PORT     ?=
 DEVICE   ?= device.json
 FLASH_ARGS ?=
 PYTEST_ARGS ?=
+DEMO_BROKER_PORT ?=
+DEMO_HTTP_PORT ?=
 
-.PHONY: all demo test firmware flash bench deps clean distclean lint
+.PHONY: all demo test firmware flash bench deps clean distclean lint dist
 
 all: firmware
 
@@ -46,13 +48,21 @@ bench: firmware
 	$(PY) -m bench
 
 demo: firmware
-	$(PY) tools/demo.py
+	DEMO_BROKER_PORT=$(DEMO_BROKER_PORT) DEMO_HTTP_PORT=$(DEMO_HTTP_PORT) $(PY) tools/demo.py
+
+# A wheel of the host package (lockerctl) in dist/, for `pipx install dist/lockerctl-*.whl`
+# on a school's server (docs/install.md).
+dist: $(STAMP)
+	rm -rf dist host_tools/build host_tools/lockerctl.egg-info
+	$(PY) -m pip wheel -q --no-deps -w dist ./host_tools
+	rm -rf host_tools/build
+	@ls dist/*.whl
 
 lint: deps
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf build .pytest_cache var/demo
+	rm -rf build dist .pytest_cache var/demo
 
 distclean: clean
 	rm -rf $(VENV)
