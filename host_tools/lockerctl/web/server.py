@@ -304,6 +304,23 @@ def _handler_class(app: App, tls: bool = False):
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    """One log line, no traceback, for what clients do every day: a browser that refuses a
+    self-signed certificate, a handshake that never finishes, a dropped connection."""
+
+    def handle_error(self, request, client_address):
+        import sys
+
+        e = sys.exc_info()[1]
+        who = client_address[0] if client_address else "?"
+        if isinstance(e, ssl.SSLError):
+            log.info("TLS handshake with %s refused: %s", who, e.reason or e.strerror or e)
+        elif isinstance(e, (ConnectionError, TimeoutError, OSError)):
+            log.info("client %s dropped: %s", who, e.strerror or type(e).__name__)
+        else:
+            log.error("request from %s failed", who, exc_info=True)
+
+
 class Dashboard:
     """A running dashboard: `url`, `stop()`."""
 
@@ -312,7 +329,7 @@ class Dashboard:
         self.app = app
         self.on_stop = on_stop  # called after the server has stopped (closes its store)
         context = tls_context(*tls) if tls else None
-        self.httpd = ThreadingHTTPServer((host, port), _handler_class(app, tls=bool(tls)))
+        self.httpd = _Server((host, port), _handler_class(app, tls=bool(tls)))
         if context is not None:
             # The handshake happens in the connection's own thread, on its first read (bounded
             # by the handler's timeout), never in the thread that accepts connections.
