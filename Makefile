@@ -52,11 +52,12 @@ demo: firmware
 
 # A wheel of the host package (lockerctl) in dist/, for `pipx install dist/lockerctl-*.whl`
 # on a school's server (docs/install.md).
+DIST ?= dist
 dist: $(STAMP)
-	rm -rf dist host_tools/build host_tools/lockerctl.egg-info
-	$(PY) -m pip wheel -q --no-deps -w dist ./host_tools
-	rm -rf host_tools/build
-	@ls dist/*.whl
+	rm -rf $(DIST) host_tools/build host_tools/lockerctl.egg-info
+	$(PY) -m pip wheel -q --no-deps -w $(DIST) ./host_tools
+	rm -rf host_tools/build host_tools/lockerctl.egg-info
+	@ls $(DIST)/*.whl
 
 lint: deps
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

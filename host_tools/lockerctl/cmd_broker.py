@@ -41,9 +41,9 @@ def broker_group():
 @click.option(
     "--local-port",
     type=click.IntRange(0, 65535),
-    default=1883,
-    show_default=True,
-    help="With --tls: a plain listener on 127.0.0.1 for the host tools (0: none).",
+    default=None,
+    help="With --tls: a plain listener on 127.0.0.1 for the host tools (0: none) [1883, or "
+    "the one recorded by an earlier run].",
 )
 @click.option(
     "--name",
@@ -122,6 +122,11 @@ def broker_config(
             listen, tls = remembered["broker.listen"], was_tls
             if address is None and not names:
                 address = remembered.get("broker.device", "").rpartition(":")[0] or None
+            if local_port is None and tls:
+                host_side = remembered.get("broker.host") or ""
+                local_port = int(host_side.rpartition(":")[2]) if host_side else 0
+    if local_port is None:
+        local_port = 1883
     if listen:
         try:
             host, port = parse_hostport(listen, 8883 if tls else 1883)
