@@ -52,10 +52,12 @@ demo: firmware
 
 # A wheel of the host package (lockerctl) in dist/, for `pipx install dist/lockerctl-*.whl`
 # on a school's server (docs/install.md).
+# Needs only python3-venv: a school's server builds it without the development tools.
 DIST ?= dist
-dist: $(STAMP)
+dist:
+	test -x build/dist-venv/bin/pip || python3 -m venv build/dist-venv
 	rm -rf $(DIST) host_tools/build host_tools/lockerctl.egg-info
-	$(PY) -m pip wheel -q --no-deps -w $(DIST) ./host_tools
+	build/dist-venv/bin/pip wheel -q --no-deps -w $(DIST) ./host_tools
 	rm -rf host_tools/build host_tools/lockerctl.egg-info
 	@ls $(DIST)/*.whl
 

@@ -166,6 +166,14 @@ def _dashboard_tls(tls_dir: Path, cert, key, site: str, names: list[str], owner)
 )
 @click.option("--site", default="school", show_default=True, help="Site name.")
 @click.option(
+    "--db",
+    "db_url",
+    default=None,
+    metavar="URL",
+    help="The store [sqlite:///STATE_DIR/lockers.db]; postgresql://... for a PostgreSQL "
+    "server (then install the wheel with psycopg: docs/install.md).",
+)
+@click.option(
     "--listen",
     default=None,
     metavar="HOST:PORT",
@@ -227,6 +235,7 @@ def setup(
     state_dir,
     backup_dir,
     site,
+    db_url,
     listen,
     tls,
     address,
@@ -342,11 +351,12 @@ def setup(
         serve_args=serve_args,
         keep=keep,
         backup_at=backup_at,
+        db_url=db_url,
     )
 
     # The broker's configuration, written as the service account (it owns everything).
     config = [*argv, "broker", "config", str(state / "broker")]
-    config += ["--db", f"sqlite:///{state / 'lockers.db'}", "--site", site]
+    config += ["--db", db_url or f"sqlite:///{state / 'lockers.db'}", "--site", site]
     if listen:
         config += ["--listen", listen]
     if tls:
@@ -358,7 +368,8 @@ def setup(
     click.echo(_run(config, "lockerctl broker config", cwd=str(state)).rstrip())
 
     written = [
-        _write(at(inst.env_file), units.env_text(inst), 0o644, None),
+        # root's, readable by the service account: it may hold a PostgreSQL password
+        _write(at(inst.env_file), units.env_text(inst), 0o640, (0, owner[1]) if owner else None),
         _write(state / ".profile", units.profile_text(inst), 0o600, owner),
     ]
     for name, text in units.units(inst).items():
@@ -373,6 +384,9 @@ def setup(
         click.echo(f"wrote {path}")
     if not real:
         click.echo(f"dry run: nothing installed (check: systemd-analyze verify {at('/etc')}/...)")
+        return
+    if not Path("/run/systemd/system").is_dir():
+        click.echo("systemd is not running on this machine: the units are written, not started")
         return
     _run([inst.systemctl, "daemon-reload"], "systemctl daemon-reload")
     if no_start:

@@ -54,10 +54,11 @@ class Install:
     serve_args: list[str] = field(default_factory=list)  # --http ... --http-cert ...
     keep: int = 14
     backup_at: str = "02:30"
+    db_url: str | None = None  # default: SQLite in the state directory
 
     @property
     def db(self) -> str:
-        return f"sqlite:///{self.state_dir}/lockers.db"
+        return self.db_url or f"sqlite:///{self.state_dir}/lockers.db"
 
     @property
     def broker_dir(self) -> str:
