@@ -88,6 +88,29 @@ def _lockerctl_argv() -> list[str]:
     return [sys.executable, "-m", "lockerctl"]
 
 
+def _systemd_running() -> bool:
+    """systemd is this machine's init (not so in most containers)."""
+    try:
+        return Path("/proc/1/comm").read_text().strip() == "systemd"
+    except OSError:
+        return False
+
+
+def _interpreter(script: str) -> str | None:
+    """The interpreter a script's #! line names (resolved), or None."""
+    import os
+
+    try:
+        with open(script, "rb") as f:
+            first = f.readline(512)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    parts = first[2:].decode(errors="replace").split()
+    return os.path.realpath(parts[0]) if parts else None
+
+
 def _run(argv: list[str], what: str, cwd: str | None = None) -> str:
     import subprocess
 
@@ -280,9 +303,10 @@ def setup(
             raise UserError(f"{what} {value!r}: an absolute path of its own")
     parse_hostport(http, 8443)
     argv = _lockerctl_argv()
-    if real and re.match(r"/(root|home)(/|$)", argv[0]):
+    private = [p for p in (argv[0], _interpreter(argv[0])) if p and re.match(r"/(root|home)/", p)]
+    if real and private:
         raise UserError(
-            f"lockerctl runs from {argv[0]}, which the service account cannot reach: install "
+            f"lockerctl runs from {private[0]}, which the service account cannot reach: install "
             "it for every user (docs/install.md: PIPX_HOME=/opt/pipx PIPX_BIN_DIR=/usr/local/bin "
             "pipx install ...)"
         )
@@ -323,7 +347,8 @@ def setup(
         if owner:
             os.chown(d, *owner)
 
-    server_names = list(names) or [address or primary_address(), *broker.default_names([])]
+    server_names = [*names, address or primary_address()]
+    dashboard_names = list(dict.fromkeys([*server_names, *broker.default_names([])]))
     notes = []
     serve_args = ["--log-format", log_format]
     if http:
@@ -331,7 +356,7 @@ def setup(
         host, _ = parse_hostport(http, 8443)
         if http_cert or not broker.is_loopback(host):
             notes += _dashboard_tls(
-                state / "tls", http_cert, http_key, site, list(dict.fromkeys(server_names)), owner
+                state / "tls", http_cert, http_key, site, dashboard_names, owner
             )
             serve_args += [
                 "--http-cert",
@@ -385,7 +410,7 @@ def setup(
     if not real:
         click.echo(f"dry run: nothing installed (check: systemd-analyze verify {at('/etc')}/...)")
         return
-    if not Path("/run/systemd/system").is_dir():
+    if not _systemd_running():
         click.echo("systemd is not running on this machine: the units are written, not started")
         return
     _run([inst.systemctl, "daemon-reload"], "systemctl daemon-reload")
