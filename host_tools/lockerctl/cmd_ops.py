@@ -252,6 +252,11 @@ def _dashboard_tls(tls_dir: Path, cert, key, site: str, names: list[str], owner)
     help="When the nightly backup runs (the server's local time).",
 )
 @click.option("--no-start", is_flag=True, help="Write and enable nothing yet: only the files.")
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Do not ask before changing the system (for scripts; asked at a terminal).",
+)
 def setup(
     out,
     user,
@@ -270,6 +275,7 @@ def setup(
     keep,
     backup_at,
     no_start,
+    yes,
 ):
     """Install classlocker as services on this server (run as root): a service account, the
     state directory (0700) with the store and the broker's configuration, and systemd units
@@ -279,6 +285,7 @@ def setup(
     import os
     import re
     import shutil
+    import sys
 
     from . import broker, units
     from .clibase import parse_hostport
@@ -310,6 +317,16 @@ def setup(
             "it for every user (docs/install.md: PIPX_HOME=/opt/pipx PIPX_BIN_DIR=/usr/local/bin "
             "pipx install ...)"
         )
+
+    if real and not yes:
+        question = (
+            f"Install the classlocker services on this machine (account {user}, {state_dir}, "
+            "units in /etc/systemd/system)?"
+        )
+        if not sys.stdin.isatty():
+            raise UserError("setup changes the system: add --yes to run it without a terminal")
+        if not click.confirm(question, default=True):
+            raise UserError("nothing changed")
 
     def at(path: str) -> Path:  # where a file of the installation is written
         return out.resolve() / path.lstrip("/") if out else Path(path)
