@@ -47,10 +47,15 @@ def backend(db: str) -> str:
     return name
 
 
-def libpq_url(db: str) -> str:
-    """The URL for pg_dump/pg_restore (no SQLAlchemy driver suffix)."""
+def libpq(db: str) -> tuple[str, dict]:
+    """The URL for pg_dump/pg_restore (no driver suffix, no password: a command line is
+    visible to every user) and the environment carrying the password."""
     url = _url(db).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
+    env = dict(os.environ)
+    if url.password is not None:
+        env["PGPASSWORD"] = str(url.password)
+        url = url.set(password=None)
+    return url.render_as_string(hide_password=False), env
 
 
 def dated_name(db: str, now: dt.datetime | None = None) -> str:
@@ -168,16 +173,18 @@ def _backup_pg(db: str, tmp: Path) -> tuple[int, str]:
     try:
         with holder.connect() as conn:
             snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar()
+            target, env = libpq(db)
             proc = subprocess.run(
                 [
                     _pg_tool("pg_dump"),
                     "--format=custom",
                     f"--snapshot={snapshot}",
                     f"--file={tmp}",
-                    libpq_url(db),
+                    target,
                 ],
                 capture_output=True,
                 text=True,
+                env=env,
             )
             if proc.returncode:
                 lines = proc.stderr.strip().splitlines() or ["failed"]
@@ -195,9 +202,17 @@ def _backup_pg(db: str, tmp: Path) -> tuple[int, str]:
             finally:
                 engine.dispose()
     except sa.exc.SQLAlchemyError as e:
-        raise BackupError(f"cannot back up {db}: {_one_line(e)}") from None
+        raise BackupError(f"cannot back up {_safe(db)}: {_one_line(e)}") from None
     finally:
         holder.dispose()
+
+
+def _safe(db: str) -> str:
+    """The URL without its password, for a message."""
+    try:
+        return _url(db).render_as_string(hide_password=True)
+    except BackupError:
+        return "the database"
 
 
 def _one_line(e: Exception) -> str:
@@ -251,12 +266,12 @@ def restore(source: Path, db: str) -> tuple[int, str, list[str]]:
         try:
             full = what_it_holds(engine)
         except sa.exc.SQLAlchemyError as e:
-            raise BackupError(f"cannot open {db}: {_one_line(e)}") from None
+            raise BackupError(f"cannot open {_safe(db)}: {_one_line(e)}") from None
         finally:
             engine.dispose()
         if full:
             raise BackupError(
-                f"{db} is not empty (it has {', '.join(full)}): restore only into an empty "
+                f"{_safe(db)} is not empty (it has {', '.join(full)}): restore only into an empty "
                 "database"
             )
     if kind == "sqlite":
@@ -288,6 +303,7 @@ def _restore_sqlite(source: Path, path: str) -> None:
 
 
 def _restore_pg(source: Path, db: str) -> None:
+    target, env = libpq(db)
     proc = subprocess.run(
         [
             _pg_tool("pg_restore"),
@@ -296,11 +312,12 @@ def _restore_pg(source: Path, db: str) -> None:
             "--no-owner",
             "--exit-on-error",
             "--single-transaction",
-            f"--dbname={libpq_url(db)}",
+            f"--dbname={target}",
             str(source),
         ],
         capture_output=True,
         text=True,
+        env=env,
     )
     if proc.returncode:
         lines = proc.stderr.strip().splitlines() or ["failed"]

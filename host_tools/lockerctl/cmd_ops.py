@@ -71,7 +71,7 @@ def restore(site: Site, file):
         raise UserError(f"restore failed: {e.strerror or e}") from None
     if applied:
         click.echo(f"migrations applied: {', '.join(applied)}")
-    click.echo(f"restored {file} into {site.db}: audit trail intact, {count} entries, head {head}")
+    click.echo(f"restored {file}: audit trail intact, {count} entries, head {head}")
 
 
 # -- setup ----------------------------------------------------------------------------------
@@ -171,6 +171,7 @@ def _dashboard_tls(tls_dir: Path, cert, key, site: str, names: list[str], owner)
     "out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
+    metavar="OUT",
     help="A dry run: write every file under OUT (OUT/etc/systemd/system/..., "
     "OUT/var/lib/classlocker/...) as the current user and change nothing else.",
 )
