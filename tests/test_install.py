@@ -265,6 +265,25 @@ def test_setup_writes_units_that_systemd_accepts(venv, tmp_path):
     assert broker_conf["port"] == 8883 and broker_conf["tls"] is True
     assert broker_conf["host"] == "lockers.school.example"
 
+    # Run again with the school's own certificate: it is used, the store and its lockers kept.
+    from lockerctl.broker import make_ca, make_server_cert
+
+    ca_key, ca_cert = make_ca("school")
+    key, cert = make_server_cert(ca_key, ca_cert, ["lockers.school.example"])
+    (tmp_path / "school.crt").write_bytes(cert)
+    (tmp_path / "school.key").write_bytes(key)
+    again = subprocess.run(
+        [venv / "lockerctl", "setup", "--dir", out, "--name", "lockers.school.example"]
+        + ["--http-cert", tmp_path / "school.crt", "--http-key", tmp_path / "school.key"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(venv),
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (state / "tls/dash.crt").read_bytes() == cert
+    assert "1 locker account(s)" in again.stdout  # L1, added above, is still there
+
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed: the units were not verified")
