@@ -120,7 +120,7 @@ def broker_config(
         was_tls = remembered.get("broker.tls") == "1"
         if remembered.get("broker.listen") and (was_tls or not tls):
             listen, tls = remembered["broker.listen"], was_tls
-            if address is None and not names:
+            if address is None:  # the address lockers were given stays theirs
                 address = remembered.get("broker.device", "").rpartition(":")[0] or None
             if local_port is None and tls:
                 host_side = remembered.get("broker.host") or ""

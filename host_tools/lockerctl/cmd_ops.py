@@ -403,7 +403,7 @@ def setup(
     if listen:
         config += ["--listen", listen]
     if tls:
-        config += ["--tls", *[f"--name={n}" for n in dict.fromkeys(server_names)]]
+        config += ["--tls", *[f"--name={n}" for n in dict.fromkeys(names)]]
     if address:
         config += ["--address", address]
     if real:
