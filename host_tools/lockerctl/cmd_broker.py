@@ -104,8 +104,6 @@ def broker_config(
     from . import broker
     from .sitesettings import WILDCARDS, broker_settings, primary_address
 
-    if not tls and (renew or new_ca or names):
-        raise UserError("--renew, --new-ca and --name only apply with --tls")
     if address is not None:
         try:
             broker.check_name("--address", address)
@@ -127,6 +125,8 @@ def broker_config(
                 local_port = int(host_side.rpartition(":")[2]) if host_side else 0
     if local_port is None:
         local_port = 1883
+    if not tls and (renew or new_ca or names):
+        raise UserError("--renew, --new-ca and --name only apply with --tls")
     if listen:
         try:
             host, port = parse_hostport(listen, 8883 if tls else 1883)
@@ -212,14 +212,14 @@ def broker_config(
         address,
         list(names),
     )
-    if {k: v for k, v in st.settings(site.site).items() if k.startswith("broker.")} != {
-        k: v for k, v in chosen.items() if v is not None
-    }:
-        st.set_settings(site.site, chosen, actor())
     try:
         written = broker.write_files(plan, owner)
     except OSError as e:
         raise UserError(f"cannot write the broker configuration in {directory}: {e}") from None
+    if {k: v for k, v in st.settings(site.site).items() if k.startswith("broker.")} != {
+        k: v for k, v in chosen.items() if v is not None
+    }:
+        st.set_settings(site.site, chosen, actor())  # once the files say the same
     st.record_action(
         site.site,
         actor(),

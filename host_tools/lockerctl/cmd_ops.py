@@ -319,6 +319,9 @@ def setup(
             "pipx install ...)"
         )
 
+    mosquitto = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
+    if mosquitto is None:
+        raise UserError("mosquitto is not installed (apt-get install mosquitto)")
     if real and not yes:
         question = (
             f"Install the classlocker services on this machine (account {user}, {state_dir}, "
@@ -388,7 +391,7 @@ def setup(
         state_dir=state_dir,
         backup_dir=backup_dir,
         lockerctl=argv,
-        mosquitto=shutil.which("mosquitto") or "/usr/sbin/mosquitto",
+        mosquitto=mosquitto,
         systemctl=shutil.which("systemctl") or "/usr/bin/systemctl",
         site=site,
         serve_args=serve_args,
