@@ -503,20 +503,12 @@ class _ConfigSink:
         )
 
     def write(self, chunk):
-        if self.receiver is None or self.receiver.failed:
-            return  # refused already: the rest of the payload is dropped
         self.received += len(chunk)
-        try:
-            self.receiver.write(chunk)
-        except BundleError:
-            pass  # an expected refusal (e.g. stale): `failed` says why; close() reports it
+        self.receiver.write(chunk)
 
     def close(self):
         if self.receiver is None:
             return  # aborted already
-        if self.receiver.failed:
-            self.abort()  # refused mid-stream: recorded (a stale bundle is no news)
-            return
         try:
             self.locker._config_finished(self.receiver, self.received == self.expected)
         finally:
