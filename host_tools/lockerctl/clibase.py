@@ -110,16 +110,22 @@ def resolve_broker(site: Site, given: str | None) -> None:
         site.broker_host, site.broker_port = parse_hostport(os.environ["LOCKER_BROKER"])
         site.broker_source = "$LOCKER_BROKER"
         return
-    from .sitesettings import host_broker
+    from .sitesettings import host_broker, remembered
 
     st = open_store(site)
     try:
         stored = host_broker(st, site.site)
+        listen = remembered(st, site.site).get("broker.listen")
     finally:
         st.close()
     if stored:
         site.broker_host, site.broker_port = stored
         site.broker_source = "recorded by broker config"
+    elif listen:  # a TLS-only broker: the host tools speak plain MQTT on loopback
+        raise UserError(
+            f"the site's broker ({listen}) has no plain listener for the host tools: run "
+            "`lockerctl broker config DIR --local-port N` (and reload it), or give --broker"
+        )
 
 
 def actor() -> str:

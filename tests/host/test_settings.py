@@ -131,3 +131,14 @@ def test_locker_add_skips_a_control_port_in_use(run, tmp_path):
     assert device["data_dir"] == str(tmp_path / "lockers" / "L1")
     d2 = _device(run, tmp_path, "L2")  # the port L1 has is not handed out again
     assert d2["sim"]["control_port"] not in (device["sim"]["control_port"],)
+
+
+def test_a_tls_only_broker_is_named_not_guessed(run, tmp_path):
+    d = tmp_path / "broker"
+    run("broker", "config", d, "--listen", "0.0.0.0:18884", "--tls", "--local-port", "0")
+    with pytest.raises(Exception) as info:
+        _host(run.url)
+    assert "no plain listener for the host tools" in str(info.value)
+    assert _host(run.url, "127.0.0.1:1")[:2] == ("127.0.0.1", 1)  # --broker still decides
+    r = run("open", "L1", "1", "--by", "O1", "--reason", "x", ok=False)
+    assert r.exit_code == 1 and "--local-port" in r.output and "Traceback" not in r.output
