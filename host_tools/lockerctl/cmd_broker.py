@@ -123,6 +123,8 @@ def broker_config(
             if local_port is None and tls:
                 host_side = remembered.get("broker.host") or ""
                 local_port = int(host_side.rpartition(":")[2]) if host_side else 0
+            if not names and tls and remembered.get("broker.names"):
+                names = tuple(remembered["broker.names"].split(","))  # the certificate's
     if local_port is None:
         local_port = 1883
     if not tls and (renew or new_ca or names):

@@ -13,7 +13,8 @@ Keys (values are text):
 - `broker.host`: where the host tools connect, `HOST:PORT` (plain MQTT: the listener itself, or
   with TLS the plain loopback listener of `--local-port`);
 - `broker.device`: the address written into `device.json`, `HOST:PORT` (`--address`, or the
-  listener's host; for a wildcard listener the first `--name`, or this machine's address).
+  listener's host; for a wildcard listener the first `--name`, or this machine's address);
+- `broker.names`: the `--name`s of the TLS certificate, comma-separated (kept by a later run).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def broker_settings(
         "broker.tls": "1" if tls else "0",
         "broker.host": host_side,
         "broker.device": f"{device_host}:{port}",
+        "broker.names": ",".join(names) if tls and names else None,
     }
 
 
