@@ -11,8 +11,10 @@ PORT     ?=
 DEVICE   ?= device.json
 FLASH_ARGS ?=
 PYTEST_ARGS ?=
+DEMO_BROKER_PORT ?=
+DEMO_HTTP_PORT ?=
 
-.PHONY: all demo test firmware flash bench deps clean distclean lint
+.PHONY: all demo test firmware flash bench deps clean distclean lint dist
 
 all: firmware
 
@@ -46,13 +48,24 @@ bench: firmware
 	$(PY) -m bench
 
 demo: firmware
-	$(PY) tools/demo.py
+	DEMO_BROKER_PORT=$(DEMO_BROKER_PORT) DEMO_HTTP_PORT=$(DEMO_HTTP_PORT) $(PY) tools/demo.py
+
+# A wheel of the host package (lockerctl) in dist/, for `pipx install dist/lockerctl-*.whl`
+# on a school's server (docs/install.md).
+# Needs only python3-venv: a school's server builds it without the development tools.
+DIST ?= dist
+dist:
+	test -x build/dist-venv/bin/pip || python3 -m venv build/dist-venv
+	rm -rf $(DIST) host_tools/build host_tools/lockerctl.egg-info
+	build/dist-venv/bin/pip wheel -q --no-deps -w $(DIST) ./host_tools
+	rm -rf host_tools/build host_tools/lockerctl.egg-info
+	@ls $(DIST)/*.whl
 
 lint: deps
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf build .pytest_cache var/demo
+	rm -rf build dist .pytest_cache var/demo
 
 distclean: clean
 	rm -rf $(VENV)

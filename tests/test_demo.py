@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from harness import ROOT, lockerctl, wait_for
+from harness import ROOT, free_port, lockerctl, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,15 @@ def _processes_mentioning(path) -> list[str]:
 
 def test_demo_comes_up_records_a_tap_and_stops_cleanly(tmp_path):
     demo_dir = tmp_path / "demo"
-    env = dict(os.environ, CLASSLOCKER_DEMO_DIR=str(demo_dir))
+    broker_port, http_port = free_port(), free_port()
+    env = dict(
+        os.environ,
+        CLASSLOCKER_DEMO_DIR=str(demo_dir),
+        DEMO_BROKER_PORT=str(broker_port),
+        DEMO_HTTP_PORT=str(http_port),
+    )
+    for key in ("LOCKER_DB", "LOCKER_BROKER", "LOCKER_SIM_DIR"):
+        env.pop(key, None)
     log = open(tmp_path / "demo.out", "wb")
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "tools/demo.py")],
@@ -48,6 +56,7 @@ def test_demo_comes_up_records_a_tap_and_stops_cleanly(tmp_path):
         text = out.read_text()
         assert proc.poll() is None, text
         assert "dashboard   http://127.0.0.1:" in text and "lockerctl sim tap L1" in text
+        assert f"http://127.0.0.1:{http_port}/" in text and f"127.0.0.1:{broker_port}" in text
         export_line = next(line for line in text.splitlines() if "export LOCKER_DB=" in line)
         for assignment in export_line.split()[1:]:
             key, _, value = assignment.partition("=")
@@ -61,6 +70,20 @@ def test_demo_comes_up_records_a_tap_and_stops_cleanly(tmp_path):
             what="the deposit in the trail",
         )
         assert _processes_mentioning(demo_dir), "no process of the demo found"
+        # A second demo in the same directory is refused; the running one keeps its data.
+        second = subprocess.run(
+            [sys.executable, str(ROOT / "tools/demo.py")],
+            cwd=ROOT,
+            env=dict(env, DEMO_BROKER_PORT="", DEMO_HTTP_PORT=""),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode != 0, second.stdout + second.stderr
+        assert "a demo is already running in" in second.stderr + second.stdout
+        assert proc.poll() is None and (demo_dir / "lockers.db").exists()
+        tap = lockerctl("sim", "state", "L1", db="", env=env)
+        assert json.loads(tap.stdout)["locker"] == "L1"
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         proc.wait(timeout=30)

@@ -41,6 +41,56 @@ def pick_port(preferred: int) -> int:
         return s.getsockname()[1]
 
 
+def chosen_port(variable: str, default: int, what: str) -> int:
+    """$VARIABLE if set (it must be free), else `default`, or a free port said out loud."""
+    value = os.environ.get(variable)
+    if value:
+        try:
+            port = int(value)
+        except ValueError:
+            raise SystemExit(f"demo: {variable}={value!r} is not a port number") from None
+        if not 0 < port < 65536:
+            raise SystemExit(f"demo: {variable}={value!r} is not a port number")
+        if not port_free(port):
+            raise SystemExit(f"demo: {variable}={port}: the port is in use (choose another)")
+        return port
+    port = pick_port(default)
+    if port != default:
+        print(
+            f"demo: port {default} is in use; the {what} is on {port} instead "
+            f"(set {variable} to choose)",
+            flush=True,
+        )
+    return port
+
+
+def lock_demo_dir() -> int:
+    """Refuses to start over a demo running in the same directory (its data would be deleted
+    under it): DEMO/demo.lock is held (flock) by the running demo, with its pid in it."""
+    import fcntl
+
+    lock = DEMO / "demo.lock"
+    if lock.exists():
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            raise SystemExit(
+                f"demo: a demo is already running in {DEMO} (pid {pid}); stop it first "
+                "(Ctrl-C in its terminal), or set CLASSLOCKER_DEMO_DIR for a second one"
+            ) from None
+        finally:
+            os.close(fd)
+    if DEMO.exists():
+        shutil.rmtree(DEMO)
+    DEMO.mkdir(parents=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd  # held open (and locked) until this process exits
+
+
 def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -98,21 +148,21 @@ class Demo:
         self.procs.clear()
 
     def run(self) -> None:
-        if DEMO.exists():
-            shutil.rmtree(DEMO)
-        DEMO.mkdir(parents=True)
-        broker_port = pick_port(1883)
-        http_port = pick_port(8080)
+        self.lock_fd = lock_demo_dir()
+        broker_port = chosen_port("DEMO_BROKER_PORT", 1883, "broker")
+        http_port = chosen_port("DEMO_HTTP_PORT", 8080, "dashboard")
         db = f"sqlite:///{DEMO / 'lockers.db'}"
-        self.env.update(
-            LOCKER_DB=db, LOCKER_BROKER=f"127.0.0.1:{broker_port}", LOCKER_SIM_DIR=str(DEMO)
-        )
+        self.env.update(LOCKER_DB=db, LOCKER_BROKER=f"127.0.0.1:{broker_port}")
+        self.env.pop("LOCKER_SIM_DIR", None)
 
-        for i, (locker_id, bays) in enumerate(LOCKERS):
-            device = json.loads(self.lockerctl("locker", "add", locker_id, "--bays", str(bays)))
-            device["data_dir"] = str(DEMO / locker_id)
-            device["sim"] = {"control_port": pick_port(7101 + i)}
-            (DEMO / f"{locker_id}.json").write_text(json.dumps(device, indent=2))
+        for locker_id, bays in LOCKERS:
+            # `locker add` picks control ports nothing else uses and records them, so
+            # `lockerctl sim` finds them in the database.
+            path = DEMO / f"{locker_id}.json"
+            self.lockerctl(
+                "locker", "add", locker_id, "--bays", str(bays),
+                "--data-dir", str(DEMO / locker_id), "-o", str(path),
+            )  # fmt: skip
         self.lockerctl("roster", "import", str(EXAMPLES / "roster.csv"))
         self.lockerctl("timetable", "set", str(EXAMPLES / "timetable.toml"))
         admin_password = "demo-admin"
@@ -160,7 +210,8 @@ classlocker demo is running (logs and data in {DEMO}/)
   lockers     {", ".join(f"{lid} ({bays} bays)" for lid, bays in LOCKERS)}
 
 In another terminal:
-  export LOCKER_DB={db} LOCKER_BROKER=127.0.0.1:{broker_port} LOCKER_SIM_DIR={DEMO}
+  export LOCKER_DB={db}
+  # (the broker's address and each locker's control port are recorded in that database)
   .venv/bin/lockerctl sim tap L1 04B20001        # Ms Evans (staff) deposits her phone
   .venv/bin/lockerctl sim door L1 1 open         # she opens bay 1, puts the phone in...
   .venv/bin/lockerctl sim door L1 1 close        # ...and closes it: the bay locks

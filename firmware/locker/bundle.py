@@ -39,6 +39,10 @@ class BundleError(Exception):
     """A bundle was refused; `reason` is one word: bad_signature, malformed, wrong_locker,
     stale, too_large, truncated (the `config_rejected` event's reason)."""
 
+    # A refusal the locker records itself (a stale one is no news): the MQTT client drops the
+    # payload's rest without a traceback (locker/mqtt.py).
+    refusal = True
+
     @property
     def reason(self):
         return self.args[0]

@@ -270,7 +270,10 @@ class MQTTClient:
         bytes) returns a sink or None. A sink gets `write(chunk)` for each chunk (a memoryview of
         the client's buffer, valid only during the call) and `close()` after the last one; if the
         connection fails mid-payload it gets `abort()` instead (when it has one). None discards
-        the payload without allocating. QoS 1 messages are acknowledged after close()."""
+        the payload without allocating. A sink that raises from write() or close() gets the
+        rest dropped (abort()); an exception with `refusal = True` (a bundle refused: the sink
+        records why) is quiet, any other is printed. QoS 1 messages are acknowledged after
+        close()."""
         await self._readn(1)
         kind = self._buf[0]
         n = await self._read_len()
@@ -320,7 +323,8 @@ class MQTTClient:
                     try:
                         sink.write(mv[:k])
                     except Exception as e:  # a failing sink: drop the rest, keep the stream
-                        sys.print_exception(e)
+                        if not getattr(e, "refusal", False):  # a refusal is the sink's to record
+                            sys.print_exception(e)
                         _abort(sink)
                         sink = None
         except BaseException:
@@ -330,7 +334,8 @@ class MQTTClient:
             try:
                 sink.close()
             except Exception as e:  # the handler's failure is not the connection's
-                sys.print_exception(e)
+                if not getattr(e, "refusal", False):
+                    sys.print_exception(e)
         if qos == 1:
             async with self._lock:
                 w = self._w

@@ -30,6 +30,7 @@ class Site:
     broker_port: int = 1883
     user: str | None = None
     password: str | None = None
+    broker_source: str = "default"  # --broker, $LOCKER_BROKER, remembered (broker config)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,8 +80,8 @@ def broker_options(fn):
     @site_options
     @click.option(
         "--broker",
-        default=lambda: os.environ.get("LOCKER_BROKER", "127.0.0.1:1883"),
-        show_default="127.0.0.1:1883 or $LOCKER_BROKER",
+        default=None,
+        show_default="$LOCKER_BROKER, or the address `broker config` recorded, or 127.0.0.1:1883",
         help="MQTT broker HOST:PORT.",
     )
     @click.option(
@@ -91,11 +92,40 @@ def broker_options(fn):
     @click.option("--password", default=None, help="Broker password.")
     @functools.wraps(fn)
     def wrapper(*args, site, broker, user, password, **kw):
-        site.broker_host, site.broker_port = parse_hostport(broker)
+        resolve_broker(site, broker)
         site.user, site.password = user, password
         return fn(*args, site=site, **kw)
 
     return wrapper
+
+
+def resolve_broker(site: Site, given: str | None) -> None:
+    """Sets the host's broker address: `--broker`, else $LOCKER_BROKER, else the address
+    `broker config` recorded in the store, else 127.0.0.1:1883."""
+    if given:
+        site.broker_host, site.broker_port = parse_hostport(given)
+        site.broker_source = "--broker"
+        return
+    if os.environ.get("LOCKER_BROKER"):
+        site.broker_host, site.broker_port = parse_hostport(os.environ["LOCKER_BROKER"])
+        site.broker_source = "$LOCKER_BROKER"
+        return
+    from .sitesettings import host_broker, remembered
+
+    st = open_store(site)
+    try:
+        stored = host_broker(st, site.site)
+        listen = remembered(st, site.site).get("broker.listen")
+    finally:
+        st.close()
+    if stored:
+        site.broker_host, site.broker_port = stored
+        site.broker_source = "recorded by broker config"
+    elif listen:  # a TLS-only broker: the host tools speak plain MQTT on loopback
+        raise UserError(
+            f"the site's broker ({listen}) has no plain listener for the host tools: run "
+            "`lockerctl broker config DIR --local-port N` (and reload it), or give --broker"
+        )
 
 
 def actor() -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 
@@ -42,9 +41,9 @@ def broker_group():
 @click.option(
     "--local-port",
     type=click.IntRange(0, 65535),
-    default=1883,
-    show_default=True,
-    help="With --tls: a plain listener on 127.0.0.1 for the host tools (0: none).",
+    default=None,
+    help="With --tls: a plain listener on 127.0.0.1 for the host tools (0: none) [1883, or "
+    "the one recorded by an earlier run].",
 )
 @click.option(
     "--name",
@@ -53,6 +52,13 @@ def broker_group():
     metavar="DNS|IP",
     help="With --tls: a name the lockers use for the broker (repeatable) [this "
     "host's names and loopback].",
+)
+@click.option(
+    "--address",
+    default=None,
+    metavar="DNS|IP",
+    help="The name or address lockers use to reach the broker, written into each device.json "
+    "[the --listen host; for 0.0.0.0 the first --name, or this machine's address].",
 )
 @click.option("--renew", is_flag=True, help="With --tls: issue a new server certificate.")
 @click.option(
@@ -80,6 +86,7 @@ def broker_config(
     tls,
     local_port,
     names,
+    address,
     renew,
     new_ca,
     message_limit,
@@ -90,9 +97,36 @@ def broker_config(
     own topic root and reads only its own ack, config and cmd) and, with --tls, the site CA and
     server certificate. No anonymous access. The host account is recorded in the store; later
     commands use it. Run the broker with `mosquitto -c DIRECTORY/mosquitto.conf`; after adding
-    or rekeying a locker, run this again and reload the broker (kill -HUP its pid)."""
-    from . import broker
+    or rekeying a locker, run this again and reload the broker (kill -HUP its pid).
 
+    The listener (--listen, --tls, --address) is remembered in the store: later commands connect
+    to it and `locker add` writes it into device.json; a later run without --listen keeps it."""
+    from . import broker
+    from .sitesettings import WILDCARDS, broker_settings, primary_address
+
+    if address is not None:
+        try:
+            broker.check_name("--address", address)
+        except broker.BrokerError as e:
+            raise UserError(str(e)) from None
+    if not listen:  # keep the listener a previous run recorded
+        st = open_store(site)
+        try:
+            remembered = st.settings(site.site)
+        finally:
+            st.close()
+        was_tls = remembered.get("broker.tls") == "1"
+        if remembered.get("broker.listen") and (was_tls or not tls):
+            listen, tls = remembered["broker.listen"], was_tls
+            if address is None:  # the address lockers were given stays theirs
+                address = remembered.get("broker.device", "").rpartition(":")[0] or None
+            if local_port is None and tls:
+                host_side = remembered.get("broker.host") or ""
+                local_port = int(host_side.rpartition(":")[2]) if host_side else 0
+            if not names and tls and remembered.get("broker.names"):
+                names = tuple(remembered["broker.names"].split(","))  # the certificate's
+    if local_port is None:
+        local_port = 1883
     if not tls and (renew or new_ca or names):
         raise UserError("--renew, --new-ca and --name only apply with --tls")
     if listen:
@@ -108,6 +142,11 @@ def broker_config(
     listeners = [main]
     if tls and local_port and local_port != main.port:
         listeners.append(broker.Listener("127.0.0.1", local_port, False))
+    if address is None and main.host in WILDCARDS:
+        address = names[0] if names else primary_address()
+    cert_names = list(names) or broker.default_names(listeners)
+    if address and address not in cert_names:
+        cert_names.append(address)  # the name lockers check the certificate against
 
     st = open_store(site)
     try:
@@ -131,7 +170,7 @@ def broker_config(
             tls_files, notes = broker.tls_material(
                 directory,
                 site.site,
-                list(names) or broker.default_names(listeners),
+                cert_names,
                 new_ca=new_ca,
                 renew=renew,
             )
@@ -167,10 +206,22 @@ def broker_config(
 
     if creds != (host_user, host_password):
         st.set_broker_credentials(site.site, host_user, host_password)
+    chosen = broker_settings(
+        str(directory),
+        (main.host, main.port),
+        main.tls,
+        local_port if len(listeners) > 1 else 0,
+        address,
+        list(names),
+    )
     try:
         written = broker.write_files(plan, owner)
     except OSError as e:
         raise UserError(f"cannot write the broker configuration in {directory}: {e}") from None
+    if {k: v for k, v in st.settings(site.site).items() if k.startswith("broker.")} != {
+        k: v for k, v in chosen.items() if v is not None
+    }:
+        st.set_settings(site.site, chosen, actor())  # once the files say the same
     st.record_action(
         site.site,
         actor(),
@@ -190,6 +241,11 @@ def broker_config(
     click.echo(
         f"{len(lockers)} locker account(s) and the host account {host_user!r}; "
         f"payload limit {limit} bytes"
+    )
+    click.echo(
+        f"remembered: lockers connect to {chosen['broker.device']}"
+        f"{' (TLS)' if main.tls else ''}, the host tools to "
+        f"{chosen['broker.host'] or 'no plain listener (use --local-port)'}"
     )
     click.echo(
         f"run: mosquitto -c {directory / 'mosquitto.conf'}   "
@@ -249,9 +305,9 @@ def _locker_group():
 @click.argument("locker_id")
 @click.option(
     "--broker",
-    default=lambda: os.environ.get("LOCKER_BROKER", "127.0.0.1:1883"),
-    show_default="127.0.0.1:1883 or $LOCKER_BROKER",
-    help="Broker HOST:PORT the locker connects to (written into device.json).",
+    default=None,
+    help="Broker HOST:PORT the locker connects to (written into device.json) [$LOCKER_BROKER, "
+    "or the address `broker config` recorded, or 127.0.0.1:1883].",
 )
 @click.option(
     "--tls",
@@ -274,10 +330,11 @@ def locker_rekey(site: Site, locker_id, broker, tls, output):
     `lockerctl broker config DIR` again and reload mosquitto (kill -HUP its pid); `lockerctl
     serve` signs the next configuration with the new key by itself."""
     from .keys import new_secret
+    from .sitesettings import device_address
     from .store import StoreError
 
-    site.broker_host, site.broker_port = parse_hostport(broker)
     st = open_store(site)
+    site.broker_host, site.broker_port, tls = device_address(st, site.site, broker, tls)
     if st.locker(site.site, locker_id) is None:
         raise UserError(f"no locker {locker_id} at site {site.site}")
     secret = new_secret()

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 
 import click
 
 from .clibase import Site, UserError, broker_options, cli, parse_hostport
 
 
-def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s serve: %(message)s", "%Y-%m-%d %H:%M:%S"))
+def _setup_logging(verbose: bool, log_format: str = "text") -> None:
+    import os
+
+    from .logfmt import ENV, make_handler
+
+    os.environ[ENV] = log_format  # the ingest process (spawned) logs the same way
+    handler = make_handler(log_format)
     logger = logging.getLogger("lockerctl")
     logger.handlers[:] = [handler]
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -66,13 +69,20 @@ def _open_store(site: Site):
     "(when the trail grew, or to a locker that does not hold the latest).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
-def serve(site: Site, http, http_cert, http_key, client_id, checkpoint_every, verbose):
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line (time, level, logger, message), for a log collector.",
+)
+def serve(site: Site, http, http_cert, http_key, client_id, checkpoint_every, verbose, log_format):
     """Ingest the lockers' events into the audit store (each exactly once, acknowledged after the
     commit), publish each locker's configuration (again within seconds of any change) and serve
     the dashboard. Stops cleanly on SIGTERM or Ctrl-C."""
     from .serve import Service
 
-    _setup_logging(verbose)
+    _setup_logging(verbose, log_format)
     address = parse_hostport(http, 8080) if http else None
     tls = None
     if http_cert or http_key:
@@ -98,16 +108,27 @@ def serve(site: Site, http, http_cert, http_key, client_id, checkpoint_every, ve
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     logging.getLogger("lockerctl.serve").info(
-        "serving site %s: store %s, broker %s:%d",
+        "serving site %s: store %s, broker %s:%d (%s)",
         site.site,
-        site.db,
+        _redacted(site.db),
         site.broker_host,
         site.broker_port,
+        site.broker_source,
     )
     service.start(http=address, tls=tls)
     while not service.wait(1.0):
         pass
     service.stop()
+
+
+def _redacted(db: str) -> str:
+    """The store's URL without its password, for the log."""
+    try:
+        import sqlalchemy as sa
+
+        return sa.engine.make_url(db).render_as_string(hide_password=True)
+    except Exception:
+        return db
 
 
 @cli.command("open")

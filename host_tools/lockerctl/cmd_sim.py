@@ -4,8 +4,10 @@
     lockerctl sim door L1 3 open
     lockerctl sim state L1
 
-The locker's control port is found in its device file: `--device FILE`, or `<ID>.json` in
-`$LOCKER_SIM_DIR` (default `var/demo`, where `make demo` writes them), or given with `--port`.
+The locker's control port is `--port`, or the one in `--device FILE` (its device.json), or
+`<ID>.json` in `$LOCKER_SIM_DIR` when that is set, or the one registered for the locker in the
+database (`--db`/`$LOCKER_DB`: `locker add` records it). Nothing else is guessed: a locker that is
+not found is a one-line error.
 """
 
 import json
@@ -15,23 +17,53 @@ from pathlib import Path
 
 import click
 
-from .clibase import UserError, cli
+from .clibase import Site, UserError, cli, open_store, site_options
 
 
-def _port(locker: str, device: str | None, port: int | None) -> int:
+def _registered_port(locker: str, site: Site) -> int:
+    import sqlalchemy as sa
+
+    try:
+        url = sa.engine.make_url(site.db)
+    except sa.exc.ArgumentError:
+        raise UserError(f"bad database URL {site.db!r}") from None
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        if not Path(url.database).exists():
+            raise UserError(
+                f"no database at {url.database} to find locker {locker} in "
+                "(set --db or $LOCKER_DB, or use --device FILE or --port N)"
+            )
+    st = open_store(site)
+    try:
+        row = st.locker(site.site, locker)
+    finally:
+        st.close()
+    if row is None:
+        raise UserError(
+            f"no locker {locker} at site {site.site} in {site.db} (use --device FILE or --port N)"
+        )
+    if not row.control_port or (row.board or "sim") != "sim":
+        raise UserError(f"locker {locker} is not a simulated board (no control port)")
+    return int(row.control_port)
+
+
+def _port(locker: str, device: str | None, port: int | None, site: Site) -> int:
     if port:
         return port
-    path = (
-        Path(device)
-        if device
-        else Path(os.environ.get("LOCKER_SIM_DIR", "var/demo")) / f"{locker}.json"
-    )
+    if device:
+        path = Path(device)
+    elif os.environ.get("LOCKER_SIM_DIR"):
+        path = Path(os.environ["LOCKER_SIM_DIR"]) / f"{locker}.json"
+    else:
+        return _registered_port(locker, site)
     try:
         return int(json.loads(path.read_text())["sim"]["control_port"])
     except FileNotFoundError:
         raise UserError(
             f"no device file for {locker} at {path} (use --device or --port)"
         ) from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
     except (ValueError, KeyError, TypeError):
         raise UserError(f"{path}: no sim.control_port in it") from None
 
@@ -49,6 +81,7 @@ def request(port: int, line: str, timeout: float = 10.0) -> dict:
 
 
 def _locker_options(fn):
+    fn = site_options(fn)
     fn = click.option(
         "--port", type=int, default=None, help="Control port (default: from the device file)."
     )(fn)
@@ -71,9 +104,9 @@ def _show(reply: dict) -> None:
 @click.argument("locker")
 @click.argument("uid")
 @_locker_options
-def tap(locker, uid, device, port):
+def tap(locker, uid, device, port, site):
     """Present card UID (8 or 14 hex digits) to LOCKER's reader."""
-    _show(request(_port(locker, device, port), f"tap {uid}"))
+    _show(request(_port(locker, device, port, site), f"tap {uid}"))
 
 
 @sim.command()
@@ -81,23 +114,23 @@ def tap(locker, uid, device, port):
 @click.argument("bay", type=int)
 @click.argument("action", type=click.Choice(["open", "close", "fail"]))
 @_locker_options
-def door(locker, bay, action, device, port):
+def door(locker, bay, action, device, port, site):
     """Open or close BAY's door (its reed switch), or make its switch fail."""
-    _show(request(_port(locker, device, port), f"door {bay} {action}"))
+    _show(request(_port(locker, device, port, site), f"door {bay} {action}"))
 
 
 @sim.command()
 @click.argument("locker")
 @click.argument("unix_seconds", type=int)
 @_locker_options
-def clock(locker, unix_seconds, device, port):
+def clock(locker, unix_seconds, device, port, site):
     """Set LOCKER's real-time clock (UTC seconds), as NTP would."""
-    _show(request(_port(locker, device, port), f"clock {unix_seconds}"))
+    _show(request(_port(locker, device, port, site), f"clock {unix_seconds}"))
 
 
 @sim.command()
 @click.argument("locker")
 @_locker_options
-def state(locker, device, port):
+def state(locker, device, port, site):
     """Print LOCKER's state: clock, link, pending events, bays."""
-    _show(request(_port(locker, device, port), "state"))
+    _show(request(_port(locker, device, port, site), "state"))

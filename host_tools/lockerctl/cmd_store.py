@@ -24,7 +24,6 @@ from .clibase import (
     broker_options,
     cli,
     open_store,
-    parse_hostport,
     site_options,
 )
 from .store import PERSON_ID_RE, StoreError, mask_uid
@@ -457,17 +456,22 @@ def _new_secret() -> bytes:
 )
 @click.option(
     "--broker",
-    default=lambda: os.environ.get("LOCKER_BROKER", "127.0.0.1:1883"),
-    show_default="127.0.0.1:1883 or $LOCKER_BROKER",
-    help="Broker HOST:PORT the locker connects to.",
+    default=None,
+    help="Broker HOST:PORT the locker connects to [$LOCKER_BROKER, or the address `broker "
+    "config` recorded (with its TLS), or 127.0.0.1:1883].",
 )
 @click.option(
     "--control-port",
     type=click.IntRange(1, 65535),
     default=None,
-    help="The simulated board's control port [default: 7100 + the locker's number].",
+    help="The simulated board's control port [the first from 7101 that no locker of the site "
+    "uses and nothing listens on].",
 )
-@click.option("--data-dir", default=None, help="The locker's data directory [default: var/ID].")
+@click.option(
+    "--data-dir",
+    default=None,
+    help="The locker's data directory [sim: lockers/ID next to a SQLite database; esp32: var/ID].",
+)
 @click.option("--wifi-ssid", default=None, help="ESP32: the school network the locker joins.")
 @click.option("--wifi-password", default=None, help="ESP32: that network's password.")
 @click.option(
@@ -486,13 +490,19 @@ def locker_add(
         raise UserError(f"locker id {locker_id!r}: use 1-28 of A-Z a-z 0-9 . _ -")
     if (wifi_ssid is None) != (wifi_password is None):
         raise UserError("--wifi-ssid and --wifi-password go together")
-    host, port = parse_hostport(broker)
+    from .sitesettings import default_data_dir, device_address, free_control_port
+
     secret = _new_secret()
     password = secrets.token_urlsafe(24)
     with _store(site) as st:
+        host, port, tls = device_address(st, site.site, broker)
         if control_port is None:
-            control_port = DEFAULT_CONTROL_PORT_BASE + len(st.lockers(site.site)) + 1
-        data_dir = data_dir or f"var/{locker_id}"
+            taken = {r.control_port for r in st.lockers(site.site) if r.control_port}
+            control_port = free_control_port(taken, DEFAULT_CONTROL_PORT_BASE + 1)
+        if data_dir is None:
+            data_dir = (
+                default_data_dir(site.db, locker_id) if board == "sim" else f"var/{locker_id}"
+            )
         st.add_locker(
             site.site,
             locker_id,
@@ -514,16 +524,33 @@ def locker_add(
             "port": port,
             "user": locker_id,
             "password": password,
-            "tls": False,
+            "tls": tls,
         },
         "secret": secret.hex(),
         "data_dir": data_dir,
         "sim": {"control_port": control_port},
     }
+    if tls:  # the site CA's certificate, copied onto the board next to device.json
+        device["broker"]["ca"] = "ca.crt"
     if wifi_ssid is not None:
         device["wifi"] = {"ssid": wifi_ssid, "password": wifi_password}
     with _output(output, private=True) as out:
         out.write(json.dumps(device, indent=2) + "\n")
+    _broker_hint(site)
+
+
+def _broker_hint(site) -> None:
+    """After a locker is added: the broker needs its account (when `broker config` ran)."""
+    from .sitesettings import remembered
+
+    with _store(site) as st:
+        directory = remembered(st, site.site).get("broker.dir")
+    if directory:
+        click.echo(
+            f"next: lockerctl broker config {directory}, then reload the broker "
+            "(systemctl reload classlocker-broker, or kill -HUP its pid)",
+            err=True,
+        )
 
 
 @locker.command("list")

@@ -501,11 +501,9 @@ def _child_main(conn, endpoint: Endpoint, site: str, db_url: str, settings: dict
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logger = logging.getLogger("lockerctl")
     if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s serve: %(message)s", "%Y-%m-%d %H:%M:%S")
-        )
-        logger.addHandler(handler)
+        from .logfmt import make_handler
+
+        logger.addHandler(make_handler())  # text, or JSON as the parent's --log-format
         logger.propagate = False
     logger.setLevel(settings["level"])
     from .store import Store

@@ -475,7 +475,8 @@ class Service:
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             log.error(
-                "broker %s:%d refused the connection: %s",
+                "broker %s:%d refused the connection: %s (is it the site's broker? "
+                "`lockerctl broker config` records its address; --broker overrides)",
                 self.site.broker_host,
                 self.site.broker_port,
                 reason_code,

@@ -461,6 +461,21 @@ def _m0007_config_changes(conn):
     config_changes.create(conn, checkfirst=True)
 
 
+# A site's remembered settings (migration 0008_settings): e.g. the broker's address given to
+# `broker config --listen`, which later commands use unless told otherwise. Values are text.
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("site", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(1000), nullable=False),
+)
+
+
+def _m0008_settings(conn):
+    settings.create(conn, checkfirst=True)
+
+
 # (name, function(connection)) in the order they apply. Names are recorded; never rename one.
 MIGRATIONS: list[tuple[str, Callable]] = [
     ("0001_initial", _m0001_initial),
@@ -468,6 +483,7 @@ MIGRATIONS: list[tuple[str, Callable]] = [
     ("0004_locker_clocks", _m0004_locker_clocks),
     ("0005_journal_ids", _m0005_journal_ids),
     ("0007_config_changes", _m0007_config_changes),
+    ("0008_settings", _m0008_settings),
 ]
 
 
@@ -1698,6 +1714,28 @@ class Store:
             else:
                 conn.execute(b.insert().values(site=site, user=user, password=password))
             _append_action(conn, site, "lockerctl", "broker_credentials", {"user": user})
+
+    # -- remembered settings -----------------------------------------------------------------
+
+    def settings(self, site: str) -> dict[str, str]:
+        """The site's remembered settings ({} when none)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(settings.c.key, settings.c.value).where(settings.c.site == site)
+            ).all()
+        return {r.key: r.value for r in rows}
+
+    def set_settings(self, site: str, values: dict[str, str | None], actor: str) -> None:
+        """Stores (or, for None, forgets) settings in one transaction, with a trail entry."""
+        with self._write() as conn:
+            self._ensure_site(conn, site)
+            for key, value in values.items():
+                conn.execute(
+                    settings.delete().where(settings.c.site == site, settings.c.key == key)
+                )
+                if value is not None:
+                    conn.execute(settings.insert().values(site=site, key=key, value=str(value)))
+            _append_action(conn, site, actor, "settings", dict(values))
 
     # -- roster ------------------------------------------------------------------------------
 

@@ -75,7 +75,7 @@ def test_migrations_are_recorded_and_idempotent(st, url):
     names = sorted(
         name for name, _ in store_mod.MIGRATIONS
     )  # every migration, 0002 once accounts loads
-    assert "0007_config_changes" in names and "0005_journal_ids" in names
+    assert "0007_config_changes" in names and "0008_settings" in names
     assert sorted(st.applied_migrations()) == names
     again = Store.open(url)
     assert again.migrate() == []

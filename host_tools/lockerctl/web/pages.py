@@ -1106,7 +1106,10 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
                 raise ValueError("board must be sim or esp32")
             secret = _new_secret()
             password = secrets.token_urlsafe(24)
-            port = 7100 + len(store.lockers(site)) + 1
+            from ..sitesettings import default_data_dir, free_control_port
+
+            taken = {r.control_port for r in store.lockers(site) if r.control_port}
+            port = free_control_port(taken)  # as `locker add`: never a demo's or another's
             store.add_locker(
                 site,
                 locker_id,
@@ -1115,7 +1118,9 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
                 password,
                 board=board,
                 control_port=port,
-                data_dir=f"var/{locker_id}",
+                data_dir=default_data_dir(str(store.url), locker_id)
+                if board == "sim"
+                else f"var/{locker_id}",
                 actor=app.actor(req),
             )
         except (ValueError, StoreError) as err:
@@ -1132,7 +1137,10 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
     @app.route("GET", "/admin/device.json", ADMIN)
     def device_json(req):
         from ..serve import locker_secret
+        from ..sitesettings import device_broker
 
+        # the address `broker config` recorded for the lockers (with its TLS), else serve's own
+        b_host, b_port, b_tls = device_broker(store, site) or (*app.broker, False)
         row = store.locker(site, req.q("locker"))
         if row is None:
             raise HTTPError(404, f"no locker {req.q('locker')!r}")
@@ -1142,11 +1150,12 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             "board": row.board,
             "bays": row.bays,
             "broker": {
-                "host": app.broker[0],
-                "port": app.broker[1],
+                "host": b_host,
+                "port": b_port,
                 "user": row.id,
                 "password": row.broker_password,
-                "tls": False,
+                "tls": b_tls,
+                **({"ca": "ca.crt"} if b_tls else {}),
             },
             "secret": locker_secret(row).hex(),
             "data_dir": row.data_dir or f"var/{row.id}",

@@ -454,7 +454,9 @@ def _handler_class(app: App, tls: bool = False):
 class _Server(ThreadingHTTPServer):
     """A thread per connection, with a listen backlog of LISTEN_BACKLOG and at most
     MAX_CONNECTIONS_PER_CLIENT open connections from one address (MAX_CONNECTIONS in all):
-    a connection past either is closed as soon as it is accepted, before anything is read."""
+    a connection past either is closed as soon as it is accepted, before anything is read. One
+    log line, no traceback, for what clients do every day: a browser that refuses a self-signed
+    certificate, a handshake that never finishes, a dropped connection."""
 
     request_queue_size = LISTEN_BACKLOG
     daemon_threads = True
@@ -498,6 +500,18 @@ class _Server(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._release(client_address[0])
+
+    def handle_error(self, request, client_address):
+        import sys
+
+        e = sys.exc_info()[1]
+        who = client_address[0] if client_address else "?"
+        if isinstance(e, ssl.SSLError):
+            log.info("TLS handshake with %s refused: %s", who, e.reason or e.strerror or e)
+        elif isinstance(e, (ConnectionError, TimeoutError, OSError)):
+            log.info("client %s dropped: %s", who, e.strerror or type(e).__name__)
+        else:
+            log.error("request from %s failed", who, exc_info=True)
 
 
 class Dashboard:
