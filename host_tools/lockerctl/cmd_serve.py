@@ -56,8 +56,48 @@ def _open_store(site: Site):
     help="MQTT client id (default lockerctl-serve-SITE: one persistent session per "
     "site; two services with the same id would take turns).",
 )
+@click.option(
+    "--oidc-issuer",
+    default=None,
+    metavar="URL",
+    help="Offer sign-in with the school's accounts (OpenID Connect) from this issuer, e.g. "
+    "https://login.microsoftonline.com/TENANT/v2.0 or https://accounts.google.com.",
+)
+@click.option("--oidc-client-id", default=None, metavar="ID", help="The app's client id.")
+@click.option(
+    "--oidc-client-secret-file",
+    default=None,
+    metavar="FILE",
+    help="A file holding the app's client secret (one line).",
+)
+@click.option(
+    "--oidc-redirect-uri",
+    default=None,
+    metavar="URL",
+    help="The redirect URI registered with the provider (default: this dashboard's address "
+    "+ /login/sso/callback, from the browser's Host header).",
+)
+@click.option(
+    "--metrics-token-file",
+    default=None,
+    metavar="FILE",
+    help="/metrics requires `Authorization: Bearer TOKEN` (the file's one line) from every "
+    "client; without it /metrics answers this machine (loopback) only.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
-def serve(site: Site, http, http_cert, http_key, client_id, verbose):
+def serve(
+    site: Site,
+    http,
+    http_cert,
+    http_key,
+    client_id,
+    oidc_issuer,
+    oidc_client_id,
+    oidc_client_secret_file,
+    oidc_redirect_uri,
+    metrics_token_file,
+    verbose,
+):
     """Ingest the lockers' events into the audit store (each exactly once, acknowledged after the
     commit), publish each locker's configuration (again within seconds of any change) and serve
     the dashboard. Stops cleanly on SIGTERM or Ctrl-C."""
@@ -78,8 +118,17 @@ def serve(site: Site, http, http_cert, http_key, client_id, verbose):
         except ValueError as e:
             raise UserError(f"--http-cert/--http-key: {e}") from None
         tls = (http_cert, http_key)
+    web_options = _web_options(
+        http,
+        oidc_issuer,
+        oidc_client_id,
+        oidc_client_secret_file,
+        oidc_redirect_uri,
+        metrics_token_file,
+    )
     _open_store(site)  # a bad --db is a one-line error before anything starts
     service = Service(site, client_id=client_id, writer_process=True)
+    service.web_options = web_options
 
     def stop(signum, frame):
         service.request_stop()
@@ -97,6 +146,35 @@ def serve(site: Site, http, http_cert, http_key, client_id, verbose):
     while not service.wait(1.0):
         pass
     service.stop()
+
+
+def _web_options(http, issuer, client_id, secret_file, redirect_uri, token_file) -> dict:
+    """The dashboard's single sign-on and metrics settings, checked before anything starts."""
+    options = {}
+    oidc = (issuer, client_id, secret_file)
+    if any(oidc) or redirect_uri:
+        if not all(oidc):
+            raise UserError(
+                "--oidc-issuer, --oidc-client-id and --oidc-client-secret-file go together"
+            )
+        if not http:
+            raise UserError("--oidc-issuer needs --http HOST:PORT (the dashboard's address)")
+        from .web.oidc import load_settings
+
+        try:
+            options["oidc"] = load_settings(issuer, client_id, secret_file, redirect_uri)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    if token_file:
+        if not http:
+            raise UserError("--metrics-token-file needs --http HOST:PORT")
+        from .web.monitoring import load_token
+
+        try:
+            options["metrics_token"] = load_token(token_file)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    return options
 
 
 @cli.command("open")

@@ -1,0 +1,209 @@
+"""Sign-in with the school's accounts, end to end: chromium, a real `lockerctl serve --http
+--oidc-*` on mosquitto, and a real OpenID Connect provider on this machine
+(`oidc-provider-mock`: discovery, JWKS, RS256-signed ID tokens, its own authorization page where
+the test types the account's subject; an unknown subject gets the claim `email` = the subject).
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+
+import pytest
+from conftest import SITE, login
+from harness import Broker, Serve, free_port, lockerctl
+
+oidc_provider_mock = pytest.importorskip("oidc_provider_mock")
+
+CLIENT_ID = "classlocker-dashboard"
+
+
+class SSO:
+    def __init__(self, url, issuer, db_url, serve):
+        self.url, self.issuer, self.db_url, self.serve = url, issuer, db_url, serve
+
+    def actions(self, action: str) -> list[dict]:
+        """The trail's actions named `action`, newest first."""
+        from lockerctl.store import Store
+
+        store = Store.open(self.db_url)
+        try:
+            return [a for a in store.trail_actions(SITE, limit=1000) if a["action"] == action]
+        finally:
+            store.close()
+
+
+@pytest.fixture(scope="module")
+def sso(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sso")
+    db_url = f"sqlite:///{tmp / 'lockers.db'}"
+    secret = tmp / "oidc-secret"
+    secret.write_text("a-client-secret-from-the-provider\n")
+    secret.chmod(0o600)
+    lockerctl(
+        "user",
+        "add",
+        "root",
+        "--role",
+        "admin",
+        "--password-stdin",
+        db=db_url,
+        input="admin-pass-1\n",
+    )
+    lockerctl("user", "add", "Hana.Head@School.example", "--role", "slt", "--sso", db=db_url)
+    lockerctl("user", "add", "olive@school.example", "--role", "office", "--sso", db=db_url)
+    broker = Broker(tmp).start()
+    serve = None
+    try:
+        with oidc_provider_mock.run_server_in_thread(require_nonce=True) as provider:
+            issuer = f"http://localhost:{provider.server_port}"
+            port = free_port()
+            serve = Serve(
+                tmp,
+                db_url,
+                broker,
+                http_port=port,
+                extra=[
+                    "--oidc-issuer",
+                    issuer,
+                    "--oidc-client-id",
+                    CLIENT_ID,
+                    "--oidc-client-secret-file",
+                    str(secret),
+                ],
+            ).start()
+            yield SSO(f"http://127.0.0.1:{port}", issuer, db_url, serve)
+    finally:
+        if serve is not None:
+            serve.kill()
+        broker.kill()
+
+
+def sign_in_at_provider(page, sso, subject: str, tampered: str = "") -> None:
+    """From the login page through the provider's authorization page as `subject` (with
+    `tampered`: once that parameter of the authorization request has been rewritten)."""
+    page.goto(sso.url + "/login")
+    page.get_by_role("link", name="Sign in with your school account").click()
+    after = f".*[?&]{tampered}=tampered" if tampered else ""
+    page.wait_for_url(
+        re.compile(re.escape(sso.issuer) + r"/oauth2/authorize\?" + after), wait_until="commit"
+    )
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(page.url).query)
+    assert query["client_id"] == [CLIENT_ID]
+    assert query["code_challenge_method"] == ["S256"] and query["code_challenge"][0]
+    assert query["nonce"][0] and query["state"][0]
+    assert set(query["scope"][0].split()) == {"openid", "email", "profile"}
+    page.fill("input[name=sub]", subject)
+    page.get_by_role("button", name="Authorize").click()
+
+
+def signed_in(page, sso) -> bool:
+    page.goto(sso.url + "/lockers")
+    return page.url == sso.url + "/lockers"
+
+
+def test_an_address_with_a_role_signs_in_with_that_role(page, sso):
+    before = len(sso.actions("login"))
+    # The provider's address differs in case from the one the admin gave: matched anyway.
+    sign_in_at_provider(page, sso, "hana.head@SCHOOL.example")
+    page.wait_for_url(sso.url + "/lockers")
+    who = page.locator("header .who").inner_text()
+    assert "hana.head@school.example (slt)" in who
+    nav = page.locator("nav[aria-label=Main]").inner_text()
+    assert "Trail" in nav and "Grants" in nav  # slt's view
+    assert "Users" not in nav and "Roster" not in nav  # not admin's
+    logins = sso.actions("login")
+    assert len(logins) == before + 1
+    assert logins[0]["actor"] == "web:hana.head@school.example"
+    assert logins[0]["detail"]["sso"] is True
+    # An office account gets the office view.
+    page.context.clear_cookies()
+    sign_in_at_provider(page, sso, "olive@school.example")
+    page.wait_for_url(sso.url + "/lockers")
+    assert "olive@school.example (office)" in page.locator("header .who").inner_text()
+    nav = page.locator("nav[aria-label=Main]").inner_text()
+    assert "Emergency open" in nav and "Trail" not in nav and "Grants" not in nav
+
+
+def test_an_address_without_a_role_is_refused_and_recorded(page, sso):
+    sign_in_at_provider(page, sso, "stranger@school.example")
+    page.wait_for_url(re.compile(re.escape(sso.url) + "/login/sso/callback"))
+    assert "stranger@school.example has no role" in page.locator("main").inner_text()
+    refused = sso.actions("sso_refused")
+    assert refused and refused[0]["detail"]["email"] == "stranger@school.example"
+    assert refused[0]["detail"]["issuer"] == sso.issuer
+    assert not signed_in(page, sso)
+
+
+def test_the_refusal_is_a_403(page, sso):
+    statuses = []
+    page.on(
+        "response",
+        lambda r: statuses.append(r.status) if "/login/sso/callback" in r.url else None,
+    )
+    sign_in_at_provider(page, sso, "nobody@elsewhere.example")
+    page.wait_for_url(re.compile(re.escape(sso.url) + "/login/sso/callback"))
+    assert statuses == [403]
+
+
+def tamper(page, sso, name: str) -> list[str]:
+    """Rewrites parameter `name` of the authorization request that the dashboard sends the
+    browser to (the 303 of /login/sso), as an attacker's link would. Returns the old values."""
+    old = []
+
+    def handle(route):
+        response = route.fetch(max_redirects=0)
+        location = response.headers["location"]
+        parts = urllib.parse.urlsplit(location)
+        query = urllib.parse.parse_qs(parts.query)
+        old.append(query[name][0])
+        query[name] = ["tampered" + query[name][0][8:]]
+        url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, True)))
+        route.fulfill(response=response, headers={**response.headers, "location": url})
+
+    page.route(sso.url + "/login/sso", handle)
+    return old
+
+
+def test_a_tampered_state_is_refused(page, sso):
+    old = tamper(page, sso, "state")
+    sign_in_at_provider(page, sso, "hana.head@school.example", tampered="state")
+    page.wait_for_url(re.compile(re.escape(sso.url) + "/login/sso/callback"))
+    assert old, "the authorization request was not rewritten"
+    assert "tampered" in urllib.parse.parse_qs(urllib.parse.urlsplit(page.url).query)["state"][0]
+    assert "was not started here" in page.locator("main").inner_text()
+    assert sso.actions("sso_failed")[0]["detail"]["reason"] == "state"
+    assert not signed_in(page, sso)
+
+
+def test_a_tampered_nonce_is_refused(page, sso):
+    old = tamper(page, sso, "nonce")
+    sign_in_at_provider(page, sso, "hana.head@school.example", tampered="nonce")
+    page.wait_for_url(re.compile(re.escape(sso.url) + "/login/sso/callback"))
+    assert old, "the authorization request was not rewritten"
+    assert "did not verify" in page.locator("main").inner_text()
+    reason = sso.actions("sso_failed")[0]["detail"]["reason"]
+    assert reason.startswith("id_token:") and "nonce" in reason
+    assert not signed_in(page, sso)
+
+
+def test_a_callback_replayed_is_refused(page, sso):
+    callbacks = []
+    page.on("request", lambda r: callbacks.append(r.url) if "/sso/callback" in r.url else None)
+    sign_in_at_provider(page, sso, "hana.head@school.example")
+    page.wait_for_url(sso.url + "/lockers")
+    assert len(callbacks) == 1
+    # The provider's redirect back (code and state), opened again in a fresh browser: refused,
+    # though the code was never shown to anyone else.
+    page.context.clear_cookies()
+    response = page.goto(callbacks[0])
+    assert response.status == 400
+    assert "was not started here" in page.locator("main").inner_text()
+    assert not signed_in(page, sso)
+
+
+def test_the_password_login_still_works_beside_it(page, sso):
+    login(page, sso.url, "root", "admin-pass-1")
+    assert "root (admin)" in page.locator("header .who").inner_text()
+    page.goto(sso.url + "/login")  # signed in: sent on
+    assert page.url == sso.url + "/lockers"
