@@ -229,3 +229,54 @@ def test_healthz_follows_the_broker(stack):
         "broker": "not connected",
     }
     assert value(scrape(base, token), "classlocker_broker_connected") == 0
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+
+
+def test_metrics_and_sso_accounts_on_postgresql(postgres_url):
+    import sqlalchemy as sa
+    from lockerctl.accounts import Accounts
+    from lockerctl.roster import parse_roster
+    from lockerctl.store import Store
+    from lockerctl.web import serve_store
+
+    store = Store.open(postgres_url)
+    with store.engine.begin() as conn:  # start from an empty schema
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    store.close()
+    store = Store.open(postgres_url)
+    try:
+        store.replace_roster(SITE, parse_roster(ROSTER))
+        store.add_locker(SITE, "L1", 4, b"\x01" * 32, "pw")
+        store.set_locker_status(SITE, "L1", online=True, state={"pending": 5, "bays": []})
+        now = int(time.time())
+        store.ingest(
+            SITE,
+            [("L1", {"seq": 1, "ts": now - 40, "type": "boot", "bay": None, "person": None})],
+        )
+        accounts = Accounts(store, SITE)
+        accounts.add_sso_user("Head@School.example", "slt")
+        assert accounts.sso_user("HEAD@school.EXAMPLE").username == "head@school.example"
+        d = serve_store(store, SITE, "127.0.0.1", 0, publish=None)
+        try:
+            store.ingest(
+                SITE,
+                [
+                    ("L1", {"seq": 2, "ts": now - 1000, "type": "boot", "bay": None}),
+                    ("L1", {"seq": 3, "ts": now - 100, "type": "boot", "bay": None}),
+                ],
+            )
+            m = scrape(d.url)
+        finally:
+            d.stop()
+        assert value(m, "classlocker_lockers_online") == 1
+        assert value(m, "classlocker_locker_pending_events", locker="L1") == 5
+        assert value(m, "classlocker_events_ingested_total") == 2
+        assert value(m, "classlocker_ingest_latency_seconds_bucket", le="60.0") == 0
+        assert value(m, "classlocker_ingest_latency_seconds_bucket", le="300.0") == 1
+        assert value(m, "classlocker_ingest_latency_seconds_bucket", le="3600.0") == 2
+        assert 0 <= value(m, "classlocker_locker_last_event_age_seconds", locker="L1") < 120
+    finally:
+        store.close()

@@ -89,7 +89,8 @@ def sign_in_at_provider(page, sso, subject: str, tampered: str = "") -> None:
         re.compile(re.escape(sso.issuer) + r"/oauth2/authorize\?" + after), wait_until="commit"
     )
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(page.url).query)
-    assert query["client_id"] == [CLIENT_ID]
+    if tampered != "client_id":
+        assert query["client_id"] == [CLIENT_ID]
     assert query["code_challenge_method"] == ["S256"] and query["code_challenge"][0]
     assert query["nonce"][0] and query["state"][0]
     assert set(query["scope"][0].split()) == {"openid", "email", "profile"}
@@ -185,6 +186,39 @@ def test_a_tampered_nonce_is_refused(page, sso):
     reason = sso.actions("sso_failed")[0]["detail"]["reason"]
     assert reason.startswith("id_token:") and "nonce" in reason
     assert not signed_in(page, sso)
+
+
+def test_a_code_for_another_client_is_refused(page, sso):
+    # The authorization request names another client: the provider's code is for that client,
+    # and the exchange with this dashboard's client id and secret is refused.
+    old = tamper(page, sso, "client_id")
+    sign_in_at_provider(page, sso, "hana.head@school.example", tampered="client_id")
+    page.wait_for_url(re.compile(re.escape(sso.url) + "/login/sso/callback"))
+    assert old == [CLIENT_ID]
+    assert "refused the sign-in code" in page.locator("main").inner_text()
+    assert sso.actions("sso_failed")[0]["detail"]["reason"].startswith("token: ")
+    assert not signed_in(page, sso)
+
+
+def test_a_sign_in_the_person_cancels_is_refused(page, sso):
+    page.goto(sso.url + "/login")
+    page.get_by_role("link", name="Sign in with your school account").click()
+    page.wait_for_url(
+        re.compile(re.escape(sso.issuer) + r"/oauth2/authorize\?"), wait_until="commit"
+    )
+    page.get_by_role("button", name="Deny").click()
+    page.wait_for_url(re.compile(re.escape(sso.url) + "/login/sso/callback"))
+    assert "did not sign you in" in page.locator("main").inner_text()
+    assert sso.actions("sso_failed")[0]["detail"]["reason"] == "provider: access_denied"
+    assert not signed_in(page, sso)
+
+
+def test_no_sign_in_link_without_oidc(page, dash):
+    page.goto(dash.url + "/login")
+    assert page.locator("#username").count() == 1
+    assert page.get_by_text("Sign in with your school account").count() == 0
+    page.goto(dash.url + "/login/sso")
+    assert page.url == dash.url + "/login"  # not a page here: the sign-in form
 
 
 def test_a_callback_replayed_is_refused(page, sso):

@@ -216,6 +216,15 @@ class SignIn:
         with self._lock:
             self._expire(self.clock())
             pending = self._pending.pop(state, None) if state else None
+        if req.q("error"):
+            # The provider's answer is a refusal (the person cancelled, no access...): nothing to
+            # check, nobody signed in. Some providers leave the state out of it.
+            return self.failed(
+                req,
+                403,
+                f"provider: {req.q('error')[:100]}",
+                "The school's sign-in service did not sign you in.",
+            )
         cookie = req.cookies.get(SSO_COOKIE, "")
         if pending is None or not hmac.compare_digest(_digest(cookie), pending.binding):
             return self.failed(
@@ -223,13 +232,6 @@ class SignIn:
                 400,
                 "state",
                 "This sign-in was not started here, has expired or was already used.",
-            )
-        if req.q("error"):
-            return self.failed(
-                req,
-                403,
-                f"provider: {req.q('error')[:100]}",
-                "The school's sign-in service did not sign you in.",
             )
         code = req.q("code")
         if not code:
