@@ -165,6 +165,15 @@ class SignIn:
                 "The school's sign-in service could not be reached. Try again in a moment, "
                 "or sign in with a username and password.",
             ) from None
+        missing = [
+            k for k in ("authorization_endpoint", "token_endpoint", "jwks_uri") if not meta.get(k)
+        ]
+        if missing:
+            self.client.server_metadata.pop("_loaded_at", None)
+            log.error(
+                "OpenID Connect: %s has no %s", self.settings.discovery_url, ", ".join(missing)
+            )
+            raise HTTPError(502, "The school's sign-in service is misconfigured (discovery).")
         issuer = str(meta.get("issuer", "")).rstrip("/")
         if issuer != self.settings.issuer:
             self.client.server_metadata.pop("_loaded_at", None)  # fetch again next time
@@ -316,7 +325,7 @@ class SignIn:
             )
         try:
             claims = self.client.parse_id_token(token, nonce=pending.nonce)
-        except (JoseError, ValueError) as err:
+        except (JoseError, ValueError, TypeError, KeyError) as err:
             reason = getattr(err, "error", None) or err.__class__.__name__
             detail = getattr(err, "description", None) or str(err)
             return self.failed(
