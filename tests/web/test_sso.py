@@ -241,3 +241,83 @@ def test_the_password_login_still_works_beside_it(page, sso):
     assert "root (admin)" in page.locator("header .who").inner_text()
     page.goto(sso.url + "/login")  # signed in: sent on
     assert page.url == sso.url + "/lockers"
+
+
+# -- the ID token's own checks, on a dashboard in this process ------------------------------------
+
+
+@pytest.fixture
+def local_sso(filled_store, tmp_path):
+    """A dashboard in this process with single sign-on (so the test can reach its client), and
+    a factory of mock providers: `start(**provider options)` returns the dashboard's URL."""
+    import contextlib
+
+    from lockerctl.accounts import Accounts
+    from lockerctl.web import serve_store
+    from lockerctl.web.oidc import load_settings
+
+    Accounts(filled_store, SITE).add_sso_user("hana.head@school.example", "slt")
+    secret = tmp_path / "secret"
+    secret.write_text("secret\n")
+    with contextlib.ExitStack() as stack:
+
+        def start(**options):
+            provider = stack.enter_context(
+                oidc_provider_mock.run_server_in_thread(require_nonce=True, **options)
+            )
+            issuer = f"http://localhost:{provider.server_port}"
+            settings = load_settings(issuer, CLIENT_ID, str(secret))
+            d = serve_store(filled_store, SITE, "127.0.0.1", 0, publish=None, oidc=settings)
+            stack.callback(d.stop)
+            return SSOLocal(d, issuer, filled_store)
+
+        yield start
+
+
+class SSOLocal(SSO):
+    def __init__(self, dashboard, issuer, store):
+        self.dashboard, self.url, self.issuer, self.store = dashboard, dashboard.url, issuer, store
+
+    def actions(self, action: str) -> list[dict]:
+        return [a for a in self.store.trail_actions(SITE, limit=1000) if a["action"] == action]
+
+
+def test_an_id_token_signed_with_another_key_is_refused(page, local_sso):
+    import json
+    import urllib.request
+
+    from joserfc.jwk import RSAKey
+
+    sso = local_sso()
+    with urllib.request.urlopen(sso.issuer + "/jwks", timeout=10) as resp:
+        kid = json.load(resp)["keys"][0]["kid"]
+    # The dashboard is given, under the provider's key id, a key that is not the provider's.
+    client = sso.dashboard.app.oidc.client
+    client.load_server_metadata()
+    forged = RSAKey.generate_key(2048, parameters={"kid": kid}).as_dict(private=False)
+    client.server_metadata["jwks"] = {"keys": [forged]}
+    sign_in_at_provider(page, sso, "hana.head@school.example")
+    page.wait_for_url(re.compile(re.escape(sso.url) + "/login/sso/callback"))
+    assert "did not verify" in page.locator("main").inner_text()
+    reason = sso.actions("sso_failed")[0]["detail"]["reason"]
+    assert reason.startswith("id_token: bad_signature"), reason
+    assert not signed_in(page, sso)
+
+
+def test_an_expired_id_token_is_refused(page, local_sso):
+    from datetime import timedelta
+
+    sso = local_sso(access_token_max_age=timedelta(seconds=-600))  # exp 10 minutes ago
+    sign_in_at_provider(page, sso, "hana.head@school.example")
+    page.wait_for_url(re.compile(re.escape(sso.url) + "/login/sso/callback"))
+    assert "did not verify" in page.locator("main").inner_text()
+    reason = sso.actions("sso_failed")[0]["detail"]["reason"]
+    assert reason.startswith("id_token: expired_token"), reason
+    assert not signed_in(page, sso)
+
+
+def test_the_same_dashboard_signs_in_with_the_real_keys(page, local_sso):
+    sso = local_sso()
+    sign_in_at_provider(page, sso, "hana.head@school.example")
+    page.wait_for_url(sso.url + "/lockers")
+    assert "hana.head@school.example (slt)" in page.locator("header .who").inner_text()
