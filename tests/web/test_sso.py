@@ -321,3 +321,20 @@ def test_the_same_dashboard_signs_in_with_the_real_keys(page, local_sso):
     sign_in_at_provider(page, sso, "hana.head@school.example")
     page.wait_for_url(sso.url + "/lockers")
     assert "hana.head@school.example (slt)" in page.locator("header .who").inner_text()
+
+
+def test_failed_callbacks_are_limited_per_client(local_sso):
+    import urllib.error
+    import urllib.request
+
+    sso = local_sso()
+    statuses = []
+    for n in range(32):
+        url = f"{sso.url}/login/sso/callback?code=x&state=forged-{n}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                statuses.append(resp.status)
+        except urllib.error.HTTPError as err:
+            statuses.append(err.code)
+    assert statuses == [400] * 30 + [429] * 2
+    assert len(sso.actions("sso_failed")) == 30  # nothing recorded once limited

@@ -18,6 +18,8 @@ the first sign-in, not at start, so a provider that is down never stops the serv
   `lockerctl user add EMAIL --role ROLE --sso`; a match gets a session with that role, any
   other address a 403 page, recorded in the trail as `sso_refused`. A failed check (state,
   cookie, token, signature, nonce...) is a 4xx page, recorded as `sso_failed` with the reason.
+  Past 30 failures or refusals from one client address in 5 minutes, the callback answers 429
+  and records nothing more until the window has passed.
 
 Local passwords (`/login`) keep working beside it.
 """
@@ -34,6 +36,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
+from ..accounts import RateLimiter
 from .html import e, layout
 from .server import COOKIE, HTTPError, Request, Response, cookie_header
 
@@ -41,6 +44,9 @@ log = logging.getLogger("lockerctl.web")
 
 SSO_COOKIE = "cl_sso"
 PENDING_SECONDS = 600  # a sign-in started must come back within this
+# Failed or refused sign-ins per client address: past the limit the callback answers 429 and
+# records nothing (the trail is not a place an anonymous client may fill).
+FAILURES_PER_CLIENT, FAILURE_WINDOW = 30, 300
 MAX_PENDING = 10000  # sign-ins started and not finished, kept in memory (oldest dropped)
 SCOPES = "openid email profile"
 CALLBACK = "/login/sso/callback"
@@ -133,6 +139,7 @@ class SignIn:
         self.scheme = scheme
         self.clock = clock
         self._pending: dict[str, _Pending] = {}
+        self.limiter = RateLimiter(FAILURES_PER_CLIENT, FAILURE_WINDOW)
         self._lock = threading.Lock()
         self.client = _client_class()(
             None,
@@ -225,6 +232,14 @@ class SignIn:
         with self._lock:
             self._expire(self.clock())
             pending = self._pending.pop(state, None) if state else None
+        wait = self.limiter.blocked(req.client)
+        if wait:
+            body = (
+                '<p class="error" role="alert">Too many failed sign-ins from this address; '
+                f"try again in {int(wait) + 1} seconds.</p>"
+                '<p><a href="/login">Back to sign in</a></p>'
+            )
+            return Response(429, layout("Sign-in failed", body))
         if req.q("error"):
             # The provider's answer is a refusal (the person cancelled, no access...): nothing to
             # check, nobody signed in. Some providers leave the state out of it.
@@ -265,6 +280,7 @@ class SignIn:
         email = email.strip().lower()[:254]
         user = self.app.accounts.sso_user(email)
         if user is None:
+            self.limiter.fail(req.client)
             self.app.store.record_action(
                 self.app.site,
                 "web",
@@ -343,6 +359,7 @@ class SignIn:
         return dict(claims)
 
     def failed(self, req: Request, status: int, reason: str, message: str) -> Response:
+        self.limiter.fail(req.client)
         self.app.store.record_action(
             self.app.site, "web", "sso_failed", {"reason": reason, "client": req.client}
         )
