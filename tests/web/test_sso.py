@@ -103,7 +103,9 @@ def signed_in(page, sso) -> bool:
     return page.url == sso.url + "/lockers"
 
 
-def test_an_address_with_a_role_signs_in_with_that_role(page, sso):
+def test_an_address_with_a_role_signs_in_with_that_role(page, sso, shots):
+    page.goto(sso.url + "/login")
+    shots(page, "login-sso")
     before = len(sso.actions("login"))
     # The provider's address differs in case from the one the admin gave: matched anyway.
     sign_in_at_provider(page, sso, "hana.head@SCHOOL.example")
