@@ -31,6 +31,12 @@ from .store import PERSON_ID_RE, StoreError, metadata, users
 
 ACCOUNT_ROLES = ("office", "slt", "admin")
 USERNAME_RE = re.compile(r"[A-Za-z0-9._@-]{1,64}\Z")
+# An account that signs in with the school's OpenID Connect provider (`lockerctl user add EMAIL
+# --sso`) has no local password: this marker stands in its `password_hash`, and no password ever
+# verifies against it (it is not an `scrypt$...` hash). Its username is the e-mail address, in
+# lower case; the provider's verified `email` claim is matched against it, case-insensitively.
+SSO_PASSWORD_HASH = "sso"
+EMAIL_RE = re.compile(r"[a-z0-9._%+'-]{1,64}@[a-z0-9-]+(\.[a-z0-9-]+)+\Z")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 SESSION_SECONDS = 12 * 3600
@@ -140,12 +146,22 @@ def check_password(password: str) -> str:
 # -- users and sessions ---------------------------------------------------------------------------
 
 
+def check_email(email: str) -> str:
+    """The address in lower case; StoreError if it is not one (or longer than 64 characters,
+    the username column's width)."""
+    address = (email or "").strip().lower()
+    if len(address) > 64 or not EMAIL_RE.match(address):
+        raise StoreError(f"{email!r} is not an e-mail address of at most 64 characters")
+    return address
+
+
 @dataclass(frozen=True)
 class User:
     id: int
     username: str
     role: str
     person_id: str | None
+    sso: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,7 +172,8 @@ class Session:
 
 
 def _user(row) -> User:
-    return User(row.id, row.username, row.role, row.person_id)
+    sso = getattr(row, "password_hash", None) == SSO_PASSWORD_HASH
+    return User(row.id, row.username, row.role, row.person_id, sso)
 
 
 def _token_hash(token: str) -> str:
@@ -216,6 +233,61 @@ class Accounts:
             )
         return User(uid, username, role, person_id)
 
+    def add_sso_user(
+        self, email: str, role: str, person_id: str | None = None, actor: str = "lockerctl"
+    ) -> User:
+        """An account with no local password that signs in with the school's OpenID Connect
+        provider as `email` (see `SSO_PASSWORD_HASH`). StoreError (nothing changed) for a bad
+        value or an address that already has an account."""
+        address = check_email(email)
+        if role not in ACCOUNT_ROLES:
+            raise StoreError(f"role {role!r} must be one of {', '.join(ACCOUNT_ROLES)}")
+        if person_id is not None and not PERSON_ID_RE.match(person_id):
+            raise StoreError(f"person {person_id!r}: use 1-28 of A-Z a-z 0-9 . _ -")
+        with self.store._write() as conn:
+            self.store._ensure_site(conn, self.site)
+            if conn.execute(
+                sa.select(users.c.id).where(
+                    users.c.site == self.site, sa.func.lower(users.c.username) == address
+                )
+            ).first():
+                raise StoreError(f"user {address} already exists at site {self.site}")
+            uid = conn.execute(
+                users.insert().values(
+                    site=self.site,
+                    username=address,
+                    password_hash=SSO_PASSWORD_HASH,
+                    role=role,
+                    person_id=person_id,
+                    created_at=int(time.time()),
+                    disabled=False,
+                )
+            ).inserted_primary_key[0]
+            store_mod._append_action(
+                conn,
+                self.site,
+                actor,
+                "user_add",
+                {"username": address, "role": role, "person": person_id, "sso": True},
+            )
+        return User(uid, address, role, person_id, True)
+
+    def sso_user(self, email: str) -> User | None:
+        """The single sign-on account of `email` (any case), or None."""
+        address = (email or "").strip().lower()
+        if not address:
+            return None
+        with self.store._read() as conn:
+            row = conn.execute(
+                sa.select(users).where(
+                    users.c.site == self.site,
+                    sa.func.lower(users.c.username) == address,
+                    users.c.password_hash == SSO_PASSWORD_HASH,
+                    users.c.disabled.is_(False),
+                )
+            ).first()
+        return _user(row) if row else None
+
     def users(self) -> list[User]:
         with self.store._read() as conn:
             rows = conn.execute(
@@ -255,12 +327,16 @@ class Accounts:
         pw_hash = hash_password(password)
         with self.store._write() as conn:
             row = conn.execute(
-                sa.select(users.c.id).where(
+                sa.select(users.c.id, users.c.password_hash).where(
                     users.c.site == self.site, users.c.username == username
                 )
             ).first()
             if row is None:
                 raise StoreError(f"no user {username} at site {self.site}")
+            if row.password_hash == SSO_PASSWORD_HASH:
+                raise StoreError(
+                    f"{username} signs in with the school account (--sso): it has no password"
+                )
             conn.execute(users.update().where(users.c.id == row.id).values(password_hash=pw_hash))
             conn.execute(web_sessions.delete().where(web_sessions.c.user_id == row.id))
             store_mod._append_action(

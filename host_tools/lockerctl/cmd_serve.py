@@ -68,6 +68,34 @@ def _open_store(site: Site):
     help="How often a checkpoint of the audit trail is signed and sent to the lockers "
     "(when the trail grew, or to a locker that does not hold the latest).",
 )
+@click.option(
+    "--oidc-issuer",
+    default=None,
+    metavar="URL",
+    help="Offer sign-in with the school's accounts (OpenID Connect) from this issuer, e.g. "
+    "https://login.microsoftonline.com/TENANT/v2.0 or https://accounts.google.com.",
+)
+@click.option("--oidc-client-id", default=None, metavar="ID", help="The app's client id.")
+@click.option(
+    "--oidc-client-secret-file",
+    default=None,
+    metavar="FILE",
+    help="A file holding the app's client secret (one line).",
+)
+@click.option(
+    "--oidc-redirect-uri",
+    default=None,
+    metavar="URL",
+    help="The redirect URI registered with the provider (default: this dashboard's address "
+    "+ /login/sso/callback, from the browser's Host header).",
+)
+@click.option(
+    "--metrics-token-file",
+    default=None,
+    metavar="FILE",
+    help="/metrics requires `Authorization: Bearer TOKEN` (the file's one line) from every "
+    "client; without it /metrics answers this machine (loopback) only.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.option(
     "--log-format",
@@ -76,7 +104,21 @@ def _open_store(site: Site):
     show_default=True,
     help="json: one JSON object per line (time, level, logger, message), for a log collector.",
 )
-def serve(site: Site, http, http_cert, http_key, client_id, checkpoint_every, verbose, log_format):
+def serve(
+    site: Site,
+    http,
+    http_cert,
+    http_key,
+    client_id,
+    checkpoint_every,
+    oidc_issuer,
+    oidc_client_id,
+    oidc_client_secret_file,
+    oidc_redirect_uri,
+    metrics_token_file,
+    verbose,
+    log_format,
+):
     """Ingest the lockers' events into the audit store (each exactly once, acknowledged after the
     commit), publish each locker's configuration (again within seconds of any change) and serve
     the dashboard. Stops cleanly on SIGTERM or Ctrl-C."""
@@ -97,10 +139,19 @@ def serve(site: Site, http, http_cert, http_key, client_id, checkpoint_every, ve
         except ValueError as e:
             raise UserError(f"--http-cert/--http-key: {e}") from None
         tls = (http_cert, http_key)
+    web_options = _web_options(
+        http,
+        oidc_issuer,
+        oidc_client_id,
+        oidc_client_secret_file,
+        oidc_redirect_uri,
+        metrics_token_file,
+    )
     _open_store(site)  # a bad --db is a one-line error before anything starts
     service = Service(
         site, client_id=client_id, writer_process=True, checkpoint_every=checkpoint_every
     )
+    service.web_options = web_options
 
     def stop(signum, frame):
         service.request_stop()
@@ -129,6 +180,35 @@ def _redacted(db: str) -> str:
         return sa.engine.make_url(db).render_as_string(hide_password=True)
     except Exception:
         return db
+
+
+def _web_options(http, issuer, client_id, secret_file, redirect_uri, token_file) -> dict:
+    """The dashboard's single sign-on and metrics settings, checked before anything starts."""
+    options = {}
+    oidc = (issuer, client_id, secret_file)
+    if any(oidc) or redirect_uri:
+        if not all(oidc):
+            raise UserError(
+                "--oidc-issuer, --oidc-client-id and --oidc-client-secret-file go together"
+            )
+        if not http:
+            raise UserError("--oidc-issuer needs --http HOST:PORT (the dashboard's address)")
+        from .web.oidc import load_settings
+
+        try:
+            options["oidc"] = load_settings(issuer, client_id, secret_file, redirect_uri)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    if token_file:
+        if not http:
+            raise UserError("--metrics-token-file needs --http HOST:PORT")
+        from .web.monitoring import load_token
+
+        try:
+            options["metrics_token"] = load_token(token_file)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    return options
 
 
 @cli.command("open")

@@ -56,12 +56,24 @@ def user():
     is_flag=True,
     help="Read the password from the first line of standard input.",
 )
+@click.option(
+    "--sso",
+    is_flag=True,
+    help="USERNAME is an e-mail address that signs in with the school's account (OpenID "
+    "Connect, `serve --oidc-issuer`): no local password.",
+)
 @site_options
-def user_add(site, username, role, person_id, password_stdin):
-    """Create dashboard account USERNAME with ROLE (password: 8 characters or more)."""
+def user_add(site, username, role, person_id, password_stdin, sso):
+    """Create dashboard account USERNAME with ROLE (password: 8 characters or more), or with
+    --sso the account of a school e-mail address that signs in with the school's provider."""
     from .accounts import check_password, check_username
     from .store import StoreError
 
+    if sso:
+        if password_stdin:
+            raise UserError("--sso accounts have no password: leave out --password-stdin")
+        _add_sso(site, username, role, person_id)
+        return
     try:
         check_username(username)
     except StoreError as e:
@@ -88,6 +100,27 @@ def user_add(site, username, role, person_id, password_stdin):
         )
 
 
+def _add_sso(site, email, role, person_id):
+    from .store import StoreError
+
+    store, accounts = _accounts(site)
+    try:
+        user = accounts.add_sso_user(email, role, person_id, actor=actor())
+        known = person_id is None or store.person(site.site, person_id) is not None
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    finally:
+        store.close()
+    who = f", person {person_id}" if person_id else ""
+    click.echo(f"user {user.username} added ({role}{who}; signs in with the school account)")
+    if not known:
+        click.echo(
+            f"lockerctl: note: {person_id} is not on the roster yet; opens and grants "
+            "need a person on the roster",
+            err=True,
+        )
+
+
 @user.command("list")
 @site_options
 def user_list(site):
@@ -97,9 +130,11 @@ def user_list(site):
         rows = accounts.users()
     finally:
         store.close()
-    table = [("username", "role", "person")]
-    table += [(u.username, u.role, u.person_id or "-") for u in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(3)]
+    table = [("username", "role", "person", "sign-in")]
+    table += [
+        (u.username, u.role, u.person_id or "-", "sso" if u.sso else "password") for u in rows
+    ]
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
     for r in table:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 

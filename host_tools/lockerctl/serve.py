@@ -468,6 +468,7 @@ class Service:
         self._pending = collections.deque(maxlen=10000)  # recent QoS 1 publishes, for shutdown
         self._lock = threading.Lock()
         self.dashboard = None
+        self.web_options: dict = {}  # more keyword arguments of `web.serve_store` (oidc, ...)
         self._stopped = False
 
     # paho callbacks (network thread)

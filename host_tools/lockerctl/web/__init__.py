@@ -5,6 +5,10 @@ service's database, signs opens with `serve.prepare_open` and publishes them thr
 service's MQTT connection (`Service.publish_command`). `serve_store(store, site, host, port,
 publish=None)` runs the same dashboard on a store alone (tests, a read-only dashboard).
 Both return a started `Dashboard` (`url`, `stop()`).
+
+Every dashboard has `/healthz` and `/metrics` (`monitoring.py`); with `oidc` settings
+(`oidc.load_settings`, from `serve --oidc-*`) it also offers sign-in with the school's accounts
+(`oidc.py`).
 """
 
 from __future__ import annotations
@@ -25,13 +29,25 @@ def serve_store(
     connected=None,
     on_stop=None,
     tls: tuple[str, str] | None = None,
+    oidc=None,
+    metrics_token: str | None = None,
+    broker_connected=None,
 ) -> Dashboard:
     """A started dashboard for `site` on `store` (migrated here). `publish(locker_id,
     payload)` sends a signed command; without it the open page says there is no connection.
     `connected()` says whether commands can go out now; `on_stop()` runs after `stop()`;
-    `tls` = (certificate file, key file) serves HTTPS."""
+    `tls` = (certificate file, key file) serves HTTPS. `oidc`: `oidc.Settings` for single
+    sign-on; `metrics_token`: the bearer token `/metrics` requires (else loopback only);
+    `broker_connected()`: whether the ingest link is up, for `/healthz` (default
+    `connected`)."""
+    from . import monitoring
+    from . import oidc as oidc_mod
+
     store.migrate()
     app = App(store, site, publish=publish, broker=broker, connected=connected)
+    monitoring.register(app, broker_connected or app.connected, metrics_token)
+    if oidc is not None:
+        oidc_mod.register(app, oidc, "https" if tls else "http")
     return Dashboard(app, host, port, on_stop=on_stop, tls=tls).start()
 
 
@@ -50,4 +66,6 @@ def start(service, host: str, port: int, tls: tuple[str, str] | None = None) -> 
         connected=service.connected.is_set,
         on_stop=store.close,
         tls=tls,
+        broker_connected=service.ready.is_set,
+        **getattr(service, "web_options", {}),
     )

@@ -84,7 +84,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             '<label for="password">Password</label>'
             '<input id="password" name="password" type="password" '
             'autocomplete="current-password" required>'
-            '<button type="submit">Sign in</button></form>'
+            '<button type="submit">Sign in</button></form>' + "".join(app.login_links)
         )
         resp = Response(status, layout("Sign in", body))
         resp.headers.append(cookie_header(LOGIN_COOKIE, token, 3600))

@@ -184,6 +184,8 @@ class App:
         self.lock = threading.Lock()
         self.routes: dict[tuple[str, str], tuple] = {}
         self.prefix_routes: list[tuple[str, str, object, tuple]] = []
+        self.public = {"/login"}  # paths served without a session (their handler checks access)
+        self.login_links: list[str] = []  # HTML under the login form (e.g. single sign-on)
         from . import pages
 
         pages.register(self)
@@ -246,7 +248,7 @@ class App:
         req.session = self.accounts.session(token) if token else None
         req.token = token if req.session else None
         hit = self.find(req.method, req.path)
-        if req.path in ("/login",):
+        if req.path in self.public:
             if hit is None:
                 raise HTTPError(405, "method not allowed")
             req.load_body(getattr(hit[0], "max_body", MAX_FORM_BODY))

@@ -1,0 +1,303 @@
+"""`/healthz` and `/metrics` (Prometheus text format, `prometheus-client`) for the service's
+monitoring. docs/monitoring.md lists every metric.
+
+`/healthz` needs no sign-in and says nothing personal: 200 `{"status": "ok", "store": "ok",
+"broker": "ok"}` when a query on the store works and the ingest link is connected to the broker
+(subscribed), else 503 with `"status": "unavailable"` and the part that failed named
+(`"store": "unavailable"`, `"broker": "not connected"`).
+
+`/metrics` answers clients on this machine (loopback) only, or, with `serve
+--metrics-token-file FILE`, any client that sends `Authorization: Bearer <the file's token>`
+(and only those: a configured token is required from every client).
+
+Where the numbers come from: `lockerctl serve` ingests in a child process (ingestlink.py), so
+this process does not see the ingest happen. Every figure is read from the store at scrape
+time, the one place both processes share: lockers and their `state` (online, pending), the
+alerts the dashboard shows, and the events committed since the previous scrape (rows with an id
+above the last one seen: the ingest process is the only writer of events, so ids grow in
+commit order). Those new rows feed the events-ingested counter, the per-locker last event time
+and the ingest latency histogram (commit time `received_at` minus the locker's `ts`, one second
+resolution). This survives restarts of the ingest process, needs no shared directory of
+multiprocess files and no change to the ingest path; the counter starts at 0 when the
+dashboard starts, as Prometheus counters do at a process restart.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import threading
+import time
+
+import sqlalchemy as sa
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from ..store import events, sites
+from . import alerts as alerts_mod
+from .server import Request, Response
+
+log = logging.getLogger("lockerctl.web")
+
+LATENCY_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
+ALERT_KINDS = (*alerts_mod.EVENT_ALERTS, "clock", "offline")
+
+
+def load_token(path: str) -> str:
+    """The bearer token in `path` (one line, at least 16 characters); ValueError otherwise."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(4097)
+    except FileNotFoundError:
+        raise ValueError(f"--metrics-token-file {path}: no such file") from None
+    except OSError as err:
+        raise ValueError(f"--metrics-token-file {path}: {err.strerror}") from None
+    try:
+        token = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise ValueError(f"--metrics-token-file {path}: not ASCII text") from None
+    if len(raw) > 4096 or len(token) < 16 or any(c.isspace() for c in token):
+        raise ValueError(
+            f"--metrics-token-file {path}: must hold one token of 16 or more characters "
+            "without spaces"
+        )
+    return token
+
+
+def _loopback(client: str) -> bool:
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+class StoreCollector:
+    """The service's metrics, read from the store at each scrape (see the module's doc)."""
+
+    def __init__(self, store, site: str, accounts, broker_connected=None, clock=time.time):
+        self.store = store
+        self.site = site
+        self.accounts = accounts
+        self.broker_connected = broker_connected
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.watermark: int | None = None  # the last events.id counted
+        self.ingested = 0
+        self.last_event: dict[str, int] = {}  # locker -> received_at of its newest event
+        self.bucket_counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one: +Inf
+        self.latency_sum = 0.0
+        try:
+            self._start()
+        except Exception as err:  # the store is down now: the first scrape tries again
+            log.warning("metrics: the store could not be read yet: %s", err)
+
+    def _start(self) -> None:
+        with self.store._read() as conn:
+            top = conn.execute(sa.select(sa.func.max(events.c.id))).scalar()
+            rows = conn.execute(
+                sa.select(events.c.locker_id, sa.func.max(events.c.received_at))
+                .where(events.c.site == self.site)
+                .group_by(events.c.locker_id)
+            ).all()
+        self.last_event = {r[0]: int(r[1]) for r in rows}
+        self.watermark = int(top or 0)
+
+    def _advance(self, conn) -> None:
+        """Counts the events committed since the last scrape."""
+        top = int(conn.execute(sa.select(sa.func.max(events.c.id))).scalar() or 0)
+        if top < self.watermark:  # the store was replaced (a restore): count from here
+            self.watermark = top
+        if top <= self.watermark:
+            return
+        new = sa.and_(events.c.site == self.site, events.c.id > self.watermark, events.c.id <= top)
+        for locker, newest, count in conn.execute(
+            sa.select(events.c.locker_id, sa.func.max(events.c.received_at), sa.func.count())
+            .where(new)
+            .group_by(events.c.locker_id)
+        ):
+            self.ingested += int(count)
+            self.last_event[locker] = max(self.last_event.get(locker, 0), int(newest))
+        latency = events.c.received_at - events.c.ts
+        for seconds, count in conn.execute(
+            sa.select(latency, sa.func.count())
+            .where(new, events.c.ts.is_not(None))
+            .group_by(latency)
+        ):
+            seconds = max(0, int(seconds))
+            index = next(
+                (i for i, bound in enumerate(LATENCY_BUCKETS) if seconds <= bound),
+                len(LATENCY_BUCKETS),
+            )
+            self.bucket_counts[index] += int(count)
+            self.latency_sum += seconds * int(count)
+        self.watermark = top
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        with self.lock:
+            now = self.clock()
+            if self.watermark is None:
+                self._start()
+            with self.store._read() as conn:
+                conn.execute(sa.select(sites.c.name).limit(1))
+                self._advance(conn)
+            lockers = list(self.store.lockers(self.site))
+            found, _ = alerts_mod.compute(
+                self.store, self.site, self.accounts.acknowledgements(), now
+            )
+            ingested = self.ingested
+            last_event = dict(self.last_event)
+            buckets = list(self.bucket_counts)
+            latency_sum = self.latency_sum
+
+        online = GaugeMetricFamily(
+            "classlocker_lockers_online", "Registered lockers connected to the broker now."
+        )
+        online.add_metric([], sum(1 for r in lockers if r.online))
+        yield online
+        registered = GaugeMetricFamily(
+            "classlocker_lockers_registered", "Lockers registered for the site."
+        )
+        registered.add_metric([], len(lockers))
+        yield registered
+        each = GaugeMetricFamily(
+            "classlocker_locker_online",
+            "1 while the locker is connected, 0 when offline or never seen.",
+            labels=["locker"],
+        )
+        pending = GaugeMetricFamily(
+            "classlocker_locker_pending_events",
+            "Events the locker holds that the host has not acknowledged (from its last "
+            "state report).",
+            labels=["locker"],
+        )
+        age = GaugeMetricFamily(
+            "classlocker_locker_last_event_age_seconds",
+            "Seconds since the locker's newest event was committed (absent before any).",
+            labels=["locker"],
+        )
+        for r in lockers:
+            each.add_metric([r.id], 1 if r.online else 0)
+            state = r.state if isinstance(r.state, dict) else {}
+            value = state.get("pending")
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                pending.add_metric([r.id], value)
+            if r.id in last_event:
+                age.add_metric([r.id], max(0.0, now - last_event[r.id]))
+        yield each
+        yield pending
+        yield age
+
+        counter = CounterMetricFamily(
+            "classlocker_events_ingested",
+            "Events committed to the audit trail since the dashboard started.",
+        )
+        counter.add_metric([], ingested)
+        yield counter
+        cumulative, running = [], 0
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
+            running += count
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        latency = HistogramMetricFamily(
+            "classlocker_ingest_latency_seconds",
+            "From the event's time on the locker to its commit (events with a trusted clock).",
+        )
+        latency.add_metric([], cumulative, latency_sum)
+        yield latency
+
+        open_alerts = GaugeMetricFamily(
+            "classlocker_alerts_open",
+            "Alerts on the dashboard not yet acknowledged, by kind.",
+            labels=["kind"],
+        )
+        counts = dict.fromkeys(ALERT_KINDS, 0)
+        for a in found:
+            if a.acked_by is None:
+                counts[a.kind] = counts.get(a.kind, 0) + 1
+        for kind, n in counts.items():
+            open_alerts.add_metric([kind], n)
+        yield open_alerts
+
+        # This version sends no e-mail: the queue is always empty. The metric is here so that
+        # dashboards and alert rules can be written now and keep working when e-mail comes.
+        email = GaugeMetricFamily(
+            "classlocker_email_queue_length", "E-mails waiting to be sent (no e-mail yet: 0)."
+        )
+        email.add_metric([], 0)
+        yield email
+
+        if self.broker_connected is not None:
+            broker = GaugeMetricFamily(
+                "classlocker_broker_connected",
+                "1 while the ingest link is connected and subscribed to the broker.",
+            )
+            broker.add_metric([], 1 if self.broker_connected() else 0)
+            yield broker
+
+
+class Monitoring:
+    def __init__(self, app, broker_connected=None, token: str | None = None):
+        self.app = app
+        self.broker_connected = broker_connected
+        self.token = token
+        self.collector = StoreCollector(app.store, app.site, app.accounts, broker_connected)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.collector)
+
+    def healthz(self, req: Request) -> Response:
+        body = {"status": "ok", "store": "ok", "broker": "ok"}
+        try:
+            with self.app.store._read() as conn:
+                conn.execute(sa.select(sites.c.name).limit(1))
+        except Exception as err:
+            log.warning("healthz: the store does not answer: %s", err)
+            body["store"] = "unavailable"
+        if self.broker_connected is not None and not self.broker_connected():
+            body["broker"] = "not connected"
+        ok = body["store"] == "ok" and body["broker"] == "ok"
+        if not ok:
+            body["status"] = "unavailable"
+        return Response(200 if ok else 503, json.dumps(body), "application/json")
+
+    def metrics(self, req: Request) -> Response:
+        if self.token is not None:
+            sent = req.headers.get("authorization", "")
+            scheme, _, value = sent.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                value.strip().encode(), self.token.encode()
+            ):
+                return Response(
+                    401,
+                    "a bearer token is required (Authorization: Bearer ...)\n",
+                    "text/plain; charset=utf-8",
+                    headers=[("WWW-Authenticate", 'Bearer realm="metrics"')],
+                )
+        elif not _loopback(req.client):
+            return Response(
+                403,
+                "metrics are served to this machine only (or start serve with "
+                "--metrics-token-file)\n",
+                "text/plain; charset=utf-8",
+            )
+        try:
+            data = generate_latest(self.registry)
+        except Exception as err:
+            log.warning("metrics: the store could not be read: %s", err)
+            return Response(503, "the store does not answer\n", "text/plain; charset=utf-8")
+        return Response(200, data, CONTENT_TYPE_LATEST)
+
+
+def register(app, broker_connected=None, token: str | None = None) -> Monitoring:
+    """Adds `/healthz` and `/metrics` to `app` (both outside the session check)."""
+    monitoring = Monitoring(app, broker_connected, token)
+    app.public.update(("/healthz", "/metrics"))
+    app.route("GET", "/healthz")(monitoring.healthz)
+    app.route("GET", "/metrics")(monitoring.metrics)
+    app.monitoring = monitoring
+    return monitoring
