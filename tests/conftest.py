@@ -1,6 +1,5 @@
 """Fixtures for end-to-end tests: each starts real processes and stops them by pid."""
 
-import glob
 import os
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ settings.register_profile("default", deadline=None)
 settings.register_profile("long", deadline=None, max_examples=20_000)
 settings.load_profile("default")
 
-from harness import Broker, Serve, SimLocker  # noqa: E402
+from harness import Broker, Serve, SimLocker, pg_bin  # noqa: E402
 
 
 @pytest.fixture
@@ -63,17 +62,6 @@ def make_serve(tmp_path):
         s.kill()
 
 
-def _pg_bin(name: str) -> str:
-    found = shutil.which(name) or next(
-        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None
-    )
-    if not found:
-        raise RuntimeError(
-            f"PostgreSQL's {name} is missing: tools/install-system-deps installs it"
-        )
-    return found
-
-
 @pytest.fixture(scope="session")
 def postgres_url():
     """A throwaway PostgreSQL server on a free loopback port, for the store's PostgreSQL path.
@@ -87,14 +75,14 @@ def postgres_url():
         shutil.chown(data, "postgres", "postgres")
     port = free_port()
     subprocess.run(
-        [*run_as, _pg_bin("initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres"],
+        [*run_as, pg_bin("initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres"],
         check=True,
         capture_output=True,
     )
     subprocess.run(
         [
             *run_as,
-            _pg_bin("pg_ctl"),
+            pg_bin("pg_ctl"),
             "-D",
             str(data / "db"),
             "-w",
@@ -111,7 +99,7 @@ def postgres_url():
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
-            [*run_as, _pg_bin("pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
+            [*run_as, pg_bin("pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
             capture_output=True,
         )
         shutil.rmtree(data, ignore_errors=True)

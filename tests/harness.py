@@ -5,6 +5,7 @@ here and stopped by its pid; nothing outlives the test that started it.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import secrets
@@ -302,3 +303,15 @@ class Serve:
 
     def kill(self):
         self.process.kill()
+
+
+def pg_bin(name: str) -> str:
+    """The path of PostgreSQL's program `name` (Debian keeps them out of PATH)."""
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None
+    )
+    if not found:
+        raise RuntimeError(
+            f"PostgreSQL's {name} is missing: tools/install-system-deps installs it"
+        )
+    return found

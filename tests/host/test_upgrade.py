@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import _pg_bin
-from harness import lockerctl
+from harness import lockerctl, pg_bin
 from lockerctl.store import Store
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -72,7 +71,7 @@ def test_postgresql_store_of_889016a_upgrades_and_verifies(postgres_url):
     engine.dispose()
     loaded = subprocess.run(
         [
-            _pg_bin("psql"),
+            pg_bin("psql"),
             "-v",
             "ON_ERROR_STOP=1",
             "-q",
