@@ -7,9 +7,16 @@ mode. Columns (CSV header, JSON keys, first sheet row):
     time,locker,bay,event,person_id,name,role,by,reason,seq
 
 `time` is the locker's timestamp in the site's local time, ISO 8601 with its offset
-(`2026-09-10T15:05:00+01:00`), empty when the locker's clock was not trusted. `name` and `role`
-come from the roster (the role on the person's first roster row). JSON Lines adds `ts` (unix
-seconds, or null) and keeps numbers as numbers.
+(`2026-09-10T15:05:00+01:00`); when the locker's clock was not trusted, the host's receipt time
+followed by ` (received)`; for a `ts` no locker can hold, `invalid time (ts=...)` (`display.py`
+decides, for pages and exports alike). `name` and `role` come from the roster (the role on the
+person's first roster row). JSON Lines adds `ts` (unix seconds, or null) and `received_at` and
+keeps numbers as numbers.
+
+Spreadsheets cannot run what an export holds: in CSV a text cell that begins with `=`, `+`, `-`,
+`@`, a tab or a carriage return gets a leading apostrophe (the OWASP advice for CSV injection);
+in Excel every text is an explicit string cell (never a formula), characters XML cannot hold
+shown as `\\xNN`.
 """
 
 from __future__ import annotations
@@ -20,16 +27,12 @@ import json
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
+from .bounds import check_date
+from .display import event_time, inert_csv, xlsx_text
+
 COLUMNS = ["time", "locker", "bay", "event", "person_id", "name", "role", "by", "reason", "seq"]
 FORMATS = ("csv", "jsonl", "xlsx")
 _PROGRESS_EVERY = 1000
-
-try:
-    from .timetable import local_iso
-except ImportError:  # pragma: no cover - the timetable module ships with the package
-
-    def local_iso(ts, timezone):
-        return dt.datetime.fromtimestamp(ts, ZoneInfo(timezone)).isoformat()
 
 
 def local_day_start(day: dt.date, timezone: str) -> int:
@@ -38,24 +41,39 @@ def local_day_start(day: dt.date, timezone: str) -> int:
 
 
 def date_range(from_day: dt.date | None, to_day: dt.date | None, timezone: str):
-    """[start, end) in unix seconds for local dates `from_day`..`to_day`, both inclusive."""
+    """[start, end) in unix seconds for local dates `from_day`..`to_day`, both inclusive;
+    BoundError for a date outside the years 2000-2100."""
+    if from_day is not None:
+        check_date(from_day, "from")
+    if to_day is not None:
+        check_date(to_day, "to")
     start = local_day_start(from_day, timezone) if from_day else None
     end = local_day_start(to_day + dt.timedelta(days=1), timezone) if to_day else None
     return start, end
 
 
+def _plain(value):
+    """A stored value as an export writes it: text, a whole number or None (a value of any
+    other type, which only a hand edit can leave in a column, as its text)."""
+    if value is None or isinstance(value, str) or type(value) is int:
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
 def _record(row, timezone: str) -> dict:
     return {
-        "time": local_iso(row.ts, timezone) if row.ts is not None else "",
-        "locker": row.locker_id,
-        "bay": row.bay,
-        "event": row.type,
-        "person_id": row.person,
-        "name": row.name,
-        "role": row.role,
-        "by": row.by,
-        "reason": row.reason,
-        "seq": row.seq,
+        "time": event_time(row.ts, row.received_at, timezone),
+        "locker": _plain(row.locker_id),
+        "bay": _plain(row.bay),
+        "event": _plain(row.type),
+        "person_id": _plain(row.person),
+        "name": _plain(row.name),
+        "role": _plain(row.role),
+        "by": _plain(row.by),
+        "reason": _plain(row.reason),
+        "seq": _plain(row.seq),
     }
 
 
@@ -68,7 +86,7 @@ def write_csv(rows, out, timezone: str, tick: Callable[[], None]) -> int:
     w.writerow(COLUMNS)
     n = 0
     for row in rows:
-        w.writerow(_cells(_record(row, timezone)))
+        w.writerow([inert_csv(c) for c in _cells(_record(row, timezone))])
         n += 1
         tick()
     return n
@@ -78,8 +96,8 @@ def write_jsonl(rows, out, timezone: str, tick: Callable[[], None]) -> int:
     n = 0
     for row in rows:
         rec = _record(row, timezone)
-        rec["time"] = rec["time"] or None
-        rec["ts"] = row.ts
+        rec["ts"] = _plain(row.ts)
+        rec["received_at"] = _plain(row.received_at)
         out.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
         n += 1
         tick()
@@ -88,13 +106,22 @@ def write_jsonl(rows, out, timezone: str, tick: Callable[[], None]) -> int:
 
 def write_xlsx(rows, out_binary, timezone: str, tick: Callable[[], None]) -> int:
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
 
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("events")
+
+    def cell(value):
+        if not isinstance(value, str):
+            return value
+        c = WriteOnlyCell(ws, value=xlsx_text(value))
+        c.data_type = "s"  # an explicit string: never a formula, whatever it begins with
+        return c
+
     ws.append(COLUMNS)
     n = 0
     for row in rows:
-        ws.append(_cells(_record(row, timezone)))
+        ws.append([cell(c) for c in _cells(_record(row, timezone))])
         n += 1
         tick()
     wb.save(out_binary)

@@ -74,7 +74,9 @@ def test_csv_columns_and_local_time_across_bst_and_gmt(st):
     rows = {(r["locker"], r["seq"]): r for r in rows_of(text)}
     assert rows[("L1", "1")]["time"] == "2026-07-01T13:00:00+01:00"
     assert rows[("L1", "2")]["time"] == "2026-12-01T12:00:00+00:00"
-    assert rows[("L1", "3")]["time"] == ""
+    # clock unknown: the host's receipt time, marked (issue 13)
+    received, mark = rows[("L1", "3")]["time"].split(" ")
+    assert mark == "(received)" and dt.datetime.fromisoformat(received).tzinfo is not None
     o = rows[("L2", "1")]
     assert (o["bay"], o["event"], o["person_id"], o["name"], o["role"], o["by"], o["reason"]) == (
         "2",
@@ -91,7 +93,7 @@ def test_csv_columns_and_local_time_across_bst_and_gmt(st):
 
 def test_rows_are_in_time_order(st):
     _, text = run(st)
-    known = [r["time"] for r in rows_of(text) if r["time"]]
+    known = [r["time"] for r in rows_of(text) if not r["time"].endswith("(received)")]
     instants = [dt.datetime.fromisoformat(t) for t in known]
     assert instants == sorted(instants)
 
@@ -129,7 +131,9 @@ def test_jsonl(st):
     o = next(r for r in recs if r["event"] == "override")
     assert o["bay"] == 2 and o["seq"] == 1 and o["ts"] == ts(2026, 6, 30, 23, 30)
     assert o["time"] == "2026-07-01T00:30:00+01:00"
-    assert next(r for r in recs if r["event"] == "boot")["time"] is None
+    boot = next(r for r in recs if r["event"] == "boot")
+    assert boot["ts"] is None and boot["time"].endswith(" (received)")
+    assert isinstance(boot["received_at"], int)
 
 
 def test_xlsx_reads_back(st, tmp_path):
