@@ -9,8 +9,19 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Hypothesis budgets: `make test` runs each property test with the small fixed budget it names
+# (harness.budget); HYPOTHESIS_PROFILE=long runs them all far longer.
+settings.register_profile(
+    "long",
+    max_examples=2000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 from harness import Broker, Serve, SimLocker  # noqa: E402
 

@@ -298,3 +298,17 @@ class Serve:
 
     def kill(self):
         self.process.kill()
+
+
+def budget(examples: int, **kw):
+    """Hypothesis settings for a property test: `examples` examples in `make test`; the loaded
+    profile's own (larger) budget under HYPOTHESIS_PROFILE=long (tests/conftest.py)."""
+    from hypothesis import HealthCheck, settings
+
+    if os.environ.get("HYPOTHESIS_PROFILE", "default") == "default":
+        kw.setdefault("max_examples", examples)
+    kw.setdefault("deadline", None)
+    kw.setdefault(
+        "suppress_health_check", [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    )
+    return settings(**kw)

@@ -16,6 +16,7 @@ a page or an export.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import re
 from dataclasses import dataclass, field
@@ -133,7 +134,7 @@ def read_state(state) -> LockerState:
         out.bays.append(
             {
                 "bay": b["bay"],
-                "locked": locked if isinstance(locked, bool) else None,
+                "locked": locked if isinstance(locked, bool) else True,  # as bays boot
                 "door": door if door in ("open", "closed") else None,
                 "holder": holder or None,
             }
@@ -152,6 +153,21 @@ def inert_csv(value):
     if isinstance(value, str) and value.startswith(FORMULA_START):
         return "'" + value
     return value
+
+
+class CsvWriter:
+    """csv.writer for exports: every cell through `inert_csv`, and a row with a carriage return
+    in a cell written fully quoted (the csv module quotes only what the line terminator, `\n`
+    here, holds, and a bare `\r` would end the row for every reader)."""
+
+    def __init__(self, out):
+        self._plain = csv.writer(out, lineterminator="\n")
+        self._quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+    def writerow(self, cells) -> None:
+        cells = [inert_csv(c) for c in cells]
+        cr = any(isinstance(c, str) and "\r" in c for c in cells)
+        (self._quoted if cr else self._plain).writerow(cells)
 
 
 # Characters an XLSX (XML 1.0) cell cannot hold: shown as \xNN instead.

@@ -21,18 +21,21 @@ shown as `\\xNN`.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
+import re
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 from .bounds import check_date
-from .display import event_time, inert_csv, xlsx_text
+from .display import CsvWriter, event_time, xlsx_text
 
 COLUMNS = ["time", "locker", "bay", "event", "person_id", "name", "role", "by", "reason", "seq"]
 FORMATS = ("csv", "jsonl", "xlsx")
 _PROGRESS_EVERY = 1000
+# Characters that some line readers take for a line end (NEL, U+2028...): escaped in JSON Lines,
+# so that a record is always one line whatever reads it.
+_LINE_BREAKERS = re.compile("[\x7f-\x9f\u2028\u2029]")
 
 
 def local_day_start(day: dt.date, timezone: str) -> int:
@@ -82,11 +85,11 @@ def _cells(rec: dict) -> list:
 
 
 def write_csv(rows, out, timezone: str, tick: Callable[[], None]) -> int:
-    w = csv.writer(out, lineterminator="\n")
+    w = CsvWriter(out)
     w.writerow(COLUMNS)
     n = 0
     for row in rows:
-        w.writerow([inert_csv(c) for c in _cells(_record(row, timezone))])
+        w.writerow(_cells(_record(row, timezone)))
         n += 1
         tick()
     return n
@@ -98,7 +101,8 @@ def write_jsonl(rows, out, timezone: str, tick: Callable[[], None]) -> int:
         rec = _record(row, timezone)
         rec["ts"] = _plain(row.ts)
         rec["received_at"] = _plain(row.received_at)
-        out.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
+        line = json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
+        out.write(_LINE_BREAKERS.sub(lambda m: f"\\u{ord(m.group()):04x}", line) + "\n")
         n += 1
         tick()
     return n

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable
 
 from .bounds import BoundError, bad_char, parse_yes_no
-from .display import inert_csv
+from .display import CsvWriter
 from .store import PERSON_ID_RE, ROLES, mask_uid
 
 HEADER = ["person_id", "name", "role", "year", "walk_home", "card_uid"]
@@ -210,14 +210,14 @@ def parse_roster(data: bytes | str, source: str = "roster") -> list[dict]:
 
 def write_roster(rows: Iterable, out) -> int:
     """Writes the roster CSV (same header as the import) with UIDs masked; returns the count."""
-    w = csv.writer(out, lineterminator="\n")
+    w = CsvWriter(out)
     w.writerow(HEADER)
     n = 0
     for r in rows:
         w.writerow(
             [
                 r.person_id,
-                inert_csv(r.name),
+                r.name,
                 r.role,
                 r.year if r.role == "pupil" else "",
                 "yes" if r.walk_home else "no",
