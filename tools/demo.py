@@ -41,6 +41,15 @@ def pick_port(preferred: int) -> int:
         return s.getsockname()[1]
 
 
+def write_private(path: Path, text: str) -> None:
+    """A secret file (a device.json: the locker's key and broker password), owner-only from the
+    moment it exists."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), 0o600)  # an older file keeps its mode through O_CREAT
+        f.write(text)
+
+
 def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -101,6 +110,7 @@ class Demo:
         if DEMO.exists():
             shutil.rmtree(DEMO)
         DEMO.mkdir(parents=True)
+        os.chmod(DEMO, 0o700)  # it holds the lockers' secrets and the store
         broker_port = pick_port(1883)
         http_port = pick_port(8080)
         db = f"sqlite:///{DEMO / 'lockers.db'}"
@@ -112,7 +122,7 @@ class Demo:
             device = json.loads(self.lockerctl("locker", "add", locker_id, "--bays", str(bays)))
             device["data_dir"] = str(DEMO / locker_id)
             device["sim"] = {"control_port": pick_port(7101 + i)}
-            (DEMO / f"{locker_id}.json").write_text(json.dumps(device, indent=2))
+            write_private(DEMO / f"{locker_id}.json", json.dumps(device, indent=2))
         self.lockerctl("roster", "import", str(EXAMPLES / "roster.csv"))
         self.lockerctl("timetable", "set", str(EXAMPLES / "timetable.toml"))
         admin_password = "demo-admin"

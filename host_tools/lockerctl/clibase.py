@@ -32,7 +32,34 @@ class Site:
     password: str | None = None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _one_line(e: click.UsageError) -> UserError:
+    """A usage mistake (unknown option, bad value for a typed option) as one line, like every
+    other failure, instead of click's usage block."""
+    path = e.ctx.command_path if e.ctx is not None else "lockerctl"
+    message = " ".join(e.format_message().split())
+    sub = path.partition(" ")[2]
+    err = UserError(f"{sub + ': ' if sub else ''}{message} (see {path} --help)")
+    err.exit_code = e.exit_code
+    return err
+
+
+class OneLineGroup(click.Group):
+    """The root group: usage mistakes anywhere below it are reported in one line (exit 2)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:
+            raise _one_line(e) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            raise _one_line(e) from None
+
+
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lockerctl")
 def cli():
     """Host tools for classlocker: the audit trail, lockers' configuration, remote opens,
