@@ -16,7 +16,15 @@ from contextlib import contextmanager
 
 import click
 
-from .clibase import UserError, actor, cli, open_store, parse_hostport, site_options
+from .clibase import (
+    UserError,
+    actor,
+    cli,
+    open_store,
+    parse_hostport,
+    printable,
+    site_options,
+)
 from .store import PERSON_ID_RE, StoreError, mask_uid
 
 MAX_BAYS = 64
@@ -249,7 +257,7 @@ def roster_import(site, file):
         rows = parse_roster(data, file)
     except RosterError as e:
         for line in e.lines():
-            click.echo(line, err=True)
+            click.echo(printable(line), err=True)
         raise UserError(str(e)) from None
     with _store(site) as st:
         c = st.replace_roster(

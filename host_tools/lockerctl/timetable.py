@@ -13,7 +13,7 @@ import tomllib
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from .bounds import DATE_MAX, DATE_MIN
-from .clibase import UserError
+from .clibase import UserError, printable
 
 DEFAULT_Y6_RELEASE_MINUTES = 10
 DEFAULT_UNCOLLECTED_AFTER_MINUTES = 60
@@ -46,7 +46,7 @@ class TimetableError(UserError):
         import click
 
         for problem in self.problems:
-            click.echo(f"lockerctl: {problem}", err=True, file=file)
+            click.echo(f"lockerctl: {printable(problem)}", err=True, file=file)
 
 
 class _Bad(Exception):
