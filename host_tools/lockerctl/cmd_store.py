@@ -393,13 +393,15 @@ def locker_add(
 @site_options
 def locker_list(site):
     """The site's lockers: bays, board, online, last seen, configuration and pending events."""
+    from .display import read_state
+
     with _store(site) as st:
         rows = st.lockers(site.site)
         tz = st.timezone(site.site)
     table = [("locker", "bays", "board", "online", "last_seen", "config", "pending")]
     for r in rows:
-        state = r.state if isinstance(r.state, dict) else {}
-        online = {None: "never", True: "yes", False: "no"}[r.online]
+        state = read_state(r.state)
+        online = {True: "yes", False: "no"}.get(r.online, "never")
         table.append(
             (
                 r.id,
@@ -407,11 +409,15 @@ def locker_list(site):
                 r.board,
                 online,
                 _local(r.last_seen, tz) or "-",
-                str(state.get("config", "-")),
-                str(state.get("pending", "-")),
+                "unreadable" if state.unreadable else str(_dash(state.config)),
+                "unreadable" if state.unreadable else str(_dash(state.pending)),
             )
         )
     _print_table(table)
+
+
+def _dash(value):
+    return "-" if value is None else value
 
 
 def _print_table(rows) -> None:

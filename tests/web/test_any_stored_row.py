@@ -181,6 +181,8 @@ def test_any_stored_row_renders_on_every_page_and_export(dash, clients, tmp_path
                 assert len(got) == 5 + len(rows)
                 continue
             assert len(got) == 1 + 5 + len(rows)
+        r = runner.invoke(cli, ["locker", "list", "--db", db])
+        assert r.exit_code == 0 and "L1" in r.stdout, (r.output, r.exception)
         for person in ("P001", "H001"):
             r = runner.invoke(cli, ["sar", person, "--db", db])
             assert r.exit_code == 0, (r.output, r.exception)
