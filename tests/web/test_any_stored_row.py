@@ -88,6 +88,9 @@ PAGES = [
     "/grants",
     "/open",
     "/admin/lockers",
+    "/admin/roster",
+    "/admin/timetable",
+    "/admin/users",
 ]
 OFFICE_PAGES = [p for p in PAGES if not p.startswith(("/trail", "/grants", "/admin"))]
 
