@@ -216,6 +216,11 @@ def test_an_impossible_time_shows_as_such_and_a_missing_one_as_received(dash, cl
     assert "2026-09-21 15:13:20 (received)" in trail  # received_at in Europe/London
     _, _, alerts = admin.request("/alerts")  # sort_ts far ahead: within the alert window
     assert "invalid time (ts=-9223372036854775808)" in alerts
+    dash.store.ingest(SITE, [("L2", {"seq": 1, "ts": None, "type": "door_forced", "bay": 1,
+                                      "person": None, "by": None, "reason": None})])  # fmt: skip
+    _, _, alerts = admin.request("/alerts")
+    received = re.findall(r"<td>([0-9-]+ [0-9:]+) \(received\)</td>", alerts)
+    assert len(received) == 1, alerts  # the clock-less door_forced, at its receipt time
     _, _, body = admin.request("/trail.csv")
     rows = {r["seq"]: r for r in csv.DictReader(io.StringIO(body))}
     assert rows["900"]["time"] == "invalid time (ts=1099511627776)"

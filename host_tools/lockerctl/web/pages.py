@@ -315,7 +315,11 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             if a.person:
                 who = e(a.name or a.person) if show_names else "(holder)"
             cells = [
-                e(local_time(a.when, zone)),
+                e(
+                    event_time(a.ts, a.received_at, zone, "minutes")
+                    if a.key.startswith("event:")
+                    else local_time(a.when, zone)
+                ),
                 e(a.locker),
                 e(a.bay if a.bay is not None else ""),
                 f'<span class="kind {e(a.kind)}">{e(a.title)}</span>',
