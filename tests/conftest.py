@@ -8,15 +8,21 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-# Hypothesis profiles: `default` for `make test`; `long` for a deep run of the property and
-# state-machine tests: `make test PYTEST_ARGS="--hypothesis-profile=long -k state_machine"`.
+# Hypothesis profiles: `default` for `make test` (each property test names its small fixed budget:
+# harness.budget); `long` for a deep run of the property and state-machine tests:
+# `make test PYTEST_ARGS=--hypothesis-profile=long` (or HYPOTHESIS_PROFILE=long).
 settings.register_profile("default", deadline=None)
-settings.register_profile("long", deadline=None, max_examples=20_000)
-settings.load_profile("default")
+settings.register_profile(
+    "long",
+    max_examples=20_000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 from harness import Broker, Serve, SimLocker, pg_bin  # noqa: E402
 

@@ -315,3 +315,17 @@ def pg_bin(name: str) -> str:
             f"PostgreSQL's {name} is missing: tools/install-system-deps installs it"
         )
     return found
+
+
+def budget(examples: int, **kw):
+    """Hypothesis settings for a property test: `examples` examples in `make test`; the loaded
+    profile's own (larger) budget under `--hypothesis-profile=long` (tests/conftest.py)."""
+    from hypothesis import HealthCheck, settings
+
+    if settings.get_current_profile_name() == "default":
+        kw.setdefault("max_examples", examples)
+    kw.setdefault("deadline", None)
+    kw.setdefault(
+        "suppress_health_check", [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    )
+    return settings(**kw)

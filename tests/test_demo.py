@@ -64,6 +64,9 @@ def test_demo_comes_up_records_a_tap_and_stops_cleanly(tmp_path):
         tap = lockerctl("sim", "tap", "L1", "04B20001", db="", env=env)
         assert json.loads(tap.stdout)["action"] == "deposit"
         device = json.loads((demo_dir / "L1.json").read_text())
+        for secret in ("L1.json", "L2.json", "lockers.db"):  # issue 14: secrets owner-only
+            assert (demo_dir / secret).stat().st_mode & 0o777 == 0o600, secret
+        assert demo_dir.stat().st_mode & 0o777 == 0o700
         wait_for(
             lambda: "S0001" in lockerctl("export", "--format", "csv", db="", env=env).stdout,
             timeout=20,

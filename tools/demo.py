@@ -85,6 +85,7 @@ def lock_demo_dir() -> int:
     if DEMO.exists():
         shutil.rmtree(DEMO)
     DEMO.mkdir(parents=True)
+    os.chmod(DEMO, 0o700)  # it holds the lockers' secrets and the store
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     os.write(fd, f"{os.getpid()}\n".encode())

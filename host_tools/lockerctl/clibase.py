@@ -8,16 +8,26 @@ Each area of the host tools defines its commands in its own module and registers
 import functools
 import getpass
 import os
+import re
 from dataclasses import dataclass
 
 import click
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """`text` safe for one line of a terminal: control characters (newlines, ESC...) and bytes
+    that were not UTF-8 shown as escapes."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace")
+                            .decode("ascii"), text)  # fmt: skip
 
 
 class UserError(click.ClickException):
     """A mistake in what the user asked for: one line on stderr, exit 1, no traceback."""
 
     def show(self, file=None):
-        click.echo(f"lockerctl: {self.format_message()}", err=True, file=file)
+        click.echo(f"lockerctl: {printable(self.format_message())}", err=True, file=file)
 
 
 @dataclass
@@ -33,7 +43,34 @@ class Site:
     broker_source: str = "default"  # --broker, $LOCKER_BROKER, remembered (broker config)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _one_line(e: click.UsageError) -> UserError:
+    """A usage mistake (unknown option, bad value for a typed option) as one line, like every
+    other failure, instead of click's usage block."""
+    path = e.ctx.command_path if e.ctx is not None else "lockerctl"
+    message = " ".join(e.format_message().split())
+    sub = path.partition(" ")[2]
+    err = UserError(f"{sub + ': ' if sub else ''}{message} (see {path} --help)")
+    err.exit_code = e.exit_code
+    return err
+
+
+class OneLineGroup(click.Group):
+    """The root group: usage mistakes anywhere below it are reported in one line (exit 2)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:
+            raise _one_line(e) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            raise _one_line(e) from None
+
+
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lockerctl")
 def cli():
     """Host tools for classlocker: the audit trail, lockers' configuration, remote opens,

@@ -246,8 +246,8 @@ def open_(site: Site, locker, bay, by, reason, expires, wait):
 
     if not reason.strip():
         raise UserError("--reason must not be empty")
-    if wait < 0:
-        raise UserError("--wait must not be negative")
+    if not 0 <= wait <= 600:  # also refuses nan
+        raise UserError(f"--wait must be 0 to 600 seconds, not {wait}")
     store = _open_store(site)
     try:
         detail, outcomes = send_open(

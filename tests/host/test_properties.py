@@ -28,9 +28,9 @@ person_ids = st.text(string.ascii_letters + string.digits + "._-", min_size=1, m
 uids = st.one_of(st.binary(min_size=4, max_size=4), st.binary(min_size=7, max_size=7)).map(
     lambda b: b.hex().upper()
 )
-names = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40).filter(
-    lambda s: s.strip() == s and s
-)
+names = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=40
+).filter(lambda s: s.strip() == s and s)
 
 
 @st.composite
@@ -71,9 +71,21 @@ def one_line(message: str) -> bool:
 @FAST
 @given(st.lists(roster_rows(), min_size=1, max_size=8, unique_by=lambda r: r["card_uid"]))
 def test_valid_rosters_parse_back_to_their_rows(rows):
-    # One name per person: a person listed twice with two names is (rightly) refused.
-    first = {}
-    rows = [dict(r, name=first.setdefault(r["person_id"], r["name"])) for r in rows]
+    # One name, one year and one walk_home per person: a person listed twice with two names,
+    # years or walk_homes is (rightly) refused.
+    first, years = {}, {}
+    rows = [
+        dict(
+            r,
+            name=first.setdefault(r["person_id"], r)["name"],
+            walk_home=first[r["person_id"]]["walk_home"],
+        )
+        for r in rows
+    ]
+    rows = [
+        dict(r, year=years.setdefault(r["person_id"], r["year"])) if r["role"] == "pupil" else r
+        for r in rows
+    ]
     try:
         got = roster.parse_roster(to_csv(rows), "r.csv")
     except roster.RosterError as e:
@@ -201,7 +213,9 @@ def test_any_timetable_is_accepted_or_refused_in_one_line(changes, start_good):
     try:
         tt = timetable.parse_timetable(text, "t.toml")
     except timetable.TimetableError as e:
-        assert one_line(e.format_message()) and e.format_message().startswith("t.toml")
+        # every mistake at once (issue 18): one line each, naming the file
+        assert e.format_message().split("\n") == e.problems
+        assert all(one_line(p) and p.startswith("t.toml") for p in e.problems)
         return
     compiled = timetable.compile_timetable(tt, 1_790_000_000)
     assert 0 <= compiled["home_time"] < 24 * 60
@@ -214,7 +228,7 @@ def test_timetable_text_never_crashes(text):
     try:
         timetable.parse_timetable(text, "t.toml")
     except timetable.TimetableError as e:
-        assert one_line(e.format_message())
+        assert all(one_line(p) for p in e.problems)
 
 
 # --- event payloads (ingest) -----------------------------------------------------------------

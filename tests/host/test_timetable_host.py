@@ -133,6 +133,18 @@ BAD = [
      ["y6_release_minutes = -5", "between 0 and home time"]),
     ("y6 beyond home time", replace("y6_release_minutes", "y6_release_minutes = 916"),
      ["y6_release_minutes = 916", "915"]),
+    ("y6 over two hours", replace("y6_release_minutes", "y6_release_minutes = 900"),
+     ["y6_release_minutes = 900", "at most 120", "line 3"]),
+    ("uncollected over a day", replace("uncollected", "uncollected_after_minutes = 1441"),
+     ["uncollected_after_minutes = 1441", "at most 1440"]),
+    ("uncollected huge", replace("uncollected", "uncollected_after_minutes = 9223372036854775807"),
+     ["uncollected_after_minutes = 9223372036854775807", "at most 1440", "line 4"]),
+    ("home_time before lessons end", replace("home_time", 'home_time = "15:00"'),
+     ["home_time", '"15:00"', "end of the last contact period (15:15)", "line 2"]),
+    ("term before 2000", replace("terms", 'terms = [["1999-09-03", "1999-10-23"]]'),
+     ["terms[0]", '"1999-09-03"', "2000-2100"]),
+    ("term after 2100", replace("terms", 'terms = [["2026-09-03", 9999-12-31]]'),
+     ["terms[0]", "9999-12-31", "2000-2100"]),
     ("y6 text", replace("y6_release_minutes", 'y6_release_minutes = "10"'),
      ["y6_release_minutes", "whole number"]),
     ("y6 bool", replace("y6_release_minutes", "y6_release_minutes = true"),
@@ -241,6 +253,45 @@ def test_any_file_either_parses_or_is_one_line_error(changes, dropped):
     try:
         tt = parse_timetable(text, "fuzz.toml")
     except TimetableError as e:
-        assert "\n" not in e.format_message() and e.format_message().startswith("fuzz.toml")
+        # every mistake at once (issue 18), each its own line naming the file
+        lines = e.format_message().split("\n")
+        assert lines == e.problems and len(set(lines)) == len(lines)
+        assert all(line.startswith("fuzz.toml") for line in lines)
     else:
         compile_timetable(tt, 1795549393, years=1)  # whatever parses also compiles
+
+
+def test_huge_integer_toml_is_refused_in_one_line():
+    # issue 14: this value was accepted and turned the uncollected check off
+    text = replace("uncollected", "uncollected_after_minutes = 99999999999999999999")
+    with pytest.raises(TimetableError) as info:
+        parse_timetable(text, "school.toml")
+    assert info.value.problems == [
+        "school.toml line 4: uncollected_after_minutes = 99999999999999999999: "
+        "must be 0 or more, and at most 1440 (a day)"
+    ]
+
+
+def test_every_mistake_is_reported_at_once_in_line_order():
+    text = (
+        'timezone = "Mars/Olympus"\n'
+        'home_time = "25:00"\n'
+        "y6_release_minutes = 900\n"
+        "uncollected_after_minutes = 99999\n"
+        'contact = [["10:30", "08:45"], ["13:00", "15:15"]]\n'
+        'terms = [["2026-09-03", "2026-02-30"]]\n'
+        "lunch = 5\n"
+    )
+    with pytest.raises(TimetableError) as info:
+        parse_timetable(text, "t.toml")
+    lines = info.value.problems
+    assert [line.split(":", 2)[1].strip().split(" ")[0] for line in lines] == [
+        "timezone",
+        "home_time",
+        "y6_release_minutes",
+        "uncollected_after_minutes",
+        "contact[0]",
+        "terms[0]",
+        "lunch",
+    ], lines
+    assert [int(line.split(" ")[2].rstrip(":")) for line in lines] == [1, 2, 3, 4, 5, 6, 7]

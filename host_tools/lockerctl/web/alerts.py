@@ -51,6 +51,8 @@ class Alert:
     detail: str = ""
     acked_by: str | None = None
     acked_at: int | None = None
+    ts: int | None = None  # an event alert's own time (None: the locker's clock was unknown)
+    received_at: int | None = None  # when the host received that event
 
 
 def school_hours(timetable_row, now: float) -> bool:
@@ -89,6 +91,7 @@ def compute(store, site: str, acks: dict, now: float | None = None) -> tuple[lis
                 e.c.bay,
                 e.c.person,
                 e.c.reason,
+                e.c.received_at,
                 p.c.name,
             )
             .select_from(
@@ -114,6 +117,8 @@ def compute(store, site: str, acks: dict, now: float | None = None) -> tuple[lis
                 r.person,
                 r.name,
                 r.reason or "",
+                ts=r.ts,
+                received_at=r.received_at,
             )
         )
     # What ingest refused or kept aside (issue 13): forged events, conflicts, impossible ones.

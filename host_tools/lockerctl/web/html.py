@@ -6,9 +6,9 @@ No inline script or style anywhere: the Content-Security-Policy allows only /sta
 
 from __future__ import annotations
 
-import datetime as dt
 import html
-from zoneinfo import ZoneInfo
+
+from ..display import format_ts
 
 # (path, label, roles that see it)
 NAV = [
@@ -30,10 +30,8 @@ def e(value) -> str:
 
 
 def local_time(ts, timezone: str, seconds: bool = False) -> str:
-    if ts is None:
-        return ""
-    fmt = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
-    return dt.datetime.fromtimestamp(float(ts), ZoneInfo(timezone)).strftime(fmt)
+    """`ts` in local time ('' for None; `invalid time (ts=...)` for a value that is no time)."""
+    return format_ts(ts, timezone, "seconds" if seconds else "minutes")
 
 
 def csrf_field(session) -> str:

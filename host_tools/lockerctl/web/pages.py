@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from ..bounds import YEARS, BoundError, check_text, local_timestamp, parse_date
+from ..display import event_time, read_state, valid_ts
 from ..store import StoreError, events, people
 from . import alerts as alerts_mod
 from .html import csrf_field, e, layout, local_time, options, table
@@ -183,18 +185,20 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         rows = store.lockers(site)
         offsets = store.clock_offsets(site)
         show_names = can_see_names(req)
-        holders = []
-        for r in rows:
-            state = r.state if isinstance(r.state, dict) else {}
-            holders += [b.get("holder") for b in state.get("bays", []) if isinstance(b, dict)]
+        states = {r.id: read_state(r.state) for r in rows}
+        holders = [b["holder"] for s in states.values() for b in s.bays]
         names = names_of(holders) if show_names else {}
         out = []
         for r in rows:
-            state = r.state if isinstance(r.state, dict) else {}
-            online = {True: "online", False: "offline", None: "never seen"}[r.online]
+            state = states[r.id]
+            online = {True: "online", False: "offline"}.get(r.online, "never seen")
             seen = local_time(r.last_seen, zone, seconds=True) or "never"
             notes = []
-            if state.get("clock_ok") is False:
+            if state.unreadable:
+                notes.append("unreadable state")
+            elif state.skipped:
+                notes.append(f"{state.skipped} unreadable bay report(s)")
+            if state.clock_ok is False:
                 notes.append("clock not trusted")
             offset = clock_offset(r.id, offsets) if r.online else None
             clock_off = ""
@@ -204,12 +208,13 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
                     f' · <span class="clock-off" data-offset="{offset:.0f}">clock '
                     f"{abs(offset):.0f} s {side} the host</span>"
                 )
-            if state.get("pending"):
-                notes.append(f"{state['pending']} event(s) waiting to upload")
+            if state.pending:
+                notes.append(f"{state.pending} event(s) waiting to upload")
             cells = []
-            bays = [b for b in state.get("bays", []) if isinstance(b, dict)]
+            bays = state.bays
             if not bays:
-                bays = [{"bay": n, "unknown": True} for n in range(1, r.bays + 1)]
+                count = r.bays if isinstance(r.bays, int) and 0 < r.bays <= 64 else 0
+                bays = [{"bay": n, "unknown": True} for n in range(1, count + 1)]
             for b in bays:
                 if b.get("unknown"):
                     cls, word = "unknown", "no report"
@@ -260,9 +265,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             if r.person:
                 who = f" — {e(r.name or r.person)}" if show_names else " — (holder)"
             bay = f" bay {r.bay}" if r.bay is not None else ""
-            when = local_time(r.ts if r.ts is not None else r.sort_ts, zone, seconds=True)
-            if r.ts is None:
-                when += " (received)"
+            when = event_time(r.ts, r.received_at, zone, "seconds")
             items.append(
                 f'<li data-event="{e(r.type)}" data-locker="{e(r.locker_id)}">'
                 f"<time>{e(when)}</time> <strong>{e(r.type)}</strong> "
@@ -301,21 +304,21 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         out = []
         offsets = store.clock_offsets(site)
         for r in store.lockers(site):
-            state = r.state if isinstance(r.state, dict) else {}
+            state = read_state(r.state)
             bays = []
-            for b in state.get("bays", []):
-                if isinstance(b, dict):
-                    b = dict(b)
-                    if not show:
-                        b["holder"] = "occupied" if b.get("holder") else None
-                    bays.append(b)
+            for b in state.bays:
+                b = dict(b)
+                if not show:
+                    b["holder"] = "occupied" if b.get("holder") else None
+                bays.append(b)
             out.append(
                 {
                     "id": r.id,
                     "online": r.online,
-                    "last_seen": r.last_seen,
-                    "clock_ok": state.get("clock_ok"),
+                    "last_seen": r.last_seen if valid_ts(r.last_seen) else None,
+                    "clock_ok": state.clock_ok,
                     "clock_offset": clock_offset(r.id, offsets),
+                    "unreadable": state.unreadable,
                     "bays": bays,
                 }
             )
@@ -336,7 +339,11 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             if a.person:
                 who = e(a.name or a.person) if show_names else "(holder)"
             cells = [
-                e(local_time(a.when, zone)),
+                e(
+                    event_time(a.ts, a.received_at, zone, "minutes")
+                    if a.key.startswith("event:")
+                    else local_time(a.when, zone)
+                ),
                 e(a.locker),
                 e(a.bay if a.bay is not None else ""),
                 f'<span class="kind {e(a.kind)}">{e(a.title)}</span>',
@@ -439,8 +446,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         reason = req.f("reason").strip()
         if not reason:
             raise ValueError("a reason is required")
-        if len(reason) > 200:
-            raise ValueError("the reason is longer than 200 characters")
+        check_text(reason, "the reason", 200)
         by = req.session.user.person_id
         if not by:
             raise ValueError("your account is not linked to a person on the roster")
@@ -570,7 +576,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             if r.type == "emergency_open" and (r.by != info["by"] or r.reason != info["reason"]):
                 continue
             answered.add(r.locker_id)
-            when = local_time(r.ts if r.ts is not None else r.sort_ts, zone, seconds=True)
+            when = event_time(r.ts, r.sort_ts, zone, "seconds")
             if r.type == "cmd_rejected":
                 text = f"{r.locker_id} rejected the command: {r.reason or 'rejected'}"
                 cls = "rejected"
@@ -691,9 +697,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             when = dt.datetime.fromisoformat(text.strip())
         except ValueError:
             raise ValueError(f"{what}: expected a date and time like 2026-09-10T15:00") from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=ZoneInfo(zone))
-        return int(when.timestamp())
+        return local_timestamp(when, zone, what)
 
     @app.route("POST", "/grants", SLT)
     def grants_post(req):
@@ -715,8 +719,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             reason = req.f("reason").strip()
             if not reason:
                 raise ValueError("a reason is required")
-            if len(reason) > 200:
-                raise ValueError("the reason is longer than 200 characters")
+            check_text(reason, "the reason", 200)
             locker = req.f("locker") or None
             if locker is not None and store.locker(site, locker) is None:
                 raise ValueError(f"no locker {locker}")
@@ -749,11 +752,11 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
 
         zone = tz()
         try:
-            d_from = dt.date.fromisoformat(req.q("from")) if req.q("from") else None
-            d_to = dt.date.fromisoformat(req.q("to")) if req.q("to") else None
-            start, end = date_range(d_from, d_to, zone)
-        except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
-            raise HTTPError(400, "dates must be YYYY-MM-DD") from None
+            d_from = parse_date(req.q("from"), "from") if req.q("from") else None
+            d_to = parse_date(req.q("to"), "to") if req.q("to") else None
+        except BoundError as err:
+            raise HTTPError(400, f"dates must be YYYY-MM-DD in the years {YEARS}: {err}") from None
+        start, end = date_range(d_from, d_to, zone)
         return start, end, req.q("locker") or None, req.q("person").strip() or None
 
     @app.route("GET", "/trail", SLT)
@@ -765,6 +768,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         except ValueError:
             page_no = 1
         total = store.count_events(site, start, end, locker, person)
+        page_no = min(page_no, max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE))  # past the end: last
         q = (
             store._events_query(site, start, end, locker, person)
             .order_by(events.c.sort_ts.desc(), events.c.locker_id, events.c.seq.desc())
@@ -775,11 +779,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             rows = conn.execute(q).all()
         trs = [
             [
-                e(
-                    local_time(r.ts, zone, True)
-                    if r.ts is not None
-                    else local_time(r.received_at, zone, True) + " (received; clock unknown)"
-                ),
+                e(event_time(r.ts, r.received_at, zone, "seconds")),
                 e(r.locker_id),
                 e(r.bay if r.bay is not None else ""),
                 e(r.type + (" (unknown type)" if r.unknown_type else "")),
@@ -979,7 +979,8 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
     # -- admin: timetable ------------------------------------------------------------------------
 
     def timetable_body(req: Request, text: str, message: str = "") -> str:
-        err = f'<p class="error" role="alert">{e(message)}</p>' if message else ""
+        lines = "<br>".join(e(line) for line in message.split("\n"))  # one per mistake
+        err = f'<p class="error" role="alert">{lines}</p>' if message else ""
         return (
             f'{err}<form method="post" action="/admin/timetable" class="card wide">'
             f"{csrf_field(req.session)}"
