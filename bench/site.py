@@ -10,12 +10,15 @@ import subprocess
 import time
 from pathlib import Path
 
+from lockerctl import keys
+
 from .core import MICROPYTHON, ROOT, harness
 
 MOSQUITTO_PUB = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
 TIMETABLE = ROOT / "docs" / "examples" / "timetable.toml"
 # Tuesday 2026-11-24 (in term; GMT, so local time is UTC)
 BEFORE_SCHOOL = 1795508400  # 08:20
+BENCH_JID = "be0cbe0cbe0cbe0c"  # the journal id of the lockers the benchmarks play
 MORNING_BREAK = 1795516500  # 10:35, between two contact periods
 AFTER_HOME = 1795533600  # 15:20, after home_time 15:15
 STAFF = [f"04B2{n:04X}" for n in range(8)]
@@ -86,19 +89,20 @@ def serve_subscribed(broker, dbfile: Path, db: str, workdir: Path) -> None:
     """Returns once `serve` stores events: registers locker W00 and publishes its event 1 until
     it is in the store (until serve has subscribed it goes nowhere; a repeat is a duplicate)."""
 
-    add_locker(workdir, db, None, "W00")
+    secret = bytes.fromhex(add_locker(workdir, db, None, "W00")["secret"])
     counter = EventCounter(dbfile)
-    payload = json.dumps(
-        {
-            "seq": 1,
-            "ts": BEFORE_SCHOOL,
-            "type": "boot",
-            "bay": None,
-            "person": None,
-            "by": None,
-            "reason": None,
-        }
-    )
+    ev = {
+        "seq": 1,
+        "ts": BEFORE_SCHOOL,
+        "type": "boot",
+        "bay": None,
+        "person": None,
+        "by": None,
+        "reason": None,
+        "jid": BENCH_JID,
+    }
+    ev["mac"] = keys.event_mac(secret, ev)  # as a locker MACs it (docs/protocol.md)
+    payload = json.dumps(ev)
     try:
         warm_up(broker, counter, payload)
     finally:

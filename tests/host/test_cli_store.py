@@ -307,7 +307,7 @@ def test_export_command(ctl):
     text = ctl("export", "--format", "csv").stdout
     lines = text.splitlines()
     assert lines[0] == "time,locker,bay,event,person_id,name,role,by,reason,seq,jid,flags"
-    assert lines[1] == "2026-07-02T14:46:40+01:00,L1,2,deposit,P1,Ann Smith,pupil,,,1"
+    assert lines[1] == "2026-07-02T14:46:40+01:00,L1,2,deposit,P1,Ann Smith,pupil,,,1,,"
     assert lines[2].startswith("2026-11-30T")
     assert lines[2].split(",")[0].endswith("+00:00")
     assert (
