@@ -1,10 +1,12 @@
 """MQTT ingest: lockers' events into the audit store exactly once, acknowledged after the commit.
 
 `ingestlink.IngestLink` receives and gathers what arrived into a batch (up to `max_batch` messages
-or `max_wait` seconds after the first); `Ingestor.write` parses it, commits its events with one
-`Store.ingest` call and only then publishes each locker's `ack`. Whatever happens between the
-commit and the ack (a crash, a lost message) is repaired by the locker resending: the store counts
-the resent events as duplicates and the next ack covers them.
+or `max_wait` seconds after the first); `Ingestor.write` parses it, checks each event on its own
+(its MAC with the locker's key, then what a firmware can send: `check_event`), commits the good
+ones with one `Store.ingest_journals` call and only then publishes one MACed `ack` per journal.
+What it refuses is counted per locker for an urgent alert (`Store.record_refusals`). Whatever
+happens between the commit and the ack (a crash, a lost message) is repaired by the locker
+resending: the store counts the resent events as duplicates and the next ack covers them.
 """
 
 from __future__ import annotations
