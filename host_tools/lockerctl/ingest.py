@@ -334,7 +334,10 @@ class Ingestor:
                 try:
                     ev = check_event(obj, secret, bays)
                 except Refused as e:
-                    if e.kind != "bad_mac" or not self._reload(locker):
+                    # rekeyed since the last look? Looked again at most once a second: a flood
+                    # of forgeries must not become a flood of queries.
+                    stale = time.monotonic() - self._known_at > 1.0
+                    if e.kind != "bad_mac" or not stale or not self._reload(locker):
                         raise
                     secret, bays = self._lockers[locker]  # rekeyed since the last look?
                     ev = check_event(obj, secret, bays)
