@@ -4,13 +4,13 @@ SQLite and on PostgreSQL; its old events keep their identity (journal ""), the u
 takes a new journal of the same locker from seq 1, and what verify now covers of old rows
 (`sort_ts`) is checked on them too."""
 
+import glob
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import _pg_bin
 from harness import lockerctl
 from lockerctl.store import Store
 
@@ -20,6 +20,14 @@ SQLITE_HEAD = "081592a9985737cd9625f1d3ef514b171adf292a18bb33bc00d4e70fc690afe4"
 PG_HEAD = "5fb0ca47411a7508f7a28db117eee9a99183578b559730ff974b10539d618861"
 ENTRIES = 13
 JID = "c3c3c3c3c3c3c3c3"
+
+
+def psql() -> str:
+    found = shutil.which("psql") or next(
+        iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))), None
+    )
+    assert found, "PostgreSQL's psql is missing: tools/install-system-deps installs it"
+    return found
 
 
 def check_upgraded(url: str, head: str) -> None:
@@ -72,7 +80,7 @@ def test_postgresql_store_of_889016a_upgrades_and_verifies(postgres_url):
     engine.dispose()
     loaded = subprocess.run(
         [
-            _pg_bin("psql"),
+            psql(),
             "-v",
             "ON_ERROR_STOP=1",
             "-q",
