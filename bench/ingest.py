@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from lockerctl import keys
+
 from . import site
 from .core import Context, Figure, harness
 
@@ -29,10 +31,11 @@ def locker_ids(n: int) -> list[str]:
     return [f"L{i:02d}" for i in range(1, n + 1)]
 
 
-def event(seq: int, i: int) -> dict:
-    """Event `seq` of a locker, shaped as the firmware publishes it (CONTRACT §4)."""
+def event(seq: int, i: int, secret: bytes) -> dict:
+    """Event `seq` of a locker, shaped as the firmware publishes it (docs/protocol.md: with its
+    journal id and its MAC under the locker's key)."""
     kind = TYPES[seq % len(TYPES)]
-    return {
+    ev = {
         "seq": seq,
         "ts": site.BEFORE_SCHOOL + seq,
         "type": kind,
@@ -40,39 +43,42 @@ def event(seq: int, i: int) -> dict:
         "person": f"P{(i * 7 + seq) % 600:04d}",
         "by": None,
         "reason": "unknown_card" if kind == "denied" else "pupil",
+        "jid": site.BENCH_JID,
     }
+    ev["mac"] = keys.event_mac(secret, ev)
+    return ev
 
 
 def payloads(workdir: Path, lockers: list[str], n: int, secrets: dict) -> dict[str, Path]:
-    """One file per locker: its n events, signed with its key, one JSON line each
-    (mosquitto_pub -l)."""
+    """One file per locker: its n events, one JSON line each (mosquitto_pub -l)."""
     files = {}
     for i, lid in enumerate(lockers):
         path = workdir / f"events-{lid}.jsonl"
-        path.write_text(
-            "".join(
-                json.dumps(site.signed(event(s, i), secrets[lid])) + "\n" for s in range(1, n + 1)
-            )
-        )
+        lines = (json.dumps(event(s, i, secrets[lid])) + "\n" for s in range(1, n + 1))
+        path.write_text("".join(lines))
         files[lid] = path
     return files
 
 
-def template_db(workdir: Path, lockers: list[str]) -> Path:
+def template_db(workdir: Path, lockers: list[str]) -> tuple[Path, dict]:
     """A store with the school's roster and timetable and every locker registered (and W00, the
-    locker whose one event warms serve up), checkpointed so that copying the file copies it all."""
+    locker whose one event warms serve up), checkpointed so that copying the file copies it all;
+    and {locker: its secret}."""
     path = workdir / "template.db"
     db = site.db_url(path)
     site.setup_site(workdir, db, n_pupils=600)
+    secrets = {}
     for lid in [*lockers, "W00"]:
-        site.add_locker(workdir, db, None, lid)
+        secrets[lid] = bytes.fromhex(site.add_locker(workdir, db, None, lid)["secret"])
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
-    return path
+    return path, secrets
 
 
-def one_run(ctx: Context, template: Path, files: dict[str, Path], n: int, warm: str) -> dict:
+def one_run(
+    ctx: Context, template: Path, files: dict[str, Path], n: int, warm_secret: bytes
+) -> dict:
     work = ctx.scratch("ingest")
     dbfile = work / "lockers.db"
     shutil.copy(template, dbfile)
@@ -84,6 +90,7 @@ def one_run(ctx: Context, template: Path, files: dict[str, Path], n: int, warm: 
     try:
         serve = harness.Serve(work, site.db_url(dbfile), broker).start()
         counter = site.EventCounter(dbfile)
+        warm = json.dumps(event(1, 0, warm_secret))
         site.warm_up(broker, counter, warm, period=0.2)
         subprocess.run(
             [MOSQUITTO_PUB, "-p", str(broker.port), "-r", "-t", "bench/ready", "-m", "ready"],
@@ -207,6 +214,8 @@ def executemany(ctx: Context, files: dict[str, Path]) -> float:
                     e["reason"],
                     received,
                     e["ts"],
+                    e["jid"],
+                    e["mac"],
                 )
             )
     conn = sqlite3.connect(path, isolation_level=None)
@@ -216,7 +225,7 @@ def executemany(ctx: Context, files: dict[str, Path]) -> float:
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany(
         "INSERT INTO events (site, locker_id, seq, ts, type, bay, person, by, reason,"
-        " received_at, sort_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        " received_at, sort_ts, jid, mac, hash_v) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,2)",
         rows,
     )
     conn.execute("COMMIT")
@@ -230,13 +239,11 @@ def run(ctx: Context) -> list[Figure]:
     n = ctx.sizes["events"]
     total = n * len(lockers)
     setup = ctx.scratch("ingest-setup")
-    template = template_db(setup, lockers)
-    secrets = site.locker_secrets(site.db_url(template))
+    template, secrets = template_db(setup, lockers)
     files = payloads(setup, lockers, n, secrets)
-    warm = json.dumps(site.signed(event(1, 0), secrets["W00"]))
     results = []
     for k in range(ctx.runs):
-        r = one_run(ctx, template, files, n, warm)
+        r = one_run(ctx, template, files, n, secrets["W00"])
         ctx.log(
             f"  ingest run {k + 1}: serve {r['serve']:.2f} s, mosquitto_sub {r['sub']:.2f} s,"
             f" publishers {r['pub']:.2f} s, stored {r['stored']}"

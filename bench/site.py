@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from lockerctl import keys
-from lockerctl.serve import open_store
 
 from .core import MICROPYTHON, ROOT, harness
 
@@ -19,6 +18,7 @@ MOSQUITTO_PUB = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
 TIMETABLE = ROOT / "docs" / "examples" / "timetable.toml"
 # Tuesday 2026-11-24 (in term; GMT, so local time is UTC)
 BEFORE_SCHOOL = 1795508400  # 08:20
+BENCH_JID = "be0cbe0cbe0cbe0c"  # the journal id of the lockers the benchmarks play
 MORNING_BREAK = 1795516500  # 10:35, between two contact periods
 AFTER_HOME = 1795533600  # 15:20, after home_time 15:15
 STAFF = [f"04B2{n:04X}" for n in range(8)]
@@ -85,32 +85,13 @@ def add_locker(workdir: Path, db: str, broker, locker_id: str, bays: int = 8) ->
     return device
 
 
-BENCH_JID = "0000000000000b01"  # the journal id the benchmarks' publishers use
-
-
-def signed(ev: dict, secret: bytes, jid: str = BENCH_JID) -> dict:
-    """`ev` as a locker with `secret` sends it: with its journal id and MAC (docs/protocol.md)."""
-    ev = dict(ev, jid=jid)
-    ev["mac"] = keys.event_mac(secret, ev)
-    return ev
-
-
-def locker_secrets(db: str) -> dict[str, bytes]:
-    """Every registered locker's secret, as the host keeps it."""
-    st = open_store(db)
-    try:
-        return {row.id: bytes(row.secret) for row in st.lockers("school")}
-    finally:
-        st.close()
-
-
 def serve_subscribed(broker, dbfile: Path, db: str, workdir: Path) -> None:
     """Returns once `serve` stores events: registers locker W00 and publishes its event 1 until
     it is in the store (until serve has subscribed it goes nowhere; a repeat is a duplicate)."""
 
-    device = add_locker(workdir, db, None, "W00")
+    secret = bytes.fromhex(add_locker(workdir, db, None, "W00")["secret"])
     counter = EventCounter(dbfile)
-    boot = {
+    ev = {
         "seq": 1,
         "ts": BEFORE_SCHOOL,
         "type": "boot",
@@ -118,8 +99,10 @@ def serve_subscribed(broker, dbfile: Path, db: str, workdir: Path) -> None:
         "person": None,
         "by": None,
         "reason": None,
+        "jid": BENCH_JID,
     }
-    payload = json.dumps(signed(boot, bytes.fromhex(device["secret"])))
+    ev["mac"] = keys.event_mac(secret, ev)  # as a locker MACs it (docs/protocol.md)
+    payload = json.dumps(ev)
     try:
         warm_up(broker, counter, payload)
     finally:

@@ -1,10 +1,12 @@
 """MQTT ingest: lockers' events into the audit store exactly once, acknowledged after the commit.
 
 `ingestlink.IngestLink` receives and gathers what arrived into a batch (up to `max_batch` messages
-or `max_wait` seconds after the first); `Ingestor.write` parses it, commits its events with one
-`Store.ingest` call and only then publishes each locker's `ack`. Whatever happens between the
-commit and the ack (a crash, a lost message) is repaired by the locker resending: the store counts
-the resent events as duplicates and the next ack covers them.
+or `max_wait` seconds after the first); `Ingestor.write` parses it, checks each event on its own
+(its MAC with the locker's key, then what a firmware can send: `check_event`), commits the good
+ones with one `Store.ingest_journals` call and only then publishes one MACed `ack` per journal.
+What it refuses is counted per locker for an urgent alert (`Store.record_refusals`). Whatever
+happens between the commit and the ack (a crash, a lost message) is repaired by the locker
+resending: the store counts the resent events as duplicates and the next ack covers them.
 """
 
 from __future__ import annotations
@@ -334,7 +336,10 @@ class Ingestor:
                 try:
                     ev = check_event(obj, secret, bays)
                 except Refused as e:
-                    if e.kind != "bad_mac" or not self._reload(locker):
+                    # rekeyed since the last look? Looked again at most once a second: a flood
+                    # of forgeries must not become a flood of queries.
+                    stale = time.monotonic() - self._known_at > 1.0
+                    if e.kind != "bad_mac" or not stale or not self._reload(locker):
                         raise
                     secret, bays = self._lockers[locker]  # rekeyed since the last look?
                     ev = check_event(obj, secret, bays)

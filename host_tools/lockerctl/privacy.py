@@ -111,7 +111,8 @@ def apply_retention(
 
     Trail entries (events and host actions) written before the cut-off lose their personal fields
     (the store's `redact_before`); grants that ended before it are deleted; people who left the
-    roster and are no longer referred to are deleted. The whole chain still verifies.
+    roster and are no longer referred to are deleted, and so are conflicting events kept aside
+    that last came before it. The whole chain still verifies.
     """
     before = cutoff(keep_days, now)
     entries = store.redact_before(site, before, actor=actor)
@@ -119,6 +120,9 @@ def apply_retention(
     with store.engine.connect().execution_options(classlocker_write=True) as conn:
         with conn.begin():
             grants = conn.execute(g.delete().where(_ended_grants(site, before))).rowcount
+            # conflicting events kept aside (issue 13) hold person ids too: gone with the rest
+            c = st_mod.event_conflicts
+            conn.execute(c.delete().where(c.c.site == site, c.c.last_at < before))
             gone = _departed_people(conn, site, before)
             for i in range(0, len(gone), 500):
                 conn.execute(
