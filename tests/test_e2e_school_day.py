@@ -2,7 +2,7 @@
 with `lockerctl`, `lockerctl serve` publishing the configuration and storing every event, the real
 firmware on the MicroPython unix port driven through its control port with `clock` lines, an
 exception grant, a revoked card and an office open made with `lockerctl` while the day runs, and
-at the end every rule of CONTRACT §3 visible in `lockerctl export`.
+at the end every rule of docs/policy.md visible in `lockerctl export`.
 
 The day is a Thursday at least a week after today (so that grants, which the store keeps only
 until they end, are still to come), inside a term made around it. The locker's short timings

@@ -1,5 +1,6 @@
 """The simulated locker as a process: the real firmware on the MicroPython unix port, driven
-through its control port exactly as CONTRACT §2 says, from source and from the mpy-cross build."""
+through its control port exactly as docs/protocol.md says, from source and from the mpy-cross
+build."""
 
 import json
 import socket

@@ -1,4 +1,4 @@
-# The simulated board's control port (CONTRACT §2): one line in, one JSON line out.
+# The simulated board's control port (docs/protocol.md): one line in, one JSON line out.
 #
 #   tap <UID>                 a card is presented (8 or 14 hex digits)
 #   door <BAY> open|close     the bay's reed switch changes (extension: `door <BAY> fail`)

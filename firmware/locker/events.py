@@ -1,5 +1,5 @@
 # Locker events: the codes for types and reasons, the compact binary form the journal keeps on
-# flash, and the JSON payload of the MQTT `event` topic (CONTRACT §4).
+# flash, and the JSON payload of the MQTT `event` topic (docs/protocol.md).
 #
 # The code of a word is its index in TYPES or REASONS. Codes are on flash: append new words at the
 # end, never reorder or remove one. A type or reason that is not in the table (a new word, the

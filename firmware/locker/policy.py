@@ -1,4 +1,4 @@
-# The school's rules in one place (CONTRACT §3; the table a school reads is docs/policy.md).
+# The school's rules in one place (docs/policy.md; the table a school reads is docs/policy.md).
 #
 # decide() answers one question: this card was tapped at this time; the person's phone is (or is
 # not) in the locker; may the locker deposit, retrieve, arm an override, or must it refuse?

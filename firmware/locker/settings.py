@@ -1,12 +1,12 @@
 # Every tunable of the locker with its default; device.json's "settings" object overrides them.
-# One place to read what the locker's timings are (CONTRACT §3 fixes the first five).
+# One place to read what the locker's timings are (docs/policy.md gives the first five).
 
 DEFAULTS = {
     "override_s": 20,  # an SLT fob arms an override for this long
     "double_tap_s": 3,  # two taps of an SLT fob within this: emergency open of every occupied bay
     "grant_lapse_s": 30,  # a granted bay whose door is not opened relocks after this
     "door_left_open_s": 60,  # a door open longer than this raises door_left_open
-    "tick_ms": 1000,  # time-driven checks (CONTRACT: at least every 2 s)
+    "tick_ms": 1000,  # time-driven checks (at least every 2 s: docs/policy.md)
     "flash_blocks": 128,  # simulated flash: 128 x 4096 bytes = a 512 KB ESP32 partition
     "journal_segment_bytes": 16384,
     "max_config_bytes": 524288,  # a config larger than this is discarded unread (5,000+ cards)

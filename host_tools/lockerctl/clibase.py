@@ -1,7 +1,7 @@
 """The `lockerctl` command group and the options every command shares.
 
 Each area of the host tools defines its commands in its own module and registers them on `cli`
-(see `cli.py` for the list). Options follow the command words, as CONTRACT §5 fixes:
+(see `cli.py` for the list). Options follow the command words, as docs/cli.md describes:
 `lockerctl export --format csv --db URL`.
 """
 

@@ -1,4 +1,4 @@
-"""`lockerctl sim ...`: talk to a simulated locker's control port (CONTRACT §2) from a shell.
+"""`lockerctl sim ...`: talk to a simulated locker's control port (docs/protocol.md) from a shell.
 
     lockerctl sim tap L1 04A1B2C3
     lockerctl sim door L1 3 open

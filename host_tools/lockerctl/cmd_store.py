@@ -1,5 +1,5 @@
 """The store's commands: export, audit verify, roster, locker add/list, timetable, card revoke,
-grant (CONTRACT §5). Every change is one transaction with its trail entry and a new configuration
+grant (docs/cli.md). Every change is one transaction with its trail entry and a new configuration
 version, so `serve` republishes the lockers' configuration."""
 
 from __future__ import annotations

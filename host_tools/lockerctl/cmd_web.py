@@ -1,4 +1,4 @@
-"""`lockerctl user add|list|remove|passwd`: the dashboard's accounts (CONTRACT §6)."""
+"""`lockerctl user add|list|remove|passwd`: the dashboard's accounts (docs/dashboard.md)."""
 
 from __future__ import annotations
 

@@ -119,7 +119,7 @@ def parse_events(payload: bytes) -> list:
 
 
 def check_event(obj, secret: bytes | None = None, bays: int | None = None) -> dict:
-    """The event `obj` (one member of an `event` payload) as a dict with the CONTRACT fields and
+    """The event `obj` (one member of an `event` payload) as a dict with the protocol's fields and
     `jid`, `mac`, `unknown_type`, or Refused: `bad_mac` when its journal id or MAC is missing
     or the MAC does not check with `secret` (None: not checked), `impossible` when it holds
     what no firmware can send (a seq or ts beyond u32 or negative, a bay outside 1..`bays`, a

@@ -684,7 +684,7 @@ class Store:
             engine = _sqlite_engine(parsed)
         else:
             if parsed.drivername in ("postgresql", "postgres"):
-                # Plain `postgresql://` (CONTRACT §5) means psycopg 3, the driver the package's
+                # Plain `postgresql://` (docs/cli.md) means psycopg 3, the driver the package's
                 # `postgres` extra installs (SQLAlchemy's default would be psycopg2).
                 parsed = parsed.set(drivername="postgresql+psycopg")
             engine = sa.create_engine(parsed, pool_pre_ping=True)

@@ -1,4 +1,4 @@
-"""The site's timetable: TOML validation (CONTRACT §5) and compilation into the bundle's
+"""The site's timetable: TOML validation (docs/cli.md) and compilation into the bundle's
 `timetable` object (docs/protocol.md) with a UTC-offset table from the time-zone database.
 
 `parse_timetable` returns a normalised, JSON-ready dict (times "HH:MM", dates "YYYY-MM-DD",
@@ -231,7 +231,7 @@ def _closed(ck: _Checker, closed_raw, terms) -> set[dt.date]:
 
 
 def parse_timetable(text: str, source: str) -> dict:
-    """Validate a timetable TOML file (CONTRACT §5); return its normalised form or raise
+    """Validate a timetable TOML file (docs/cli.md); return its normalised form or raise
     TimetableError naming `source`, and for every mistake its key, line and value.
 
     Bounds: times of day 00:00-23:59; contact periods in order, not overlapping; home_time not

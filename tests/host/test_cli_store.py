@@ -1,4 +1,4 @@
-"""The store's commands through the real `lockerctl` command group (CONTRACT §5)."""
+"""The store's commands through the real `lockerctl` command group (docs/cli.md)."""
 
 import csv
 import datetime as dt

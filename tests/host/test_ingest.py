@@ -1,7 +1,7 @@
 """Ingest against a real mosquitto and a real SQLite store: each event stored exactly once,
 duplicates counted, bad payloads survived, `ack` only after the commit and only up to the first
 gap. The service runs in this process (lockerctl.serve.Service) so that a test can wrap its store;
-the lockers are played by a paho client publishing the CONTRACT §4 payloads."""
+the lockers are played by a paho client publishing the payloads of docs/protocol.md."""
 
 import json
 import secrets

@@ -1,4 +1,4 @@
-"""The timetable file (CONTRACT §5): a good file parses and compiles; every mistake is one line
+"""The timetable file (docs/cli.md): a good file parses and compiles; every mistake is one line
 that names the file, the key and the value."""
 
 import datetime as dt

@@ -1,4 +1,4 @@
-"""The office dashboard (`lockerctl serve --http HOST:PORT`, CONTRACT §6).
+"""The office dashboard (`lockerctl serve --http HOST:PORT`, docs/dashboard.md).
 
 `start(service, host, port)` is what `serve.Service` calls: it opens its own store on the
 service's database, signs opens with `serve.prepare_open` and publishes them through the
