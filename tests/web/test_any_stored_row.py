@@ -224,7 +224,8 @@ def test_an_impossible_time_shows_as_such_and_a_missing_one_as_received(dash, cl
     _, _, body = admin.request("/trail.csv")
     rows = {r["seq"]: r for r in csv.DictReader(io.StringIO(body))}
     assert rows["900"]["time"] == "invalid time (ts=1099511627776)"
-    assert rows["901"]["time"] == "2026-09-21T15:13:20+01:00 (received)"
+    assert rows["901"]["time"] == "2026-09-21T15:13:20+01:00"  # ISO: the mark is its own column
+    assert rows["901"]["time_source"] == "received"
 
 
 def test_a_malformed_state_shows_as_unreadable_and_the_other_lockers_still_show(dash, clients):

@@ -184,6 +184,7 @@ class App:
         self.lock = threading.Lock()
         self.routes: dict[tuple[str, str], tuple] = {}
         self.prefix_routes: list[tuple[str, str, object, tuple]] = []
+        self.body_limits: dict = {}  # handler -> the largest body it reads (route(max_body=))
         self.public = {"/login"}  # paths served without a session (their handler checks access)
         self.login_links: list[str] = []  # HTML under the login form (e.g. single sign-on)
         from . import pages
@@ -203,7 +204,7 @@ class App:
         """Registers a page; `max_body`: the largest body it reads (MAX_BODY for an upload)."""
 
         def deco(fn):
-            fn.max_body = max_body
+            self.body_limits[fn] = max_body  # keyed by the handler (a function or a bound method)
             if prefix:
                 self.prefix_routes.append((method, path, fn, roles))
             else:
@@ -251,7 +252,7 @@ class App:
         if req.path in self.public:
             if hit is None:
                 raise HTTPError(405, "method not allowed")
-            req.load_body(getattr(hit[0], "max_body", MAX_FORM_BODY))
+            req.load_body(self.body_limits.get(hit[0], MAX_FORM_BODY))
             return hit[0](req)
         if req.session is None:
             if req.path.startswith("/api/"):
@@ -267,7 +268,7 @@ class App:
         if req.session.user.role not in roles:
             raise HTTPError(403, f"your role ({req.session.user.role}) may not use this page")
         if req.method == "POST":
-            req.load_body(getattr(fn, "max_body", MAX_FORM_BODY))
+            req.load_body(self.body_limits.get(fn, MAX_FORM_BODY))
             sent = req.form.get("csrf", "")
             if not sent or not hmac.compare_digest(sent, req.session.csrf):
                 raise HTTPError(
