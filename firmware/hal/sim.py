@@ -113,6 +113,7 @@ class Board:
                 "max_used": self.heap_max,
                 "code": self.code_bytes,
             },
+            "ticks_ms": self.ticks_ms(),
             "locks": ["unlocked" if on else "locked" for on in self.locks],
             "led": self.led,
             "buzzer": self.buzzer,
