@@ -42,7 +42,7 @@ PATTERNS = {
     "denied": ((1, 1, 120), (0, 0, 80), (1, 1, 120), (0, 0, 80), (1, 1, 120)),
     "alarm": ((1, 1, 500), (0, 0, 250), (1, 1, 500), (0, 0, 250), (1, 1, 500)),
     # an emergency open (SLT fob double tap, office command): fast beeps the whole room hears
-    "emergency": ((1, 1, 100), (0, 0, 100)) * 6 + ((0, 1, 3000),),
+    "emergency_open": ((1, 1, 100), (0, 0, 100)) * 6 + ((0, 1, 3000),),
 }
 # a denial says why: a long tone for "nowhere to put it", slow blinks for "not now"
 REASON_PATTERNS = {

@@ -12,7 +12,7 @@ import gc
 import os
 import time
 
-from locker import ticks
+from locker.bays import ticks_add
 from micropython import const
 
 from hal import simflash
@@ -48,8 +48,8 @@ class Board:
         start = (device.get("sim") or {}).get("ticks_start", 0)
         if type(start) is not int:  # noqa: E721 - bool is not a tick
             raise ValueError("device.json: sim.ticks_start must be an integer")
-        self._ticks_start = ticks.wrap(start)
-        self._ticks_base = time.ticks_ms()
+        # the port's own counter (period 2^62 here) when ours read 0
+        self._ticks_base = time.ticks_add(time.ticks_ms(), -ticks_add(start, 0))
         self.heap_max = 0  # high-water mark of the heap in use, sampled (see sample_heap)
         self.code_bytes = 0  # heap taken by the loaded modules (set by the app)
 
@@ -68,8 +68,7 @@ class Board:
         return int(time.time()) + self._clock_offset
 
     def ticks_ms(self):
-        elapsed = time.ticks_diff(time.ticks_ms(), self._ticks_base)  # the port's own period
-        return ticks.add(self._ticks_start, elapsed)
+        return ticks_add(time.ticks_diff(time.ticks_ms(), self._ticks_base), 0)
 
     def set_lock(self, bay, unlocked):
         self.locks[bay - 1] = bool(unlocked)
@@ -113,6 +112,7 @@ class Board:
                 "max_used": self.heap_max,
                 "code": self.code_bytes,
             },
+            "ticks_ms": self.ticks_ms(),
             "locks": ["unlocked" if on else "locked" for on in self.locks],
             "led": self.led,
             "buzzer": self.buzzer,

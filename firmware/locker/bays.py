@@ -15,7 +15,40 @@ except ImportError:  # CPython, for the tests shared with the host
         return x
 
 
-from locker.ticks import diff as ticks_diff
+# -- millisecond ticks that wrap, as on the board: every duration in the firmware uses these
+#
+# An ESP32's `time.ticks_ms()` (any 32-bit port's) wraps at 2^30 ms, about every 12.4 days, so two
+# tick values are never subtracted or ordered directly: ticks_diff(a, b) is how far a is after b
+# (negative when before; meaningful within half the period), ticks_add(t, ms) the tick ms after t
+# (ticks_add(n, 0): any count of milliseconds as a tick). The simulated board's counter wraps at
+# 2^30 too, while a 64-bit port's `time.ticks_*` use a far longer period and CPython's `time` has
+# none: there (and in the tests on CPython) the same arithmetic is done here. They live in this
+# module, which the locker loads anyway, because every module and global name costs heap on a
+# board (docs/memory.md); tests/test_firmware_ticks.py checks that nothing else subtracts ticks.
+
+_MASK = const(0x3FFFFFFF)  # the period is 2^30
+_HALF = const(0x20000000)
+
+
+def ticks_diff(a, b):
+    """a - b for tick values, in -2^29 .. 2^29 - 1 (as time.ticks_diff)."""
+    return ((a - b + _HALF) & _MASK) - _HALF
+
+
+def ticks_add(t, ms):
+    """The tick `ms` milliseconds after t (as time.ticks_add)."""
+    return (t + ms) & _MASK
+
+
+try:  # a port whose own ticks wrap at 2^30 (the ESP32): its native functions, same results
+    import time
+
+    if time.ticks_add(0, -1) == _MASK:
+        ticks_diff = time.ticks_diff  # noqa: F811
+        ticks_add = time.ticks_add  # noqa: F811
+except (ImportError, AttributeError):
+    pass
+
 
 FREE = const(0)
 OPEN_DEPOSIT = const(1)

@@ -18,7 +18,7 @@ except ImportError:  # CPython
 
 from locker import bays as B
 from locker import policy, unload
-from locker import ticks as T
+from locker.bays import ticks_add, ticks_diff
 from locker.bundle import Bundle, BundleError
 from locker.journal import Journal, JournalFull
 from locker.mac import derive
@@ -33,7 +33,6 @@ _STATE_PER_BAY = const(72)  # ... and per bay (a longer holder's id grows the bu
 _STATE_CHECKPOINT = const(800)
 _BAY_JSON = const('{{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}')
 _NEXT_BAY_JSON = const(', {{"bay": {}, "locked": {}, "door": "{}", "holder": {}}}')
-_STATE_EVERY_MS = const(30000)  # online, the state goes out at least this often (its `time`)
 _MIN_HOST_TIME = const(1704067200)  # 2024-01-01: a host time before this is not believed
 _REPEATS_KEPT = const(4)  # cards whose repeated denials are being counted (docs/journal.md)
 # What the journal's reserve is kept for (docs/journal.md): any other kind (denials, rejected
@@ -91,13 +90,19 @@ class Locker:
         self._commands = None  # the command counter, read when the first command arrives
 
         self.override_by = None  # person id of the SLT fob that armed an override
-        self.override_until_ms = 0  # a tick (locker.ticks): compared with T.diff, never `<`
+        self.override_until_ms = 0  # a tick: compared with ticks_diff, never `<`
         self.last_fob = None  # (person, tick) of the last SLT fob tap, for the double tap
-        self._double_tap_ms = settings["double_tap_s"] * 1000
         self.online = False
         self.state_rev = 0
-        self._state_ms = board.ticks_ms()  # when the state last had to go out again (tick)
-        self.clock_nonce = None  # asks the host for its time while the clock is unknown
+        # While the clock is unknown the state asks the host for its time with this nonce: drawn
+        # at random on each boot, never used again once the clock is set (docs/protocol.md).
+        # (Every new name costs heap on a board: docs/memory.md, interned names.)
+        self.clock_nonce = None
+        if board.now() is None:
+            from binascii import hexlify
+            from os import urandom
+
+            self.clock_nonce = hexlify(urandom(8)).decode()
         self.on_commit = None  # the link sets this to be woken when events are durable
         self._near_full_raised = False
         self.unrecorded = 0  # events not journaled for want of room, not yet told (tick)
@@ -274,7 +279,7 @@ class Locker:
         if (
             last is not None
             and last[0] == card.person
-            and 0 <= T.diff(now_ms, last[1]) <= self._double_tap_ms
+            and 0 <= ticks_diff(now_ms, last[1]) <= self.settings["double_tap_s"] * 1000
         ):
             self.last_fob = None
             self.override_by = None
@@ -282,7 +287,7 @@ class Locker:
             return _granted("emergency_open", None)
         self.last_fob = (card.person, now_ms)
         self.override_by = card.person
-        self.override_until_ms = T.add(now_ms, self.settings["override_s"] * 1000)
+        self.override_until_ms = ticks_add(now_ms, self.settings["override_s"] * 1000)
         self.board.feedback("override")
         return _granted("override", None)
 
@@ -296,7 +301,7 @@ class Locker:
         window = self.settings.get("denial_window_s", 60) * 1000
         for rep in self._repeats:
             if rep[0] == key and rep[1] == reason:
-                if T.diff(now_ms, rep[3]) < window:
+                if ticks_diff(now_ms, rep[3]) < window:
                     if not rep[4]:
                         rep[5] = now
                     rep[4] += 1
@@ -318,7 +323,7 @@ class Locker:
         before = self.journal.last_seq
         for rep in self._repeats if now_ms is None else self._repeats[:]:
             if now_ms is not None:
-                if T.diff(now_ms, rep[3]) < window:
+                if ticks_diff(now_ms, rep[3]) < window:
                     continue
                 self._repeats.remove(rep)
             count = rep[4]
@@ -346,11 +351,12 @@ class Locker:
         """Ends an armed override and a fob's double-tap window once their time is up. Called on
         every tap and tick: a tick difference is only meaningful within half the counter's period
         (about 6 days), so neither is left to be compared with a tick from days later."""
-        if self.override_by is not None and T.diff(now_ms, self.override_until_ms) >= 0:
+        if self.override_by is not None and ticks_diff(now_ms, self.override_until_ms) >= 0:
             self.override_by = None
         last = self.last_fob
-        if last is not None and not 0 <= T.diff(now_ms, last[1]) <= self._double_tap_ms:
-            self.last_fob = None
+        if last is not None:
+            if not 0 <= ticks_diff(now_ms, last[1]) <= self.settings["double_tap_s"] * 1000:
+                self.last_fob = None
 
     def _bay_of(self, person):
         for bay in self.bays:
@@ -382,7 +388,7 @@ class Locker:
         for bay in bays:
             bay.grant_retrieve(now_ms)
             self._unlock(bay)
-        self.board.feedback("emergency")
+        self.board.feedback("emergency_open")  # its own pattern, not an override's
         return [bay.number for bay in bays]
 
     @property
@@ -396,27 +402,51 @@ class Locker:
         return self._commands
 
     def command(self, payload):
-        """A signed command from the host (`cmd` topic): `open`, or `time` (the host's answer to
-        this locker's clock_nonce)."""
+        """A signed command from the host (`cmd` topic): `open`, or `time`, the host's answer to
+        this locker's clock_nonce: `reason` is "<nonce> <unix seconds>". The host's time is taken
+        only while the clock is unknown and only with the nonce this locker is waiting for, so an
+        old answer replayed cannot move a clock and a trusted clock is never overruled; the nonce
+        makes it fresh, so a time answer neither needs nor uses the command counter (its file is
+        not even read: the answer comes at boot, when the heap is at its tightest)."""
         from locker.cmdauth import CommandError, verify
 
         now = self.board.now()
         cmd = None
         try:
-            cmd = verify(payload, self.cmd_key, self.locker_id, self.commands.last, now)
+            cmd = verify(payload, self.cmd_key, self.locker_id, 0, None)  # MAC and form
             op = cmd.get("op")
             if op == "time":
-                return self._host_time(cmd)
+                if now is not None:
+                    return False  # trusted already (NTP, the RTC, `clock`): a late answer
+                nonce, _, text = cmd["reason"].partition(" ")
+                if self.clock_nonce is None or nonce != self.clock_nonce:
+                    raise CommandError("wrong_nonce")
+                try:
+                    now = int(text)
+                except ValueError:
+                    raise CommandError("malformed") from None
+                if now < _MIN_HOST_TIME:
+                    raise CommandError("malformed")
+                self.board.set_clock(now)
+                self.clock_set()
+                return True
             if op == "checkpoint":  # the host's signed checkpoint: bay 0, by "host", the note
                 if cmd.get("bay") != 0 or cmd.get("by") != "host" or not cmd["reason"]:
                     raise CommandError("malformed")
             elif op != "open":
                 raise CommandError("malformed")
-            else:
+            if cmd["id"] <= self.commands.last:
+                raise CommandError("replayed")
+            if now is not None and now > cmd["exp"]:
+                raise CommandError("expired")
+            if op == "open":
                 targets = self._targets(cmd.get("bay"))
         except CommandError as e:
             self.command_rejected(e.args[0] if e.args else "malformed", cmd or payload)
             return False
+        finally:
+            if self._commands is None:  # no open yet: the checking code goes (docs/memory.md)
+                unload("locker.cmdauth")
         if op == "checkpoint":
             # Kept in the journal with the acked mark; not an event (the state reports it). Stored
             # before the counter moves: a crash between lets only this same note in again.
@@ -438,48 +468,30 @@ class Locker:
         return True
 
     def command_rejected(self, reason, cmd=None):
-        """Records a refused command: with who sent it and which bay it was for, as far as the
-        payload (`cmd`: the verified dict, or the raw bytes) says (see _who_and_bay)."""
-        by, bay = _who_and_bay(cmd, len(self.bays))
+        """Records a refused command with who sent it (`by`, when it is a person id: 1-28 ASCII
+        letters, digits, '.', '_', '-') and which bay it was for (a bay of this locker), as far as
+        the payload (`cmd`: the verified dict, or the raw bytes) says."""
+        by = bay = None
+        if cmd and not isinstance(cmd, dict):
+            try:
+                cmd = json.loads(cmd)
+            except (ValueError, TypeError, UnicodeError):
+                cmd = None
+        if isinstance(cmd, dict):
+            by = cmd.get("by")
+            if isinstance(by, str) and 1 <= len(by) <= 28:
+                for c in by.encode():
+                    if c in b"._-" or 48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122:
+                        continue
+                    by = None
+                    break
+            else:
+                by = None
+            bay = cmd.get("bay")
+            if type(bay) is not int or not 1 <= bay <= len(self.bays):  # noqa: E721
+                bay = None
         self._record("cmd_rejected", self.board.now(), bay=bay, by=by, reason=reason)
         self._commit()
-
-    # -- the clock ------------------------------------------------------------------------------
-
-    def _clock_nonce(self):
-        """While the clock is unknown: the nonce the host's `time` answer must carry (a fresh
-        random one for each boot and each time the clock is lost); None once it is known."""
-        if self.board.now() is not None:
-            self.clock_nonce = None
-        elif self.clock_nonce is None:
-            from binascii import hexlify
-            from os import urandom
-
-            self.clock_nonce = hexlify(urandom(8)).decode()
-        return self.clock_nonce
-
-    def _host_time(self, cmd):
-        """The host's signed answer: `reason` is "<nonce> <unix seconds>". Taken only while the
-        clock is unknown and only with the nonce this locker asked with, so an old answer
-        replayed cannot move a clock; the host's time never overrules a trusted clock."""
-        from locker.cmdauth import CommandError
-
-        if self.board.now() is not None:
-            return False  # trusted already (NTP, the RTC, `clock`): a late answer, not news
-        nonce, _, text = cmd["reason"].partition(" ")
-        if self.clock_nonce is None or nonce != self.clock_nonce:
-            raise CommandError("bad_nonce")
-        try:
-            t = int(text)
-        except ValueError:
-            raise CommandError("malformed") from None
-        if t < _MIN_HOST_TIME:
-            raise CommandError("malformed")
-        self.commands.advance(cmd["id"])
-        self.board.set_clock(t)
-        self.clock_nonce = None
-        self.clock_set()
-        return True
 
     def _targets(self, which):
         if which == "all":
@@ -517,10 +529,6 @@ class Locker:
         now_ms = self.board.ticks_ms()
         now = self.board.now()
         self._expire_override(now_ms)
-        if T.diff(now_ms, self._state_ms) >= _STATE_EVERY_MS:
-            self._state_ms = now_ms
-            if self.online:
-                self.state_rev += 1  # the host reads the clock's offset from a fresh state
         dirty = self._repeated(now_ms)
         lapse_ms = self.settings["grant_lapse_s"] * 1000
         open_ms = self.settings["door_left_open_s"] * 1000
@@ -563,7 +571,9 @@ class Locker:
         return raised
 
     def clock_set(self):
-        """The RTC was set (sim `clock`, NTP): nothing to journal, but the state changes."""
+        """The RTC was set (sim `clock`, NTP, the host's time): nothing to journal, but the state
+        changes, and the host's time is no longer wanted."""
+        self.clock_nonce = None
         self.state_rev += 1
 
     def acknowledged(self, seq):
@@ -645,7 +655,7 @@ class Locker:
             "locker": self.locker_id,
             "clock_ok": self.board.now() is not None,
             "time": self.board.now(),
-            "clock_nonce": self._clock_nonce(),
+            "clock_nonce": None if self.board.now() is not None else self.clock_nonce,
             "online": self.online,
             "pending": self.journal.pending,
             "config": self.config_version,
@@ -674,7 +684,7 @@ class Locker:
         now = self.board.now()
         buf += b', "clock_ok": true' if now is not None else b', "clock_ok": false'
         buf += ', "time": {}, "clock_nonce": {}'.format(
-            dumps(now), dumps(self._clock_nonce())
+            dumps(now), dumps(None if now is not None else self.clock_nonce)
         ).encode()
         buf += b', "online": true' if self.online else b', "online": false'
         buf += ', "pending": {}, "config": {}, "bays": ['.format(
@@ -698,32 +708,6 @@ class Locker:
             buf += self.checkpoint[0]  # a str: MicroPython appends its UTF-8 bytes, no copy made
             buf += ', "acked": {}}}}}'.format(self.checkpoint[1]).encode()
         return buf
-
-
-def _who_and_bay(cmd, nbays):
-    """(by, bay) of a command, for its `cmd_rejected` event: `by` when it is a person id (at most
-    28 letters, digits, '.', '_', '-'), `bay` when it is a bay of this locker; else None."""
-    if not isinstance(cmd, dict):
-        if not cmd:
-            return None, None
-        try:
-            cmd = json.loads(cmd)
-        except (ValueError, TypeError, UnicodeError):
-            return None, None
-        if not isinstance(cmd, dict):
-            return None, None
-    by = cmd.get("by")
-    if not isinstance(by, str) or not 1 <= len(by) <= 28:
-        by = None
-    else:
-        for c in by:
-            if not (c.isalpha() or c.isdigit() or c in "._-") or ord(c) > 127:
-                by = None
-                break
-    bay = cmd.get("bay")
-    if type(bay) is not int or not 1 <= bay <= nbays:  # noqa: E721 - bool is not a bay
-        bay = None
-    return by, bay
 
 
 class _ConfigSink:

@@ -190,6 +190,7 @@ class Link:
                 ):
                     last_ping = now
                     await c.ping()
+                    self.state_rev_sent = None  # the state again: its `time` (the clock's offset)
             rev = locker.state_rev
             if rev != self.state_rev_sent:
                 state_json = getattr(locker, "state_json", None)  # built without a dict of dicts

@@ -27,6 +27,8 @@ NONCE_RE = re.compile(r"[0-9a-f]{16}\Z")
 ANSWER_EXPIRES_S = 60  # a time answer is good for this long (when the locker can tell at all)
 REANSWER_S = 5.0  # the same nonce seen again after this: answered again (the first was lost)
 MAX_STATE_BYTES = 65536
+OFFSET_REWRITE_S = 60.0  # an unchanged offset is written again at most this often ...
+OFFSET_CHANGE_S = 1.0  # ... unless it moved by at least this much
 
 
 class HostClock:
@@ -46,6 +48,7 @@ class HostClock:
         self.publish = publish
         self.clock = clock
         self._answered: dict[str, tuple[str, float]] = {}
+        self._written: dict[str, tuple[float, float]] = {}  # locker -> (offset, monotonic)
         self._lock = threading.Lock()
         self.answers = 0  # time answers sent (for tests and the log)
 
@@ -86,7 +89,17 @@ class HostClock:
         t = state.get("time")
         if retained or type(t) is not int or not 0 < t < 2**32:
             return  # a retained state's time is from whenever it was sent
-        self.store.set_clock_offset(self.site, locker, t - received, received)
+        offset = t - received
+        now = time.monotonic()
+        last = self._written.get(locker)
+        if (
+            last is not None
+            and abs(offset - last[0]) < OFFSET_CHANGE_S
+            and now - last[1] < OFFSET_REWRITE_S
+        ):
+            return  # a state is sent on every tap: the store is not written for each
+        self.store.set_clock_offset(self.site, locker, offset, received)
+        self._written[locker] = (offset, now)
 
     def _answer(self, locker: str, state: dict) -> None:
         nonce = state.get("clock_nonce")

@@ -80,6 +80,10 @@ def test_offset_from_live_states_only(clock, store):
     clock.now[0] += 30
     clock.on_state("lockers/school/L1/state", state(clock_ok=True, time=1_795_500_030), False)
     assert store.clock_offsets("school")["L1"][0] == pytest.approx(-0.25)
+    # a state on every tap: an offset that has not moved is not written again at once
+    clock.now[0] += 0.5
+    clock.on_state("lockers/school/L1/state", state(clock_ok=True, time=1_795_500_030), False)
+    assert store.clock_offsets("school")["L1"][1] == pytest.approx(1_795_500_030.25)
 
 
 @pytest.mark.parametrize(
