@@ -187,8 +187,12 @@ class Locker:
         if self.journal.full:
             card = self.registry.lookup(uid)
             # not even the reserve is left; an SLT fob still works: its double tap opens every
-            # occupied bay, recorded or not (emergency_open)
-            if card is None or card.role != _ROLE_OF_FOB or card.revoked:
+            # occupied bay, recorded or not (emergency_open); and a card whose bay is already
+            # open is told so (nothing to record), never `denied`
+            bay = self._bay_of(card.person) if card is not None else None
+            if (card is None or card.role != _ROLE_OF_FOB or card.revoked) and (
+                bay is None or bay.locked
+            ):
                 self.unrecorded += 1
                 self.board.feedback("alarm")
                 return _denied("journal_full")

@@ -214,6 +214,9 @@ def test_emergency_open_is_never_refused_even_with_the_reserve_gone():
     assert [board.locks[b - 1] for b in bays] == [True, True]  # opened, unrecorded
     assert locker.unrecorded == lost + 3  # the refused tap and the two bays
     assert "alarm" in board.feedback_log
+    # a holder whose bay the double tap opened is told so, not `denied` (nothing to record)
+    assert locker.tap_text(P3) == {"result": "granted", "action": "retrieve", "bay": bays[0]}
+    assert locker.unrecorded == lost + 3
 
 
 def test_the_compact_summary_round_trips_and_odd_reasons_stay_text():
