@@ -157,8 +157,11 @@ def write_xlsx(
         for c, value in enumerate(cells):
             if isinstance(value, str):
                 # an explicit string cell: never a formula, whatever it begins with; line ends
-                # as XML reads them (a carriage return is a line feed, as openpyxl wrote it)
-                ws.write_string(r, c, xlsx_text(_CR.sub("\n", value)))
+                # as XML reads them (a carriage return is a line feed, as openpyxl wrote it).
+                # Every character these change is unprintable: the usual text skips both.
+                if not value.isprintable():
+                    value = xlsx_text(_CR.sub("\n", value))
+                ws.write_string(r, c, value)
             elif -_EXACT_INT < value < _EXACT_INT:
                 ws.write_number(r, c, value)
             else:
