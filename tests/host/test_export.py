@@ -196,6 +196,27 @@ def test_xlsx_one_sheet_when_the_rows_fit(st, tmp_path):
     assert load_workbook(tmp_path / "one.xlsx", read_only=True).sheetnames == ["events"]
 
 
+def test_xlsx_keeps_every_digit_of_a_number_no_double_holds(tmp_path):
+    """A whole number past 2^53 (only a hand edit stores one) is written as its exact text; a
+    smaller one stays a number."""
+    import types
+
+    from lockerctl.export import write_xlsx
+    from openpyxl import load_workbook
+
+    row = types.SimpleNamespace(
+        ts=None, received_at=ts(2026, 9, 1, 9, 0), locker_id="L1", bay=-5, type="boot",
+        person=None, name=None, role=None, by=None, reason=None, seq=2**60 + 1, jid="",
+    )  # fmt: skip
+    out = io.BytesIO()
+    assert write_xlsx(iter([row]), out, "Europe/London", lambda: None) == 1
+    (tmp_path / "n.xlsx").write_bytes(out.getvalue())
+    ws = load_workbook(tmp_path / "n.xlsx").active
+    cells = list(ws.iter_rows(min_row=2))[0]
+    assert cells[2].value == -5 and cells[2].data_type == "n"
+    assert cells[9].value == str(2**60 + 1) and cells[9].data_type == "s"
+
+
 def test_bad_format_is_refused(st):
     with pytest.raises(ValueError):
         run(st, "pdf")
