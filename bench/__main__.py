@@ -19,6 +19,9 @@ What bounds each figure is measured in the same run, next to it: the broker's ow
 runs with their spread (min – max). Firmware figures come from the MicroPython unix port on this
 machine (64-bit, objects twice an ESP32's size, bytecode in the heap rather than frozen in flash):
 the ESP32's times are several times longer and its heap figures smaller; the ratios hold.
+The simulated lockers' flash charges a real chip's times as real delays (a Winbond W25Q32JV's
+typical ones: 45 ms per 4 KiB sector erased, 0.4 ms per 256-byte page programmed; device.json
+`sim.flash_timing`), so end-to-end and firmware figures include them.
 The ingest broker queues without limit (a site's broker drops what is queued beyond 10,000
 messages for a slow subscriber, and lockers resend it after their ack timeout; `mosquitto_pub`
 does not), so that the time to store every event is what is measured.

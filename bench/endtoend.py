@@ -26,7 +26,9 @@ def one_run(ctx: Context, taps: int) -> dict:
         site.setup_site(work, db, n_pupils=0)
         device = site.add_locker(work, db, broker, "L1", bays=8)
         serve = harness.Serve(work, db, broker).start()
-        locker = harness.SimLocker(work, "L1", broker=broker, device=device, compiled=True)
+        locker = harness.SimLocker(
+            work, "L1", broker=broker, device=device, compiled=True, flash_timing="typical"
+        )
         locker.start()
         site.wait_until(lambda: locker.state()["config"] is not None, 30, 0.05, "config")
         locker.clock(site.BEFORE_SCHOOL)  # staff may deposit and retrieve before 08:45

@@ -117,7 +117,9 @@ def replay(ctx: Context, n: int) -> dict:
         pending = filled["pending"]
         serve = harness.Serve(work, db, broker).start()
         site.serve_subscribed(broker, dbfile, db, work)
-        locker = harness.SimLocker(work, "L1", broker=broker, device=device, compiled=True)
+        locker = harness.SimLocker(
+            work, "L1", broker=broker, device=device, compiled=True, flash_timing="typical"
+        )
         t0 = time.monotonic()
         locker.start()
         first = locker.state()["pending"]

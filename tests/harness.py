@@ -155,7 +155,10 @@ class SimLocker:
         compiled: bool = False,
         heapsize: str | None = None,
         site: str = "school",
+        flash_timing: str = "off",
     ):
+        """`flash_timing`: the simulated flash's delays (device.json `sim.flash_timing`), off
+        unless the test or benchmark asks for a chip's times ("typical", "worst")."""
         self.workdir = workdir
         self.locker_id = locker_id
         self.port = free_port()
@@ -179,6 +182,7 @@ class SimLocker:
         device.setdefault("data_dir", str(workdir / f"data-{locker_id}"))
         device.setdefault("sim", {})["control_port"] = self.port
         device["sim"].setdefault("ticks_start", TICKS_START)
+        device["sim"].setdefault("flash_timing", flash_timing)
         self.device = device
         self.device_path = workdir / f"device-{locker_id}.json"
         self.device_path.write_text(json.dumps(device))

@@ -2,11 +2,13 @@
 #
 # Flash: a littlefs image file in `data_dir` with an ESP32 partition's geometry (4096-byte blocks),
 # mounted at /flash through a block device that counts wear and can be made to fail or tear
-# (hal/simflash.py). Locks, reeds, LED and buzzer are plain state the control port shows. The
-# real-time clock is unknown until set (`clock` on the control port, as NTP would) and then
-# advances with real time. The millisecond counter (`ticks_ms`) is an ESP32's: it wraps at 2^30
-# and starts at device.json's `sim.ticks_start` (default 0), so a test can start it just before
-# the wrap; the unix port's own counter, on a 64-bit machine, would not wrap for millennia.
+# (hal/simflash.py), and that takes a real chip's time to program and erase (device.json's
+# `sim.flash_timing`: "typical" by default, "worst" or "off"). Locks, reeds, LED and buzzer are
+# plain state the control port shows. The real-time clock is unknown until set (`clock` on the
+# control port, as NTP would) and then advances with real time. The millisecond counter
+# (`ticks_ms`) is an ESP32's: it wraps at 2^30 and starts at device.json's `sim.ticks_start`
+# (default 0), so a test can start it just before the wrap; the unix port's own counter, on a
+# 64-bit machine, would not wrap for millennia.
 
 import gc
 import os
@@ -45,7 +47,8 @@ class Board:
         self.buzzer = 0  # beeps so far
         self.feedback_log = []
         self._clock_offset = None
-        start = (device.get("sim") or {}).get("ticks_start", 0)
+        sim = device.get("sim") or {}
+        start = sim.get("ticks_start", 0)
         if type(start) is not int:  # noqa: E721 - bool is not a tick
             raise ValueError("device.json: sim.ticks_start must be an integer")
         # the port's own counter (period 2^62 here) when ours read 0
@@ -53,10 +56,16 @@ class Board:
         self.heap_max = 0  # high-water mark of the heap in use, sampled (see sample_heap)
         self.code_bytes = 0  # heap taken by the loaded modules (set by the app)
 
+        timing = sim.get("flash_timing", "typical")
+        if timing not in simflash.TIMINGS:
+            raise ValueError("device.json: sim.flash_timing must be typical, worst or off")
         host_dir = device.get("data_dir") or "var/" + device["locker_id"]
         _makedirs(host_dir)
         self.flash = simflash.mount(
-            host_dir + "/flash.img", _MOUNTPOINT, block_count=settings["flash_blocks"]
+            host_dir + "/flash.img",
+            _MOUNTPOINT,
+            block_count=settings["flash_blocks"],
+            timing=timing,
         )
         self.data_dir = _MOUNTPOINT
 
@@ -120,5 +129,7 @@ class Board:
             "flash": {
                 "bytes_programmed": self.flash.bytes_programmed,
                 "blocks_erased": self.flash.blocks_erased,
+                "busy_ms": self.flash.busy_us // 1000,
+                "timing": self.flash.timing,
             },
         }

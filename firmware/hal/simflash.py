@@ -7,8 +7,19 @@
 # the image, nothing else. Wear is counted (bytes_programmed, blocks_erased, writes) and faults can
 # be injected: fail_after(n) makes the n-th write fail cleanly, tear_at(n, nbytes) cuts the power
 # in the middle of the n-th write.
+#
+# Time: a real chip takes time to program and erase, and the CPU waits for it (littlefs's calls are
+# synchronous; on an ESP32 the flash cache is off meanwhile). `timing` charges a datasheet's times
+# as real delays (time.sleep_us), so the simulated board's ticks and every end-to-end figure
+# include them. The modelled chip is the Winbond W25Q32JV (a usual ESP32 module's flash):
+#   4 KiB sector erase (tSE): 45 ms typical, 400 ms max
+#   page program (tPP), per 256-byte page touched: 0.4 ms typical, 3 ms max
+# "typical" charges the typical times, "worst" the maximum ones, "off" nothing (the default of a
+# bare FileBlockDevice, for unit tests; the simulated board defaults to "typical"). busy_us counts
+# the time charged.
 
 import os
+import time
 
 try:
     from micropython import const
@@ -25,6 +36,14 @@ _IOCTL_BLOCK_COUNT = const(4)
 _IOCTL_BLOCK_SIZE = const(5)
 _IOCTL_BLOCK_ERASE = const(6)
 _EIO = const(5)
+_PAGE = const(256)  # a program operation covers at most one 256-byte page
+# mode -> (microseconds per page programmed, microseconds per 4 KiB sector erased)
+TIMINGS = {
+    "typical": (400, 45000),
+    "worst": (3000, 400000),
+    "off": (0, 0),
+}
+CHIP = "W25Q32JV"
 _ERASED = b"\xff" * 128  # one erased run, written over and over: an erase allocates nothing
 
 
@@ -34,8 +53,10 @@ class PowerLoss(BaseException):
 
 
 class FileBlockDevice:
-    def __init__(self, path, block_size=4096, block_count=128):
+    def __init__(self, path, block_size=4096, block_count=128, timing="off"):
         self.path = path
+        self.set_timing(timing)
+        self.busy_us = 0  # time charged for programs and erases
         self.block_size = block_size
         self.block_count = block_count
         self.bytes_programmed = 0
@@ -67,6 +88,18 @@ class FileBlockDevice:
         f.seek(pos)
         _write_erased(f, n)
         f.flush()
+
+    def set_timing(self, timing):
+        """Charge the times of mode `timing` (a key of TIMINGS); ValueError for another."""
+        if timing not in TIMINGS:
+            raise ValueError("flash timing must be one of typical, worst, off")
+        self.timing = timing
+        self._page_us, self._erase_us = TIMINGS[timing]
+
+    def _busy(self, us):
+        if us > 0:
+            time.sleep_us(us)
+            self.busy_us += us
 
     # -- fault injection ------------------------------------------------------------------------
 
@@ -126,12 +159,15 @@ class FileBlockDevice:
         f.write(buf)
         f.flush()
         self.bytes_programmed += len(buf)
+        if self._page_us and len(buf):  # one page program per 256-byte page the write touches
+            self._busy(((off + len(buf) - 1) // _PAGE - off // _PAGE + 1) * self._page_us)
 
     def _erase(self, block):
         if self.dead or self._f is None:
             return -_EIO
         self._fill(block * self.block_size, self.block_size)
         self.blocks_erased += 1
+        self._busy(self._erase_us * max(1, self.block_size // 4096))
 
     def ioctl(self, op, arg):
         if op == _IOCTL_BLOCK_COUNT:
@@ -166,12 +202,14 @@ def _has_superblock(dev):
     return False
 
 
-def mount(image_path, mountpoint, block_count=128, block_size=4096):
+def mount(image_path, mountpoint, block_count=128, block_size=4096, timing="off"):
     """Open (or create) the image, format it if it holds no filesystem, mount it with littlefs v2
-    at mountpoint; returns the FileBlockDevice. An image that was formatted but fails to mount
+    at mountpoint; returns the FileBlockDevice. `timing` (TIMINGS) applies from the mount on:
+    formatting a new image is not charged. An image that was formatted but fails to mount
     is an error (never silently reformatted: that would hide lost data)."""
     dev = FileBlockDevice(image_path, block_size, block_count)
     if dev.created or not _has_superblock(dev):
         os.VfsLfs2.mkfs(dev)
+    dev.set_timing(timing)
     os.mount(os.VfsLfs2(dev), mountpoint)
     return dev

@@ -1,8 +1,9 @@
 """Exports of the audit trail's events: CSV, JSON Lines and Excel, streamed.
 
 Rows come from `Store.events` (a server-side cursor read in batches) and are written as they
-come, so a million events export in bounded memory; the Excel writer is openpyxl's write-only
-mode. Columns (CSV header, JSON keys, first sheet row):
+come, so a million events export in bounded memory; the Excel writer is XlsxWriter's
+constant-memory mode (each row goes to a temporary file as it is written). Columns (CSV header,
+JSON keys, first sheet row):
 
     time,locker,bay,event,person_id,name,role,by,reason,seq,time_source,jid,flags
 
@@ -19,7 +20,8 @@ seconds, or null) and `received_at`, and keeps numbers as numbers.
 Spreadsheets cannot run what an export holds: in CSV a text cell that begins with `=`, `+`, `-`,
 `@`, a tab or a carriage return gets a leading apostrophe (the OWASP advice for CSV injection);
 in Excel every text is an explicit string cell (never a formula), characters XML cannot hold
-shown as `\\xNN`.
+shown as `\\xNN`. A sheet holds 1,048,576 rows with its header: a longer export continues on
+sheets `events 2`, `events 3`..., each beginning with the header.
 """
 
 from __future__ import annotations
@@ -124,33 +126,68 @@ def write_jsonl(rows, out, timezone: str, tick: Callable[[], None]) -> int:
     return n
 
 
+# Rows a worksheet holds, the header's included (Excel's limit). An export of more rows continues
+# on further sheets, `events 2`, `events 3`..., each with the header (a test lowers it).
+SHEET_ROWS = 1_048_576
+# Whole numbers a spreadsheet holds exactly (a double's 53 bits); a larger one (only a hand edit
+# can store it) is written as its text, so that no digit is lost.
+_EXACT_INT = 2**53
+_CR = re.compile("\r\n?")
+_XLSX_OPTIONS = {
+    "constant_memory": True,  # each row goes to disk as it is written: bounded memory
+    "strings_to_formulas": False,
+    "strings_to_numbers": False,
+    "strings_to_urls": False,
+}
+
+
 def write_xlsx(
     rows, out_binary, timezone: str, tick: Callable[[], None], checkpoint: str | None = None
 ) -> int:
-    from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
+    """The rows as an Excel workbook (XlsxWriter, constant-memory mode): sheet `events` (then
+    `events 2`... past SHEET_ROWS rows), and sheet "Checkpoint" when a checkpoint is given."""
+    import xlsxwriter
 
-    wb = Workbook(write_only=True)
-    ws = wb.create_sheet("events")
+    wb = xlsxwriter.Workbook(out_binary, _XLSX_OPTIONS)
+    per_sheet = SHEET_ROWS - 1  # data rows on a sheet below its header
+    if per_sheet < 1:
+        raise ValueError("SHEET_ROWS must leave room for a row below the header")
 
-    def cell(value):
-        if not isinstance(value, str):
-            return value
-        c = WriteOnlyCell(ws, value=xlsx_text(value))
-        c.data_type = "s"  # an explicit string: never a formula, whatever it begins with
-        return c
+    def put(ws, r, cells):
+        for c, value in enumerate(cells):
+            if isinstance(value, str):
+                # an explicit string cell: never a formula, whatever it begins with; line ends
+                # as XML reads them (a carriage return is a line feed, as openpyxl wrote it).
+                # Every character these change is unprintable: the usual text skips both.
+                if not value.isprintable():
+                    value = xlsx_text(_CR.sub("\n", value))
+                ws.write_string(r, c, value)
+            elif -_EXACT_INT < value < _EXACT_INT:
+                ws.write_number(r, c, value)
+            else:
+                ws.write_string(r, c, str(value))
 
-    ws.append(HEADER)
-    n = 0
+    def new_sheet(number):
+        ws = wb.add_worksheet("events" if number == 1 else f"events {number}")
+        put(ws, 0, HEADER)
+        return ws
+
+    sheets = 1
+    ws = new_sheet(sheets)
+    n = r = 0
     for row in rows:
-        ws.append([cell(c) for c in _cells(_record(row, timezone))])
+        if r == per_sheet:
+            sheets += 1
+            ws, r = new_sheet(sheets), 0
+        r += 1
+        put(ws, r, _cells(_record(row, timezone)))
         n += 1
         tick()
     if checkpoint is not None:  # the signed checkpoint the export was cut from, line by line
-        sheet = wb.create_sheet("Checkpoint")
-        for line in checkpoint.split("\n")[:-1]:
-            sheet.append([line])
-    wb.save(out_binary)
+        sheet = wb.add_worksheet("Checkpoint")
+        for i, line in enumerate(checkpoint.split("\n")[:-1]):
+            put(sheet, i, [line])
+    wb.close()
     return n
 
 

@@ -145,3 +145,82 @@ def test_mount_formats_an_image_that_holds_no_filesystem():
         assert os.listdir("/sfb") == []
     finally:
         os.umount("/sfb")
+
+
+def _elapsed_us(fn):
+    import time
+
+    t0 = time.ticks_us()
+    fn()
+    return time.ticks_diff(time.ticks_us(), t0)
+
+
+def test_timing_charges_a_chips_times_as_real_delays():
+    # the W25Q32JV's datasheet: a page program 0.4 ms typical / 3 ms max, a 4 KiB sector erase
+    # 45 ms typical / 400 ms max; a lower bound on the time taken, never an upper one
+    assert simflash.TIMINGS["typical"] == (400, 45000)
+    assert simflash.TIMINGS["worst"] == (3000, 400000)
+    path, dev = _image("timing")
+    assert dev.timing == "off"  # a bare device charges nothing unless asked
+    dev.set_timing("typical")
+    took = _elapsed_us(lambda: dev.writeblocks(1, b"x" * 256, 0))  # one page
+    assert took >= 400 and dev.busy_us == 400
+    took = _elapsed_us(lambda: dev.writeblocks(1, b"y" * 20, 250))  # crosses into a 2nd page
+    assert took >= 800 and dev.busy_us == 1200
+    took = _elapsed_us(lambda: dev.ioctl(6, 1))
+    assert took >= 45000 and dev.busy_us == 1200 + 45000
+    assert (dev.bytes_programmed, dev.blocks_erased) == (276, 1)
+    dev.set_timing("worst")
+    took = _elapsed_us(lambda: dev.writeblocks(2, b"z" * 10, 0))
+    assert took >= 3000 and dev.busy_us == 1200 + 45000 + 3000
+
+
+def test_timing_off_charges_nothing_and_a_bad_mode_is_refused():
+    path, dev = _image("notime")
+    dev.set_timing("off")
+    for i in range(4):
+        dev.writeblocks(i, b"a" * BS, 0)
+        dev.ioctl(6, i)
+    assert dev.busy_us == 0
+    assert (dev.bytes_programmed, dev.blocks_erased) == (4 * BS, 4)
+    with raises(ValueError):
+        dev.set_timing("fast")
+    with raises(ValueError):
+        simflash.FileBlockDevice(path, BS, 16, "slow")
+
+
+def test_mount_applies_timing_after_formatting():
+    path = tmpdir("simflash_mounttime") + "/flash.img"
+    dev = simflash.mount(path, "/tmount", block_count=16, timing="typical")
+    try:
+        assert dev.timing == "typical"
+        before = dev.busy_us  # formatting was not charged; mounting reads
+        took = _elapsed_us(lambda: _write(dev, "/tmount/f", b"q" * 100))
+        assert dev.busy_us > before and took >= dev.busy_us - before
+    finally:
+        os.umount("/tmount")
+
+
+def _write(dev, name, data):
+    with open(name, "wb") as f:
+        f.write(data)
+
+
+def test_sim_board_takes_flash_timing_from_device_json():
+    from hal.sim import Board
+
+    data = tmpdir("simflash_board")
+    for sim, want in (({"flash_timing": "worst"}, "worst"), (None, "typical"), ({}, "typical")):
+        device = {"locker_id": "T1", "bays": 2, "data_dir": data}
+        if sim is not None:
+            device["sim"] = sim
+        board = Board(device, {"flash_blocks": 16})
+        try:
+            assert board.flash.timing == want
+            assert board.outputs()["flash"]["timing"] == want
+        finally:
+            os.umount("/flash")
+            board.flash.close()
+    bad = {"locker_id": "T1", "bays": 2, "data_dir": data, "sim": {"flash_timing": "fast"}}
+    with raises(ValueError):
+        Board(bad, {"flash_blocks": 16})

@@ -158,6 +158,65 @@ def test_xlsx_reads_back(st, tmp_path):
     assert o[0] == "2026-07-01T00:30:00+01:00" and o[5] == "Smith, Ann" and o[2] == 2
 
 
+@pytest.mark.parametrize("limit", [2, 3, 6, 10])
+def test_xlsx_past_a_sheets_rows_continues_on_further_sheets(st, tmp_path, monkeypatch, limit):
+    """SHEET_ROWS rows (header included) on a sheet, the rest on `events 2`, `events 3`...,
+    each with the header: every row once, in order, none lost or doubled, no empty sheet."""
+    from lockerctl import export
+    from openpyxl import load_workbook
+
+    extra = [("L3", ev(i, ts(2026, 9, 1, 9, i))) for i in range(1, 13)]
+    st.ingest("school", extra)
+    _, whole = run(st, "csv")
+    expected = list(csv.reader(io.StringIO(whole)))[1:]
+    assert len(expected) == 17
+
+    monkeypatch.setattr(export, "SHEET_ROWS", limit)
+    n, data = run(st, "xlsx")
+    assert n == 17
+    (tmp_path / "s.xlsx").write_bytes(data)
+    wb = load_workbook(tmp_path / "s.xlsx", read_only=True)
+    per_sheet = limit - 1
+    sheets = -(-17 // per_sheet)
+    assert wb.sheetnames == ["events"] + [f"events {i}" for i in range(2, sheets + 1)]
+    got = []
+    for name in wb.sheetnames:
+        rows = list(wb[name].iter_rows(values_only=True))
+        assert list(rows[0]) == HEADER.split(",")
+        assert 1 <= len(rows) - 1 <= per_sheet
+        got += [["" if v is None else str(v) for v in r] for r in rows[1:]]
+    assert got == expected
+
+
+def test_xlsx_one_sheet_when_the_rows_fit(st, tmp_path):
+    from openpyxl import load_workbook
+
+    _, data = run(st, "xlsx")
+    (tmp_path / "one.xlsx").write_bytes(data)
+    assert load_workbook(tmp_path / "one.xlsx", read_only=True).sheetnames == ["events"]
+
+
+def test_xlsx_keeps_every_digit_of_a_number_no_double_holds(tmp_path):
+    """A whole number past 2^53 (only a hand edit stores one) is written as its exact text; a
+    smaller one stays a number."""
+    import types
+
+    from lockerctl.export import write_xlsx
+    from openpyxl import load_workbook
+
+    row = types.SimpleNamespace(
+        ts=None, received_at=ts(2026, 9, 1, 9, 0), locker_id="L1", bay=-5, type="boot",
+        person=None, name=None, role=None, by=None, reason=None, seq=2**60 + 1, jid="",
+    )  # fmt: skip
+    out = io.BytesIO()
+    assert write_xlsx(iter([row]), out, "Europe/London", lambda: None) == 1
+    (tmp_path / "n.xlsx").write_bytes(out.getvalue())
+    ws = load_workbook(tmp_path / "n.xlsx").active
+    cells = list(ws.iter_rows(min_row=2))[0]
+    assert cells[2].value == -5 and cells[2].data_type == "n"
+    assert cells[9].value == str(2**60 + 1) and cells[9].data_type == "s"
+
+
 def test_bad_format_is_refused(st):
     with pytest.raises(ValueError):
         run(st, "pdf")
