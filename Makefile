@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 DEMO_BROKER_PORT ?=
 DEMO_HTTP_PORT ?=
 
-.PHONY: all demo test firmware flash bench deps clean distclean lint dist
+.PHONY: all demo test check firmware flash bench deps clean distclean lint dist
 
 all: firmware
 
@@ -41,7 +41,13 @@ flash: firmware
 	@test -f "$(DEVICE)" || { echo "make flash: DEVICE=$(DEVICE) does not exist (lockerctl locker add prints one)" >&2; exit 2; }
 	$(PY) tools/flash.py --port "$(PORT)" --device "$(DEVICE)" --build $(BUILD) $(FLASH_ARGS)
 
-test: firmware
+# The checks CI relies on, before the tests: lint, formatting, and the host package's types.
+check: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --config-file host_tools/pyproject.toml host_tools/lockerctl
+
+test: firmware check
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: firmware

@@ -1,8 +1,8 @@
 # The signed configuration bundle (docs/protocol.md, `config`): received in chunks straight to
 # flash with its MAC computed on the way, verified, then renamed over config.bin in one step.
 # Cards are read back from flash by binary search; the card table is never held in RAM.
-# Receiving a bundle is locker.receiver's job, a module loaded only while one arrives; `Receiver`
-# is still importable from here.
+# Receiving a bundle is locker.receiver's job, a module loaded only while one arrives (it
+# imports this module's format, never the other way).
 import json
 import struct
 
@@ -203,12 +203,3 @@ def _verify_file(f, key, size):
     f.seek(0)
     if not mac.equal(h.digest(), tag):
         raise BundleError("bad_signature")
-
-
-def __getattr__(name):
-    # `from locker.bundle import Receiver` keeps working; the module loads on first use
-    if name == "Receiver":
-        from locker.receiver import Receiver
-
-        return Receiver
-    raise AttributeError(name)

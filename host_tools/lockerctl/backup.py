@@ -253,8 +253,9 @@ def restore(source: Path, db: str) -> tuple[int, str, list[str]]:
     target_kind = backend(db)
     if kind != target_kind:
         raise BackupError(f"{source} is a {kind} backup: restore it into a {kind} database")
+    path = ""
     if kind == "sqlite":
-        path = _url(db).database
+        path = _url(db).database or ""
         if not path or path == ":memory:":
             raise BackupError(f"{db}: not a database file")
         if not os.path.isdir(os.path.dirname(os.path.abspath(path))):

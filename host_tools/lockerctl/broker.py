@@ -260,7 +260,7 @@ def default_names(listeners: list[Listener]) -> list[str]:
 def _san(names: list[str]):
     from cryptography import x509
 
-    entries = []
+    entries: list[x509.GeneralName] = []
     for name in names:
         try:
             entries.append(x509.IPAddress(ipaddress.ip_address(name)))
@@ -271,6 +271,32 @@ def _san(names: list[str]):
 
 def _now():
     return datetime.datetime.now(datetime.UTC)
+
+
+def _same_key(a, b) -> bool:
+    """Whether two public keys are the same key (their DER SubjectPublicKeyInfo)."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    der, spki = Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+    return a.public_bytes(der, spki) == b.public_bytes(der, spki)
+
+
+def _issuer_key(pem: bytes):
+    """The CA's private key from PEM; ValueError unless it is a kind that signs certificates."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+    key = serialization.load_pem_private_key(pem, password=None)
+    kinds = (
+        ec.EllipticCurvePrivateKey,
+        rsa.RSAPrivateKey,
+        ed25519.Ed25519PrivateKey,
+        ed448.Ed448PrivateKey,
+        dsa.DSAPrivateKey,
+    )
+    if not isinstance(key, kinds):
+        raise ValueError("the CA key is of a kind that cannot sign certificates")
+    return key
 
 
 def make_ca(site: str, days: int = CA_DAYS) -> tuple[bytes, bytes]:
@@ -333,7 +359,7 @@ def make_server_cert(
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    ca_key = _issuer_key(ca_key_pem)
     ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
@@ -424,9 +450,7 @@ def tls_material(
                 f"{ca_crt_path} or {ca_key_path} cannot be read ({e}); "
                 "use --new-ca to make a new site CA"
             ) from None
-        if ca_key_pem is not None and (
-            ca_cert.public_key().public_numbers() != ca_key.public_key().public_numbers()
-        ):
+        if ca_key_pem is not None and (not _same_key(ca_cert.public_key(), ca_key.public_key())):
             raise BrokerError(f"{ca_key_path} is not the key of {ca_crt_path}; use --new-ca")
         if ca_cert.not_valid_after_utc < _now() + datetime.timedelta(days=RENEW_BEFORE_DAYS):
             raise BrokerError(
@@ -451,7 +475,7 @@ def tls_material(
             ca_cert = x509.load_pem_x509_certificate(ca[1])
             good = (
                 cert.issuer == ca_cert.subject
-                and cert.public_key().public_numbers() == key.public_key().public_numbers()
+                and _same_key(cert.public_key(), key.public_key())
                 and cert.not_valid_after_utc > _now() + datetime.timedelta(days=RENEW_BEFORE_DAYS)
                 and _cert_names(cert) == set(names)
             )
@@ -465,7 +489,7 @@ def tls_material(
             f"the server certificate must be issued again but the CA key {ca_key_path} is not "
             "there: put it back for this run, or use --new-ca"
         )
-    files["server.key"], files["server.crt"] = make_server_cert(ca[0], ca[1], names)
+    files["server.key"], files["server.crt"] = make_server_cert(ca_key_pem, ca[1], names)
     notes.append("issued a server certificate for " + ", ".join(names))
     return files, notes
 
@@ -535,7 +559,7 @@ def _write_atomic(path: Path, data: bytes, mode: int, uid: int | None, gid: int 
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
-            if uid is not None:
+            if uid is not None and gid is not None:
                 os.fchown(f.fileno(), uid, gid)
             f.write(data)
             f.flush()
@@ -554,7 +578,7 @@ def prepare_dir(dir: Path, owner: Owner) -> None:
     dir.mkdir(parents=True, exist_ok=True)
     data = dir / "data"
     data.mkdir(exist_ok=True)
-    if owner.uid is not None:
+    if owner.uid is not None and owner.gid is not None:
         os.chown(dir, 0, owner.gid)
         os.chmod(dir, 0o750)
         os.chown(data, owner.uid, owner.gid)

@@ -8,26 +8,18 @@ Each area of the host tools defines its commands in its own module and registers
 import functools
 import getpass
 import os
-import re
 from dataclasses import dataclass
 
 import click
 
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# defined below the CLI (the modules the CLI uses raise it too); imported from here by the cmd_*
+from .errors import UserError, printable  # noqa: F401
 
 
-def printable(text: str) -> str:
-    """`text` safe for one line of a terminal: control characters (newlines, ESC...) and bytes
-    that were not UTF-8 shown as escapes."""
-    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace")
-                            .decode("ascii"), text)  # fmt: skip
+class _UsageLine(UserError):
+    """A usage mistake shown as one line: click's exit code for usage mistakes."""
 
-
-class UserError(click.ClickException):
-    """A mistake in what the user asked for: one line on stderr, exit 1, no traceback."""
-
-    def show(self, file=None):
-        click.echo(f"lockerctl: {printable(self.format_message())}", err=True, file=file)
+    exit_code = click.UsageError.exit_code
 
 
 @dataclass
@@ -49,9 +41,7 @@ def _one_line(e: click.UsageError) -> UserError:
     path = e.ctx.command_path if e.ctx is not None else "lockerctl"
     message = " ".join(e.format_message().split())
     sub = path.partition(" ")[2]
-    err = UserError(f"{sub + ': ' if sub else ''}{message} (see {path} --help)")
-    err.exit_code = e.exit_code
-    return err
+    return _UsageLine(f"{sub + ': ' if sub else ''}{message} (see {path} --help)")
 
 
 class OneLineGroup(click.Group):
@@ -85,6 +75,21 @@ def parse_hostport(value: str, default_port: int = 1883) -> tuple[str, int]:
         return host, int(port)
     except ValueError:
         raise UserError(f"bad address {value!r}: expected HOST:PORT") from None
+
+
+def device_address(store, site: str, given: str | None, tls_flag: bool = False):
+    """(host, port, tls) for a device.json: `--broker` (with `--tls`), else $LOCKER_BROKER, else
+    the remembered address (and its TLS, sitesettings.device_broker), else 127.0.0.1:1883."""
+    from .sitesettings import DEFAULT_BROKER, device_broker
+
+    text = given or os.environ.get("LOCKER_BROKER")
+    if text:
+        host, port = parse_hostport(text)
+        return host, port, tls_flag
+    stored = device_broker(store, site)
+    if stored:
+        return stored[0], stored[1], stored[2] or tls_flag
+    return DEFAULT_BROKER[0], DEFAULT_BROKER[1], tls_flag
 
 
 def site_options(fn):
@@ -184,7 +189,8 @@ def open_store(site: Site):
     except StoreError as e:
         raise UserError(str(e)) from None
     except sa.exc.SQLAlchemyError as e:
-        msg = str(e.orig if getattr(e, "orig", None) is not None else e).splitlines()[0]
+        orig = getattr(e, "orig", None)  # the driver's own error, when there is one
+        msg = str(orig if orig is not None else e).splitlines()[0]
         raise UserError(f"cannot open the store {site.db}: {msg}") from None
     except ModuleNotFoundError as e:
         raise UserError(f"cannot open the store {site.db}: missing driver {e.name}") from None

@@ -165,7 +165,8 @@ def broker_config(
         if directory.exists() and not directory.is_dir():
             raise UserError(f"{directory} is not a directory")
         owner = broker.file_owner(directory)
-        tls_files, notes = None, []
+        tls_files: dict[str, bytes] | None = None
+        notes: list[str] = []
         if tls:
             tls_files, notes = broker.tls_material(
                 directory,
@@ -329,8 +330,8 @@ def locker_rekey(site: Site, locker_id, broker, tls, output):
     the new device.json. Procedure: flash the new device.json (make flash DEVICE=...), run
     `lockerctl broker config DIR` again and reload mosquitto (kill -HUP its pid); `lockerctl
     serve` signs the next configuration with the new key by itself."""
+    from .clibase import device_address
     from .keys import new_secret
-    from .sitesettings import device_address
     from .store import StoreError
 
     st = open_store(site)

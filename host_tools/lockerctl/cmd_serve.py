@@ -166,10 +166,25 @@ def serve(
         site.broker_port,
         site.broker_source,
     )
-    service.start(http=address, tls=tls)
+    service.start()
+    if address:
+        service.dashboard = _start_dashboard(service, address, tls)
     while not service.wait(1.0):
         pass
     service.stop()
+
+
+def _start_dashboard(service, http: tuple[str, int], tls=None):
+    """The dashboard (`lockerctl.web`), if this installation has it: `web.start(service, host,
+    port, tls)` must return an object with `stop()`."""
+    try:
+        from . import web
+    except ModuleNotFoundError:
+        logging.getLogger("lockerctl.serve").warning(
+            "no dashboard in this installation (lockerctl.web missing): --http ignored"
+        )
+        return None
+    return web.start(service, http[0], http[1], tls=tls)
 
 
 def _redacted(db: str) -> str:
@@ -184,7 +199,7 @@ def _redacted(db: str) -> str:
 
 def _web_options(http, issuer, client_id, secret_file, redirect_uri, token_file) -> dict:
     """The dashboard's single sign-on and metrics settings, checked before anything starts."""
-    options = {}
+    options: dict[str, object] = {}
     oidc = (issuer, client_id, secret_file)
     if any(oidc) or redirect_uri:
         if not all(oidc):

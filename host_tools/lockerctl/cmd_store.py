@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from typing import IO
 
 import click
 
@@ -65,9 +66,8 @@ def _output(path: str | None, binary: bool = False, private: bool = False):
     try:
         if not private:
             os.chmod(tmp, 0o644 & ~_umask())
-        with os.fdopen(
-            fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})
-        ) as f:
+        f: IO = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")
+        with f:
             yield f
         os.replace(tmp, target)
     except BaseException:
@@ -500,7 +500,8 @@ def locker_add(
         raise UserError(f"locker id {locker_id!r}: use 1-28 of A-Z a-z 0-9 . _ -")
     if (wifi_ssid is None) != (wifi_password is None):
         raise UserError("--wifi-ssid and --wifi-password go together")
-    from .sitesettings import default_data_dir, device_address, free_control_port
+    from .clibase import device_address
+    from .sitesettings import default_data_dir, free_control_port
 
     secret = _new_secret()
     password = secrets.token_urlsafe(24)

@@ -37,9 +37,9 @@ def sign_command(
             raise ValueError(f"command {name} {value!r} must be text without '|'")
     if not isinstance(reason, str):
         raise ValueError("command reason must be text")
-    for name, value in (("id", cmd_id), ("exp", exp)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"command {name} must be a positive integer, not {value!r}")
+    for name, number in (("id", cmd_id), ("exp", exp)):
+        if isinstance(number, bool) or not isinstance(number, int) or number <= 0:
+            raise ValueError(f"command {name} must be a positive integer, not {number!r}")
     tag = keys.hmac_sha256(
         keys.cmd_key(secret), canonical(locker_id, cmd_id, op, bay, by, exp, reason)
     )

@@ -16,6 +16,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from typing import TypeGuard
 
 from . import keys
 
@@ -92,7 +93,7 @@ class Refused(ValueError):
         self.kind = kind
 
 
-def _is_int(value) -> bool:
+def _is_int(value) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -247,7 +248,7 @@ class Ingestor:
         if max_wait is not None:
             self.max_wait = max_wait
         self.stats = Stats()
-        self._lockers: dict[str, tuple[bytes, int]] = {}  # id -> (secret, bays)
+        self._lockers: dict[str, tuple[bytes | None, int | None]] = {}  # id -> (secret, bays)
         self._known_at = 0.0
         self._unknown_warned: dict[str, float] = {}
         self._bad_window = time.monotonic()
@@ -430,15 +431,18 @@ class Ingestor:
         return merged
 
     def _send_acks(self, result) -> None:
+        publish = self.publish_ack
+        if publish is None:  # not linked to a broker: no acks to send
+            return
         for (locker, jid), seq in sorted(result.acks.items()):
             if not seq or (locker, jid) in result.conflicts:
                 continue  # nothing stored from 1 onwards yet, or a conflict: no ack
-            entry = self._lockers.get(locker)
-            if entry is None:
+            secret = self._lockers.get(locker, (None, None))[0]
+            if secret is None:
                 continue
-            ack = {"seq": int(seq), "jid": jid, "mac": keys.ack_mac(entry[0], int(seq), jid)}
+            ack = {"seq": int(seq), "jid": jid, "mac": keys.ack_mac(secret, int(seq), jid)}
             try:
-                self.publish_ack(locker, ack)
+                publish(locker, ack)
                 self.stats.acks += 1
             except Exception as e:
                 log.error("ack %s to %s not sent: %s", seq, locker, one_line(e))

@@ -27,9 +27,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import mqttwire as wire
 from .ingest import Ingestor, one_line
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
 
 log = logging.getLogger("lockerctl.serve")
 
@@ -401,8 +406,8 @@ class IngestProcess:
         self.ingestor = ingestor
         self.report = report
         self.db_url = db_url
-        self.proc = None
-        self._conn = None
+        self.proc: BaseProcess | None = None
+        self._conn: Connection | None = None
         self._stopping = threading.Event()
         self._spawning = threading.Lock()  # a restart and a stop never cross
         self._base = ingestor.stats.as_dict()
@@ -422,13 +427,13 @@ class IngestProcess:
             "retry_delay": self.ingestor.retry_delay,
             "level": logging.getLogger("lockerctl").getEffectiveLevel(),
         }
-        self.proc = self._ctx.Process(
+        self.proc = proc = self._ctx.Process(
             target=_child_main,
             args=(child, self.endpoint, self.site, self.db_url, settings),
             name="lockerctl-ingest",
             daemon=True,
         )
-        self.proc.start()
+        proc.start()
         child.close()
         self._conn = parent
         self._last = {}
@@ -437,7 +442,7 @@ class IngestProcess:
         delay = self.restart_delay
         while True:
             try:
-                kind, value = self._conn.recv()
+                kind, value = self._started()[1].recv()
             except Exception:  # EOFError/OSError: the child is gone (or sent garbage)
                 self._end_child()
                 self.report("connected", False)
@@ -447,7 +452,7 @@ class IngestProcess:
                     return
                 log.error(
                     "the ingest process stopped (exit code %s): starting it again",
-                    self.proc.exitcode,
+                    self._started()[0].exitcode,
                 )
                 if self._stopping.wait(delay):
                     return
@@ -468,27 +473,35 @@ class IngestProcess:
             except Exception:
                 log.exception("ingest: a report from the ingest process was not handled")
 
+    def _started(self) -> tuple[BaseProcess, Connection]:
+        """The child process and the parent's end of its pipe (after `start`)."""
+        if self.proc is None or self._conn is None:
+            raise RuntimeError("the ingest process was not started")
+        return self.proc, self._conn
+
     def _end_child(self, timeout: float = 5.0) -> None:
         """Waits for the child to exit; kills it if it does not (it ignores SIGTERM). Killed in
         a transaction, it leaves nothing half-written: the transaction rolls back and the lockers
         send those events again."""
-        self.proc.join(timeout)
-        if self.proc.is_alive():
+        proc = self._started()[0]
+        proc.join(timeout)
+        if proc.is_alive():
             log.error("the ingest process did not stop within %.0f s: killing it", timeout)
-            self.proc.kill()
-            self.proc.join()
+            proc.kill()
+            proc.join()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Asks the process to commit and acknowledge what it received, then to disconnect."""
         with self._spawning:
             self._stopping.set()
+        conn = self._started()[1]
         try:
-            self._conn.send(None)
+            conn.send(None)
         except OSError:
             pass
         self._end_child(timeout)
         self._thread.join(5)
-        self._conn.close()
+        conn.close()
 
 
 def _child_main(conn, endpoint: Endpoint, site: str, db_url: str, settings: dict) -> None:

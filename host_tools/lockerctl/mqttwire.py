@@ -101,7 +101,7 @@ class Reader:
         buf = self._buf + data if self._buf else data
         n = len(buf)
         pos = 0
-        out = []
+        out: list[tuple] = []
         acks = self.acks
         while n - pos >= 2:
             head = buf[pos]

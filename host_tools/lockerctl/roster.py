@@ -131,9 +131,9 @@ def parse_roster(data: bytes | str, source: str = "roster") -> list[dict]:
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8-sig")
-        except UnicodeDecodeError as e:
+        except UnicodeDecodeError as e:  # e.object: the bytes
             raise RosterError(
-                source, [(data[: e.start].count(b"\n") + 1, "not UTF-8 text")]
+                source, [(e.object[: e.start].count(b"\n") + 1, "not UTF-8 text")]
             ) from None
     elif data.startswith("\ufeff"):
         data = data[1:]

@@ -9,7 +9,8 @@ Threads, each with its own `Store` (SQLite connections are not shared between th
 - the checkpointer (`Checkpointer`): every `--checkpoint-every` seconds (600), a signed
   checkpoint of the trail to every locker as a `cmd` (when the trail grew, or to a locker that
   does not hold the latest);
-- the dashboard, when `--http` is given and `lockerctl.web` is installed;
+- the dashboard (`Service.dashboard`), started on the service by `lockerctl serve` when `--http`
+  is given and `lockerctl.web` is installed;
 - the publishing connection's network thread also reads every locker's `state`: a locker whose
   clock is unknown gets the host's time, and each locker's clock offset is recorded
   (`hostclock.HostClock`).
@@ -462,10 +463,11 @@ class Service:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.clock = HostClock(site.site, self._store_factory, self._publish)
-        self.connected = threading.Event()  # the publishing connection is up
+        self.connected: threading.Event = threading.Event()  # the publishing connection is up
         self.ready = threading.Event()  # the ingest link is subscribed
         self._stopping = threading.Event()
-        self._pending = collections.deque(maxlen=10000)  # recent QoS 1 publishes, for shutdown
+        # recent QoS 1 publishes, for shutdown
+        self._pending: collections.deque = collections.deque(maxlen=10000)
         self._lock = threading.Lock()
         self.dashboard = None
         self.web_options: dict = {}  # more keyword arguments of `web.serve_store` (oidc, ...)
@@ -522,9 +524,10 @@ class Service:
 
     # life cycle
 
-    def start(
-        self, http: tuple[str, int] | None = None, tls: tuple[str, str] | None = None
-    ) -> Service:
+    def start(self) -> Service:
+        """Starts the ingest link, the publishing connection, the config publisher and the
+        checkpointer. The dashboard is started on the service by `lockerctl serve` (it is a
+        client of this module: `web` imports `serve`, never the other way)."""
         if self.writer_process:
             self.ingest = IngestProcess(
                 self.endpoint, self.site.site, self.ingestor, self._ingest_report, self.site.db
@@ -538,8 +541,6 @@ class Service:
         self.client.loop_start()
         self.configs.start()
         self.checkpoints.start()
-        if http:
-            self.dashboard = start_dashboard(self, http, tls)
         return self
 
     def request_stop(self) -> None:
@@ -594,17 +595,6 @@ class Service:
             s.seq_ahead,
             s.conflicts,
         )
-
-
-def start_dashboard(service: Service, http: tuple[str, int], tls=None):
-    """The dashboard (`lockerctl.web`), if this installation has it: `web.start(service, host,
-    port, tls)` must return an object with `stop()`."""
-    try:
-        from . import web
-    except ModuleNotFoundError:
-        log.warning("no dashboard in this installation (lockerctl.web missing): --http ignored")
-        return None
-    return web.start(service, http[0], http[1], tls=tls)
 
 
 def retained_states(site: Site, store, locker_ids, timeout: float = 5.0) -> dict:

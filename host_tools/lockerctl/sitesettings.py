@@ -95,23 +95,6 @@ def device_broker(store, site: str) -> tuple[str, int, bool] | None:
     return host, port, s.get("broker.tls") == "1"
 
 
-def device_address(store, site: str, given: str | None, tls_flag: bool = False):
-    """(host, port, tls) for a device.json: `--broker` (with `--tls`), else $LOCKER_BROKER, else
-    the remembered address (and its TLS), else 127.0.0.1:1883."""
-    import os
-
-    from .clibase import parse_hostport
-
-    text = given or os.environ.get("LOCKER_BROKER")
-    if text:
-        host, port = parse_hostport(text)
-        return host, port, tls_flag
-    stored = device_broker(store, site)
-    if stored:
-        return stored[0], stored[1], stored[2] or tls_flag
-    return DEFAULT_BROKER[0], DEFAULT_BROKER[1], tls_flag
-
-
 def port_in_use(port: int) -> bool:
     with socket.socket() as s:
         try:

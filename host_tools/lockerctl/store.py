@@ -347,7 +347,7 @@ _NEW_UNIQUE = "uq_events_site_locker_jid_seq"
 def _column_ddl(conn, name: str) -> str:
     col = events.c[name]
     ddl = f"{name} {col.type.compile(conn.dialect)}"
-    if col.server_default is not None:
+    if isinstance(col.server_default, sa.DefaultClause):
         default = col.server_default.arg
         if isinstance(default, str):
             default = f"'{default}'" if name == "jid" else default
@@ -947,10 +947,10 @@ class Store:
                                 pass
                             elif not redacted and r.r_public is None:
                                 # the common case, inline: an event as it was stored
-                                site, at = r.site, r.at
+                                site, r_at = r.site, r.at
                                 kept = oldest_kept.get(site)
-                                if kept is None or at < kept:
-                                    oldest_kept[site] = at
+                                if kept is None or r_at < kept:
+                                    oldest_kept[site] = r_at
                             else:
                                 missing = check.entry(r, content)
                     elif kind == ACTION:
@@ -1091,7 +1091,7 @@ class Store:
     ) -> None:
         marks = self._marks(conn, site, list(by_journal))
         legacy = self._legacy_acks(conn, site, by_journal, marks)
-        rows = []  # the new events (tuples in _EVENT_COLUMNS order), in the order written
+        rows: list[tuple] = []  # the new events (_EVENT_COLUMNS order), in the order written
         add = rows.append
         conflicts = []  # (key, seq, event received, id of the row stored)
         for key, fresh in by_journal.items():
@@ -1169,14 +1169,15 @@ class Store:
                         received,
                     )
                 )
-                seqs = new_seqs.get((locker_id, jid))
-                if seqs is None:
+                journal_seqs = new_seqs.get((locker_id, jid))
+                if journal_seqs is None:
                     new_seqs[(locker_id, jid)] = [seq]
                 else:
-                    seqs.append(seq)
+                    journal_seqs.append(seq)
             _insert_many(conn, trail_entries, _TRAIL_COLUMNS, entries)
             result.stored = len(rows)
-        inserts, updates = [], []
+        inserts: list[dict] = []
+        updates: list[dict] = []
         for key in by_journal:
             locker_id, jid = key
             ack, _, known, top = marks[key]
@@ -1620,7 +1621,7 @@ class Store:
         actor: str = "lockerctl",
     ) -> int:
         """Rekeys a locker (and its broker password if given); returns the new config version."""
-        values = {"secret": bytes(secret)}
+        values: dict[str, bytes | str] = {"secret": bytes(secret)}
         if password is not None:
             values["broker_password"] = password
         with self._write() as conn:
@@ -2119,9 +2120,8 @@ class Store:
         `person` matches the person or the `by` of an event. The connection is held while the
         iterator is consumed and released when it ends or is closed."""
         q = self._events_query(site, start, end, locker, person, types)
-        order = [events.c.sort_ts, events.c.locker_id, events.c.seq]
-        if newest_first:
-            order = [c.desc() for c in order]
+        columns = [events.c.sort_ts, events.c.locker_id, events.c.seq]
+        order = [c.desc() for c in columns] if newest_first else columns
         q = q.order_by(*order)
         if limit is not None:
             q = q.limit(limit)

@@ -10,10 +10,11 @@ import datetime as dt
 import functools
 import re
 import tomllib
+from typing import NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from .bounds import DATE_MAX, DATE_MIN
-from .clibase import UserError, printable
+from .errors import UserError, printable
 
 DEFAULT_Y6_RELEASE_MINUTES = 10
 DEFAULT_UNCOLLECTED_AFTER_MINUTES = 60
@@ -71,7 +72,7 @@ class _Checker:
         m = re.search(rf"^[ \t]*{re.escape(key)}[ \t]*=", self.text, re.MULTILINE)
         return self.text.count("\n", 0, m.start()) + 1 if m else None
 
-    def fail(self, key: str, message: str, value=None, *, show_value: bool = True):
+    def fail(self, key: str, message: str, value=None, *, show_value: bool = True) -> NoReturn:
         top = key.split("[", 1)[0]
         line = self.line_of(top)
         where = f"{self.source} line {line}" if line else self.source
@@ -167,7 +168,7 @@ def _timezone(ck: _Checker, tz) -> str:
 def _contact(ck: _Checker, contact) -> list[tuple[int, int]]:
     if not isinstance(contact, list):
         ck.fail("contact", 'expected a list of periods [["HH:MM", "HH:MM"], ...]', contact)
-    periods = []
+    periods: list[tuple[int, int]] = []
 
     def period_of(i, period):
         key = f"contact[{i}]"
@@ -292,6 +293,8 @@ def parse_timetable(text: str, source: str) -> dict:
     whole_terms = terms if len(ck.problems) == before else None  # no knock-on mistakes
     closed = ck.check(_closed, ck, raw.get("closed", []), whole_terms)
     ck.raise_problems()
+    # no problem: every required key was there and checked
+    assert home is not None and periods is not None and terms is not None
 
     return {
         "timezone": tz,
@@ -305,7 +308,9 @@ def parse_timetable(text: str, source: str) -> dict:
 
 
 def _offset_at(zone: ZoneInfo, ts: int) -> int:
-    return int(dt.datetime.fromtimestamp(ts, zone).utcoffset().total_seconds())
+    offset = dt.datetime.fromtimestamp(ts, zone).utcoffset()
+    assert offset is not None  # an aware datetime always has one
+    return int(offset.total_seconds())
 
 
 def utc_offsets(timezone: str, start: int, end: int, step: int = 6 * 3600) -> list[list[int]]:

@@ -8,7 +8,8 @@ import os
 import struct
 
 from locker import mac
-from locker.bundle import Bundle, BundleError, Receiver
+from locker.bundle import Bundle, BundleError
+from locker.receiver import Receiver
 from locker.registry import Registry, parse_uid
 from mpytest import raises, tmpdir
 

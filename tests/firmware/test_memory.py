@@ -89,6 +89,6 @@ def test_the_config_receiver_is_loaded_while_a_bundle_arrives_only():
     stale.abort()  # and twice is harmless
     assert "locker.receiver" not in sys.modules
     assert locker.state()["config"] == 2
-    from locker.bundle import Receiver  # still importable where it always was
+    from locker.receiver import Receiver
 
     assert Receiver.MAX_HEADER == 16384

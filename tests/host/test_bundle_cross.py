@@ -17,7 +17,8 @@ MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 sys.path.insert(0, str(ROOT / "firmware"))
 
 from locker import mac  # noqa: E402
-from locker.bundle import Bundle, BundleError, Receiver  # noqa: E402
+from locker.bundle import Bundle, BundleError  # noqa: E402
+from locker.receiver import Receiver  # noqa: E402
 from locker.registry import Registry, parse_uid  # noqa: E402
 
 SECRET = bytes.fromhex("5e" * 16 + "a1" * 16)
@@ -258,7 +259,8 @@ import gc, json, sys
 sys.path.insert(0, ROOT + "/firmware")
 from binascii import unhexlify
 from locker import mac
-from locker.bundle import Bundle, Receiver
+from locker.bundle import Bundle
+from locker.receiver import Receiver
 from locker.registry import Registry
 
 def uid_of(i):

@@ -40,11 +40,12 @@ def serve_store(
     sign-on; `metrics_token`: the bearer token `/metrics` requires (else loopback only);
     `broker_connected()`: whether the ingest link is up, for `/healthz` (default
     `connected`)."""
-    from . import monitoring
+    from . import monitoring, pages
     from . import oidc as oidc_mod
 
     store.migrate()
     app = App(store, site, publish=publish, broker=broker, connected=connected)
+    pages.register(app)
     monitoring.register(app, broker_connected or app.connected, metrics_token)
     if oidc is not None:
         oidc_mod.register(app, oidc, "https" if tls else "http")

@@ -46,6 +46,12 @@ def flash_html(flash) -> str:
     return f'<div class="flash {e(kind)}" role="{role}">{e(text)}</div>'
 
 
+def error_html(status: int, message: str) -> str:
+    """The page for an HTTP error (or a 500): the message, escaped, and a way back."""
+    body = f'<p class="error" role="alert">{e(message)}</p><p><a href="/">Back</a></p>'
+    return layout(f"Error {status}", body)
+
+
 def layout(
     title: str, body: str, session=None, active: str = "", flash=None, alerts: int | None = None
 ) -> str:

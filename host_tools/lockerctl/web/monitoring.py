@@ -109,9 +109,9 @@ class StoreCollector:
     def _advance(self, conn) -> None:
         """Counts the events committed since the last scrape."""
         top = int(conn.execute(sa.select(sa.func.max(events.c.id))).scalar() or 0)
-        if top < self.watermark:  # the store was replaced (a restore): count from here
+        if self.watermark is None or top <= self.watermark:
+            # nothing new; or fewer: the store was replaced (a restore), count from here
             self.watermark = top
-        if top <= self.watermark:
             return
         new = sa.and_(events.c.site == self.site, events.c.id > self.watermark, events.c.id <= top)
         for locker, newest, count in conn.execute(

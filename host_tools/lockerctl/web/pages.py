@@ -25,7 +25,15 @@ from ..display import event_time, read_state, valid_ts
 from ..store import StoreError, events, people
 from . import alerts as alerts_mod
 from .html import csrf_field, e, layout, local_time, options, table
-from .server import COOKIE, LOGIN_COOKIE, MAX_BODY, HTTPError, Request, Response, cookie_header
+from .server import (
+    COOKIE,
+    LOGIN_COOKIE,
+    MAX_BODY,
+    HTTPError,
+    Request,
+    Response,
+    cookie_header,
+)
 
 NAMES_ROLES = ("slt", "admin")
 ALL = ("office", "slt", "admin")
@@ -37,11 +45,6 @@ OUTCOME_TYPES = ("emergency_open", "cmd_rejected")
 
 CLOCK_MAX_OFF_S = 5  # a locker whose clock is further than this from the host's is marked
 CLOCK_FRESH_S = 300  # an offset measured longer ago than this is not shown
-
-
-def error_page(status: int, message: str) -> Response:
-    body = f'<p class="error" role="alert">{e(message)}</p><p><a href="/">Back</a></p>'
-    return Response(status, layout(f"Error {status}", body))
 
 
 def can_see_names(req: Request) -> bool:
@@ -390,7 +393,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             return Response.redirect("/alerts")
         a = match[0]
         if app.accounts.acknowledge(
-            key, req.session.user.username, {"locker": a.locker, "kind": a.kind, "bay": a.bay}
+            key, req.user.username, {"locker": a.locker, "kind": a.kind, "bay": a.bay}
         ):
             app.flash(req, "ok", f"Acknowledged: {a.title} at {a.locker}.")
         else:
@@ -424,7 +427,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             f"{e(values.get('reason', ''))}</textarea>"
             '<button type="submit">Continue</button></form>'
         )
-        if req.session.user.person_id is None:
+        if req.user.person_id is None:
             body = (
                 '<p class="error" role="alert">Your account is not linked to a person on '
                 "the roster, so it cannot send opens (an admin sets it: "
@@ -447,7 +450,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         if not reason:
             raise ValueError("a reason is required")
         check_text(reason, "the reason", 200)
-        by = req.session.user.person_id
+        by = req.user.person_id
         if not by:
             raise ValueError("your account is not linked to a person on the roster")
         if scope == "staff":
@@ -521,7 +524,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
                     site,
                     locker,
                     bay,
-                    req.session.user.person_id,
+                    req.user.person_id,
                     reason,
                     actor=app.actor(req),
                 )
@@ -535,11 +538,11 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             app.sent[ref] = {
                 "after": after,
                 "sent": sent,
-                "by": req.session.user.person_id,
+                "by": req.user.person_id,
                 "reason": reason,
                 "what": what,
                 "at": time.time(),
-                "user": req.session.user.username,
+                "user": req.user.username,
             }
             if len(app.sent) > 200:
                 for k in list(app.sent)[:50]:
@@ -707,7 +710,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
             person = req.f("person").strip()
             if store.person(site, person) is None:
                 raise ValueError(f"{person or '(empty)'} is not on the roster")
-            by = req.session.user.person_id
+            by = req.user.person_id
             if not by or store.person(site, by) is None:
                 raise ValueError("your account is not linked to a person on the roster")
             start = parse_local(req.f("from"), zone, "From")
@@ -806,7 +809,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         if page_no < pages:
             nav.append(f'<a href="/trail?{link(page_no + 1)}" rel="next">Older →</a>')
         downloads = ""
-        if req.session.user.role == "admin":
+        if req.user.role == "admin":
             downloads = (
                 f'<p class="downloads">Download what is shown: '
                 f'<a href="/trail.csv?{e(qs)}" download>CSV</a> · '
@@ -1176,7 +1179,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
         rows = []
         for u in app.accounts.users():
             remove = ""
-            if u.username != req.session.user.username:
+            if u.username != req.user.username:
                 remove = (
                     f'<form method="post" action="/admin/users/remove">'
                     f'{csrf_field(req.session)}<input type="hidden" name="username" '
@@ -1226,7 +1229,7 @@ def register(app) -> None:  # noqa: C901 - one place that lists every page
     @app.route("POST", "/admin/users/remove", ADMIN)
     def users_remove(req):
         name = req.f("username")
-        if name == req.session.user.username:
+        if name == req.user.username:
             app.flash(req, "error", "You cannot remove your own account.")
         else:
             try:

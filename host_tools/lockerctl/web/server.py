@@ -13,6 +13,7 @@ import ssl
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -20,7 +21,8 @@ from http import cookies as http_cookies
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from ..accounts import Accounts, LoginLimiter
+from ..accounts import Accounts, LoginLimiter, Session, User
+from .html import error_html
 
 log = logging.getLogger("lockerctl.web")
 
@@ -75,9 +77,15 @@ class Request:
     client: str
     form: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)  # name -> (filename, bytes)
-    session: object = None
+    session: Session | None = None
     token: str | None = None
-    loader: object = None  # reads and parses the body, once (see `load_body`)
+    loader: Callable[[int], tuple[dict, dict]] | None = None  # the body, once: `load_body`
+
+    @property
+    def user(self) -> User:  # the signed-in account (routes that name it need a session)
+        if self.session is None:
+            raise RuntimeError("no session: this route needs a signed-in account")
+        return self.session.user
 
     def load_body(self, limit: int = MAX_FORM_BODY) -> None:
         """Reads and parses the body into `form` and `files`, at most `limit` bytes of it (the
@@ -141,7 +149,8 @@ def _parse_form(content_type: str, body: bytes) -> tuple[dict, dict]:
             name = part.get_param("name", header="content-disposition")
             if not name:
                 continue
-            data = part.get_payload(decode=True) or b""
+            payload = part.get_payload(decode=True)
+            data = payload if isinstance(payload, bytes) else b""
             filename = part.get_filename()
             if filename is not None:
                 files[name] = (filename, data)
@@ -187,9 +196,6 @@ class App:
         self.body_limits: dict = {}  # handler -> the largest body it reads (route(max_body=))
         self.public = {"/login"}  # paths served without a session (their handler checks access)
         self.login_links: list[str] = []  # HTML under the login form (e.g. single sign-on)
-        from . import pages
-
-        pages.register(self)
 
     # route table
 
@@ -236,7 +242,7 @@ class App:
             return self._flash.pop(req.token, None)
 
     def actor(self, req: Request) -> str:
-        return f"web:{req.session.user.username}"
+        return f"web:{req.user.username}"
 
     # the request cycle
 
@@ -265,8 +271,8 @@ class App:
                 raise HTTPError(405, "method not allowed")
             raise HTTPError(404, "no such page")
         fn, roles = hit
-        if req.session.user.role not in roles:
-            raise HTTPError(403, f"your role ({req.session.user.role}) may not use this page")
+        if req.user.role not in roles:
+            raise HTTPError(403, f"your role ({req.user.role}) may not use this page")
         if req.method == "POST":
             req.load_body(self.body_limits.get(fn, MAX_FORM_BODY))
             sent = req.form.get("csrf", "")
@@ -413,14 +419,11 @@ def _handler_class(app: App, tls: bool = False):
                 req = self._request(method)
                 resp = app.handle(req)
             except HTTPError as err:
-                from .pages import error_page
-
-                resp = error_page(err.status, err.message)
+                resp = Response(err.status, error_html(err.status, err.message))
             except Exception:
                 log.exception("dashboard error on %s %s", method, self.path)
-                from .pages import error_page
-
-                resp = error_page(500, "something went wrong on the server (see its log)")
+                message = "something went wrong on the server (see its log)"
+                resp = Response(500, error_html(500, message))
             body = resp.body.encode() if isinstance(resp.body, str) else resp.body
             self.send_response(resp.status)
             self.send_header("Content-Type", resp.content_type)
@@ -534,7 +537,8 @@ class Dashboard:
             )
         self.scheme = "https" if context is not None else "http"
         self.httpd.daemon_threads = True
-        self.host, self.port = self.httpd.server_address[:2]
+        bound, self.port = self.httpd.server_address[:2]
+        self.host = bound.decode() if isinstance(bound, (bytes, bytearray)) else bound
         self.thread = threading.Thread(
             target=self.httpd.serve_forever,
             name="dashboard",
