@@ -78,7 +78,7 @@ def _plain(value):
 def _record(row, timezone: str) -> dict:
     received = getattr(row, "received_at", None)
     if row.ts is not None:
-        source = "locker"
+        source: str | None = "locker"
     else:
         source = "received" if valid_ts(received) else None
     return {
