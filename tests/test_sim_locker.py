@@ -20,6 +20,7 @@ def test_boots_and_answers_state(make_locker, compiled):
     assert state["clock_ok"] is False
     assert state["online"] is False
     assert state["config"] is None
+    assert state["version"] == "0.2.0"  # the firmware's own version
     assert state["pending"] >= 1  # the boot event waits for the host
     assert state["bays"] == [
         {"bay": n, "locked": True, "door": "closed", "holder": None} for n in range(1, 7)

@@ -26,6 +26,7 @@ from locker.registry import Registry, parse_uid
 from locker.timetable import Timetable
 
 _ROLE_OF_FOB = const("slt")
+_VERSION = const("0.2.0")  # the firmware's version, in `state` (docs/protocol.md)
 _STATE_FIXED = const(256)  # state_json's room for all but the bays (a 28-character locker id)
 _STATE_PER_BAY = const(72)  # ... and per bay (a longer holder's id grows the buffer once)
 # ... and the host's checkpoint: a note of up to 700 bytes as JSON (a note with many characters
@@ -663,6 +664,7 @@ class Locker:
             "online": self.online,
             "pending": self.journal.pending,
             "config": self.config_version,
+            "version": _VERSION,
             "bays": [bay.view() for bay in self.bays],
             "journal_free": self.journal.capacity - self.journal.used_bytes,
             "checkpoint": self.checkpoint
@@ -691,8 +693,8 @@ class Locker:
             dumps(now), dumps(None if now is not None else self.clock_nonce)
         ).encode()
         buf += b', "online": true' if self.online else b', "online": false'
-        buf += ', "pending": {}, "config": {}, "bays": ['.format(
-            self.journal.pending, dumps(self.config_version)
+        buf += ', "pending": {}, "config": {}, "version": "{}", "bays": ['.format(
+            self.journal.pending, dumps(self.config_version), _VERSION
         ).encode()
         for bay in self.bays:
             fmt = _BAY_JSON if bay.number == 1 else _NEXT_BAY_JSON
