@@ -104,8 +104,8 @@ def _show(value) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_show(v) for v in value) + "]"
     if isinstance(value, str):
-        return '"' + value + '"'
-    text = repr(value)
+        return '"' + printable(value) + '"'  # a newline in a value must not break the line
+    text = printable(repr(value))
     return text if len(text) <= 40 else text[:40] + "…"
 
 

@@ -206,6 +206,7 @@ GOOD = {
 
 @FAST
 @given(st.dictionaries(st.sampled_from(KEYS), toml_values, max_size=8), st.booleans())
+@example(changes={"timezone": '"\\n"'}, start_good=False)  # a newline in the echoed value
 def test_any_timetable_is_accepted_or_refused_in_one_line(changes, start_good):
     doc = dict(GOOD) if start_good else {}
     doc.update(changes)
