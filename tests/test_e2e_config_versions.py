@@ -191,7 +191,7 @@ def test_a_lower_site_version_is_raised_by_serve_without_a_change(
 def test_a_locker_behind_the_configuration_is_an_alert_naming_its_reason(
     tmp_path, broker, db_url, make_locker, make_serve
 ):
-    from lockerctl.web import alerts
+    from lockerctl import alerts
 
     # This locker takes bundles of at most 4 KiB: a roster of 100 cards is too large for it
     # (though well within what the host allows).

@@ -482,8 +482,8 @@ def test_usable_on_a_tablet_and_by_keyboard(dash, browser):
 
 
 def test_offline_locker_is_an_alert_in_school_hours_only(filled_store):
+    from lockerctl import alerts
     from lockerctl.timetable import parse_timetable
-    from lockerctl.web import alerts
 
     text = (
         'timezone = "Europe/London"\nhome_time = "15:15"\n'

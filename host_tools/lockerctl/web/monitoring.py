@@ -35,8 +35,8 @@ import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from .. import alerts as alerts_mod
 from ..store import events, sites
-from . import alerts as alerts_mod
 from .server import Request, Response
 
 log = logging.getLogger("lockerctl.web")

@@ -20,10 +20,10 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from .. import alerts as alerts_mod
 from ..bounds import YEARS, BoundError, check_text, local_timestamp, parse_date
 from ..display import event_time, read_state, valid_ts
 from ..store import StoreError, events, people
-from . import alerts as alerts_mod
 from .html import csrf_field, e, layout, local_time, options, table
 from .server import (
     COOKIE,

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from ..store import REFUSALS, events, people
+from .store import REFUSALS, events, people
 
 EVENT_ALERTS = {
     "uncollected": "Phone not collected",
