@@ -22,13 +22,14 @@
 # clear; until then now() is None (deposits work, retrievals need an override). Every NTP sync is
 # written to the DS3231, so the battery-backed clock stays in step for the next boot.
 import json
-import os
 import time
 
 import machine
 from drivers.ds3231 import DS3231
 from drivers.mcp23017 import MCP23017, parse_pin
 from drivers.mfrc522 import MFRC522SPI
+from locker import makedirs
+from locker.bays import CLOSED, OPEN, UNKNOWN
 from micropython import const
 
 # The ESP32 port counts from 2000-01-01, the unix port from 1970: board.now() is always unix time.
@@ -86,18 +87,6 @@ def parse_spec(spec, where):
         return int(head, 16), parse_pin(pin)
     except ValueError as e:
         raise ValueError("pinmap.json: {}: {}".format(where, e)) from None
-
-
-def _makedirs(path):
-    cur = ""
-    for part in path.split("/"):
-        cur = (cur + "/" + part) if cur or path.startswith("/") else part
-        if not part:
-            continue
-        try:
-            os.mkdir(cur)
-        except OSError:
-            pass
 
 
 class Bank:
@@ -190,18 +179,18 @@ class Bank:
             return False
         return True
 
-    def door_open(self, bay):
-        """True/False from the reed switch, None when it cannot be read."""
+    def door(self, bay):
+        """The reed switch: bays.OPEN or CLOSED, UNKNOWN when it cannot be read."""
         where, pin = self._reeds[bay - 1]
         if where is None:
-            return pin() == self._open_level
+            return OPEN if pin() == self._open_level else CLOSED
         if not self.expander_ok.get(where):
-            return None
+            return UNKNOWN
         try:
-            return self.expanders[where].read(pin) == self._open_level
+            return OPEN if self.expanders[where].read(pin) == self._open_level else CLOSED
         except OSError:
             self.expander_ok[where] = False
-            return None
+            return UNKNOWN
 
     def locks(self):
         return list(self._want)
@@ -526,7 +515,7 @@ class Board:
 
         # 5. The data directory on the flash filesystem (the ESP32's is mounted at / already).
         self.data_dir = device.get("data_dir") or "data"
-        _makedirs(self.data_dir)
+        makedirs(self.data_dir)
 
         # 6. The network: brought up by service().
         self.net = Network(device.get("wifi") or {})
@@ -550,8 +539,8 @@ class Board:
     def set_lock(self, bay, unlocked):
         return self.bank.set_lock(bay, unlocked)
 
-    def door_open(self, bay):
-        return self.bank.door_open(bay)
+    def door(self, bay):
+        return self.bank.door(bay)
 
     def poll_card(self):
         return None if self.reader is None else self.reader.poll()

@@ -9,6 +9,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 
+from locker.bays import CLOSED, OPEN, UNKNOWN  # noqa: E402
 from model_mcp23017 import MCP23017Model  # noqa: E402
 from model_mfrc522 import Card, MFRC522Model  # noqa: E402
 from mpytest import raises, tmpdir  # noqa: E402
@@ -87,17 +88,17 @@ def test_set_lock_drives_the_pin_the_pin_map_names():
     assert board.locks()[8] and board.locks()[23]
 
 
-def test_door_open_reads_the_reed_through_the_expander():
+def test_door_reads_the_reed_through_the_expander():
     board, exps, _ = _bank(bays=8)
     exps[0x20].set_input(8 + 2, 0)  # reed closed (magnet near): door shut
-    assert board.door_open(3) is False
+    assert board.door(3) == CLOSED
     exps[0x20].set_input(8 + 2, None)  # switch open: pull-up
-    assert board.door_open(3) is True
+    assert board.door(3) == OPEN
 
 
 def test_missing_expander_locks_nothing_and_is_picked_up_later():
     board, exps, _ = _bank(bays=16, expanders=(0x20,))
-    assert board.door_open(9) is None
+    assert board.door(9) == UNKNOWN
     assert board.set_lock(9, True) is False
     assert board.status()["expanders"] == {"0x20": True, "0x21": False}
     late = MCP23017Model()
@@ -318,9 +319,9 @@ def test_small_bank_on_plain_gpio():
     board.set_lock(1, True)
     assert lock() == 1 and mm.PINS[33]() == 0
     mm.PINS[34].level = 1
-    assert board.door_open(1) is True
+    assert board.door(1) == OPEN
     mm.PINS[34].level = 0
-    assert board.door_open(1) is False
+    assert board.door(1) == CLOSED
     assert exps[0x20].outputs() == 0
 
 
@@ -378,9 +379,9 @@ def test_the_locker_core_runs_on_the_esp32_board():
     assert board.poll_card() is None  # the card still lies on the reader: no second tap
 
     exps[0x20].set_input(8 + bay - 1, None)  # door opens: the reed's pull-up wins
-    locker.door(bay, 1 if board.door_open(bay) else 0)
+    locker.door(bay, board.door(bay))
     exps[0x20].set_input(8 + bay - 1, 0)
-    locker.door(bay, 1 if board.door_open(bay) else 0)
+    locker.door(bay, board.door(bay))
     assert exps[0x20].high() == 0  # locked again, phone inside
     assert locker.state()["bays"][bay - 1]["holder"] == "S1"
     assert locker.state()["clock_ok"] is True
