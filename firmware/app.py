@@ -12,12 +12,12 @@ from locker import unload
 from locker.core import Locker
 
 
-async def _ticker(locker, board, period_ms):
+async def _ticker(locker, period_ms, sample):
+    """The locker's time-driven checks; then `sample()` (the sim board's heap sampling) if any."""
     while True:
         await asyncio.sleep_ms(period_ms)
         try:
             locker.tick()
-            sample = getattr(board, "sample_heap", None)
             if sample is not None:
                 sample()
         except Exception as e:  # one bad tick must not stop the time-driven checks
@@ -61,16 +61,17 @@ async def main(device):
     gc.collect()
     code_bytes = gc.mem_alloc()  # the firmware's own code, which an ESP32 keeps frozen in flash
     board = make_board(device, settings)
-    board.code_bytes = code_bytes
     locker = Locker(board, device, settings)
     gc.collect()
-    tasks = [asyncio.create_task(_ticker(locker, board, settings["tick_ms"]))]
-    if sim:
+    tick_ms = settings["tick_ms"]
+    if sim:  # the control port instead of a reader; the heap sampled after every tick
+        board.code_bytes = code_bytes
+        tasks = [asyncio.create_task(_ticker(locker, tick_ms, board.sample_heap))]
         port = int((device.get("sim") or {}).get("control_port", 7101))
         await control.serve(locker, board, port)
-    else:
+    else:  # the reader and reeds; the board's own service: watchdog, WiFi, NTP, LED/buzzer
+        tasks = [asyncio.create_task(_ticker(locker, tick_ms, None))]
         tasks.append(asyncio.create_task(_reader(locker, board)))
-    if hasattr(board, "run"):  # real boards: watchdog feed, WiFi, NTP, LED/buzzer patterns
         board.on_clock_set = locker.clock_set
         tasks.append(asyncio.create_task(board.run()))
     if device.get("broker"):

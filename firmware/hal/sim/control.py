@@ -51,8 +51,7 @@ def handle(locker, board, line):
             locker.clock_set()
             return {"ok": True}
         if verb == "state" and len(words) == 1:
-            state_json = getattr(locker, "state_json", None)  # JSON already: no dict of dicts
-            return state_json() if state_json is not None else locker.state()
+            return locker.state_json()  # JSON already, in the locker's buffer: no dict of dicts
         if verb == "outputs" and len(words) == 1:
             return board.outputs()
         if verb == "tick" and len(words) == 1:
