@@ -135,74 +135,9 @@ class StoreCollector:
             last_event = dict(self.last_event)
             buckets = list(self.bucket_counts)
             latency_sum = self.latency_sum
-
-        online = GaugeMetricFamily(
-            "classlocker_lockers_online", "Registered lockers connected to the broker now."
-        )
-        online.add_metric([], sum(1 for r in lockers if r.online))
-        yield online
-        registered = GaugeMetricFamily(
-            "classlocker_lockers_registered", "Lockers registered for the site."
-        )
-        registered.add_metric([], len(lockers))
-        yield registered
-        each = GaugeMetricFamily(
-            "classlocker_locker_online",
-            "1 while the locker is connected, 0 when offline or never seen.",
-            labels=["locker"],
-        )
-        pending = GaugeMetricFamily(
-            "classlocker_locker_pending_events",
-            "Events the locker holds that the host has not acknowledged (from its last "
-            "state report).",
-            labels=["locker"],
-        )
-        age = GaugeMetricFamily(
-            "classlocker_locker_last_event_age_seconds",
-            "Seconds since the locker's newest event was committed (absent before any).",
-            labels=["locker"],
-        )
-        for r in lockers:
-            each.add_metric([r.id], 1 if r.online else 0)
-            state = r.state if isinstance(r.state, dict) else {}
-            value = state.get("pending")
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                pending.add_metric([r.id], value)
-            if r.id in last_event:
-                age.add_metric([r.id], max(0.0, now - last_event[r.id]))
-        yield each
-        yield pending
-        yield age
-
-        counter = CounterMetricFamily(
-            "classlocker_events_ingested",
-            "Events committed to the audit trail since the dashboard started.",
-        )
-        counter.add_metric([], ingested)
-        yield counter
-        cumulative, running = [], 0
-        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
-            running += count
-            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
-        latency = HistogramMetricFamily(
-            "classlocker_ingest_latency_seconds",
-            "From the event's time on the locker to its commit (events with a trusted clock).",
-        )
-        latency.add_metric([], cumulative, latency_sum)
-        yield latency
-
-        open_alerts = GaugeMetricFamily(
-            "classlocker_alerts_open",
-            "Alerts on the dashboard not yet acknowledged, by kind.",
-            labels=["kind"],
-        )
-        counts = dict.fromkeys(ALERT_KINDS, 0)
-        for a in found:
-            if a.acked_by is None:
-                counts[a.kind] = counts.get(a.kind, 0) + 1
-        for kind, n in counts.items():
-            open_alerts.add_metric([kind], n)
-        yield open_alerts
+        yield from _locker_metrics(lockers, last_event, now)
+        yield from _ingest_metrics(ingested, buckets, latency_sum)
+        yield _alert_metric(found)
 
         # This version sends no e-mail: the queue is always empty. The metric is here so that
         # dashboards and alert rules can be written now and keep working when e-mail comes.
@@ -219,6 +154,79 @@ class StoreCollector:
             )
             broker.add_metric([], 1 if self.broker_connected() else 0)
             yield broker
+
+
+def _locker_metrics(lockers, last_event: dict, now: float):
+    online = GaugeMetricFamily(
+        "classlocker_lockers_online", "Registered lockers connected to the broker now."
+    )
+    online.add_metric([], sum(1 for r in lockers if r.online))
+    yield online
+    registered = GaugeMetricFamily(
+        "classlocker_lockers_registered", "Lockers registered for the site."
+    )
+    registered.add_metric([], len(lockers))
+    yield registered
+    each = GaugeMetricFamily(
+        "classlocker_locker_online",
+        "1 while the locker is connected, 0 when offline or never seen.",
+        labels=["locker"],
+    )
+    pending = GaugeMetricFamily(
+        "classlocker_locker_pending_events",
+        "Events the locker holds that the host has not acknowledged (from its last state report).",
+        labels=["locker"],
+    )
+    age = GaugeMetricFamily(
+        "classlocker_locker_last_event_age_seconds",
+        "Seconds since the locker's newest event was committed (absent before any).",
+        labels=["locker"],
+    )
+    for r in lockers:
+        each.add_metric([r.id], 1 if r.online else 0)
+        state = r.state if isinstance(r.state, dict) else {}
+        value = state.get("pending")
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            pending.add_metric([r.id], value)
+        if r.id in last_event:
+            age.add_metric([r.id], max(0.0, now - last_event[r.id]))
+    yield each
+    yield pending
+    yield age
+
+
+def _ingest_metrics(ingested: int, buckets: list, latency_sum: float):
+    counter = CounterMetricFamily(
+        "classlocker_events_ingested",
+        "Events committed to the audit trail since the dashboard started.",
+    )
+    counter.add_metric([], ingested)
+    yield counter
+    cumulative, running = [], 0
+    for bound, count in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
+        running += count
+        cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    latency = HistogramMetricFamily(
+        "classlocker_ingest_latency_seconds",
+        "From the event's time on the locker to its commit (events with a trusted clock).",
+    )
+    latency.add_metric([], cumulative, latency_sum)
+    yield latency
+
+
+def _alert_metric(found):
+    open_alerts = GaugeMetricFamily(
+        "classlocker_alerts_open",
+        "Alerts on the dashboard not yet acknowledged, by kind.",
+        labels=["kind"],
+    )
+    counts = dict.fromkeys(ALERT_KINDS, 0)
+    for a in found:
+        if a.acked_by is None:
+            counts[a.kind] = counts.get(a.kind, 0) + 1
+    for kind, n in counts.items():
+        open_alerts.add_metric([kind], n)
+    return open_alerts
 
 
 class Monitoring:

@@ -21,4 +21,5 @@ ROUTERS = [
     admin.router,
     tokens.router,
     api.router,
+    api.pages,
 ]

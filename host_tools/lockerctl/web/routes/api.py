@@ -70,7 +70,7 @@ class Bay(BaseModel):
 class Locker(BaseModel):
     id: str
     online: bool | None
-    last_seen: int | None = Field(None, description="unix seconds")
+    last_seen: float | None = Field(None, description="unix seconds")
     clock_ok: bool | None
     clock_offset: float | None = Field(None, description="seconds ahead of the host")
     unreadable: bool
@@ -308,3 +308,22 @@ def events(
 ):
     c = ctx(request)
     return [_event(r, v.sees_names) for r in store_web.events_after(c.store, c.site, after, limit)]
+
+
+# -- the API's own page --------------------------------------------------------------------------
+
+pages = APIRouter(include_in_schema=False)
+
+
+@pages.get("/api/docs")
+def api_docs(request: Request, v: Viewer = API_ALL):
+    """The OpenAPI document as a page of this dashboard (no outside scripts)."""
+    from ..templating import render
+
+    spec = request.app.openapi()
+    operations = [
+        {"method": method.upper(), "path": path, "summary": op.get("summary", "")}
+        for path, methods in spec.get("paths", {}).items()
+        for method, op in methods.items()
+    ]
+    return render(request, "api_docs.html", "JSON API", operations=operations)
