@@ -166,7 +166,12 @@ class _Gate(asyncio.Protocol):
     async def _handshake(self, loop, transport) -> None:
         try:
             wrapped = await loop.start_tls(
-                transport, self, self.context, server_side=True, ssl_handshake_timeout=IDLE_SECONDS
+                transport,
+                self,
+                self.context,
+                server_side=True,
+                ssl_handshake_timeout=IDLE_SECONDS,
+                ssl_shutdown_timeout=1,  # a client that never answers close_notify
             )
         except ssl.SSLError as e:
             log.info("TLS handshake with %s refused: %s", self.address, e.reason or e)
