@@ -52,9 +52,13 @@ class _Static(StaticFiles):
         return response
 
 
+_PLAIN = {"Not Found": "no such page", "Method Not Allowed": "method not allowed"}
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
     detail = str(getattr(exc, "detail", "") or "error")
+    detail = _PLAIN.get(detail, detail)
     if request.url.path.startswith("/api/"):
         return JSONResponse({"error": detail}, status, headers=getattr(exc, "headers", None))
     return error_page(status, detail)
@@ -65,6 +69,11 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     if request.url.path.startswith("/api/"):
         return JSONResponse({"error": "bad request", "detail": errors}, 422)
     return error_page(400, "bad request")
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # Starlette logs the traceback; the visitor gets a page, not a trace.
+    return error_page(500, "something went wrong on the server (see its log)")
 
 
 def create_app(ctx: Context) -> FastAPI:
@@ -84,6 +93,7 @@ def create_app(ctx: Context) -> FastAPI:
     app.mount("/static", _Static(directory=STATIC_DIR), name="static")
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _server_error)
     app.add_middleware(Authentication, ctx=ctx)
     app.add_middleware(BodyBounds)
     app.add_middleware(HeadAsGet)
