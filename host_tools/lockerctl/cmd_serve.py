@@ -132,7 +132,7 @@ def serve(
             raise UserError("--http-cert and --http-key go together")
         if not http:
             raise UserError("--http-cert needs --http HOST:PORT (the dashboard's address)")
-        from .web.server import tls_context
+        from .web.app import tls_context
 
         try:
             tls_context(http_cert, http_key)
