@@ -8,10 +8,10 @@ import sys
 import time
 import traceback
 
-from . import endtoend, firmware, ingest, journal, scale
+from . import endtoend, firmware, ingest, journal, scale, workers
 from .core import ROOT, Context, machine, make_workdir, markdown, remove_workdir, table
 
-BENCHMARKS = {m.NAME: m for m in (ingest, endtoend, firmware, journal, scale)}
+BENCHMARKS = {m.NAME: m for m in (ingest, workers, endtoend, firmware, journal, scale)}
 INTRO = """
 What bounds each figure is measured in the same run, next to it: the broker's own fan-out
 (`mosquitto_sub` receiving the stream `lockerctl serve` stores), SQLite's own insert rate (a bare

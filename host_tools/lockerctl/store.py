@@ -570,6 +570,8 @@ def _insert_many(
             return []
         return conn.execute(table.insert().returning(*returning), dicts).all()
     q = dialect.identifier_preparer
+    if dialect.name == "postgresql" and ph == "%s":
+        return _insert_unnest(conn, table, columns, rows, returning, skip_existing)
     head = "INSERT INTO {} ({}) VALUES ".format(
         q.format_table(table), ", ".join(q.quote(c) for c in columns)
     )
@@ -586,6 +588,32 @@ def _insert_many(
     for chunk in _chunks(rows, per):
         sql = head + ", ".join([one] * len(chunk)) + tail
         out.extend(conn.exec_driver_sql(sql, tuple(itertools.chain.from_iterable(chunk))).all())
+    return out
+
+
+def _insert_unnest(conn, table, columns, rows, returning, skip_existing) -> list:
+    """`_insert_many` on PostgreSQL: one statement with one array parameter per column,
+    `INSERT ... SELECT * FROM unnest(...)`. Multi-row VALUES cost psycopg more than the server's
+    work (it parses a statement of thousands of placeholders with a regular expression on every
+    call: 40 us an event), and executemany one round of the protocol per row."""
+    dialect = conn.dialect
+    q = dialect.identifier_preparer
+    types = [table.c[c].type.compile(dialect=dialect) for c in columns]
+    sql = "INSERT INTO {} ({}) SELECT * FROM unnest({})".format(
+        q.format_table(table),
+        ", ".join(q.quote(c) for c in columns),
+        ", ".join(f"%b::{t}[]" for t in types),  # binary: no quoting of each element
+    )
+    if skip_existing:
+        sql += " ON CONFLICT ({}) DO NOTHING".format(", ".join(q.quote(c) for c in skip_existing))
+    if returning:
+        sql += " RETURNING " + ", ".join(q.quote(c.name) for c in returning)
+    out = []
+    for chunk in _chunks(rows, 50_000):
+        arrays = tuple(list(col) for col in zip(*chunk, strict=True))
+        result = conn.exec_driver_sql(sql, arrays)
+        if returning:
+            out.extend(result.all())
     return out
 
 

@@ -208,9 +208,10 @@ def _write_marks(store, conn, site, by_journal, dups, legacy, result) -> None:
             known[(r.locker_id, r.jid)] = r.ack_seq
     inserts: list[dict] = []
     updates: list[dict] = []
+    advanced = _advance_all(conn, site, {key: known.get(key, 0) for key in by_journal})
     for key in sorted(by_journal):
         locker_id, jid = key
-        ack = store._advance(conn, site, locker_id, jid, known.get(key, 0))
+        ack = advanced[key]
         if ack == 0 and key in legacy:
             ack = store._continued(conn, site, locker_id, jid, legacy[key])
         result.acks[key] = ack
@@ -243,3 +244,29 @@ def _write_marks(store, conn, site, by_journal, dups, legacy, result) -> None:
             ),
             updates,
         )
+
+
+def _advance_all(conn, site: str, acks: dict) -> dict:
+    """{journal: its watermark moved over every contiguous seq stored after `acks[journal]`},
+    with one query per hundred journals (`Store._advance` asks once per journal)."""
+    e = events
+    out = dict(acks)
+    keys = sorted(acks)
+    for i in range(0, len(keys), 100):
+        chunk = keys[i : i + 100]
+        where = sa.or_(
+            *(
+                sa.and_(e.c.locker_id == lid, e.c.jid == jid, e.c.seq > acks[(lid, jid)])
+                for lid, jid in chunk
+            )
+        )
+        q = (
+            sa.select(e.c.locker_id, e.c.jid, e.c.seq)
+            .where(e.c.site == site, where)
+            .order_by(e.c.locker_id, e.c.jid, e.c.seq)
+        )
+        for lid, jid, seq in conn.execute(q):
+            key = (lid, jid)
+            if seq == out[key] + 1:
+                out[key] = seq
+    return out
