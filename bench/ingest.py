@@ -307,6 +307,52 @@ def executemany(ctx: Context, files: dict[str, Path]) -> float:
     return elapsed
 
 
+def parts(ctx: Context, files: dict[str, Path], secrets: dict) -> dict[str, float]:
+    """µs per event of each part of serve's per-event work, in process, on the benchmark's own
+    messages: JSON, the checks of what a firmware can send, the MAC, the store (a fresh SQLite
+    store, batches of 2,000 as a flood commits them), and the whole `Ingestor.write`."""
+    from lockerctl import keys
+    from lockerctl.ingest import Ingestor, check_event
+    from lockerctl.store import Store
+
+    msgs = []
+    for lid, path in files.items():
+        for line in path.read_bytes().splitlines():
+            msgs.append((f"lockers/school/{lid}/event", line))
+    msgs.sort(key=lambda m: json.loads(m[1])["seq"])  # interleaved, as they arrive
+    n = len(msgs)
+    out = {}
+    t0 = time.perf_counter()
+    objs = [(topic.split("/")[2], json.loads(p)) for topic, p in msgs]
+    out["JSON"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _, o in objs:
+        check_event(o, None, 8)
+    out["checks"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for lid, o in objs:
+        keys.event_mac_ok(secrets[lid], o)
+    out["MAC"] = time.perf_counter() - t0
+    events = [(lid, check_event(o, None, 8)) for lid, o in objs]
+    work = ctx.scratch("ingest-parts")
+    store = Store.open(site.db_url(work / "a.db"))
+    t0 = time.perf_counter()
+    for i in range(0, n, 2000):
+        store.ingest_journals("school", events[i : i + 2000])
+    out["store"] = time.perf_counter() - t0
+    store.close()
+    store = Store.open(site.db_url(work / "b.db"))
+    for lid in files:
+        store.add_locker("school", lid, 8, secrets[lid], "pw")
+    ingestor = Ingestor(store, "school", lambda locker, ack: None)
+    t0 = time.perf_counter()
+    for i in range(0, n, 2000):
+        ingestor.write(msgs[i : i + 2000])
+    out["all"] = time.perf_counter() - t0
+    store.close()
+    return {k: v / n * 1e6 for k, v in out.items()}
+
+
 def run(ctx: Context) -> list[Figure]:
     lockers = locker_ids(ctx.sizes["lockers"])
     n = ctx.sizes["events"]
@@ -323,6 +369,7 @@ def run(ctx: Context) -> list[Figure]:
         )
         results.append(r)
     bare = [executemany(ctx, files) for _ in range(ctx.runs)]
+    split = [parts(ctx, files, secrets) for _ in range(ctx.runs)]
     what = f"{len(lockers)} lockers x {n:,} events = {total:,}"
     serve_t = [r["serve"] for r in results]
     sub_t = [r["sub"] for r in results]
@@ -363,8 +410,36 @@ def run(ctx: Context) -> list[Figure]:
             "cores busy meanwhile",
             "%",
             [100 * r["cpu"] for r in results],
-            "both cores: broker, 20 publishers, mosquitto_sub, serve",
+            f"both cores: broker, {len(lockers)} publishers, mosquitto_sub, serve",
             0,
+        ),
+        Figure(
+            SECTION,
+            "per event, in process: Ingestor.write",
+            "µs",
+            [x["all"] for x in split],
+            "the same messages, batches of 2,000: parse, check, MAC, store",
+            1,
+        ),
+        Figure(SECTION, "  of which JSON", "µs", [x["JSON"] for x in split], "json.loads", 1),
+        Figure(
+            SECTION,
+            "  of which checks",
+            "µs",
+            [x["checks"] for x in split],
+            "what a firmware can send (ingest.check_event)",
+            1,
+        ),
+        Figure(
+            SECTION, "  of which MAC", "µs", [x["MAC"] for x in split], "HMAC-SHA256, key kept", 1
+        ),
+        Figure(
+            SECTION,
+            "  of which the store",
+            "µs",
+            [x["store"] for x in split],
+            "Store.ingest_journals: rows, trail hashes, SQL, commit",
+            1,
         ),
         Figure(
             SECTION,
