@@ -60,6 +60,16 @@ def _open_store(site: Site):
     "site; two services with the same id would take turns).",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=32),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Ingest processes sharing the lockers' events through an MQTT shared subscription "
+    "($share/lockerctl-SITE/...; client ids CLIENT_ID-w1..wN), each event stored once "
+    "(PostgreSQL only: SQLite takes one writer at a time).",
+)
+@click.option(
     "--checkpoint-every",
     type=click.FloatRange(min=1.0, max=600.0),
     default=600.0,
@@ -110,6 +120,7 @@ def serve(
     http_cert,
     http_key,
     client_id,
+    workers,
     checkpoint_every,
     oidc_issuer,
     oidc_client_id,
@@ -147,9 +158,19 @@ def serve(
         oidc_redirect_uri,
         metrics_token_file,
     )
-    _open_store(site)  # a bad --db is a one-line error before anything starts
+    store = _open_store(site)  # a bad --db is a one-line error before anything starts
+    backend = store.engine.dialect.name
+    store.close()
+    if workers > 1 and backend != "postgresql":
+        raise UserError(
+            f"--workers {workers} needs PostgreSQL: {backend} takes one writer at a time"
+        )
     service = Service(
-        site, client_id=client_id, writer_process=True, checkpoint_every=checkpoint_every
+        site,
+        client_id=client_id,
+        writer_process=True,
+        checkpoint_every=checkpoint_every,
+        workers=workers,
     )
     service.web_options = web_options
 
