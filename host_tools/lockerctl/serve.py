@@ -9,6 +9,8 @@ Threads, each with its own `Store` (SQLite connections are not shared between th
 - the checkpointer (`Checkpointer`): every `--checkpoint-every` seconds (600), a signed
   checkpoint of the trail to every locker as a `cmd` (when the trail grew, or to a locker that
   does not hold the latest);
+- the alert mailer (`mailer.AlertMailer`, with `--smtp`): urgent alerts and the daily review
+  by e-mail, from a queue in the store;
 - the dashboard (`Service.dashboard`), started on the service by `lockerctl serve` when `--http`
   is given and `lockerctl.web` is installed;
 - the publishing connection's network thread also reads every locker's `state`: a locker whose
@@ -482,6 +484,8 @@ class Service:
         self._lock = threading.Lock()
         self.dashboard = None
         self.web_options: dict = {}  # more keyword arguments of `web.serve_store` (oidc, ...)
+        self.mail_settings = None  # mailer.MailSettings: e-mail urgent alerts (`--smtp`)
+        self.mailer = None
         self._stopped = False
 
     # paho callbacks (network thread)
@@ -579,6 +583,11 @@ class Service:
         self.client.loop_start()
         self.configs.start()
         self.checkpoints.start()
+        if self.mail_settings is not None:
+            from .mailer import AlertMailer
+
+            self.mailer = AlertMailer(self._store_factory(), self.site.site, self.mail_settings)
+            self.mailer.start()
         return self
 
     def request_stop(self) -> None:
@@ -602,6 +611,8 @@ class Service:
         self.checkpoints.stop()
         for w in self.ingest_workers[1:]:
             w.stop()
+        if self.mailer is not None:
+            self.mailer.stop()
         if self.ingest is not None:
             self.ingest.stop()
         deadline = time.monotonic() + 5

@@ -60,7 +60,8 @@ def test_metrics_values_from_the_store(dash):
     assert 0 <= value(m, "classlocker_locker_last_event_age_seconds", locker="L1") < 120
     assert value(m, "classlocker_locker_last_event_age_seconds", locker="L2") is None
     assert value(m, "classlocker_alerts_open", kind="door_forced") == 1
-    assert value(m, "classlocker_alerts_open", kind="policy_flag") == 1
+    # policy flags are not alerts (issue 16): they are on SLT's daily review
+    assert value(m, "classlocker_alerts_open", kind="policy_flag") is None
     assert value(m, "classlocker_alerts_open", kind="clock") == 1  # L2's clock is not trusted
     assert value(m, "classlocker_alerts_open", kind="uncollected") == 0
     assert value(m, "classlocker_email_queue_length") == 0
