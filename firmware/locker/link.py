@@ -60,6 +60,8 @@ class Link:
         self.t_state = (root + "state").encode()
         self.t_config = (root + "config").encode()
         self.t_cmd = (root + "cmd").encode()
+        self.t_fw = (root + "firmware").encode()  # firmware offers (locker/update.py)
+        self.t_chunks = "firmware/{}/".format(device.get("site", "school")).encode()
         get = settings.get
         self.keepalive = int(get("keepalive_s", 30))
         self.ack_timeout_ms = int(get("ack_timeout_s", 10) * 1000)
@@ -102,7 +104,7 @@ class Link:
         # the state's JSON, rewritten on each change; allocated now, while the heap has room in
         # one piece (about 72 bytes a bay and 800 for the host's checkpoint: Locker.state_json
         # grows it if ever needed)
-        self._state_buf = bytearray(192 + 800 + 72 * len(getattr(locker, "bays", ())))
+        self._state_buf = bytearray(448 + 800 + 72 * len(getattr(locker, "bays", ())))
         if getattr(locker, "events_ready", None) is None and hasattr(locker, "on_commit"):
             locker.on_commit = self._wake.set
 
@@ -166,6 +168,8 @@ class Link:
         await c.subscribe(self.t_ack, 1)
         await c.subscribe(self.t_config, 1)
         await c.subscribe(self.t_cmd, 1)
+        if hasattr(locker, "offer_sink"):
+            await c.subscribe(self.t_fw, 1)
         self._reader_task = asyncio.create_task(self._reader())
         locker.online = True
         locker.state_rev += 1
@@ -202,6 +206,10 @@ class Link:
                 payload = None
                 self.state_rev_sent = rev
             await self._upload()
+            upd = getattr(locker, "updater", None)
+            if upd is not None:  # a firmware download: the next chunk, at the locker's pace
+                upd.wake = self._wake.set
+                await upd.pump(c, self.connects)
             if self._dead is None:
                 try:
                     await asyncio.wait_for_ms(self._wake.wait(), _POLL_MS)
@@ -281,6 +289,11 @@ class Link:
                 self.locker.command_rejected("too_large")
                 return None
             return self._cmd.start()
+        if topic == self.t_fw:
+            return self.locker.offer_sink(length)
+        if topic.startswith(self.t_chunks):
+            upd = self.locker.updater
+            return upd.chunk_sink(topic, length) if upd is not None else None
         return None
 
     def _on_ack(self, payload):
