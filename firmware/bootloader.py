@@ -159,7 +159,7 @@ def boot(here):
         try:
             if isinstance(device, dict) and isinstance(device.get("locker_id"), str):
                 if sim and flash is None:
-                    from hal import simflash
+                    from hal.sim import flash as simflash
 
                     flash = simflash.mount_for(device)
                     simflash = None

@@ -50,8 +50,8 @@ def build(tmp_path, name, broken=False):
     out = tmp_path / name
     shutil.copytree(BUILD, out)
     if broken:
-        (out / "locker" / "app.mpy").unlink()
-        (out / "locker" / "app.py").write_text("raise RuntimeError('broken build')\n")
+        (out / "app.mpy").unlink()
+        (out / "app.py").write_text("raise RuntimeError('broken build')\n")
     return out
 
 

@@ -187,3 +187,4 @@ def test_manifest_freezes_every_firmware_package():
         for f in files or ():
             assert (FIRMWARE / name / f).is_file(), (name, f)
     assert ("hal", ("__init__.py", "esp32.py")) in frozen  # the simulated board stays out
+    assert ("app.py", None) in frozen  # the composition root main.py imports
