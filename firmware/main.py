@@ -2,7 +2,8 @@
 #   micropython firmware/main.py      with ./device.json or $LOCKER_DEVICE
 # and the compiled build as
 #   micropython -c "import sys; sys.path.insert(0,'build/firmware'); import main"
-import json
+# The boot loader (bootloader.py) picks the firmware to run: the one beside this file, or an
+# update installed over the air into a slot on the flash filesystem (docs/fleet.md).
 import sys
 
 _here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
@@ -10,32 +11,6 @@ for _p in (_here + "/lib", _here):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+import bootloader  # noqa: E402
 
-def _device_path():
-    try:
-        import os
-
-        return os.getenv("LOCKER_DEVICE") or "device.json"
-    except (ImportError, AttributeError):  # the ESP32's os has no getenv
-        return "device.json"
-
-
-def _load_device(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except OSError:
-        raise SystemExit(
-            "locker: cannot read {} (set LOCKER_DEVICE or write device.json)".format(path)
-        )
-    except ValueError:
-        raise SystemExit("locker: {} is not valid JSON".format(path))
-
-
-device = _load_device(_device_path())
-import app  # noqa: E402
-
-try:
-    app.run(device)
-except ValueError as e:  # a mistake in device.json: one line, no traceback
-    raise SystemExit("locker: {}".format(e))
+bootloader.boot(_here)

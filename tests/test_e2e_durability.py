@@ -11,7 +11,7 @@ from harness import ROOT, lockerctl, wait_for
 pytestmark = pytest.mark.slow
 
 STAFF = [f"04B2{n:04X}" for n in range(8)]
-HEAP_KB = 152  # the compiled firmware's heap in the 600-card test (docs/memory.md)
+HEAP_KB = 168  # the compiled firmware's heap in the 600-card test (docs/memory.md)
 
 
 def roster(path, n_pupils=0):
@@ -171,5 +171,9 @@ def test_firmware_runs_in_an_esp32_sized_heap_with_600_cards(
     # Issues 11, 13 and 14 took the firmware past 620 interned names: this port, loading the .mpy
     # files at run time, then allocates a further 7 KB qstr pool (an ESP32 with the modules frozen
     # keeps their names in flash). Measured: code 84.5 KB, high-water ~140 KB, running ~55 KB.
-    assert heap["max_used"] < 144 * 1024, "heap high-water grew: docs/memory.md"
+    # Issue 17 (over-the-air updates) added the boot loader (bootloader.mpy, resident: ~5 KB of
+    # bytecode, frozen on an ESP32) and the update, health and reset code: the qstr pool is now
+    # allocated at boot, before the locker exists. Measured: code 104.6 KB, high-water ~146.5 KB,
+    # running ~42 KB; the test runs at 168k (docs/memory.md).
+    assert heap["max_used"] < 152 * 1024, "heap high-water grew: docs/memory.md"
     assert running < 60 * 1024

@@ -18,7 +18,16 @@ ESP32_MODULES = {
     "struct", "binascii", "hashlib", "asyncio", "socket", "select", "ssl", "micropython",
     "errno", "io", "collections", "random",
 }  # fmt: skip
-OWN = {"locker", "hal", "drivers", "umqtt", "main", "app"}  # umqtt: lib/, fetched at build time
+OWN = {
+    "locker",
+    "hal",
+    "drivers",
+    "umqtt",
+    "main",
+    "app",
+    "bootloader",
+    "bootrecord",
+}  # umqtt: lib/, fetched at build time
 NOT_FIRMWARE = {"manifest.py"}  # the recipe for freezing, run by the MicroPython build
 ESP32_CODE = ["hal/esp32.py", "drivers"]
 

@@ -5,6 +5,7 @@
 # *before* the action it records takes effect (a bay unlocks only after its grant is durable).
 # No I/O but through `board` and the journal; no networking (the link calls in).
 
+import gc
 import json
 from binascii import hexlify, unhexlify
 
@@ -13,13 +14,13 @@ from locker import const, policy, unload
 from locker.bays import ticks_add, ticks_diff
 from locker.bundle import Bundle, BundleError
 from locker.journal import Journal, JournalFull
-from locker.mac import CARD, CMD, CONFIG, derive, message_keys
+from locker.mac import CARD, CMD, CONFIG, FIRMWARE, derive, message_keys
 from locker.registry import Registry, parse_uid
 from locker.timetable import Timetable
 
 _ROLE_OF_FOB = const("slt")
 _VERSION = const("0.2.0")  # the firmware's version, in `state` (docs/protocol.md)
-_STATE_FIXED = const(256)  # state_json's room for all but the bays (a 28-character locker id)
+_STATE_FIXED = const(512)  # state_json's room for all but the bays (a 28-character locker id)
 _STATE_PER_BAY = const(72)  # ... and per bay (a longer holder's id grows the buffer once)
 # ... and the host's checkpoint: a note of up to 700 bytes as JSON (a note with many characters
 # that JSON escapes grows the buffer once)
@@ -45,8 +46,16 @@ _ESSENTIAL = const(
         "uncollected",
         "config_applied",
         "journal_near_full",
+        "update_failed",
+        "updated",
     )
 )
+
+
+def _mem_free():
+    """Free heap in bytes (None under CPython, whose gc does not say)."""
+    f = getattr(gc, "mem_free", None)
+    return f() if f is not None else None
 
 
 def _denied(reason):
@@ -72,7 +81,15 @@ class Locker:
         # (which the link checks), derived once (docs/protocol.md, Keys)
         self.keys = message_keys(secret)
         self.registry = Registry(derive(secret, CARD))
+        self.fw_key = derive(secret, FIRMWARE)  # signed offers (locker/update.py)
         del secret
+        # What the boot loader (main.py) says about this boot: slot, version, trial, reset cause
+        self.boot = device.get("boot") or {}
+        self.version = self.boot.get("version") or _VERSION
+        self.updater = None  # locker/update.py's Updater while an offer is handled
+        self._up_ms = 0  # uptime, summed tick by tick (ticks_ms wraps)
+        self._up_at = board.ticks_ms()
+        self._heap_low = None
 
         self.bays = [B.Bay(n) for n in range(1, board.nbays + 1)]
         self.dir = board.data_dir
@@ -100,7 +117,11 @@ class Locker:
         self._near_full_raised = False
         self.unrecorded = 0  # events not journaled for want of room, not yet told (tick)
         self._repeats = []  # [card hash, reason, person, window start ms, count, first, last]
-        self._state_buf = None  # state_json's buffer, kept: see there
+        # state_json's buffer, kept (see there): made now, while the heap still has room in one
+        # piece (its 3 KB for 24 bays did not fit once the heap was fragmented)
+        self._state_buf = bytearray(
+            _STATE_FIXED + _STATE_CHECKPOINT + _STATE_PER_BAY * len(self.bays)
+        )
 
         self.journal = Journal(
             self.dir + "/journal",
@@ -118,6 +139,10 @@ class Locker:
         kept = None
         self._record("boot", None, reason=None)
         self._commit()
+        if self.boot.get("failed") and not self.boot.get("told", True):
+            from locker import update
+
+            update.at_boot(self)
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -525,6 +550,17 @@ class Locker:
         """Time-driven checks: lapsed grants, doors left open, override expiry, uncollected."""
         now_ms = self.board.ticks_ms()
         now = self.board.now()
+        self._up_ms += ticks_diff(now_ms, self._up_at)
+        self._up_at = now_ms
+        free = _mem_free()
+        if free is not None and (self._heap_low is None or free < self._heap_low):
+            self._heap_low = free
+        if self.boot.get("trial") and self.online:
+            from locker import update
+
+            update.confirm(self)  # the new firmware came online: it stays
+        if self.updater is not None:
+            self.updater.tick()  # switches (and resets) when a checked update is ready
         self._expire_override(now_ms)
         dirty = self._repeated(now_ms)
         lapse_ms = self.settings["grant_lapse_s"] * 1000
@@ -648,7 +684,7 @@ class Locker:
     # -- what the host and the control port see ---------------------------------------------------
 
     def state(self):
-        return {
+        state = {
             "locker": self.locker_id,
             "clock_ok": self.board.now() is not None,
             "time": self.board.now(),
@@ -656,12 +692,52 @@ class Locker:
             "online": self.online,
             "pending": self.journal.pending,
             "config": self.config_version,
-            "version": _VERSION,
+            "version": self.version,
             "bays": [bay.view() for bay in self.bays],
             "journal_free": self.journal.capacity - self.journal.used_bytes,
             "checkpoint": self.checkpoint
             and json.loads('{{"note": {}, "acked": {}}}'.format(*self.checkpoint)),
         }
+        state.update(json.loads("{" + self._health_json()[2:] + "}"))
+        return state
+
+    def offer_sink(self, length):
+        """A sink for an incoming firmware offer (locker/update.py)."""
+        from locker import update
+
+        return update.offer_sink(self, length)
+
+    def _health_json(self):
+        """', "uptime_s": ..., "update": {...}': the health fields of the state
+        (docs/protocol.md, `state`)."""
+        board = self.board
+        free = _mem_free()
+        heap_max = getattr(board, "heap_max", 0)  # the simulated board samples the live heap
+        if heap_max and free is not None:
+            low = gc.mem_alloc() + free - heap_max
+        else:
+            low = self._heap_low if self._heap_low is not None else free
+        j = self.journal
+        rssi = getattr(board, "rssi", None)
+        offered = progress = None
+        if self.updater is not None:
+            offered, progress = self.updater.view()
+        return (
+            ', "uptime_s": {}, "reset_cause": {}, "heap_free": {}, "heap_low": {}, '
+            '"journal_fill": {}, "rssi": {}, "clock_offset_s": {}, '
+            '"update": {{"offered": {}, "progress": {}, "failed": {}}}'
+        ).format(
+            self._up_ms // 1000,
+            json.dumps(self.boot.get("cause") or "power_on"),
+            json.dumps(free),
+            json.dumps(low),
+            int(j.used_bytes * 1000 // (j.capacity or 1)) / 1000,
+            json.dumps(rssi() if callable(rssi) else None),
+            json.dumps(getattr(board, "clock_correction", None)),
+            json.dumps(offered),
+            json.dumps(progress),
+            json.dumps(self.boot.get("failed")),
+        )
 
     def state_buffer(self):
         """A new buffer with room for state_json's output (grown there if ever short)."""
@@ -687,8 +763,8 @@ class Locker:
             dumps(now), dumps(None if now is not None else self.clock_nonce)
         ).encode()
         buf += b', "online": true' if self.online else b', "online": false'
-        buf += ', "pending": {}, "config": {}, "version": "{}", "bays": ['.format(
-            self.journal.pending, dumps(self.config_version), _VERSION
+        buf += ', "pending": {}, "config": {}, "version": {}, "bays": ['.format(
+            self.journal.pending, dumps(self.config_version), dumps(self.version)
         ).encode()
         for bay in self.bays:
             fmt = _BAY_JSON if bay.number == 1 else _NEXT_BAY_JSON
@@ -702,11 +778,13 @@ class Locker:
             self.journal.capacity - self.journal.used_bytes
         ).encode()
         if self.checkpoint is None:
-            buf += b"null}"
+            buf += b"null"
         else:
             buf += b'{"note": '
             buf += self.checkpoint[0]  # a str: MicroPython appends its UTF-8 bytes, no copy made
-            buf += ', "acked": {}}}}}'.format(self.checkpoint[1]).encode()
+            buf += ', "acked": {}}}'.format(self.checkpoint[1]).encode()
+        buf += self._health_json()
+        buf += b"}"
         return buf
 
 

@@ -46,6 +46,9 @@ TYPES = (
     "clock_set",
     "denied_repeated",
     "unrecorded",
+    "update_rejected",
+    "update_failed",
+    "updated",
 )
 
 REASONS = (
@@ -75,6 +78,9 @@ REASONS = (
     "phone_not_allowed",
     "grant",
     "unknown",
+    "downgrade",
+    "bad_hash",
+    "no_room",
 )
 
 _TS = const(0x01)

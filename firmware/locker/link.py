@@ -58,6 +58,8 @@ class Link:
         self.t_state = (root + "state").encode()
         self.t_config = (root + "config").encode()
         self.t_cmd = (root + "cmd").encode()
+        self.t_fw = (root + "firmware").encode()  # firmware offers (locker/update.py)
+        self.t_chunks = "firmware/{}/".format(device.get("site", "school")).encode()
         # settings.load's: every key is there, each default named once (locker/settings.py)
         self.keepalive = int(settings["keepalive_s"])
         self.ack_timeout_ms = int(settings["ack_timeout_s"] * 1000)
@@ -159,6 +161,8 @@ class Link:
         await c.subscribe(self.t_ack, 1)
         await c.subscribe(self.t_config, 1)
         await c.subscribe(self.t_cmd, 1)
+        if hasattr(locker, "offer_sink"):
+            await c.subscribe(self.t_fw, 1)
         self._reader_task = asyncio.create_task(self._reader())
         locker.online = True
         locker.state_rev += 1
@@ -192,6 +196,10 @@ class Link:
                 payload = None
                 self.state_rev_sent = rev
             await self._upload()
+            upd = getattr(locker, "updater", None)
+            if upd is not None:  # a firmware download: the next chunk, at the locker's pace
+                upd.wake = self._wake.set
+                await upd.pump(c, self.connects)
             if self._dead is None:
                 try:
                     await asyncio.wait_for_ms(self._wake.wait(), _POLL_MS)
@@ -264,6 +272,11 @@ class Link:
                 self.locker.command_rejected("too_large")
                 return None
             return self._cmd.start()
+        if topic == self.t_fw:
+            return self.locker.offer_sink(length)
+        if topic.startswith(self.t_chunks):
+            upd = self.locker.updater
+            return upd.chunk_sink(topic, length) if upd is not None else None
         return None
 
     def _on_ack(self, payload):

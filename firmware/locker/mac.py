@@ -11,6 +11,7 @@ _BLOCK = const(64)
 CARD = b"classlocker card"
 CONFIG = b"classlocker config"
 CMD = b"classlocker cmd"
+FIRMWARE = b"classlocker firmware"  # signed firmware offers (locker/update.py)
 # and message_keys() below: events' and acks' MACs, keys HMAC-SHA256(secret, b"event") and
 # (secret, b"ack"), the first 16 bytes of the HMAC as hex (locker/events.py and locker/link.py).
 # Nothing else in the firmware spells a label.

@@ -224,6 +224,27 @@ class MQTTClient:
             self.last_tx = ticks_ms()
         return pid
 
+    async def unsubscribe(self, topic):
+        """Sends UNSUBSCRIBE (its UNSUBACK is read, and skipped, by read_packet)."""
+        topic = _b(topic)
+        if len(topic) > self.MAX_TOPIC:
+            raise ValueError("mqtt: topic too long")
+        async with self._lock:
+            w = self._w
+            if w is None:
+                raise OSError(_ECONNRESET)
+            tx = self._tx
+            pid = self._next_pid()
+            struct.pack_into("!BBH", tx, 0, 0xA2, 4 + len(topic), pid)
+            n = _put_str(tx, 4, topic)
+            w.write(memoryview(tx)[:n])
+            try:
+                await asyncio.wait_for_ms(w.drain(), self.timeout_ms)
+            except asyncio.TimeoutError:
+                raise OSError(_ETIMEDOUT) from None
+            self.last_tx = ticks_ms()
+        return pid
+
     async def ping(self):
         await self._send(b"\xc0\0")
 

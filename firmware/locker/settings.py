@@ -22,6 +22,7 @@ DEFAULTS = {
     "journal_bytes": 0,  # the journal's capacity; 0: 384 KB, less on a small filesystem
     "journal_reserve_bytes": 49152,  # kept for essential events (docs/journal.md, Reserve)
     "denial_window_s": 60,  # a card's repeated denials (one reason) within this: one record
+    "update_confirm_s": 300,  # a new firmware not online within this is rolled back (fleet.md)
 }
 
 

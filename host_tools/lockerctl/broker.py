@@ -7,8 +7,10 @@ What `lockerctl broker config DIR` writes (docs/security.md explains why each pa
   base64), exactly what `mosquitto_passwd` writes. Accounts: every locker of the site (user =
   locker id) and the host's own account.
 - `acl`: a locker publishes only `event`, `status` and `state` under its own topic root and reads
-  only its own `ack`, `config` and `cmd`; the host account reads every locker's `event`, `status`
-  and `state` and writes `ack`, `config` and `cmd`. Anything not granted is denied: mosquitto
+  only its own `ack`, `config`, `cmd` and `firmware` (its firmware offer) and the site's
+  firmware chunks (`firmware/<site>/#`, which it cannot publish); the host account reads every
+  locker's `event`, `status` and `state` and writes `ack`, `config`, `cmd`, `firmware` and the
+  chunks. Anything not granted is denied: mosquitto
   drops such a publish silently and never delivers such a message to a subscriber.
 - `mosquitto.conf`: no anonymous access, a payload size limit, persistence in `DIR/data/`, the
   listener(s); with TLS a site CA (`ca.crt`, its key `ca.key` readable by root only) and a server
@@ -47,7 +49,7 @@ BROKER_USER = "mosquitto"  # the account mosquitto switches to when started as r
 HOST_USER_PREFIX = "lockerctl-"
 
 LOCKER_TOPICS_OUT = ("event", "status", "state")  # a locker publishes these
-LOCKER_TOPICS_IN = ("ack", "config", "cmd")  # a locker reads these
+LOCKER_TOPICS_IN = ("ack", "config", "cmd", "firmware")  # a locker reads these
 
 # Names that end up in topics, the password file and the ACL: no MQTT wildcards, no separators.
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -135,6 +137,8 @@ def acl_text(site: str, locker_ids: list[str], host_user: str) -> str:
         out.append(f"topic read lockers/{site}/+/{name}\n")
     for name in LOCKER_TOPICS_IN:
         out.append(f"topic write lockers/{site}/+/{name}\n")
+    # firmware chunks (docs/protocol.md, `firmware`): the host writes them, every locker reads
+    out.append(f"topic write firmware/{site}/#\n")
     for locker_id in locker_ids:
         check_name("locker id", locker_id)
         if locker_id == host_user:
@@ -145,6 +149,7 @@ def acl_text(site: str, locker_ids: list[str], host_user: str) -> str:
             out.append(f"topic write {root}{name}\n")
         for name in LOCKER_TOPICS_IN:
             out.append(f"topic read {root}{name}\n")
+        out.append(f"topic read firmware/{site}/#\n")
     return "".join(out)
 
 

@@ -567,16 +567,33 @@ def _broker_hint(site) -> None:
 @locker.command("list")
 @site_options
 def locker_list(site):
-    """The site's lockers: bays, board, online, last seen, configuration and pending events."""
+    """The site's lockers: bays, board, online, last seen, configuration, pending events, and
+    each one's health: firmware version (and an offered one with progress), uptime, reset cause,
+    heap low-water mark, journal fill, Wi-Fi signal, clock offset, then its warnings
+    (docs/fleet.md)."""
+    from . import fleet, store_fleet
     from .display import read_state
 
     with _store(site) as st:
         rows = st.lockers(site.site)
         tz = st.timezone(site.site)
-    table = [("locker", "bays", "board", "online", "last_seen", "config", "pending")]
+        clocks = st.clock_offsets(site.site)
+        boots = store_fleet.recent_boots(
+            st, site.site, int(time.time()) - fleet.RESET_LOOP_WINDOW_S
+        )
+    table = [
+        (
+            "locker", "bays", "board", "online", "last_seen", "config", "pending", "version",
+            "uptime", "reset", "heap_low", "journal", "rssi", "clock", "warnings",
+        )
+    ]  # fmt: skip
     for r in rows:
         state = read_state(r.state)
+        h = fleet.health(r.state, (clocks.get(r.id) or (None,))[0], boots.get(r.id, 0))
         online = {True: "yes", False: "no"}.get(r.online, "never")
+        version = h.version or "-"
+        if h.offered:
+            version += f" ({h.offered} {h.progress or 0:.0%})"
         table.append(
             (
                 r.id,
@@ -586,9 +603,25 @@ def locker_list(site):
                 _local(r.last_seen, tz) or "-",
                 "unreadable" if state.unreadable else str(_dash(state.config)),
                 "unreadable" if state.unreadable else str(_dash(state.pending)),
+                version,
+                "-" if h.uptime_s is None else _duration(h.uptime_s),
+                h.reset_cause or "-",
+                "-" if h.heap_low is None else f"{h.heap_low // 1024} KB",
+                "-" if h.journal_fill is None else f"{h.journal_fill:.0%}",
+                "-" if h.rssi is None else f"{h.rssi} dBm",
+                "-" if h.clock_offset_s is None else f"{h.clock_offset_s:+.0f} s",
+                "; ".join(h.warnings) or "-",
             )
         )
     _print_table(table)
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
 
 
 def _dash(value):

@@ -175,6 +175,15 @@ def test_locker_add_prints_device_json(ctl):
         "last_seen",
         "config",
         "pending",
+        # each locker's health (issue 17, docs/fleet.md)
+        "version",
+        "uptime",
+        "reset",
+        "heap_low",
+        "journal",
+        "rssi",
+        "clock",
+        "warnings",
     ]
     assert out[1].split()[:4] == ["L1", "6", "sim", "never"]
 

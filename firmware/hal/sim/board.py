@@ -35,6 +35,7 @@ class Board:
         self.buzzer = 0  # beeps so far
         self.feedback_log = []
         self._clock_offset = None
+        self.clock_correction = None
         sim = device.get("sim") or {}
         start = sim.get("ticks_start", 0)
         if type(start) is not int:  # noqa: E721 - bool is not a tick
@@ -47,14 +48,21 @@ class Board:
         timing = sim.get("flash_timing", "typical")
         if timing not in flash.TIMINGS:
             raise ValueError("device.json: sim.flash_timing must be typical, worst or off")
-        host_dir = device.get("data_dir") or "var/" + device["locker_id"]
-        makedirs(host_dir)
-        self.flash = flash.mount(
-            host_dir + "/flash.img",
-            _MOUNTPOINT,
-            block_count=settings["flash_blocks"],
-            timing=timing,
-        )
+        # The boot loader (main.py) mounted the flash already (the firmware may run from it),
+        # and hands over the RTC's offset across a reset (a battery-backed RTC).
+        self._boot = device.get("boot") or {}
+        self.flash = self._boot.get("flash")
+        if self._boot.get("rtc") is not None:
+            self._clock_offset = self._boot["rtc"]
+        if self.flash is None:
+            host_dir = device.get("data_dir") or "var/" + device["locker_id"]
+            makedirs(host_dir)
+            self.flash = flash.mount(
+                host_dir + "/flash.img",
+                _MOUNTPOINT,
+                block_count=settings["flash_blocks"],
+                timing=timing,
+            )
         self.data_dir = _MOUNTPOINT
 
     # -- the board interface (docs/architecture.md) ---------------------------------------------
@@ -86,7 +94,11 @@ class Board:
     # -- what the control port drives and shows -------------------------------------------------
 
     def set_clock(self, unix_seconds):
+        before = self.now()
         self._clock_offset = int(unix_seconds) - int(time.time())
+        self._boot["rtc"] = self._clock_offset
+        # how far the clock was off when it was last set (the state's clock_offset_s)
+        self.clock_correction = None if before is None else int(unix_seconds) - before
 
     def set_door(self, bay, reading):
         self.doors[bay - 1] = reading

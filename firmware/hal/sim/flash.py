@@ -207,3 +207,31 @@ def mount(image_path, mountpoint, block_count=128, block_size=4096, timing="off"
     dev.set_timing(timing)
     os.mount(os.VfsLfs2(dev), mountpoint)
     return dev
+
+
+def mount_for(device):
+    """The simulated board's flash as device.json describes it (data_dir/flash.img, settings'
+    flash_blocks, sim.flash_timing), mounted at /flash; returns the FileBlockDevice. The boot
+    loader (main.py) mounts it before the firmware runs, so that the firmware can run from it."""
+    sim = device.get("sim") or {}
+    timing = sim.get("flash_timing", "typical")
+    if timing not in TIMINGS:
+        raise ValueError("device.json: sim.flash_timing must be typical, worst or off")
+    blocks = (device.get("settings") or {}).get("flash_blocks", 128)
+    if type(blocks) is not int or blocks < 16:  # noqa: E721
+        raise ValueError("device.json: settings.flash_blocks must be an integer of 16 or more")
+    host_dir = device.get("data_dir") or "var/" + device["locker_id"]
+    _makedirs(host_dir)
+    return mount(host_dir + "/flash.img", "/flash", block_count=blocks, timing=timing)
+
+
+def _makedirs(path):
+    cur = ""
+    for part in path.split("/"):
+        cur = (cur + "/" + part) if cur or path.startswith("/") else part
+        if not part:
+            continue
+        try:
+            os.mkdir(cur)
+        except OSError:
+            pass
