@@ -53,6 +53,7 @@ TYPES = (
     "clock_set",
     "denied_repeated",
     "unrecorded",
+    "released",
 )
 
 REASONS = (
@@ -82,6 +83,8 @@ REASONS = (
     "phone_not_allowed",
     "grant",
     "unknown",
+    "exemption",
+    "visitor",
 )
 
 _TS = const(0x01)
