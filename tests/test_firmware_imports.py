@@ -18,7 +18,7 @@ ESP32_MODULES = {
     "struct", "binascii", "hashlib", "asyncio", "socket", "select", "ssl", "micropython",
     "errno", "io", "collections", "random",
 }  # fmt: skip
-OWN = {"locker", "hal", "drivers", "umqtt", "main"}  # umqtt: lib/, fetched at build time
+OWN = {"locker", "hal", "drivers", "umqtt", "main", "app"}  # umqtt: lib/, fetched at build time
 NOT_FIRMWARE = {"manifest.py"}  # the recipe for freezing, run by the MicroPython build
 ESP32_CODE = ["hal/esp32.py", "drivers"]
 
@@ -178,3 +178,4 @@ def test_manifest_freezes_every_firmware_package():
         for f in files or ():
             assert (FIRMWARE / name / f).is_file(), (name, f)
     assert ("hal", ("__init__.py", "esp32.py")) in frozen  # the simulated board stays out
+    assert ("app.py", None) in frozen  # the composition root main.py imports

@@ -2,7 +2,7 @@
 #
 # Flash: a littlefs image file in `data_dir` with an ESP32 partition's geometry (4096-byte blocks),
 # mounted at /flash through a block device that counts wear and can be made to fail or tear
-# (hal/simflash.py), and that takes a real chip's time to program and erase (device.json's
+# (hal/sim/flash.py), and that takes a real chip's time to program and erase (device.json's
 # `sim.flash_timing`: "typical" by default, "worst" or "off"). Locks, reeds, LED and buzzer are
 # plain state the control port shows. The real-time clock is unknown until set (`clock` on the
 # control port, as NTP would) and then advances with real time. The millisecond counter
@@ -17,7 +17,7 @@ import time
 from locker.bays import ticks_add
 from micropython import const
 
-from hal import simflash
+from hal.sim import flash
 
 _MOUNTPOINT = const("/flash")
 _FEEDBACK_KEEP = const(16)
@@ -57,11 +57,11 @@ class Board:
         self.code_bytes = 0  # heap taken by the loaded modules (set by the app)
 
         timing = sim.get("flash_timing", "typical")
-        if timing not in simflash.TIMINGS:
+        if timing not in flash.TIMINGS:
             raise ValueError("device.json: sim.flash_timing must be typical, worst or off")
         host_dir = device.get("data_dir") or "var/" + device["locker_id"]
         _makedirs(host_dir)
-        self.flash = simflash.mount(
+        self.flash = flash.mount(
             host_dir + "/flash.img",
             _MOUNTPOINT,
             block_count=settings["flash_blocks"],
