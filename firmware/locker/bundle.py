@@ -9,15 +9,17 @@ import struct
 from locker import const, mac
 
 MAGIC = b"CLCF"
-FORMAT = const(1)
+FORMAT = const(1)  # cards only
+FORMAT_RULES = const(2)  # cards, then the rule table (consents, exemptions, visitors)
 RECORD = const(48)  # card record size
-FIXED = const(20)  # magic, format, record size, reserved, version, ncards, header length
+RULE = const(96)  # rule record size (locker/exceptions.py reads them)
+FIXED = const(20)  # magic, format, record size, rules, version, ncards, header length
 MAC_LEN = const(32)
 HASH_LEN = const(16)
 PERSON_MAX = const(28)
 FLAG_WALK_HOME = const(1)
 FLAG_REVOKED = const(2)
-ROLES = ("", "pupil", "staff", "slt", "office")  # role code -> name
+ROLES = ("", "pupil", "staff", "slt", "office", "visitor")  # role code -> name
 
 CURRENT = "config.bin"
 INCOMING = "config.new"
@@ -42,10 +44,12 @@ class BundleError(Exception):
 
 def _declared_size(fixed):
     """Total bundle size announced by the 20-byte fixed header, or None if it is not ours."""
-    magic, fmt, rsize, _, _, ncards, hlen = struct.unpack(_FIXED_FMT, fixed)
-    if magic != MAGIC or fmt != FORMAT or rsize != RECORD:
+    magic, fmt, rsize, nrules, _, ncards, hlen = struct.unpack(_FIXED_FMT, fixed)
+    if magic != MAGIC or rsize != RECORD or (fmt != FORMAT and fmt != FORMAT_RULES):
         return None
-    return FIXED + hlen + ncards * RECORD + MAC_LEN
+    if fmt == FORMAT and nrules:  # format 1: the field is reserved, 0
+        return None
+    return FIXED + hlen + ncards * RECORD + nrules * RULE + MAC_LEN
 
 
 def _read_header(f):
@@ -53,7 +57,7 @@ def _read_header(f):
     fixed = f.read(FIXED)
     if len(fixed) != FIXED or _declared_size(fixed) is None:
         raise BundleError("malformed")
-    _, _, _, _, version, ncards, hlen = struct.unpack(_FIXED_FMT, fixed)
+    _, _, _, nrules, version, ncards, hlen = struct.unpack(_FIXED_FMT, fixed)
     if hlen > MAX_HEADER:
         raise BundleError("too_large")
     raw = f.read(hlen)
@@ -74,6 +78,7 @@ def _read_header(f):
         raise BundleError("malformed")
     header["_ncards"] = ncards  # removed again by the caller
     header["_cards_at"] = FIXED + hlen
+    header["_nrules"] = nrules
     return version, header
 
 
@@ -116,6 +121,8 @@ class Bundle:
         self.version = version
         self.ncards = header.pop("_ncards")
         self._cards_at = header.pop("_cards_at")
+        self.nrules = header.pop("_nrules")
+        self._rules_at = self._cards_at + self.ncards * RECORD
         self.header = header
         self._rec = bytearray(RECORD)
         self._key = memoryview(self._rec)[:HASH_LEN]
@@ -147,7 +154,8 @@ class Bundle:
             if config_key is not None:
                 _verify_file(f, config_key, size)
             version, header = _read_header(f)
-            if size != header["_cards_at"] + header["_ncards"] * RECORD + MAC_LEN:
+            cards = header["_ncards"] * RECORD
+            if size != header["_cards_at"] + cards + header["_nrules"] * RULE + MAC_LEN:
                 raise BundleError("malformed")
             return cls(f, version, header)
         except BaseException:
@@ -176,6 +184,12 @@ class Bundle:
                 f.readinto(memoryview(self._rec)[HASH_LEN:])
                 return Card(self._rec)
         return None
+
+    def read_rule(self, i, buf, n=RULE):
+        """Reads the first `n` bytes of rule record `i` (0 <= i < nrules) into `buf`."""
+        f = self._f
+        f.seek(self._rules_at + i * RULE)
+        f.readinto(memoryview(buf)[:n])
 
 
 def _verify_file(f, key, size):

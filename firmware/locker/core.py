@@ -13,6 +13,7 @@ from locker import bays as B
 from locker import const, policy, unload
 from locker.bays import ticks_add, ticks_diff
 from locker.bundle import Bundle, BundleError
+from locker.exceptions import Rules, assess
 from locker.journal import Journal, JournalFull
 from locker.mac import CARD, CMD, CONFIG, FIRMWARE, derive, message_keys
 from locker.registry import Registry, parse_uid
@@ -39,6 +40,7 @@ _ESSENTIAL = const(
         "override",
         "policy_flag",
         "emergency_open",
+        "released",
         "cancelled",
         "door_forced",
         "door_left_open",
@@ -96,6 +98,7 @@ class Locker:
         self.bundle = None
         self.timetable = Timetable(None)
         self.grants = ()
+        self.rules = None  # the bundle's consents, exemptions and visitors (locker.exceptions)
         self._load_config()
         self._commands = None  # the command counter, read when the first command arrives
 
@@ -160,6 +163,7 @@ class Locker:
         if bundle is not None and bundle.timetable:
             bundle.timetable.pop("offsets", None)  # the Timetable holds it, compactly
         self.grants = bundle.grants if bundle else ()
+        self.rules = Rules(bundle) if bundle is not None and bundle.nrules else None
 
     @property
     def config_version(self):
@@ -238,14 +242,20 @@ class Locker:
             # on this card all the same (it never waits for a later one).
             self.override_by = None
             return _granted("deposit" if bay.state == B.OPEN_DEPOSIT else "retrieve", bay.number)
-        granted = (
-            card is not None
-            and now is not None
-            and bay is not None
-            and policy.grant_covers(self.grants, card.person, now)
-        )
+        approval, allowed, ended = None, False, False
+        if card is not None and not card.revoked and card.role != _ROLE_OF_FOB:
+            approval, allowed, ended = assess(
+                self.rules, self.grants, self.timetable, card, now, bay is not None
+            )
         action, reason, flag = policy.decide(
-            card, now, self.timetable, bay is not None, override_by, granted
+            card,
+            now,
+            self.timetable,
+            bay is not None,
+            override_by,
+            approval is not None,
+            allowed,
+            ended,
         )
         if override_by is not None and card is not None:
             self.override_by = None  # the override releases exactly one card
@@ -284,8 +294,15 @@ class Locker:
             return _granted("deposit", bay.number)
         if action == "override":
             self._record("override", now, bay=bay.number, person=card.person, by=override_by)
-        elif granted:
-            self._record("retrieve", now, bay=bay.number, person=card.person, reason="grant")
+        elif approval is not None:  # a grant or an exemption: which, and who approved it
+            self._record(
+                "retrieve",
+                now,
+                bay=bay.number,
+                person=card.person,
+                by=approval[1],
+                reason=approval[0],
+            )
         else:
             self._record("retrieve", now, bay=bay.number, person=card.person)
         self._commit()
@@ -455,7 +472,7 @@ class Locker:
             if op == "checkpoint":  # the host's signed checkpoint: bay 0, by "host", the note
                 if cmd.get("bay") != 0 or cmd.get("by") != "host" or not cmd["reason"]:
                     raise CommandError("malformed")
-            elif op != "open":
+            elif op != "open" and op != "release":
                 raise CommandError("malformed")
             if cmd["id"] <= self.commands.last:
                 raise CommandError("replayed")
@@ -463,6 +480,15 @@ class Locker:
                 raise CommandError("expired")
             if op == "open":
                 targets = self._targets(cmd.get("bay"))
+            elif op == "release":
+                # the office's named release: "<person> <reason>"; only the bay that holds
+                # that person's phone opens (the host's view of the bays may be behind)
+                person, _, why = cmd["reason"].partition(" ")
+                if type(cmd.get("bay")) is not int:  # noqa: E721
+                    raise CommandError("malformed")
+                targets = self._targets(cmd.get("bay"))
+                if not targets or targets[0].holder != person or not person:
+                    raise CommandError("not_holder")
         except CommandError as e:
             self.command_rejected(e.args[0] if e.args else "malformed", cmd or payload)
             return False
@@ -486,6 +512,14 @@ class Locker:
             self.state_rev += 1
             return True
         self.commands.advance(cmd["id"])  # before acting: a replay fails even after a reboot
+        if op == "release":
+            bay = targets[0]
+            self._record("released", now, bay=bay.number, person=person, by=cmd["by"], reason=why)
+            self._commit()
+            bay.grant_retrieve(self.board.ticks_ms())
+            self._unlock(bay)
+            self.board.feedback("granted")
+            return True
         self.emergency_open(targets, now, cmd.get("by"), cmd.get("reason"))
         return True
 
@@ -671,7 +705,7 @@ class Locker:
             kind = ev.type
             if kind == "deposit":
                 bay.restore(ev.person, ev.reason, ev.person)
-            elif kind in ("retrieve", "override", "emergency_open"):
+            elif kind in ("retrieve", "override", "emergency_open", "released"):
                 lapsed[ev.bay] = (bay.holder, bay.holder_role)
                 bay.restore(None, None, bay.last_holder)
             elif kind == "cancelled":

@@ -49,6 +49,7 @@ TYPES = (
     "update_rejected",
     "update_failed",
     "updated",
+    "released",
 )
 
 REASONS = (
@@ -81,6 +82,8 @@ REASONS = (
     "downgrade",
     "bad_hash",
     "no_room",
+    "exemption",
+    "visitor",
 )
 
 _TS = const(0x01)

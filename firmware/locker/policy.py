@@ -20,15 +20,17 @@ _UNKNOWN_CARD = const("unknown_card")
 _REVOKED = const("revoked")
 _CONTACT_HOURS = const("contact_hours")
 _CLOCK_UNKNOWN = const("clock_unknown")
+_EXPIRED = const("expired")  # a visitor's card after its end
 
 # A deposit that is allowed but reported.
 _POLICY_FLAG = const("policy_flag")
 
-_ROLES = const(("pupil", "staff", "slt", "office"))
+_ROLES = const(("pupil", "staff", "slt", "office", "visitor"))
 
 
 def may_bring_phone(card):
-    """Only Year 6 pupils who walk home may bring a phone; staff and office always may."""
+    """Only Year 6 pupils who walk home may bring a phone; staff, office and visitors always
+    may (a keep-safe consent or an exemption is the caller's `allowed`)."""
     if card.role != "pupil":
         return True
     return card.year == 6 and bool(card.walk_home)
@@ -39,7 +41,9 @@ def released_early(card):
     return card.role == "pupil" and card.year == 6 and bool(card.walk_home)
 
 
-def decide(card, now, timetable, holds, override_by=None, granted=False):
+def decide(
+    card, now, timetable, holds, override_by=None, granted=False, allowed=False, ended=False
+):
     """(action, reason, flag) for a tap.
 
     card: object with person, role, year, walk_home, revoked; None when the card is unknown.
@@ -47,7 +51,11 @@ def decide(card, now, timetable, holds, override_by=None, granted=False):
     timetable: a locker.timetable.Timetable, or None when the site has none.
     holds: True when this person's phone is in a bay of this locker.
     override_by: the SLT person whose armed override this tap consumes, or None.
-    granted: True when an exception grant covers this person now (see grant_covers).
+    granted: True when an exception grant or an exemption's window covers this person now
+      (locker.exceptions.assess).
+    allowed: a keep-safe consent or an exemption lets this pupil bring a phone (no flag).
+    ended: a visitor's card past its end: refused, except to collect a phone still in a bay.
+    Visitors' cards otherwise follow the staff rules.
     """
     if card is None:
         return (_DENIED, _UNKNOWN_CARD, None)
@@ -62,10 +70,14 @@ def decide(card, now, timetable, holds, override_by=None, granted=False):
         return (_ARM, None, None)
     if role not in _ROLES:
         return (_DENIED, _UNKNOWN_CARD, None)
+    if ended:
+        if not holds:
+            return (_DENIED, _EXPIRED, None)
+        return (_OVERRIDE if override_by is not None else _RETRIEVE, None, None)
     if not holds:
         # Depositing is always allowed (with the clock unknown too): a phone that may not be in
         # school must still be locked away; the locker reports it.
-        return (_DEPOSIT, None, None if may_bring_phone(card) else _POLICY_FLAG)
+        return (_DEPOSIT, None, None if allowed or may_bring_phone(card) else _POLICY_FLAG)
     if override_by is not None:
         return (_OVERRIDE, None, None)
     if now is None:

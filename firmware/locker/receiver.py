@@ -14,6 +14,7 @@ from locker.bundle import (
     MAX_HEADER,
     PERSON_MAX,
     RECORD,
+    RULE,
     BundleError,
     _compare,
     _declared_size,
@@ -142,6 +143,7 @@ class Receiver:
             with open(self._path, "rb") as f:
                 version, header = _read_header(f)
                 _check_cards(f, header["_ncards"])
+                _check_rules(f, header["_nrules"])
         except BundleError as e:
             self._fail(e.reason)
         except (OSError, ValueError, KeyError, TypeError):
@@ -164,6 +166,23 @@ def _check_cards(f, ncards):
         if i and _compare(rec, prev) <= 0:
             raise BundleError("malformed")
         role, _, _, plen = rec[16], rec[17], rec[18], rec[19]
-        if not 1 <= role <= 4 or plen > PERSON_MAX:
+        if not 1 <= role <= 5 or plen > PERSON_MAX:
             raise BundleError("malformed")
         prev[:] = memoryview(rec)[:HASH_LEN]
+
+
+def _check_rules(f, nrules):
+    """Rule records (locker/exceptions.py) well formed and in order of (person, kind): the
+    locker finds a person's by binary search."""
+    rec = bytearray(RULE)
+    prev = bytearray(30)
+    for i in range(nrules):
+        if f.readinto(rec) != RULE:
+            raise BundleError("truncated")
+        if rec[0] == 0 or rec[0] > PERSON_MAX or not 1 <= rec[29] <= 3 or rec[31] > 4:
+            raise BundleError("malformed")
+        if rec[56] > PERSON_MAX:
+            raise BundleError("malformed")
+        if i and bytes(rec[:30]) < bytes(prev):
+            raise BundleError("malformed")
+        prev[:] = memoryview(rec)[:30]

@@ -14,6 +14,7 @@ _COMMAND_MODULES = [
     "lockerctl.cmd_web",  # user add (dashboard accounts)
     "lockerctl.cmd_ops",  # backup, restore, setup (running it as a service)
     "lockerctl.cmd_fleet",  # firmware publish, firmware status (over-the-air updates)
+    "lockerctl.cmd_exceptions",  # release, consent, exemption, visitor, card unrevoke
 ]
 
 

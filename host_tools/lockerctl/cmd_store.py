@@ -135,8 +135,17 @@ def _local(ts, tz: str) -> str:
     metavar="FILE",
     help="Write to FILE instead of standard output (required for xlsx on a terminal).",
 )
+@click.option(
+    "--include",
+    "include",
+    multiple=True,
+    type=click.Choice(["actions"]),
+    help="Also the host-side actions (grants, consents, exemptions, visitors, revocations, "
+    "opens and releases, account changes, downloads) as rows: locker empty, `by` the account, "
+    "`event` the action.",
+)
 @site_options
-def export_cmd(site, fmt, from_day, to_day, locker, person, output):
+def export_cmd(site, fmt, from_day, to_day, locker, person, output, include=()):
     """Export the audit trail's events as CSV, JSON Lines or Excel.
 
     Columns: time,locker,bay,event,person_id,name,role,by,reason,seq, with `time` in the site's
@@ -195,6 +204,7 @@ def export_cmd(site, fmt, from_day, to_day, locker, person, output):
                     timezone=tz,
                     progress=bar.update if bar is not None else None,
                     checkpoint=note,
+                    actions=_actions(st, site.site, start, end, locker, person, include),
                 )
         if output not in (None, "-"):
             with _output(output + ".checkpoint") as f:
@@ -206,6 +216,16 @@ def export_cmd(site, fmt, from_day, to_day, locker, person, output):
         click.echo(
             f"exported {n} events to {output} (checkpoint in {output}.checkpoint)", err=True
         )
+
+
+def _actions(st, site, start, end, locker, person, include):
+    """The host-side actions as export rows when asked for (`--include actions`); a locker's
+    export (--locker) has none of them."""
+    if "actions" not in include or locker is not None:
+        return None
+    from .store_exceptions import action_rows
+
+    return action_rows(st, site, start, end, person)
 
 
 # -- audit --------------------------------------------------------------------------------------

@@ -27,9 +27,10 @@ sheets `events 2`, `events 3`..., each beginning with the header.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from zoneinfo import ZoneInfo
 
 from . import xlsxstream
@@ -78,8 +79,11 @@ def _plain(value):
 
 def _record(row, timezone: str) -> dict:
     received = getattr(row, "received_at", None)
-    if row.ts is not None:
-        source: str | None = "locker"
+    source: str | None = getattr(row, "time_source", None)  # a host action's: `host`
+    if source is not None:
+        pass
+    elif row.ts is not None:
+        source = "locker"
     else:
         source = "received" if valid_ts(received) else None
     return {
@@ -97,6 +101,10 @@ def _record(row, timezone: str) -> dict:
         "jid": _plain(getattr(row, "jid", "")) or "",
         "flags": "unknown_type" if getattr(row, "unknown_type", False) else "",
     }
+
+
+def _when(row) -> int:
+    return row.sort_ts
 
 
 def _cells(rec: dict) -> list:
@@ -195,11 +203,13 @@ def export_events(
     timezone: str | None = None,
     progress: Callable[[int], None] | None = None,
     checkpoint: str | None = None,
+    actions: Iterable | None = None,
 ) -> int:
     """Writes the site's events to `out` (text for csv/jsonl, binary for xlsx); returns how many.
     `progress(n)` is called now and then with the number of rows written since the last call.
     `checkpoint` (a signed note) goes in the workbook's sheet "Checkpoint"; CSV and JSON Lines
-    carry nothing but rows (the caller states it beside them)."""
+    carry nothing but rows (the caller states it beside them). `actions`: host-side actions
+    as rows (store_exceptions.action_rows, in time order), merged in by time."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
     timezone = timezone or store.timezone(site)
@@ -212,12 +222,13 @@ def export_events(
             pending[0] = 0
 
     rows = store.events(site, start=start, end=end, locker=locker, person=person)
+    merged = rows if actions is None else heapq.merge(rows, actions, key=_when)
     try:
         if fmt == "xlsx":
-            n = write_xlsx(rows, out, timezone, tick, checkpoint)
+            n = write_xlsx(merged, out, timezone, tick, checkpoint)
         else:
             writer = {"csv": write_csv, "jsonl": write_jsonl}[fmt]
-            n = writer(rows, out, timezone, tick)
+            n = writer(merged, out, timezone, tick)
     finally:
         rows.close()
     if progress is not None and pending[0]:

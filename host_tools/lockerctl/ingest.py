@@ -73,6 +73,7 @@ KNOWN_TYPES = frozenset(
         "clock_set",
         "denied_repeated",
         "unrecorded",
+        "released",
         "update_rejected",
         "update_failed",
         "updated",

@@ -124,6 +124,7 @@ def build_locker_bundle(
 
     locker_id = _field(locker_row, "id")
     cards, timetable, grants = store.config_inputs(site, locker_id)
+    extra_cards, rules = store.config_extras(site, locker_id)
     tt = None
     if timetable:
         key = json.dumps(timetable, sort_keys=True, default=str)
@@ -138,8 +139,9 @@ def build_locker_bundle(
         version,
         now,
         tt,
-        [card_tuple(c) for c in cards],
+        [card_tuple(c) for c in cards] + list(extra_cards),
         [grant_dict(g) for g in grants],
+        rules,
     )
 
 

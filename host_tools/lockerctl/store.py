@@ -487,6 +487,17 @@ MIGRATIONS: list[tuple[str, Callable]] = [
 ]
 
 
+# Other modules' additions to every locker's bundle (store_exceptions: visitors' cards and the
+# rule table of consents, exemptions and visitors): fn(conn, site, locker_id, now) ->
+# (extra card rows as `build_bundle` takes them, rule dicts as `bundle.rule_record` takes them).
+CONFIG_EXTRAS: list[Callable] = []
+
+
+def register_config_extra(fn: Callable) -> None:
+    if fn not in CONFIG_EXTRAS:
+        CONFIG_EXTRAS.append(fn)
+
+
 def register_migration(name: str, fn: Callable) -> None:
     """Adds a named migration (another module's schema change); applied by the next `open`."""
     if any(n == name for n, _ in MIGRATIONS):
@@ -921,8 +932,9 @@ class Store:
             header = bundle_header(
                 locker_id, site, version, now, compiled, [_grant_obj(g) for g in grant_rows]
             )
+            extra_cards, rules = self._config_extras(conn, site, locker_id, now)
             try:
-                check_size(locker_id, len(header), ncards)
+                check_size(locker_id, len(header), ncards + len(extra_cards), len(rules))
             except ValueError as e:
                 raise StoreError(f"{e}; nothing was changed") from None
 
@@ -2107,6 +2119,21 @@ class Store:
             .order_by(grants.c.id)
         ).all()
         return card_rows, (tt.parsed if tt is not None else None), grant_rows
+
+    def config_extras(self, site: str, locker_id: str, now: int | None = None):
+        """(extra cards, rules) the registered CONFIG_EXTRAS add to the locker's bundle."""
+        now = _now() if now is None else now
+        with self._read() as conn:
+            return self._config_extras(conn, site, locker_id, now)
+
+    def _config_extras(self, conn, site: str, locker_id: str, now: int):
+        extra_cards: list = []
+        rules: list = []
+        for fn in CONFIG_EXTRAS:
+            c, r = fn(conn, site, locker_id, now)
+            extra_cards += c
+            rules += r
+        return extra_cards, rules
 
     # -- events ------------------------------------------------------------------------------
 

@@ -40,6 +40,38 @@ CARDS = [
 # 2026-11-24 is a Tuesday in term; grant S2 13:00-14:00 (GMT = UTC) that day: contact time
 GRANTS = [{"id": 1, "person": "S2", "from": 1795525200, "until": 1795528800, "by": "H1"}]
 FAR = 4000000000
+# Everyday exceptions (bundle-rules.bin, v3): the fixture's cards, two visitors' spare cards and
+# a rule table. 2026-11-24 is the school day the tests use (GMT: local time is UTC).
+DAY = 1795478400  # 2026-11-24 00:00 UTC
+VISITOR_CARDS = [
+    ("04A1000A", "visitor-1", "visitor", 0, False, False),  # until 17:00 that day
+    ("04A1000B", "visitor-2", "visitor", 0, False, False),  # ended the day before
+]
+RULES = [
+    {"kind": "consent", "person": "P3", "by": "H1", "until": 0, "id": 1},
+    {
+        "kind": "exemption",
+        "person": "P6N",
+        "by": "H1",
+        "category": "medical",
+        "from": 20261101,
+        "until": 20261130,
+        "windows": [[600, 615], [750, 760]],  # 10:00-10:15, 12:30-12:40
+        "id": 1,
+    },
+    {
+        "kind": "exemption",
+        "person": "P7",
+        "by": "H1",
+        "category": "young_carer",
+        "from": 20261201,  # not yet
+        "until": 0,
+        "windows": [[600, 615]],
+        "id": 2,
+    },
+    {"kind": "visitor", "person": "visitor-1", "by": "O1", "until": DAY + 17 * 3600, "id": 1},
+    {"kind": "visitor", "person": "visitor-2", "by": "O1", "until": DAY - 3600, "id": 2},
+]
 NOTE = (
     "school.example/classlocker\n1234\nq2XgVwFh8hTqCXdL0RfzsGmPTLyn0Y1Qn8Cq2QxkE3A=\n\n"
     "\u2014 school.example/classlocker 3Qe8qZ9uW1Lw2mYb6v3Jt1S0cXk4+5Zq/7h2y0fJc9a8=\n"
@@ -53,6 +85,10 @@ def main(out: Path) -> None:
     for version in (1, 2):
         data = build_bundle(SECRET, LOCKER, "school", version, 1795549393, tt, CARDS, GRANTS)
         (out / f"bundle-v{version}.bin").write_bytes(data)
+    rules = build_bundle(
+        SECRET, LOCKER, "school", 3, 1795549393, tt, CARDS + VISITOR_CARDS, GRANTS, RULES
+    )
+    (out / "bundle-rules.bin").write_bytes(rules)
     other = build_bundle(bytes(32), LOCKER, "school", 3, 1795549393, tt, CARDS, GRANTS)
     (out / "bundle-forged.bin").write_bytes(other)
     cmds = {
@@ -96,6 +132,45 @@ def big_roster(out: Path, tt) -> None:
     picks["near_end_pupil"] = next(c for c in reversed(ordered) if c[2] == "pupil" and not c[5])
     (out / "bundle-5000.json").write_text(
         json.dumps({k: {"uid": c[0], "person": c[1]} for k, c in picks.items()})
+    )
+    # The same 5,000 cards with 1,000 exceptions (v6): consents for 400 pupils, exemptions for
+    # 400 (two windows each) and 200 visitors' cards beside them; the last consented pupil in
+    # the rule table (sorted by person) is the one the test taps.
+    visitors = [(f"06{i:06X}", f"visitor-{i}", "visitor", 0, False, False) for i in range(200)]
+    rules = [
+        {"kind": "consent", "person": f"Q{i:04d}", "by": "H1", "until": 0}
+        for i in range(1, 800, 2)
+    ]
+    rules += [
+        {
+            "kind": "exemption",
+            "person": f"Q{i:04d}",
+            "by": "H1",
+            "category": "send",
+            "from": 20260901,
+            "until": 0,
+            "windows": [[600, 615], [750, 760]],
+        }
+        for i in range(800, 1200)
+    ]
+    rules += [{"kind": "visitor", "person": v[1], "by": "O1", "until": FAR} for v in visitors]
+    data = build_bundle(
+        SECRET, LOCKER, "school", 6, 1795549393, tt, cards + visitors, GRANTS, rules
+    )
+    (out / "bundle-5000-rules.bin").write_bytes(data)
+    consented = sorted(
+        (c for c in cards if c[1] in {r["person"] for r in rules if r["kind"] == "consent"}),
+        key=lambda c: c[1],
+    )[-1]
+    flagged = next(c for c in cards if c[1] == "Q0000")  # Year 1, not consented
+    (out / "bundle-5000-rules.json").write_text(
+        json.dumps(
+            {
+                "consented": {"uid": consented[0], "person": consented[1]},
+                "flagged": {"uid": flagged[0], "person": flagged[1]},
+                "visitor": {"uid": visitors[-1][0], "person": visitors[-1][1]},
+            }
+        )
     )
 
 

@@ -107,3 +107,44 @@ def test_a_bundle_the_flash_has_no_room_for_is_refused_and_the_old_one_stays():
     finally:
         dev.close()
         os.umount("/r5k")
+
+
+def test_5000_cards_and_1000_exceptions_stream_in_and_are_read_from_flash():
+    """The rule table (consents, exemptions, visitors) is read from flash like the cards: a
+    consented pupil near its end deposits without a flag, a pupil without consent is flagged,
+    a visitor's card deposits; the heap the run adds stays as small as with cards alone."""
+    locker, board = make_locker(tmpdir("roster_5000_rules"), nbays=4, clock=MORNING)
+    path = _fixtures() + "/bundle-5000-rules.bin"
+    size = os.stat(path)[6]
+    assert size > 5000 * 48 + 1000 * 96
+    assert size <= locker.settings["max_config_bytes"]
+    with open(_fixtures() + "/bundle-5000-rules.json") as f:
+        picks = json.load(f)
+    buf = bytearray(512)
+    mv = memoryview(buf)
+    gc.collect()
+    base = gc.mem_alloc()
+    peak = 0
+    sink = locker.config_receiver(size)
+    with open(path, "rb") as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            sink.write(mv[:n])
+            gc.collect()
+            peak = max(peak, gc.mem_alloc() - base)
+    sink.close()
+    gc.collect()
+    peak = max(peak, gc.mem_alloc() - base)
+    assert locker.config_version == 6, [e.reason for e in locker.journal.unacked(0)][-3:]
+    assert locker.bundle.nrules == 1000
+    for name in ("consented", "flagged", "visitor"):
+        r = locker.tap_text(picks[name]["uid"])
+        assert r["result"] == "granted" and r["action"] == "deposit", (name, r)
+        gc.collect()
+        peak = max(peak, gc.mem_alloc() - base)
+    flagged = [e.person for e in locker.journal.unacked(0) if e.type == "policy_flag"]
+    assert flagged == [picks["flagged"]["person"]], flagged
+    print("5000 cards, 1000 rules: bundle {} B, heap added at most {} B".format(size, peak))
+    assert peak < 8 * 1024, peak
