@@ -13,6 +13,7 @@ _COMMAND_MODULES = [
     "lockerctl.cmd_sim",  # sim tap/door/state: the simulated lockers' control ports
     "lockerctl.cmd_web",  # user add (dashboard accounts)
     "lockerctl.cmd_ops",  # backup, restore, setup (running it as a service)
+    "lockerctl.cmd_report",  # report (the policy report)
 ]
 
 
