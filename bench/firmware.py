@@ -25,7 +25,7 @@ SIZES = {
 DECIDE = """
 import sys, time, gc, json
 sys.path.insert(0, {build!r})
-from hal.sim import Board
+from hal.sim.board import Board
 from locker import settings as S
 from locker.core import Locker
 device = json.loads({device!r})
@@ -68,7 +68,7 @@ gc.collect()
 before = gc.mem_alloc()
 t0 = time.ticks_us()
 sys.path.insert(0, {path!r})
-import hal.sim, locker.core, locker.link, locker.control, locker.app
+import hal.sim.board, locker.core, locker.link, hal.sim.control, app
 dt = time.ticks_diff(time.ticks_us(), t0)
 gc.collect()
 print(json.dumps({{"us": dt, "heap": gc.mem_alloc() - before}}))
@@ -302,7 +302,7 @@ def run(ctx: Context) -> list[Figure]:
             "import the firmware, .py (compiles)",
             "ms",
             [r["us"] / 1000 for r in py],
-            "hal.sim, locker.core/link/control/app",
+            "hal.sim.board/control, locker.core/link, app",
             1,
         ),
         Figure(SECTION, "import the firmware, .mpy", "ms", [r["us"] / 1000 for r in mpy], "", 1),

@@ -37,7 +37,7 @@ SIZES = {
 WEAR = """
 import sys, time, json
 sys.path.insert(0, {build!r})
-from hal import simflash
+from hal.sim import flash as simflash
 from locker.journal import Journal, JournalFull
 dev = simflash.mount({img!r}, "/flash", block_count={blocks})
 j = Journal("/flash/journal", lambda: b"[]", {capacity}, {segment})
@@ -65,7 +65,7 @@ print(json.dumps({{"events": n, "programmed": dev.bytes_programmed - p0,
 FILL = """
 import sys, json
 sys.path.insert(0, {build!r})
-from hal.sim import Board
+from hal.sim.board import Board
 from locker import settings as S
 from locker.core import Locker
 device = json.loads({device!r})

@@ -33,7 +33,7 @@ def _load_device(path):
 
 
 device = _load_device(_device_path())
-from locker import app  # noqa: E402
+import app  # noqa: E402
 
 try:
     app.run(device)

@@ -20,7 +20,9 @@ include("$(PORT_DIR)/boards/manifest.py")
 # MQTT client from micropython-lib (the same one `make firmware` puts in build/firmware/lib)
 require("umqtt.simple")
 
-# The firmware: pure logic, the ESP32 board (not the simulated one) and the chip drivers
+# The firmware: the composition root main.py imports, the pure logic, the ESP32 board (not the
+# simulated one, hal/sim/) and the chip drivers
+module("app.py")
 package("locker")
 package("hal", files=("__init__.py", "esp32.py"))
 package("drivers")

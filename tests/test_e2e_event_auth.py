@@ -34,7 +34,7 @@ def event_mac(ev: dict, secret: bytes) -> str:
 WIPE_JOURNAL = """
 import os, sys
 sys.path.insert(0, sys.argv[2])
-from hal import simflash
+from hal.sim import flash as simflash
 simflash.mount(sys.argv[1], "/flash", block_count=128)
 for name in os.listdir("/flash/journal"):
     os.remove("/flash/journal/" + name)

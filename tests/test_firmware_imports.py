@@ -18,7 +18,7 @@ ESP32_MODULES = {
     "struct", "binascii", "hashlib", "asyncio", "socket", "select", "ssl", "micropython",
     "errno", "io", "collections", "random",
 }  # fmt: skip
-OWN = {"locker", "hal", "drivers", "umqtt", "main"}  # umqtt: lib/, fetched at build time
+OWN = {"locker", "hal", "drivers", "umqtt", "main", "app"}  # umqtt: lib/, fetched at build time
 NOT_FIRMWARE = {"manifest.py"}  # the recipe for freezing, run by the MicroPython build
 ESP32_CODE = ["hal/esp32.py", "drivers"]
 
@@ -79,6 +79,41 @@ def test_own_imports_name_modules_that_exist():
                 if not (pkg / "__init__.py").is_file() and not pkg.with_suffix(".py").is_file():
                     missing.append(f"{path}:{line}: {mod}")
     assert missing == []
+
+
+# -- layers: locker/ (logic) < hal/ (boards) < app.py; drivers/ (chips) stand alone ---------------
+# What each package may not import (docs/architecture.md, "Firmware").
+FORBIDDEN = {
+    "locker": {"hal", "drivers", "app", "main"},
+    "drivers": {"locker", "hal", "app", "main"},
+}
+
+
+def layer_offenders(paths, package: str) -> list[str]:
+    bad = []
+    for path in paths:
+        for line, mod in imports(path):
+            if mod.split(".")[0] in FORBIDDEN[package]:
+                bad.append(f"{path}:{line}: {package}/ imports {mod}")
+    return bad
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_layers_import_only_downwards(package):
+    files = sorted((FIRMWARE / package).rglob("*.py"))
+    assert files
+    assert layer_offenders(files, package) == []
+
+
+def test_the_layer_check_catches_an_upward_import(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from hal import make_board\nimport drivers.ds3231\ndef f():\n    from locker import x\n"
+    )
+    found = layer_offenders([bad], "locker")
+    assert len(found) == 2 and "imports hal" in found[0] and "imports drivers" in found[1]
+    found = layer_offenders([bad], "drivers")  # a nested import counts too
+    assert len(found) == 2 and "imports hal" in found[0] and "imports locker" in found[1]
 
 
 def test_the_check_catches_what_esp32_lacks(tmp_path):
@@ -178,3 +213,4 @@ def test_manifest_freezes_every_firmware_package():
         for f in files or ():
             assert (FIRMWARE / name / f).is_file(), (name, f)
     assert ("hal", ("__init__.py", "esp32.py")) in frozen  # the simulated board stays out
+    assert ("app.py", None) in frozen  # the composition root main.py imports

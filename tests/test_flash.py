@@ -138,7 +138,7 @@ def test_flash_copies_build_byte_identical_and_it_imports(board, build, tmp_path
     mpremote = str(ROOT / ".venv" / "bin" / "mpremote")
     code = (
         "import sys\nsys.path.insert(0, 'lib')\n"
-        "import locker.core, locker.app, hal.esp32, drivers.mfrc522, drivers.mcp23017\n"
+        "import locker.core, app, hal.esp32, drivers.mfrc522, drivers.mcp23017\n"
         "import drivers.ds3231, json\n"
         "print('OK', hal.esp32.EPOCH_OFFSET, json.load(open('device.json'))['locker_id'])"
     )

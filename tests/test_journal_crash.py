@@ -23,7 +23,7 @@ FIRMWARE = ROOT / "build" / "firmware"
 SCRIPT = r"""
 import os, sys
 sys.path.insert(0, sys.argv[3])
-from hal import simflash
+from hal.sim import flash as simflash
 from locker.journal import Journal
 simflash.mount(sys.argv[1], "/flash", block_count=64)
 state = [0]

@@ -1,10 +1,11 @@
-# Board support: `sim` (MicroPython unix port, simulated hardware) and `esp32`.
+# Board support: `sim` (MicroPython unix port, simulated hardware: the hal.sim package) and
+# `esp32`.
 
 
 def make_board(device, settings):
     kind = device.get("board", "sim")
     if kind == "sim":
-        from hal.sim import Board
+        from hal.sim.board import Board
     elif kind == "esp32":
         from hal.esp32 import Board
     else:

@@ -60,6 +60,16 @@ def _open_store(site: Site):
     "site; two services with the same id would take turns).",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=32),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Ingest processes sharing the lockers' events through an MQTT shared subscription "
+    "($share/lockerctl-SITE/...; client ids CLIENT_ID-w1..wN), each event stored once "
+    "(PostgreSQL only: SQLite takes one writer at a time).",
+)
+@click.option(
     "--checkpoint-every",
     type=click.FloatRange(min=1.0, max=600.0),
     default=600.0,
@@ -164,6 +174,7 @@ def serve(
     http_cert,
     http_key,
     client_id,
+    workers,
     checkpoint_every,
     oidc_issuer,
     oidc_client_id,
@@ -196,7 +207,7 @@ def serve(
             raise UserError("--http-cert and --http-key go together")
         if not http:
             raise UserError("--http-cert needs --http HOST:PORT (the dashboard's address)")
-        from .web.server import tls_context
+        from .web.app import tls_context
 
         try:
             tls_context(http_cert, http_key)
@@ -225,9 +236,19 @@ def serve(
     )
     from . import store_alerts  # noqa: F401 - its tables (migration 0011)
 
-    _open_store(site)  # a bad --db is a one-line error before anything starts
+    store = _open_store(site)  # a bad --db is a one-line error before anything starts
+    backend = store.engine.dialect.name
+    store.close()
+    if workers > 1 and backend != "postgresql":
+        raise UserError(
+            f"--workers {workers} needs PostgreSQL: {backend} takes one writer at a time"
+        )
     service = Service(
-        site, client_id=client_id, writer_process=True, checkpoint_every=checkpoint_every
+        site,
+        client_id=client_id,
+        writer_process=True,
+        checkpoint_every=checkpoint_every,
+        workers=workers,
     )
     service.web_options = web_options
     service.mail_settings = mail

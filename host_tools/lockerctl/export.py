@@ -1,9 +1,9 @@
 """Exports of the audit trail's events: CSV, JSON Lines and Excel, streamed.
 
 Rows come from `Store.events` (a server-side cursor read in batches) and are written as they
-come, so a million events export in bounded memory; the Excel writer is XlsxWriter's
-constant-memory mode (each row goes to a temporary file as it is written). Columns (CSV header,
-JSON keys, first sheet row):
+come, so a million events export in bounded memory; the Excel writer is `xlsxstream` (each
+row deflated into the archive as it is written; why not XlsxWriter: that module's doc).
+Columns (CSV header, JSON keys, first sheet row):
 
     time,locker,bay,event,person_id,name,role,by,reason,seq,time_source,jid,flags
 
@@ -32,6 +32,7 @@ import re
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
+from . import xlsxstream
 from .bounds import check_date
 from .display import CsvWriter, event_time, valid_ts, xlsx_text
 
@@ -133,60 +134,50 @@ SHEET_ROWS = 1_048_576
 # can store it) is written as its text, so that no digit is lost.
 _EXACT_INT = 2**53
 _CR = re.compile("\r\n?")
-_XLSX_OPTIONS = {
-    "constant_memory": True,  # each row goes to disk as it is written: bounded memory
-    "strings_to_formulas": False,
-    "strings_to_numbers": False,
-    "strings_to_urls": False,
-}
 
 
 def write_xlsx(
     rows, out_binary, timezone: str, tick: Callable[[], None], checkpoint: str | None = None
 ) -> int:
-    """The rows as an Excel workbook (XlsxWriter, constant-memory mode): sheet `events` (then
-    `events 2`... past SHEET_ROWS rows), and sheet "Checkpoint" when a checkpoint is given."""
-    import xlsxwriter
-
-    wb = xlsxwriter.Workbook(out_binary, _XLSX_OPTIONS)
+    """The rows as an Excel workbook (`xlsxstream`, streamed): sheet `events` (then `events 2`...
+    past SHEET_ROWS rows), and sheet "Checkpoint" when a checkpoint is given."""
+    wb = xlsxstream.Workbook(out_binary)
     per_sheet = SHEET_ROWS - 1  # data rows on a sheet below its header
     if per_sheet < 1:
         raise ValueError("SHEET_ROWS must leave room for a row below the header")
 
-    def put(ws, r, cells):
-        for c, value in enumerate(cells):
-            if isinstance(value, str):
-                # an explicit string cell: never a formula, whatever it begins with; line ends
-                # as XML reads them (a carriage return is a line feed, as openpyxl wrote it).
-                # Every character these change is unprintable: the usual text skips both.
+    def cells_of(values):
+        out = []
+        for value in values:
+            if value.__class__ is str:
+                # an inline string cell: never a formula, whatever it begins with; line ends as
+                # XML reads them (a carriage return is a line feed, as openpyxl wrote it). Every
+                # character these change is unprintable: the usual text skips both.
                 if not value.isprintable():
                     value = xlsx_text(_CR.sub("\n", value))
-                ws.write_string(r, c, value)
-            elif -_EXACT_INT < value < _EXACT_INT:
-                ws.write_number(r, c, value)
-            else:
-                ws.write_string(r, c, str(value))
-
-    def new_sheet(number):
-        ws = wb.add_worksheet("events" if number == 1 else f"events {number}")
-        put(ws, 0, HEADER)
-        return ws
+            elif not -_EXACT_INT < value < _EXACT_INT:
+                value = str(value)
+            out.append(value)
+        return out
 
     sheets = 1
-    ws = new_sheet(sheets)
+    wb.add_sheet("events")
+    wb.row(HEADER)
     n = r = 0
     for row in rows:
         if r == per_sheet:
             sheets += 1
-            ws, r = new_sheet(sheets), 0
+            wb.add_sheet(f"events {sheets}")
+            wb.row(HEADER)
+            r = 0
         r += 1
-        put(ws, r, _cells(_record(row, timezone)))
+        wb.row(cells_of(_cells(_record(row, timezone))))
         n += 1
         tick()
     if checkpoint is not None:  # the signed checkpoint the export was cut from, line by line
-        sheet = wb.add_worksheet("Checkpoint")
-        for i, line in enumerate(checkpoint.split("\n")[:-1]):
-            put(sheet, i, [line])
+        wb.add_sheet("Checkpoint")
+        for line in checkpoint.split("\n")[:-1]:
+            wb.row(cells_of([line]))
     wb.close()
     return n
 

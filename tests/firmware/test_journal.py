@@ -6,7 +6,7 @@ import gc
 import os
 from binascii import crc32
 
-from hal import simflash
+from hal.sim import flash as simflash
 from locker.journal import Journal, JournalFull
 from mpytest import raises, tmpdir
 

@@ -51,7 +51,7 @@ def test_bays_hold_only_what_differs_from_rest():
 
 
 def test_settings_module_is_dropped_once_read():
-    from locker import app
+    import app
 
     settings = app.load_settings({"locker_id": "L1", "bays": 4, "secret": "00" * 32})
     assert settings["tick_ms"] == 1000

@@ -68,7 +68,7 @@ def test_a_5000_card_bundle_streams_in_and_cards_are_found_in_a_small_heap():
 
 
 def test_a_bundle_the_flash_has_no_room_for_is_refused_and_the_old_one_stays():
-    from hal import simflash
+    from hal.sim import flash as simflash
     from locker import settings
     from locker.core import Locker
 

@@ -4,7 +4,7 @@
 # writes (power cuts) that leave exactly what was programmed in the image.
 import os
 
-from hal import simflash
+from hal.sim import flash as simflash
 from mpytest import raises, tmpdir
 
 BS = 4096
@@ -207,7 +207,7 @@ def _write(dev, name, data):
 
 
 def test_sim_board_takes_flash_timing_from_device_json():
-    from hal.sim import Board
+    from hal.sim.board import Board
 
     data = tmpdir("simflash_board")
     for sim, want in (({"flash_timing": "worst"}, "worst"), (None, "typical"), ({}, "typical")):

@@ -92,8 +92,16 @@ PAGES = [
     "/admin/roster",
     "/admin/timetable",
     "/admin/users",
+    "/api/v1/lockers",
+    "/api/v1/alerts",
+    "/api/v1/trail",
+    "/api/v1/events",
 ]
-OFFICE_PAGES = [p for p in PAGES if not p.startswith(("/trail", "/grants", "/admin"))]
+OFFICE_PAGES = [
+    p
+    for p in PAGES
+    if not p.startswith(("/trail", "/grants", "/admin", "/api/v1/trail", "/api/v1/events"))
+]
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 #
 # Flash: a littlefs image file in `data_dir` with an ESP32 partition's geometry (4096-byte blocks),
 # mounted at /flash through a block device that counts wear and can be made to fail or tear
-# (hal/simflash.py), and that takes a real chip's time to program and erase (device.json's
+# (hal/sim/flash.py), and that takes a real chip's time to program and erase (device.json's
 # `sim.flash_timing`: "typical" by default, "worst" or "off"). Locks, reeds, LED and buzzer are
 # plain state the control port shows. The real-time clock is unknown until set (`clock` on the
 # control port, as NTP would) and then advances with real time. The millisecond counter
@@ -11,28 +11,16 @@
 # 64-bit machine, would not wrap for millennia.
 
 import gc
-import os
 import time
 
-from locker.bays import ticks_add
+from locker import makedirs
+from locker.bays import CLOSED, ticks_add
 from micropython import const
 
-from hal import simflash
+from hal.sim import flash
 
 _MOUNTPOINT = const("/flash")
 _FEEDBACK_KEEP = const(16)
-
-
-def _makedirs(path):
-    cur = ""
-    for part in path.split("/"):
-        cur = (cur + "/" + part) if cur or path.startswith("/") else part
-        if not part:
-            continue
-        try:
-            os.mkdir(cur)
-        except OSError:
-            pass
 
 
 class Board:
@@ -42,7 +30,7 @@ class Board:
             raise ValueError("device.json: bays must be 1..64")
         # Outputs first: every lock is off (locked) from power-on, before anything else runs.
         self.locks = [False] * self.nbays
-        self.doors = [0] * self.nbays  # bays.CLOSED / OPEN / UNKNOWN
+        self.doors = [CLOSED] * self.nbays  # bays.CLOSED / OPEN / UNKNOWN
         self.led = "off"
         self.buzzer = 0  # beeps so far
         self.feedback_log = []
@@ -57,11 +45,11 @@ class Board:
         self.code_bytes = 0  # heap taken by the loaded modules (set by the app)
 
         timing = sim.get("flash_timing", "typical")
-        if timing not in simflash.TIMINGS:
+        if timing not in flash.TIMINGS:
             raise ValueError("device.json: sim.flash_timing must be typical, worst or off")
         host_dir = device.get("data_dir") or "var/" + device["locker_id"]
-        _makedirs(host_dir)
-        self.flash = simflash.mount(
+        makedirs(host_dir)
+        self.flash = flash.mount(
             host_dir + "/flash.img",
             _MOUNTPOINT,
             block_count=settings["flash_blocks"],
@@ -82,9 +70,8 @@ class Board:
     def set_lock(self, bay, unlocked):
         self.locks[bay - 1] = bool(unlocked)
 
-    def door_open(self, bay):
-        reading = self.doors[bay - 1]
-        return None if reading == 2 else reading == 1
+    def door(self, bay):
+        return self.doors[bay - 1]
 
     def feedback(self, outcome, reason=None):
         self.led = outcome

@@ -1,12 +1,13 @@
-# One asyncio main: the ticker, the card reader and reed poll (real boards), the network link and,
-# on the simulated board, the control port. Nothing here waits on the network: the link is a task
-# of its own and the locker's decisions never await it.
+# The composition root: builds the board (hal/), the locker (locker/) and the link, and runs them
+# in one asyncio main: the ticker, the card reader and reed poll (real boards), the network link
+# and, on the simulated board, its control port (hal/sim/control.py). Nothing here waits on the
+# network: the link is a task of its own and the locker's decisions never await it. This module
+# sits beside main.py, above both hal/ and locker/: nothing in locker/ imports hal/ or drivers/.
 
 import asyncio
 import gc
 
 from hal import make_board
-
 from locker import unload
 from locker.core import Locker
 
@@ -27,16 +28,16 @@ async def _ticker(locker, board, period_ms):
 
 async def _reader(locker, board):
     """Real boards: poll the card reader and the reed switches."""
-    doors = [board.door_open(n) for n in range(1, board.nbays + 1)]
+    doors = [board.door(n) for n in range(1, board.nbays + 1)]
     while True:
         uid = board.poll_card()
         if uid is not None:
             locker.tap(uid)
         for n in range(1, board.nbays + 1):
-            now = board.door_open(n)
+            now = board.door(n)  # a reading as locker.door takes it: no conversion
             if now != doors[n - 1]:
                 doors[n - 1] = now
-                locker.door(n, 2 if now is None else (1 if now else 0))
+                locker.door(n, now)
         await asyncio.sleep_ms(50)
 
 
@@ -51,7 +52,11 @@ def load_settings(device):
 
 async def main(device):
     settings = load_settings(device)
-    from locker import control, link  # noqa: F401 - loaded now so that the code is counted below
+    from locker import link  # loaded now so that the code is counted below
+
+    sim = device.get("board", "sim") == "sim"
+    if sim:
+        from hal.sim import control
 
     gc.collect()
     code_bytes = gc.mem_alloc()  # the firmware's own code, which an ESP32 keeps frozen in flash
@@ -60,7 +65,7 @@ async def main(device):
     locker = Locker(board, device, settings)
     gc.collect()
     tasks = [asyncio.create_task(_ticker(locker, board, settings["tick_ms"]))]
-    if device.get("board", "sim") == "sim":
+    if sim:
         port = int((device.get("sim") or {}).get("control_port", 7101))
         await control.serve(locker, board, port)
     else:

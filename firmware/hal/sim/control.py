@@ -14,9 +14,8 @@
 import asyncio
 import json
 
-from micropython import const
-
 from locker import bays as B
+from micropython import const
 
 _MAX_LINE = const(128)
 

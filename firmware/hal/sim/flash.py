@@ -21,13 +21,7 @@
 import os
 import time
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from micropython import const
 
 _IOCTL_INIT = const(1)
 _IOCTL_DEINIT = const(2)
