@@ -6,13 +6,7 @@
 # Civil-date arithmetic is done here (Howard Hinnant's days-from-civil) rather than with
 # time.gmtime/mktime: their epoch is 1970 on the unix port but 2000 on some ESP32 builds.
 # Europe/London's rule is built in so a locker whose offset table has run out still gets it right.
-try:
-    from locker import const
-except ImportError:  # the host's link to this file (lockerctl/fwcalendar.py), no firmware package
-
-    def const(x):
-        return x
-
+from locker import const
 
 _DAY = const(86400)
 _HOUR = const(3600)

@@ -15,6 +15,7 @@ _COMMAND_MODULES = [
     "lockerctl.cmd_ops",  # backup, restore, setup (running it as a service)
     "lockerctl.cmd_fleet",  # firmware publish, firmware status (over-the-air updates)
     "lockerctl.cmd_exceptions",  # release, consent, exemption, visitor, card unrevoke
+    "lockerctl.cmd_report",  # report (the policy report)
 ]
 
 

@@ -216,8 +216,15 @@ def test_every_event_type_and_reason_has_plain_words():
 
 
 def test_the_host_runs_the_lockers_own_calendar():
-    """lockerctl/fwcalendar.py is the firmware's locker/timetable.py itself (a link), so the
-    host's school hours cannot drift from what the lockers enforce."""
-    link = ROOT / "host_tools/lockerctl/fwcalendar.py"
+    """lockerctl/fwcalendar.py runs the firmware's locker/timetable.py itself (the package's
+    data/locker_timetable.pysrc is a link to it), so the host's school hours cannot drift from
+    what the lockers enforce; and it puts no `locker` module in sys.modules."""
+    import sys
+
+    from lockerctl import fwcalendar
+
+    link = ROOT / "host_tools/lockerctl/data/locker_timetable.pysrc"
     assert link.is_symlink()
     assert link.resolve() == (ROOT / "firmware/locker/timetable.py").resolve()
+    assert fwcalendar.Timetable.__init__.__code__.co_filename == "firmware/locker/timetable.py"
+    assert sys.modules.get("locker") is None or hasattr(sys.modules["locker"], "__file__")
