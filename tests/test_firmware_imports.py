@@ -114,6 +114,12 @@ def test_layers_import_only_downwards(package):
     assert layer_offenders(files, package) == []
 
 
+def test_the_timetable_stands_alone():
+    """The host loads locker/timetable.py by itself (lockerctl/fwcalendar.py links to it)."""
+    mods = [mod for _, mod in imports(FIRMWARE / "locker" / "timetable.py")]
+    assert [m for m in mods if m.split(".")[0] in OWN] == []
+
+
 def test_the_layer_check_catches_an_upward_import(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text(

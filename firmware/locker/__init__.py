@@ -3,7 +3,8 @@
 #
 # `const` for every module of the package that also runs under CPython (the tests, the host's
 # shared code): `from locker import const`. MicroPython's compiler folds `X = const(...)` by the
-# name alone, wherever `const` comes from, so this costs the board nothing.
+# name alone, wherever `const` comes from, so this costs the board nothing. (timetable.py alone
+# has its own two lines: the host loads it without the package, as lockerctl.fwcalendar.)
 try:
     from micropython import const
 except ImportError:  # CPython

@@ -6,7 +6,16 @@
 # Civil-date arithmetic is done here (Howard Hinnant's days-from-civil) rather than with
 # time.gmtime/mktime: their epoch is 1970 on the unix port but 2000 on some ESP32 builds.
 # Europe/London's rule is built in so a locker whose offset table has run out still gets it right.
-from locker import const
+#
+# The one module of the package that imports nothing of it, not even locker's `const`: the host
+# loads this file alone, as lockerctl.fwcalendar (a link to it), to share the lockers' calendar.
+try:
+    from micropython import const
+except ImportError:  # CPython, alone as lockerctl.fwcalendar or within the locker package
+
+    def const(x):
+        return x
+
 
 _DAY = const(86400)
 _HOUR = const(3600)
