@@ -8,14 +8,16 @@ import sys
 import time
 import traceback
 
-from . import endtoend, firmware, ingest, journal, scale
+from . import endtoend, firmware, ingest, journal, scale, workers
 from .core import ROOT, Context, machine, make_workdir, markdown, remove_workdir, table
 
-BENCHMARKS = {m.NAME: m for m in (ingest, endtoend, firmware, journal, scale)}
+BENCHMARKS = {m.NAME: m for m in (ingest, workers, endtoend, firmware, journal, scale)}
 INTRO = """
 What bounds each figure is measured in the same run, next to it: the broker's own fan-out
 (`mosquitto_sub` receiving the stream `lockerctl serve` stores), SQLite's own insert rate (a bare
-`executemany` of the same rows), the journal's partition size. Each figure is the median of the
+`executemany` of the same rows), the CPU each part spends per event and how busy the machine's
+two cores are (ingest, and several ingest workers on PostgreSQL), the Excel writer alone beside
+the whole export, the journal's partition size. Each figure is the median of the
 runs with their spread (min – max). Firmware figures come from the MicroPython unix port on this
 machine (64-bit, objects twice an ESP32's size, bytecode in the heap rather than frozen in flash):
 the ESP32's times are several times longer and its heap figures smaller; the ratios hold.

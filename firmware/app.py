@@ -28,16 +28,16 @@ async def _ticker(locker, board, period_ms):
 
 async def _reader(locker, board):
     """Real boards: poll the card reader and the reed switches."""
-    doors = [board.door_open(n) for n in range(1, board.nbays + 1)]
+    doors = [board.door(n) for n in range(1, board.nbays + 1)]
     while True:
         uid = board.poll_card()
         if uid is not None:
             locker.tap(uid)
         for n in range(1, board.nbays + 1):
-            now = board.door_open(n)
+            now = board.door(n)  # a reading as locker.door takes it: no conversion
             if now != doors[n - 1]:
                 doors[n - 1] = now
-                locker.door(n, 2 if now is None else (1 if now else 0))
+                locker.door(n, now)
         await asyncio.sleep_ms(50)
 
 

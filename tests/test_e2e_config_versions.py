@@ -225,7 +225,7 @@ def test_a_locker_behind_the_configuration_is_an_alert_naming_its_reason(
     assert not [a for a in soon if a.kind == "config_behind"]  # it may still be loading it
     (alert,) = [a for a in later if a.kind == "config_behind"]
     assert alert.key == "config:L1" and alert.locker == "L1"
-    assert "too_large" in alert.detail
+    assert "too large" in alert.detail  # plain words (issue 16), not `too_large`
     assert (
         f"runs configuration {running}" in alert.detail and f"current is {current}" in alert.detail
     )

@@ -90,6 +90,41 @@ def test_own_imports_name_modules_that_exist():
     assert missing == []
 
 
+# -- layers: locker/ (logic) < hal/ (boards) < app.py; drivers/ (chips) stand alone ---------------
+# What each package may not import (docs/architecture.md, "Firmware").
+FORBIDDEN = {
+    "locker": {"hal", "drivers", "app", "main"},
+    "drivers": {"locker", "hal", "app", "main"},
+}
+
+
+def layer_offenders(paths, package: str) -> list[str]:
+    bad = []
+    for path in paths:
+        for line, mod in imports(path):
+            if mod.split(".")[0] in FORBIDDEN[package]:
+                bad.append(f"{path}:{line}: {package}/ imports {mod}")
+    return bad
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_layers_import_only_downwards(package):
+    files = sorted((FIRMWARE / package).rglob("*.py"))
+    assert files
+    assert layer_offenders(files, package) == []
+
+
+def test_the_layer_check_catches_an_upward_import(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from hal import make_board\nimport drivers.ds3231\ndef f():\n    from locker import x\n"
+    )
+    found = layer_offenders([bad], "locker")
+    assert len(found) == 2 and "imports hal" in found[0] and "imports drivers" in found[1]
+    found = layer_offenders([bad], "drivers")  # a nested import counts too
+    assert len(found) == 2 and "imports hal" in found[0] and "imports locker" in found[1]
+
+
 def test_the_check_catches_what_esp32_lacks(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text(

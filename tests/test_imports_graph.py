@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # (directory that holds the top-level packages, the top-level names read under it)
 TREES = [
     (ROOT / "host_tools", ["lockerctl"]),
-    (ROOT / "firmware", ["locker", "hal", "drivers", "main.py"]),
+    (ROOT / "firmware", ["locker", "hal", "drivers", "main.py", "app.py"]),
 ]
 
 

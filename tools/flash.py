@@ -2,11 +2,12 @@
 
     python tools/flash.py --port /dev/ttyUSB0 --device device.json --build build/firmware
 
-Copies `main.py`, every compiled module (`.mpy`, keeping their directories: locker/, hal/,
-drivers/, lib/umqtt/), the pin map (hardware/pinmap.json, as `pinmap.json`) and DEVICE as
-`device.json` (and the site CA certificate device.json's broker.ca names, for TLS, from beside
-DEVICE). mpremote connects with `resume`: no soft reset before copying, so the board's
-running state does not matter and it also works against the unix port's REPL on a pseudo-terminal.
+Copies `main.py`, every compiled module (`.mpy`: app.mpy, the composition root, and the
+packages keeping their directories: locker/, hal/, drivers/, lib/umqtt/), the pin map
+(hardware/pinmap.json, as `pinmap.json`) and DEVICE as `device.json` (and the site CA
+certificate device.json's broker.ca names, for TLS, from beside DEVICE). mpremote connects with
+`resume`: no soft reset before copying, so the board's running state does not matter and it also
+works against the unix port's REPL on a pseudo-terminal.
 Reset the board afterwards (the EN button, or `mpremote reset`) to start the locker.
 
 With `--frozen` (the firmware is frozen into the MicroPython image, see firmware/manifest.py)

@@ -2,9 +2,10 @@
 #
 # The clock counts on its CR2032 through power cuts. Its oscillator-stop flag (OSF, status bit 7)
 # is set whenever the oscillator stopped (first power-up, a flat cell) and stays set until the time
-# is written: a clock with OSF set is not to be trusted. Times cross this driver as unix seconds
-# (since 1970, whatever the port's own epoch), with the calendar of locker/timetable.py.
-from locker.timetable import civil_from_days, days_from_civil  # the one calendar of the firmware
+# is written: a clock with OSF set is not to be trusted. Times cross this driver as the chip keeps
+# them, plain calendar fields in UTC, in the order of the port's time.gmtime() tuple: the driver
+# knows no epoch; turning fields into seconds is its user's business (hal/esp32.py, the port's own
+# time.mktime and time.gmtime).
 from micropython import const
 
 _SECONDS = const(0x00)
@@ -35,7 +36,8 @@ class DS3231:
         return bool(self._one[0] & _OSF)
 
     def read(self):
-        """Unix seconds UTC as the clock has them (check lost_time() before trusting them)."""
+        """(year, month, day, hour, minute, second) UTC as the clock has them (check lost_time()
+        before trusting them). ValueError when the registers hold no valid date."""
         b = self._buf
         self.i2c.readfrom_mem_into(self.address, _SECONDS, b)
         sec = _bcd(b[0] & 0x7F)
@@ -50,19 +52,19 @@ class DS3231:
         year = 2000 + _bcd(b[6]) + (100 if b[5] & _CENTURY else 0)
         if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and sec < 60):
             raise ValueError("DS3231 holds no valid date")
-        return days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + sec
+        return year, month, day, hour, minute, sec
 
-    def write(self, t):
-        """Sets the clock to unix seconds t (UTC, 24-hour mode) and clears OSF."""
-        days, rem = divmod(int(t), 86400)
-        year, month, day = civil_from_days(days)
+    def write(self, tm):
+        """Sets the clock (24-hour mode) and clears OSF. tm: (year, month, day, hour, minute,
+        second, weekday 0..6 with Monday 0, ...) UTC, as time.gmtime() returns it."""
+        year, month, day, hour, minute, sec, weekday = tm[:7]
         if not 2000 <= year <= 2199:
             raise ValueError("DS3231 counts years 2000-2199, not {}".format(year))
         b = self._buf
-        b[0] = _to_bcd(rem % 60)
-        b[1] = _to_bcd(rem // 60 % 60)
-        b[2] = _to_bcd(rem // 3600)  # bit 6 clear: 24-hour mode
-        b[3] = (days + 3) % 7 + 1  # day of week 1..7, Monday = 1
+        b[0] = _to_bcd(sec)
+        b[1] = _to_bcd(minute)
+        b[2] = _to_bcd(hour)  # bit 6 clear: 24-hour mode
+        b[3] = weekday + 1  # the chip's day of week 1..7, Monday = 1
         b[4] = _to_bcd(day)
         b[5] = _to_bcd(month) | (_CENTURY if year >= 2100 else 0)
         b[6] = _to_bcd(year % 100)

@@ -6,6 +6,12 @@
 #     board = Board(device, settings)            # as hal.make_board does; pinmap.json from flash
 #     board = Board(device, pinmap=the_dict)     # explicit pin map (tests, other wirings)
 #
+# The board is its parts, each a small class of its own: the bank (`Bank`: lock outputs, reed
+# inputs, the MCP23017 expanders), the buzzer and LED (`Indicators`), the clock (`Clock`: DS3231,
+# NTP, the system clock), the card reader (`Reader`: MFRC522 on SPI) and the network (`Network`:
+# WiFi with backoff). `Board` holds them and implements the board interface
+# (docs/architecture.md) over them.
+#
 # Order at power-on matters: lock outputs are set up (latched off, then made outputs) before
 # anything else runs, so no solenoid is energised from reset until the locker core says so.
 # Then the watchdog, the clock (DS3231 read at boot), the reader. WiFi, NTP, the watchdog feed,
@@ -16,13 +22,14 @@
 # clear; until then now() is None (deposits work, retrievals need an override). Every NTP sync is
 # written to the DS3231, so the battery-backed clock stays in step for the next boot.
 import json
-import os
 import time
 
 import machine
 from drivers.ds3231 import DS3231
 from drivers.mcp23017 import MCP23017, parse_pin
 from drivers.mfrc522 import MFRC522SPI
+from locker import makedirs
+from locker.bays import CLOSED, OPEN, UNKNOWN
 from micropython import const
 
 # The ESP32 port counts from 2000-01-01, the unix port from 1970: board.now() is always unix time.
@@ -82,155 +89,44 @@ def parse_spec(spec, where):
         raise ValueError("pinmap.json: {}: {}".format(where, e)) from None
 
 
-def _makedirs(path):
-    cur = ""
-    for part in path.split("/"):
-        cur = (cur + "/" + part) if cur or path.startswith("/") else part
-        if not part:
-            continue
-        try:
-            os.mkdir(cur)
-        except OSError:
-            pass
+class Bank:
+    """The bays' lock outputs and reed inputs, on MCP23017 expanders or plain ESP32 pins.
+    Constructing it drives every lock off (latched, then made an output) before anything else."""
 
-
-class Board:
-    CONNECT_MS = 20000  # one WiFi association attempt
-    BACKOFF_MIN_MS = 2000
-    BACKOFF_MAX_MS = 300000
-    NTP_INTERVAL_MS = 3600000  # resync (and step the DS3231) hourly
-    NTP_RETRY_MIN_MS = 15000
-    NTP_RETRY_MAX_MS = 600000
     HEALTH_MS = 1000  # expanders re-checked this often
-    READER_PERIOD_MS = 100
 
-    def __init__(self, device, settings=None, pinmap=None):
-        if pinmap is None and isinstance(settings, dict) and "spi" in settings:
-            pinmap, settings = settings, None  # Board(device, pinmap)
-        if pinmap is None:
-            pm = device.get("pinmap") or "pinmap.json"
-            pinmap = pm if isinstance(pm, dict) else load_pinmap(pm)
-        self.pinmap = pinmap
-        self.nbays = int(device["bays"])
-        Pin = machine.Pin
-
-        # 1. Outputs off, before anything else.
+    def __init__(self, pinmap, nbays, i2c):
+        self.nbays = nbays
         self._active = 1 if pinmap.get("lock_active", 1) else 0
         self._open_level = 1 if pinmap.get("reed_open_level", 1) else 0
-        self._buzzer = self._indicator(pinmap.get("buzzer"))
-        self._led = self._indicator(pinmap.get("led"))
-        self._locks, self._reeds, outputs, pullups = self._bay_pins(pinmap)
-        i2c_cfg = pinmap.get("i2c")
-        self._i2c = None
-        if i2c_cfg:
-            self._i2c = machine.I2C(
-                i2c_cfg.get("id", 0),
-                scl=Pin(i2c_cfg["scl"]),
-                sda=Pin(i2c_cfg["sda"]),
-                freq=i2c_cfg.get("freq", 400000),
-            )
-        elif outputs:
+        self._locks, self._reeds, outputs, pullups = self._pins(pinmap)
+        if (outputs or pullups) and i2c is None:
             raise ValueError("pinmap.json: expander pins used but no i2c bus")
-        self.expanders = {}
+        self.expanders = {}  # type: dict
         self.expander_ok = {}
         self._masks = {}
-        self.expander_resets = 0
+        self.resets = 0
         idle = 0 if self._active else 0xFFFF
         for addr in outputs:
-            exp = MCP23017(self._i2c, addr)
-            self.expanders[addr] = exp
-            self._masks[addr] = (outputs[addr], pullups.get(addr, 0))
-            try:
-                exp.setup(outputs[addr], pullups.get(addr, 0), idle & outputs[addr])
-                self.expander_ok[addr] = True
-            except OSError:
-                self.expander_ok[addr] = False  # retried by the health check
-                exp.olat = idle & outputs[addr]
+            self._add(i2c, addr, outputs[addr], pullups.get(addr, 0), idle & outputs[addr])
         for addr in pullups:
             if addr not in self.expanders:
-                exp = MCP23017(self._i2c, addr)
-                self.expanders[addr] = exp
-                self._masks[addr] = (0, pullups[addr])
-                try:
-                    exp.setup(0, pullups[addr])
-                    self.expander_ok[addr] = True
-                except OSError:
-                    self.expander_ok[addr] = False
-        self._want = [False] * self.nbays
+                self._add(i2c, addr, 0, pullups[addr], 0)
+        self._want = [False] * nbays
+        self._health_next = time.ticks_ms()
 
-        # 2. The watchdog: once started it cannot be stopped; service() feeds it.
-        # device.json "watchdog_ms": 0 turns it off (bench work at the REPL); never in service
-        wdt_ms = int(device.get("watchdog_ms", pinmap.get("watchdog_ms", 8000)))
-        self.wdt = machine.WDT(timeout=wdt_ms) if wdt_ms > 0 else None
+    def _add(self, i2c, addr, outputs, pullups, olat):
+        exp = MCP23017(i2c, addr)
+        self.expanders[addr] = exp
+        self._masks[addr] = (outputs, pullups)
+        try:
+            exp.setup(outputs, pullups, olat)
+            self.expander_ok[addr] = True
+        except OSError:
+            self.expander_ok[addr] = False  # retried by the health check
+            exp.olat = olat
 
-        # 3. The clock.
-        self.clock_source = None  # "ntp" | "rtc" | "host" | None
-        self.on_clock_set = None  # the app may hang locker.clock_set here
-        self.rtc_state = "none"
-        self._rtc = None
-        rtc_cfg = pinmap.get("rtc")
-        if rtc_cfg and self._i2c is not None:
-            self._rtc = DS3231(self._i2c, int(rtc_cfg.get("address", "0x68"), 16))
-            self._clock_from_rtc(self._rtc)
-
-        # 4. The reader.
-        self.reader = None
-        spi_cfg, rc = pinmap.get("spi"), pinmap.get("mfrc522")
-        if spi_cfg and rc:
-            spi = machine.SPI(
-                spi_cfg.get("id", 2),
-                baudrate=spi_cfg.get("baudrate", 1000000),
-                polarity=0,
-                phase=0,
-                sck=Pin(spi_cfg["sck"]),
-                mosi=Pin(spi_cfg["mosi"]),
-                miso=Pin(spi_cfg["miso"]),
-            )
-            cs = Pin(rc["cs"], Pin.OUT, value=1)
-            rst = Pin(rc["rst"], Pin.OUT, value=1) if rc.get("rst") is not None else None
-            self.reader = MFRC522SPI(spi, cs, rst)
-            try:
-                self.reader.reset()  # a reader that does not answer is retried by poll()
-            except OSError:
-                pass
-
-        # 5. The data directory on the flash filesystem (the ESP32's is mounted at / already).
-        self.data_dir = device.get("data_dir") or "data"
-        _makedirs(self.data_dir)
-
-        # 6. The network: brought up by service().
-        wifi = device.get("wifi") or {}
-        self._ssid = wifi.get("ssid")
-        self._password = wifi.get("password", "")
-        self._ntp_host = device.get("ntp_host")
-        self._wlan = None
-        self._net = _DOWN
-        now = time.ticks_ms()
-        self._net_next = now
-        self._net_deadline = now
-        self._backoff = self.BACKOFF_MIN_MS
-        self._ntp_next = now
-        self._ntp_backoff = self.NTP_RETRY_MIN_MS
-        self.wifi_attempts = 0
-        self.ntp_syncs = 0
-        self.ntp_failures = 0
-        self._health_next = now
-        self._reader_next = now
-
-        self._pattern = None
-        self._step = 0
-        self._step_end = now
-        self.last_feedback = None
-
-    # -- set-up helpers ---------------------------------------------------------------------
-    def _indicator(self, cfg):
-        if not cfg:
-            return None
-        active = 1 if cfg.get("active", 1) else 0
-        pin = machine.Pin(cfg["pin"], machine.Pin.OUT, value=1 - active)
-        return pin, active
-
-    def _bay_pins(self, pinmap):
+    def _pins(self, pinmap):
         rows = pinmap.get("bays") or []
         by_bay = {}
         for row in rows:
@@ -266,17 +162,6 @@ class Board:
                 )
         return locks, reeds, outputs, pullups
 
-    # -- the board interface (docs/architecture.md) -----------------------------------------
-    def now(self):
-        """Unix seconds UTC, or None while the clock is not trusted."""
-        if self.clock_source is None:
-            return None
-        t = int(time.time()) + EPOCH_OFFSET
-        return t if t >= MIN_TRUSTED else None
-
-    def ticks_ms(self):
-        return time.ticks_ms()
-
     def set_lock(self, bay, unlocked):
         """True energises bay's solenoid. Returns False when the output could not be written."""
         self._want[bay - 1] = bool(unlocked)
@@ -294,105 +179,27 @@ class Board:
             return False
         return True
 
-    def door_open(self, bay):
-        """True/False from the reed switch, None when it cannot be read."""
+    def door(self, bay):
+        """The reed switch: bays.OPEN or CLOSED, UNKNOWN when it cannot be read."""
         where, pin = self._reeds[bay - 1]
         if where is None:
-            return pin() == self._open_level
+            return OPEN if pin() == self._open_level else CLOSED
         if not self.expander_ok.get(where):
-            return None
+            return UNKNOWN
         try:
-            return self.expanders[where].read(pin) == self._open_level
+            return OPEN if self.expanders[where].read(pin) == self._open_level else CLOSED
         except OSError:
             self.expander_ok[where] = False
-            return None
+            return UNKNOWN
 
-    def poll_card(self):
-        """A UID (bytes) once per presentation, else None. The reader is asked at most every
-        READER_PERIOD_MS: a poll without a card costs the chip's 5 ms timeout."""
-        if self.reader is None:
-            return None
-        now = time.ticks_ms()
-        if time.ticks_diff(now, self._reader_next) < 0:
-            return None
-        self._reader_next = time.ticks_add(now, self.READER_PERIOD_MS)
-        try:
-            return self.reader.poll()
-        except OSError:
-            return None
-
-    def feedback(self, outcome, reason=None):
-        """LED and buzzer pattern for an outcome (and, for denials, the reason); never blocks."""
-        self.last_feedback = (outcome, reason)
-        self._pattern = REASON_PATTERNS.get(reason) or PATTERNS.get(outcome) or PATTERNS["denied"]
-        self._step = -1
-        self._step_end = time.ticks_ms()
-        self._play(self._step_end)
-
-    # -- beyond the interface: status, the service loop --------------------------------------
     def locks(self):
         return list(self._want)
 
-    def online(self):
-        return self._net == _UP
-
-    def status(self):
-        r = self.reader
-        return {
-            "clock": self.clock_source,
-            "rtc": self.rtc_state,
-            "wifi": ("down", "connecting", "up")[self._net],
-            "wifi_attempts": self.wifi_attempts,
-            "ntp_syncs": self.ntp_syncs,
-            "reader": None if r is None else {"version": r.version, "resets": r.resets},
-            "expanders": {"0x{:02x}".format(a): ok for a, ok in self.expander_ok.items()},
-        }
-
-    def service(self, now_ms=None):
-        """One round of housekeeping; the app runs it every few tens of milliseconds."""
-        now = time.ticks_ms() if now_ms is None else now_ms
-        if self.wdt is not None:
-            self.wdt.feed()
-        self._play(now)
-        if time.ticks_diff(now, self._health_next) >= 0:
-            self._health_next = time.ticks_add(now, self.HEALTH_MS)
-            self._check_expanders()
-        if self._ssid:
-            self._wifi_step(now)
-            if self._net == _UP:
-                self._ntp_step(now)
-
-    async def run(self, period_ms=20):
-        import asyncio
-
-        while True:
-            self.service()
-            await asyncio.sleep_ms(period_ms)
-
-    # -- feedback patterns -----------------------------------------------------------------
-    def _set_indicators(self, buzz, led):
-        if self._buzzer is not None:
-            pin, active = self._buzzer
-            pin(active if buzz else 1 - active)
-        if self._led is not None:
-            pin, active = self._led
-            pin(active if led else 1 - active)
-
-    def _play(self, now):
-        pattern = self._pattern
-        if pattern is None or time.ticks_diff(now, self._step_end) < 0:
+    def service(self, now):
+        """A reset or brown-out drops every output of an expander: put back what is wanted."""
+        if time.ticks_diff(now, self._health_next) < 0:
             return
-        self._step += 1
-        if self._step >= len(pattern):
-            self._pattern = None
-            self._set_indicators(0, 0)
-            return
-        buzz, led, ms = pattern[self._step]
-        self._set_indicators(buzz, led)
-        self._step_end = time.ticks_add(now, ms)
-
-    # -- lock expanders: a reset or brown-out drops every output; put back what is wanted ----
-    def _check_expanders(self):
+        self._health_next = time.ticks_add(now, self.HEALTH_MS)
         for addr, exp in self.expanders.items():
             try:
                 if self.expander_ok[addr] and exp.configured():
@@ -400,50 +207,130 @@ class Board:
                 outputs, pullups = self._masks[addr]
                 exp.setup(outputs, pullups, exp.olat)
                 self.expander_ok[addr] = True
-                self.expander_resets += 1
+                self.resets += 1
             except OSError:
                 self.expander_ok[addr] = False
 
-    # -- the clock ---------------------------------------------------------------------------
-    def _clock_from_rtc(self, rtc):
+
+class Indicators:
+    """The buzzer and the status LED: a pattern per outcome, played from service(), never
+    blocking. Constructing it drives both off."""
+
+    def __init__(self, pinmap):
+        self._buzzer = self._pin(pinmap.get("buzzer"))
+        self._led = self._pin(pinmap.get("led"))
+        self._pattern = None
+        self._step = 0
+        self._step_end = time.ticks_ms()
+        self.last = None  # (outcome, reason) of the last feedback
+
+    def _pin(self, cfg):
+        if not cfg:
+            return None
+        active = 1 if cfg.get("active", 1) else 0
+        pin = machine.Pin(cfg["pin"], machine.Pin.OUT, value=1 - active)
+        return pin, active
+
+    def show(self, outcome, reason=None):
+        self.last = (outcome, reason)
+        self._pattern = REASON_PATTERNS.get(reason) or PATTERNS.get(outcome) or PATTERNS["denied"]
+        self._step = -1
+        self._step_end = time.ticks_ms()
+        self.service(self._step_end)
+
+    def _set(self, buzz, led):
+        if self._buzzer is not None:
+            pin, active = self._buzzer
+            pin(active if buzz else 1 - active)
+        if self._led is not None:
+            pin, active = self._led
+            pin(active if led else 1 - active)
+
+    def service(self, now):
+        pattern = self._pattern
+        if pattern is None or time.ticks_diff(now, self._step_end) < 0:
+            return
+        self._step += 1
+        if self._step >= len(pattern):
+            self._pattern = None
+            self._set(0, 0)
+            return
+        buzz, led, ms = pattern[self._step]
+        self._set(buzz, led)
+        self._step_end = time.ticks_add(now, ms)
+
+
+class Clock:
+    """The system clock, trusted after an NTP sync or from the DS3231 at boot (oscillator never
+    stopped); every sync and every time the host gives is written back to the DS3231.
+    `on_set()` is called when the clock first becomes trusted through NTP."""
+
+    NTP_INTERVAL_MS = 3600000  # resync (and step the DS3231) hourly
+    NTP_RETRY_MIN_MS = 15000
+    NTP_RETRY_MAX_MS = 600000
+
+    def __init__(self, rtc, ntp_host, on_set):
+        self.source = None  # "ntp" | "rtc" | "host" | None
+        self.rtc_state = "none"
+        self._rtc = rtc
+        self._ntp_host = ntp_host
+        self._on_set = on_set
+        self._ntp_next = time.ticks_ms()
+        self._ntp_backoff = self.NTP_RETRY_MIN_MS
+        self.ntp_syncs = 0
+        self.ntp_failures = 0
+        if rtc is not None:
+            self._from_rtc(rtc)
+
+    def now(self):
+        """Unix seconds UTC, or None while the clock is not trusted."""
+        if self.source is None:
+            return None
+        t = int(time.time()) + EPOCH_OFFSET
+        return t if t >= MIN_TRUSTED else None
+
+    def _from_rtc(self, rtc):
         try:
             if rtc.lost_time():
                 self.rtc_state = "lost"  # oscillator stopped: flat cell or never set
                 return
             rtc.enable_oscillator_on_battery()
-            t = rtc.read()
+            t = time.mktime(rtc.read() + (0, 0)) + EPOCH_OFFSET
         except OSError:
             self.rtc_state = "absent"
             return
-        except ValueError:
+        except (ValueError, OverflowError):
             self.rtc_state = "invalid"
             return
         if t < MIN_TRUSTED:
             self.rtc_state = "invalid"
             return
-        self._set_system_clock(t)
+        self._set_system(t)
         self.rtc_state = "ok"
-        self.clock_source = "rtc"
+        self.source = "rtc"
 
-    def set_clock(self, t):
-        """The host's time (locker.core takes it only while the clock is unknown): sets the system
-        clock and the RTC chip, until NTP, which keeps running, corrects it."""
+    def set(self, t):
+        """The host's time: sets the system clock and the DS3231, until NTP corrects it."""
         if t < MIN_TRUSTED:
             return
-        self._set_system_clock(t)
-        self.clock_source = "host"
+        self._set_system(t)
+        self.source = "host"
+        self._to_rtc(t)
+
+    def _to_rtc(self, t):
         if self._rtc is not None:
             try:
-                self._rtc.write(t)
+                self._rtc.write(time.gmtime(t - EPOCH_OFFSET))
                 self.rtc_state = "ok"
             except (OSError, ValueError):
                 self.rtc_state = "absent"
 
-    def _set_system_clock(self, t):
+    def _set_system(self, t):
         tm = time.gmtime(t - EPOCH_OFFSET)
         machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], 0))
 
-    def _ntp_step(self, now):
+    def service(self, now):
+        """NTP, when it is due (the network is up)."""
         if time.ticks_diff(now, self._ntp_next) < 0:
             return
         try:
@@ -463,60 +350,241 @@ class Board:
         self.ntp_syncs += 1
         self._ntp_backoff = self.NTP_RETRY_MIN_MS
         self._ntp_next = time.ticks_add(now, self.NTP_INTERVAL_MS)
-        was = self.clock_source
-        self.clock_source = "ntp"
-        if self._rtc is not None:
-            try:
-                self._rtc.write(t)
-                self.rtc_state = "ok"
-            except (OSError, ValueError):
-                self.rtc_state = "absent"
-        if was is None and self.on_clock_set is not None:
-            self.on_clock_set()
+        was = self.source
+        self.source = "ntp"
+        self._to_rtc(t)
+        if was is None:
+            self._on_set()
 
-    # -- WiFi with backoff -------------------------------------------------------------------
-    def _wifi_step(self, now):
+    def sync_soon(self, now):
+        """The network just came up: NTP at once."""
+        self._ntp_next = now
+
+
+class Reader:
+    """The MFRC522 on SPI, asked at most every PERIOD_MS: a poll without a card costs the chip's
+    5 ms timeout."""
+
+    PERIOD_MS = 100
+
+    def __init__(self, spi_cfg, rc):
+        Pin = machine.Pin
+        spi = machine.SPI(
+            spi_cfg.get("id", 2),
+            baudrate=spi_cfg.get("baudrate", 1000000),
+            polarity=0,
+            phase=0,
+            sck=Pin(spi_cfg["sck"]),
+            mosi=Pin(spi_cfg["mosi"]),
+            miso=Pin(spi_cfg["miso"]),
+        )
+        cs = Pin(rc["cs"], Pin.OUT, value=1)
+        rst = Pin(rc["rst"], Pin.OUT, value=1) if rc.get("rst") is not None else None
+        self.chip = MFRC522SPI(spi, cs, rst)
+        self._next = time.ticks_ms()
+        try:
+            self.chip.reset()  # a reader that does not answer is retried by poll()
+        except OSError:
+            pass
+
+    def poll(self):
+        """A UID (bytes) once per presentation, else None."""
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self._next) < 0:
+            return None
+        self._next = time.ticks_add(now, self.PERIOD_MS)
+        try:
+            return self.chip.poll()
+        except OSError:
+            return None
+
+    def status(self):
+        return {"version": self.chip.version, "resets": self.chip.resets}
+
+
+class Network:
+    """WiFi in station mode: connect, notice a drop, retry with doubling backoff and jitter."""
+
+    CONNECT_MS = 20000  # one WiFi association attempt
+    BACKOFF_MIN_MS = 2000
+    BACKOFF_MAX_MS = 300000
+
+    def __init__(self, wifi):
+        self._ssid = wifi.get("ssid")
+        self._password = wifi.get("password", "")
+        self._wlan = None
+        self._failed = ()
+        self._state = _DOWN
+        now = time.ticks_ms()
+        self._next = now
+        self._deadline = now
+        self._backoff = self.BACKOFF_MIN_MS
+        self.attempts = 0
+
+    def online(self):
+        return self._state == _UP
+
+    def status(self):
+        return ("down", "connecting", "up")[self._state]
+
+    def service(self, now):
+        """One step; True when the link has just come up."""
+        if not self._ssid:
+            return False
         if self._wlan is None:
             import network
 
             self._wlan = network.WLAN(network.STA_IF)
-            self._wifi_failed = _fail_statuses(network)
+            self._failed = _fail_statuses(network)
         wlan = self._wlan
-        if self._net == _DOWN:
-            if time.ticks_diff(now, self._net_next) < 0:
-                return
-            self.wifi_attempts += 1
+        if self._state == _DOWN:
+            if time.ticks_diff(now, self._next) < 0:
+                return False
+            self.attempts += 1
             try:
                 wlan.active(True)
                 wlan.connect(self._ssid, self._password)
             except OSError:
                 self._retry_later(now)
-                return
-            self._net = _CONNECTING
-            self._net_deadline = time.ticks_add(now, self.CONNECT_MS)
-        elif self._net == _CONNECTING:
+                return False
+            self._state = _CONNECTING
+            self._deadline = time.ticks_add(now, self.CONNECT_MS)
+        elif self._state == _CONNECTING:
             if wlan.isconnected():
-                self._net = _UP
+                self._state = _UP
                 self._backoff = self.BACKOFF_MIN_MS
-                self._ntp_next = now
-                return
-            if wlan.status() in self._wifi_failed or time.ticks_diff(now, self._net_deadline) >= 0:
+                return True
+            if wlan.status() in self._failed or time.ticks_diff(now, self._deadline) >= 0:
                 try:
                     wlan.disconnect()
                 except OSError:
                     pass
                 self._retry_later(now)
         elif not wlan.isconnected():
-            self._net = _DOWN
-            self._net_next = now  # one immediate retry, then backoff
+            self._state = _DOWN
+            self._next = now  # one immediate retry, then backoff
+        return False
 
     def _retry_later(self, now):
         import random
 
-        self._net = _DOWN
+        self._state = _DOWN
         jitter = random.getrandbits(16) % (self._backoff // 4 + 1)
-        self._net_next = time.ticks_add(now, self._backoff + jitter)
+        self._next = time.ticks_add(now, self._backoff + jitter)
         self._backoff = min(self._backoff * 2, self.BACKOFF_MAX_MS)
+
+
+class Board:
+    def __init__(self, device, settings=None, pinmap=None):
+        if pinmap is None:
+            pm = device.get("pinmap") or "pinmap.json"
+            pinmap = pm if isinstance(pm, dict) else load_pinmap(pm)
+        self.pinmap = pinmap
+        self.nbays = int(device["bays"])
+        Pin = machine.Pin
+        i2c_cfg = pinmap.get("i2c")
+        i2c = None
+        if i2c_cfg:
+            i2c = machine.I2C(
+                i2c_cfg.get("id", 0),
+                scl=Pin(i2c_cfg["scl"]),
+                sda=Pin(i2c_cfg["sda"]),
+                freq=i2c_cfg.get("freq", 400000),
+            )
+
+        # 1. Outputs off, before anything else.
+        self.indicators = Indicators(pinmap)
+        self.bank = Bank(pinmap, self.nbays, i2c)
+
+        # 2. The watchdog: once started it cannot be stopped; service() feeds it.
+        # device.json "watchdog_ms": 0 turns it off (bench work at the REPL); never in service
+        wdt_ms = int(device.get("watchdog_ms", pinmap.get("watchdog_ms", 8000)))
+        self.wdt = machine.WDT(timeout=wdt_ms) if wdt_ms > 0 else None
+
+        # 3. The clock.
+        self.on_clock_set = None  # the app may hang locker.clock_set here
+        rtc_cfg = pinmap.get("rtc")
+        rtc = None
+        if rtc_cfg and i2c is not None:
+            rtc = DS3231(i2c, int(rtc_cfg.get("address", "0x68"), 16))
+        self.clock = Clock(rtc, device.get("ntp_host"), self._clock_set)
+
+        # 4. The reader.
+        spi_cfg, rc = pinmap.get("spi"), pinmap.get("mfrc522")
+        self.reader = Reader(spi_cfg, rc) if spi_cfg and rc else None
+
+        # 5. The data directory on the flash filesystem (the ESP32's is mounted at / already).
+        self.data_dir = device.get("data_dir") or "data"
+        makedirs(self.data_dir)
+
+        # 6. The network: brought up by service().
+        self.net = Network(device.get("wifi") or {})
+
+    def _clock_set(self):
+        if self.on_clock_set is not None:
+            self.on_clock_set()
+
+    # -- the board interface (docs/architecture.md) -----------------------------------------
+    def now(self):
+        """Unix seconds UTC, or None while the clock is not trusted."""
+        return self.clock.now()
+
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def set_clock(self, t):
+        """The host's time (locker.core takes it only while the clock is unknown)."""
+        self.clock.set(t)
+
+    def set_lock(self, bay, unlocked):
+        return self.bank.set_lock(bay, unlocked)
+
+    def door(self, bay):
+        return self.bank.door(bay)
+
+    def poll_card(self):
+        return None if self.reader is None else self.reader.poll()
+
+    def feedback(self, outcome, reason=None):
+        """LED and buzzer pattern for an outcome (and, for denials, the reason); never blocks."""
+        self.indicators.show(outcome, reason)
+
+    # -- beyond the interface: status, the service loop --------------------------------------
+    def locks(self):
+        return self.bank.locks()
+
+    def online(self):
+        return self.net.online()
+
+    def status(self):
+        return {
+            "clock": self.clock.source,
+            "rtc": self.clock.rtc_state,
+            "wifi": self.net.status(),
+            "wifi_attempts": self.net.attempts,
+            "ntp_syncs": self.clock.ntp_syncs,
+            "reader": None if self.reader is None else self.reader.status(),
+            "expanders": {"0x{:02x}".format(a): ok for a, ok in self.bank.expander_ok.items()},
+        }
+
+    def service(self, now_ms=None):
+        """One round of housekeeping; the app runs it every few tens of milliseconds."""
+        now = time.ticks_ms() if now_ms is None else now_ms
+        if self.wdt is not None:
+            self.wdt.feed()
+        self.indicators.service(now)
+        self.bank.service(now)
+        if self.net.service(now):
+            self.clock.sync_soon(now)
+        if self.net.online():
+            self.clock.service(now)
+
+    async def run(self, period_ms=20):
+        import asyncio
+
+        while True:
+            self.service()
+            await asyncio.sleep_ms(period_ms)
 
 
 def _fail_statuses(network):

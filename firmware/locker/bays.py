@@ -7,13 +7,7 @@
 # Every bay is locked except while a grant is open. The Bay does no I/O: it says what to do
 # (lock, unlock, which event) and the Locker journals and drives the outputs.
 
-try:
-    from micropython import const
-except ImportError:  # CPython, for the tests shared with the host
-
-    def const(x):
-        return x
-
+from locker import const
 
 # -- millisecond ticks that wrap, as on the board: every duration in the firmware uses these
 #

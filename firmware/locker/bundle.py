@@ -6,15 +6,7 @@
 import json
 import struct
 
-from locker import mac
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from locker import const, mac
 
 MAGIC = b"CLCF"
 FORMAT = const(1)

@@ -5,15 +5,8 @@ import json
 import os
 from binascii import unhexlify
 
+from locker import const
 from locker.mac import HMAC, equal
-
-try:
-    from micropython import const
-except ImportError:  # CPython (host tools share the canonical form)
-
-    def const(x):
-        return x
-
 
 # fields the JSON must have, by type ("bay" is checked on its own: a number or a word)
 _INT_FIELDS = const(("id", "exp"))

@@ -9,20 +9,12 @@ import gc
 import json
 from binascii import hexlify, unhexlify
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
-
 from locker import bays as B
-from locker import policy, unload
+from locker import const, policy, unload
 from locker.bays import ticks_add, ticks_diff
 from locker.bundle import Bundle, BundleError
 from locker.journal import Journal, JournalFull
-from locker.mac import derive
+from locker.mac import CARD, CMD, CONFIG, derive, message_keys
 from locker.registry import Registry, parse_uid
 from locker.timetable import Timetable
 
@@ -83,12 +75,12 @@ class Locker:
         secret = unhexlify(device["secret"])
         if len(secret) != 32:
             raise ValueError("device.json: secret must be 64 hex digits")
-        self.config_key = derive(secret, b"classlocker config")
-        self.cmd_key = derive(secret, b"classlocker cmd")
+        self.config_key = derive(secret, CONFIG)
+        self.cmd_key = derive(secret, CMD)
         # the MAC keys of events (which the link signs as it sends them) and of the host's acks
         # (which the link checks), derived once (docs/protocol.md, Keys)
-        self.keys = (derive(secret, b"event"), derive(secret, b"ack"))
-        self.registry = Registry(derive(secret, b"classlocker card"))
+        self.keys = message_keys(secret)
+        self.registry = Registry(derive(secret, CARD))
         self.fw_key = derive(secret, b"classlocker firmware")  # signed offers (locker/update.py)
         del secret
         # What the boot loader (main.py) says about this boot: slot, version, trial, reset cause
@@ -747,6 +739,10 @@ class Locker:
             json.dumps(self.boot.get("failed")),
         )
 
+    def state_buffer(self):
+        """A new buffer with room for state_json's output (grown there if ever short)."""
+        return bytearray(_STATE_FIXED + _STATE_CHECKPOINT + _STATE_PER_BAY * len(self.bays))
+
     def state_json(self, buf=None):
         """json.dumps(self.state()) written into `buf` (a bytearray, emptied first and grown as
         needed), or into the locker's own buffer, which the next such call reuses: write it out
@@ -756,9 +752,7 @@ class Locker:
         if buf is None:
             buf = self._state_buf
             if buf is None:  # once, early, while the heap still has room in one piece
-                buf = self._state_buf = bytearray(
-                    _STATE_FIXED + _STATE_CHECKPOINT + _STATE_PER_BAY * len(self.bays)
-                )
+                buf = self._state_buf = self.state_buffer()
         buf[:] = b""  # the length goes to 0, the block stays
         dumps = json.dumps
         buf += b'{"locker": '

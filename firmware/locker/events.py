@@ -23,15 +23,8 @@ import json
 import struct
 from binascii import hexlify, unhexlify
 
+from locker import const
 from locker.mac import hmac_sha256
-
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
 
 TYPES = (
     "boot",
@@ -103,7 +96,7 @@ _SUMMARY_TEXT = const("{} x{} {}-{} {}")  # word, count, first ts, last ts, card
 
 MAX_TEXT = const(255)  # bytes of UTF-8 in one text field
 # the largest encoding: flags, seq, ts, type text, bay, person, by, reason text
-MAX_ENCODED = const(1 + 4 + 4 + 256 + 1 + 256 + 256 + 256)
+MAX_ENCODED = const(1 + 4 + 4 + (1 + MAX_TEXT) + 1 + 3 * (1 + MAX_TEXT))  # 1034
 _U32 = const(0xFFFFFFFF)
 
 

@@ -18,22 +18,15 @@ import os
 import struct
 from binascii import crc32, hexlify, unhexlify
 
+from locker import const, makedirs
 from locker import events as E
-
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
 
 _EVENT = const(1)
 _SNAPSHOT = const(2)
 _ACK = const(3)
 _HDR = const(6)  # u16 length, u32 crc
 _SNAP_HEAD = const(9)  # kind, u32 covered seq, u32 acked
-_MAX_EVENT_RECORD = const(6 + 1 + 1030)  # header, kind, events.MAX_ENCODED
+_FRAME = const(_HDR + 1)  # header, kind; then the body: events.MAX_ENCODED bytes at most
 _CTZ_ROOM = const(64)  # littlefs keeps block pointers inside file blocks: stay in whole blocks
 _ACK_ROOM = const(256)  # the tail of every segment is kept for ack records (about 23)
 _RESERVE = const(131072)  # default: leave this much of the filesystem to everything else
@@ -71,9 +64,9 @@ class Journal:
         self._cur = None  # append handle of the last segment
         self._cur_size = 0
         self._roll = True  # the next write starts a new segment
-        self._rbuf = bytearray(_HDR + 1 + 1030)
+        self._rbuf = bytearray(_FRAME + E.MAX_ENCODED)
         self._rmv = memoryview(self._rbuf)
-        self._wbuf = bytearray(_MAX_EVENT_RECORD)
+        self._wbuf = bytearray(_FRAME + E.MAX_ENCODED)
         self._wmv = memoryview(self._wbuf)
         self._obuf = bytearray(256)  # framed records appended but not committed (grows)
         self._olen = 0
@@ -93,7 +86,7 @@ class Journal:
     def open(self):
         """Recover from flash. Returns (snapshot bytes or None, iterator of the Events after it,
         in seq order): the caller rebuilds its state from them before its first commit."""
-        _makedirs(self.directory)
+        makedirs(self.directory)
         self._set_capacity()
         nums = []
         for name in os.listdir(self.directory):
@@ -272,14 +265,16 @@ class Journal:
             return False
         if self._roll:
             return True
-        return self._cur_size + self._tlen + self._olen + _MAX_EVENT_RECORD > self._event_limit
+        return (
+            self._cur_size + self._tlen + self._olen + _FRAME + E.MAX_ENCODED > self._event_limit
+        )
 
     @property
     def routine_full(self):
         """True when only the reserve is left: routine records (denials, rejected commands and
         configurations) are no longer appended, so that essential ones (deposits, retrievals,
         door events...) always find room. The caller decides which is which (docs/journal.md)."""
-        return self.full or self.used_bytes + _MAX_EVENT_RECORD > self.capacity - self.reserve
+        return self.full or self.used_bytes + _FRAME + E.MAX_ENCODED > self.capacity - self.reserve
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -619,17 +614,3 @@ def _size(path):
         return os.stat(path)[6]
     except OSError:
         return -1
-
-
-def _makedirs(path):
-    cur = ""
-    for part in path.split("/"):
-        if not part:
-            if not cur:
-                cur = "/"
-            continue
-        cur = cur + part if cur.endswith("/") or not cur else cur + "/" + part
-        try:
-            os.mkdir(cur)
-        except OSError:
-            pass

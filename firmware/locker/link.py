@@ -6,11 +6,11 @@
 #   link = Link(locker, device, settings)
 #   asyncio.create_task(link.run())
 #
-# What it uses of the locker: journal (jid, last_seq, acked, unacked(after)), keys (the event
-# and ack MAC keys), state(), state_rev, online, config_receiver(length), command(payload),
-# command_rejected(reason), and optionally acknowledged(seq) (else journal.ack), events_ready
-# (an asyncio.Event) or on_commit (a callback slot) to be woken when events are durable.
-# docs/link.md has the whole story.
+# What it uses of the locker (locker.core.Locker, one interface, nothing optional): journal (jid,
+# last_seq, acked, unacked(after)), keys (the event and ack MAC keys), state_buffer(),
+# state_json(buf), state_rev, online, config_receiver(length), command(payload),
+# command_rejected(reason), acknowledged(seq), and on_commit (a callback slot: the link hangs its
+# wake-up there, called when events are durable). docs/link.md has the whole story.
 
 import asyncio
 import json
@@ -27,7 +27,6 @@ _ETIMEDOUT = const(110)
 _BATCH = const(8)  # events read from the journal per step (their JSON is held until sent)
 _ACK_MAX = const(160)  # an ack payload longer than this is not an ack (one is about 85 bytes)
 _STABLE_MS = const(10000)  # a connection that lasted this long resets the backoff
-_WINDOW = const(32)  # events in flight (sent, not yet acknowledged), unless set
 _POLL_MS = const(500)  # the link looks for work at least this often
 
 try:
@@ -40,15 +39,14 @@ except ImportError:  # pragma: no cover - every MicroPython port we run on has i
 
 
 class Link:
-    def __init__(self, locker, device, settings, to_json=None):
-        if to_json is None:  # the payload with the journal's id and the event's MAC
-            from locker.events import to_json as payload
+    def __init__(self, locker, device, settings):
+        from locker.events import to_json as payload
 
-            journal = locker.journal
-            event_key = locker.keys[0]
+        journal = locker.journal
+        event_key = locker.keys[0]
 
-            def to_json(ev):
-                return payload(ev, journal.jid, event_key)
+        def to_json(ev):  # the payload with the journal's id and the event's MAC
+            return payload(ev, journal.jid, event_key)
 
         self.to_json = to_json
         self.locker = locker
@@ -62,15 +60,15 @@ class Link:
         self.t_cmd = (root + "cmd").encode()
         self.t_fw = (root + "firmware").encode()  # firmware offers (locker/update.py)
         self.t_chunks = "firmware/{}/".format(device.get("site", "school")).encode()
-        get = settings.get
-        self.keepalive = int(get("keepalive_s", 30))
-        self.ack_timeout_ms = int(get("ack_timeout_s", 10) * 1000)
-        self.connect_timeout = get("connect_timeout_s", 5)
-        self.backoff_min_ms = int(get("backoff_min_s", 1) * 1000)
-        self.backoff_max_ms = int(get("backoff_max_s", 60) * 1000)
-        self.window = int(get("event_window", _WINDOW))
-        self.event_qos = int(get("event_qos", 1))
-        self.max_cmd = int(get("max_cmd_bytes", 1024))
+        # settings.load's: every key is there, each default named once (locker/settings.py)
+        self.keepalive = int(settings["keepalive_s"])
+        self.ack_timeout_ms = int(settings["ack_timeout_s"] * 1000)
+        self.connect_timeout = settings["connect_timeout_s"]
+        self.backoff_min_ms = int(settings["backoff_min_s"] * 1000)
+        self.backoff_max_ms = int(settings["backoff_max_s"] * 1000)
+        self.window = int(settings["event_window"])
+        self.event_qos = int(settings["event_qos"])
+        self.max_cmd = int(settings["max_cmd_bytes"])
         tls = broker.get("tls", False)
         self.client = MQTTClient(
             device["locker_id"],
@@ -80,7 +78,7 @@ class Link:
             password=broker.get("password"),
             keepalive=self.keepalive,
             ssl=_tls_context(broker) if tls else None,
-            timeout=get("write_timeout_s", 10),
+            timeout=settings["write_timeout_s"],
         )
         self.client.set_last_will(self.t_status, b"offline", retain=True, qos=1)
 
@@ -102,19 +100,14 @@ class Link:
         self._ack = _Collector(bytearray(_ACK_MAX), self._on_ack)
         self._cmd = _Collector(bytearray(self.max_cmd), self._on_cmd)
         # the state's JSON, rewritten on each change; allocated now, while the heap has room in
-        # one piece (about 72 bytes a bay and 800 for the host's checkpoint: Locker.state_json
-        # grows it if ever needed)
-        self._state_buf = bytearray(448 + 800 + 72 * len(getattr(locker, "bays", ())))
-        if getattr(locker, "events_ready", None) is None and hasattr(locker, "on_commit"):
-            locker.on_commit = self._wake.set
+        # one piece (Locker.state_json grows it if ever needed)
+        self._state_buf = locker.state_buffer()
+        locker.on_commit = self._wake.set  # woken when events are durable
 
     # -- the task ------------------------------------------------------------------------------
 
     async def run(self):
         """Connects, serves the connection until it fails, backs off, and again; forever."""
-        ready = getattr(self.locker, "events_ready", None)
-        if ready is not None:
-            asyncio.create_task(self._forward(ready))
         while True:
             started = None
             try:
@@ -197,11 +190,8 @@ class Link:
                     self.state_rev_sent = None  # the state again: its `time` (the clock's offset)
             rev = locker.state_rev
             if rev != self.state_rev_sent:
-                state_json = getattr(locker, "state_json", None)  # built without a dict of dicts
-                if state_json is not None:  # into the link's own buffer, kept for the next one
-                    payload = state_json(self._state_buf)
-                else:
-                    payload = json.dumps(locker.state()).encode()
+                # built without a dict of dicts, into the link's own buffer, kept for the next
+                payload = locker.state_json(self._state_buf)
                 await c.publish(self.t_state, payload, True, 1)
                 payload = None
                 self.state_rev_sent = rev
@@ -215,13 +205,6 @@ class Link:
                     await asyncio.wait_for_ms(self._wake.wait(), _POLL_MS)
                 except asyncio.TimeoutError:  # MicroPython has no builtin one
                     pass
-
-    async def _forward(self, ready):
-        """The locker's events_ready (set after each journal commit) wakes the session loop."""
-        while True:
-            await ready.wait()
-            ready.clear()
-            self._wake.set()
 
     # -- events up -------------------------------------------------------------------------------
 
@@ -319,14 +302,7 @@ class Link:
             self.acks_ignored += 1  # an ack for something never sent: not the host we trust
             print("link: ack {} beyond {} sent, ignored".format(seq, self.sent_hi))
             return
-        locker = self.locker
-        if hasattr(locker, "acknowledged"):
-            locker.acknowledged(seq)
-        else:
-            before = locker.journal.acked
-            locker.journal.ack(seq)
-            if locker.journal.acked != before:
-                locker.state_rev += 1  # `pending` in the state changed
+        self.locker.acknowledged(seq)
         self._wake.set()
 
     def _on_cmd(self, payload):

@@ -3,13 +3,7 @@
 # config bundle streamed to flash) is authenticated without being held in RAM.
 import hashlib
 
-try:
-    from micropython import const
-except ImportError:  # CPython: the host's tests import this module too
-
-    def const(x):
-        return x
-
+from locker import const
 
 _BLOCK = const(64)
 
@@ -17,8 +11,9 @@ _BLOCK = const(64)
 CARD = b"classlocker card"
 CONFIG = b"classlocker config"
 CMD = b"classlocker cmd"
-# (events' and acks' MACs: keys HMAC-SHA256(secret, b"event") and (secret, b"ack"), the first 16
-# bytes of the HMAC as hex; locker/events.py and locker/link.py)
+# and message_keys() below: events' and acks' MACs, keys HMAC-SHA256(secret, b"event") and
+# (secret, b"ack"), the first 16 bytes of the HMAC as hex (locker/events.py and locker/link.py).
+# Nothing else in the firmware spells a label.
 
 
 class HMAC:
@@ -51,6 +46,11 @@ def hmac_sha256(key, msg):
     h = HMAC(key)
     h.update(msg)
     return h.digest()
+
+
+def message_keys(secret):
+    """The locker's (event key, ack key): the MACs of its events and of the host's acks."""
+    return derive(secret, b"event"), derive(secret, b"ack")
 
 
 def derive(secret, label):

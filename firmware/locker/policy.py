@@ -6,13 +6,7 @@
 # caller's job (locker/core.py); this module imports no hardware and keeps no state.
 # The words are private constants: compiled in, not one more global and interned name each.
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from locker import const
 
 # What the caller does.
 _DEPOSIT = const("deposit")

@@ -7,8 +7,8 @@
 # time.gmtime/mktime: their epoch is 1970 on the unix port but 2000 on some ESP32 builds.
 # Europe/London's rule is built in so a locker whose offset table has run out still gets it right.
 try:
-    from micropython import const
-except ImportError:  # CPython (host tools and tests share this module)
+    from locker import const
+except ImportError:  # the host imports this file as lockerctl.fwcalendar, without the firmware
 
     def const(x):
         return x

@@ -143,7 +143,7 @@ def _dashboard_tls(tls_dir: Path, cert, key, site: str, names: list[str], owner)
     os.chmod(tls_dir, 0o700)
     if cert:
         try:
-            from .web.server import tls_context
+            from .web.app import tls_context
 
             tls_context(str(cert), str(key))
             cert_pem, key_pem = Path(cert).read_bytes(), Path(key).read_bytes()

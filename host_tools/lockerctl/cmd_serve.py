@@ -60,6 +60,16 @@ def _open_store(site: Site):
     "site; two services with the same id would take turns).",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=32),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Ingest processes sharing the lockers' events through an MQTT shared subscription "
+    "($share/lockerctl-SITE/...; client ids CLIENT_ID-w1..wN), each event stored once "
+    "(PostgreSQL only: SQLite takes one writer at a time).",
+)
+@click.option(
     "--checkpoint-every",
     type=click.FloatRange(min=1.0, max=600.0),
     default=600.0,
@@ -96,6 +106,60 @@ def _open_store(site: Site):
     help="/metrics requires `Authorization: Bearer TOKEN` (the file's one line) from every "
     "client; without it /metrics answers this machine (loopback) only.",
 )
+@click.option(
+    "--smtp",
+    default=None,
+    metavar="HOST:PORT",
+    help="E-mail urgent alerts through this mail server (port 25 or 587 if none given).",
+)
+@click.option(
+    "--alert-to",
+    default=None,
+    metavar="ADDR[,ADDR...]",
+    help="Who gets the urgent alerts' e-mails (with --smtp).",
+)
+@click.option(
+    "--smtp-from",
+    default=None,
+    metavar="ADDR",
+    help="The e-mails' sender (default classlocker@ this machine's name).",
+)
+@click.option(
+    "--smtp-starttls", is_flag=True, help="Upgrade the connection with STARTTLS (verified)."
+)
+@click.option("--smtp-user", default=None, metavar="NAME", help="Log in to the mail server.")
+@click.option(
+    "--smtp-password-file",
+    default=None,
+    metavar="FILE",
+    help="The --smtp-user's password: the file's first line (mode 0600); else the "
+    "environment's LOCKER_SMTP_PASSWORD.",
+)
+@click.option(
+    "--smtp-ca",
+    default=None,
+    metavar="FILE",
+    help="Trust this CA (PEM) for the mail server's STARTTLS certificate (default: the system's).",
+)
+@click.option(
+    "--dashboard-url",
+    default=None,
+    metavar="URL",
+    help="The dashboard's address as readers open it, for the links in e-mails "
+    "(default: http(s)://the --http address).",
+)
+@click.option(
+    "--review-at",
+    default=None,
+    metavar="HH:MM",
+    help="E-mail SLT's daily review at this local time on school days (with --smtp).",
+)
+@click.option(
+    "--review-to",
+    default=None,
+    metavar="ADDR[,ADDR...]",
+    help="Who gets the daily review (it names pupils; default: --alert-to).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.option(
     "--log-format",
@@ -110,12 +174,23 @@ def serve(
     http_cert,
     http_key,
     client_id,
+    workers,
     checkpoint_every,
     oidc_issuer,
     oidc_client_id,
     oidc_client_secret_file,
     oidc_redirect_uri,
     metrics_token_file,
+    smtp,
+    alert_to,
+    smtp_from,
+    smtp_starttls,
+    smtp_user,
+    smtp_password_file,
+    smtp_ca,
+    dashboard_url,
+    review_at,
+    review_to,
     verbose,
     log_format,
 ):
@@ -132,7 +207,7 @@ def serve(
             raise UserError("--http-cert and --http-key go together")
         if not http:
             raise UserError("--http-cert needs --http HOST:PORT (the dashboard's address)")
-        from .web.server import tls_context
+        from .web.app import tls_context
 
         try:
             tls_context(http_cert, http_key)
@@ -147,11 +222,36 @@ def serve(
         oidc_redirect_uri,
         metrics_token_file,
     )
-    _open_store(site)  # a bad --db is a one-line error before anything starts
+    mail = _mail_settings(
+        smtp,
+        alert_to,
+        smtp_from,
+        smtp_starttls,
+        smtp_user,
+        smtp_password_file,
+        smtp_ca,
+        dashboard_url or (f"{'https' if tls else 'http'}://{http}" if http else None),
+        review_at,
+        review_to,
+    )
+    from . import store_alerts  # noqa: F401 - its tables (migration 0011)
+
+    store = _open_store(site)  # a bad --db is a one-line error before anything starts
+    backend = store.engine.dialect.name
+    store.close()
+    if workers > 1 and backend != "postgresql":
+        raise UserError(
+            f"--workers {workers} needs PostgreSQL: {backend} takes one writer at a time"
+        )
     service = Service(
-        site, client_id=client_id, writer_process=True, checkpoint_every=checkpoint_every
+        site,
+        client_id=client_id,
+        writer_process=True,
+        checkpoint_every=checkpoint_every,
+        workers=workers,
     )
     service.web_options = web_options
+    service.mail_settings = mail
 
     def stop(signum, frame):
         service.request_stop()
@@ -172,6 +272,79 @@ def serve(
     while not service.wait(1.0):
         pass
     service.stop()
+
+
+def _mail_settings(
+    smtp,
+    alert_to,
+    sender,
+    starttls,
+    user,
+    password_file,
+    cafile,
+    dashboard_url,
+    review_at,
+    review_to,
+):
+    """The e-mail settings of `serve`, checked before anything starts (None without --smtp)."""
+    from .mailer import (
+        MailSettings,
+        MailSettingsError,
+        load_password,
+        parse_addresses,
+        parse_hhmm,
+    )
+
+    given = [alert_to, sender, user, password_file, cafile, review_at, review_to]
+    if not smtp:
+        if any(given) or starttls:
+            raise UserError("the e-mail options (--alert-to, --smtp-*, --review-*) need --smtp")
+        return None
+    if not alert_to:
+        raise UserError("--smtp needs --alert-to ADDR[,ADDR...] (who gets the alerts)")
+    try:
+        host, port = parse_hostport(smtp, 587 if starttls else 25)
+        to = parse_addresses(alert_to, "--alert-to")
+        if sender:
+            (sender,) = parse_addresses(sender, "--smtp-from")
+        else:
+            import socket
+
+            name = socket.getfqdn()
+            sender = f"classlocker@{name if '.' in name and name.isascii() else 'localhost'}"
+        password = load_password(password_file) if user else None
+        if user and not password:
+            raise MailSettingsError(
+                "--smtp-user needs a password: --smtp-password-file FILE or LOCKER_SMTP_PASSWORD"
+            )
+        if password_file and not user:
+            raise MailSettingsError("--smtp-password-file needs --smtp-user")
+        if cafile and not starttls:
+            raise MailSettingsError("--smtp-ca needs --smtp-starttls")
+        if cafile:
+            import ssl
+
+            try:
+                ssl.create_default_context(cafile=cafile)
+            except (OSError, ssl.SSLError) as e:
+                raise MailSettingsError(f"--smtp-ca {cafile}: {e}") from None
+        if dashboard_url and not dashboard_url.startswith(("http://", "https://")):
+            raise MailSettingsError("--dashboard-url must begin http:// or https://")
+        return MailSettings(
+            host=host,
+            port=port,
+            to=to,
+            sender=sender,
+            starttls=starttls,
+            user=user,
+            password=password,
+            cafile=cafile,
+            dashboard_url=dashboard_url,
+            review_at=parse_hhmm(review_at, "--review-at") if review_at else None,
+            review_to=parse_addresses(review_to, "--review-to") if review_to else [],
+        )
+    except MailSettingsError as e:
+        raise UserError(str(e)) from None
 
 
 def _start_dashboard(service, http: tuple[str, int], tls=None):

@@ -1,4 +1,5 @@
-"""`lockerctl user add|list|remove|passwd`: the dashboard's accounts (docs/dashboard.md)."""
+"""`lockerctl user add|list|remove|passwd`: the dashboard's accounts, and `lockerctl token
+add|list|revoke`: their API tokens (docs/dashboard.md)."""
 
 from __future__ import annotations
 
@@ -148,11 +149,13 @@ def user_list(site):
 @site_options
 def user_remove(site, username):
     """Delete account USERNAME and end its sessions."""
+    from . import store_web
     from .store import StoreError
 
     store, accounts = _accounts(site)
     try:
         accounts.remove_user(username, actor=actor())
+        store_web.drop_tokens_of(store, site.site, username)
     except StoreError as e:
         raise UserError(str(e)) from None
     finally:
@@ -181,3 +184,77 @@ def user_passwd(site, username, password_stdin):
     finally:
         store.close()
     click.echo(f"password of {username} changed")
+
+
+@cli.group("token")
+def token():
+    """API tokens of dashboard accounts (the JSON API, docs/dashboard.md)."""
+
+
+@token.command("add")
+@click.argument("username")
+@click.option("--label", default="", help="What will use the token (64 characters at most).")
+@site_options
+def token_add(site, username, label):
+    """Make an API token for account USERNAME (it acts with the account's role). The token is
+    printed once; only its SHA-256 is kept."""
+    from . import store_web
+    from .store import StoreError
+
+    store = open_store(site)
+    try:
+        secret, made = store_web.add_token(store, site.site, username, label, actor())
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    finally:
+        store.close()
+    click.echo(secret)
+    click.echo(f"lockerctl: API token {made.id} for {username} (shown once)", err=True)
+
+
+@token.command("list")
+@click.argument("username", required=False)
+@site_options
+def token_list(site, username):
+    """The API tokens (of USERNAME): id, account, label, when made and last used."""
+    from . import store_web
+    from .display import format_ts
+
+    store = open_store(site)
+    try:
+        rows = store_web.tokens(store, site.site, username)
+        zone = store.timezone(site.site)
+    finally:
+        store.close()
+    table = [("id", "account", "label", "made", "last used")]
+    table += [
+        (
+            str(t.id),
+            t.username,
+            t.label,
+            format_ts(t.created_at, zone, "minutes"),
+            format_ts(t.last_used_at, zone, "minutes") if t.last_used_at else "never",
+        )
+        for t in rows
+    ]
+    widths = [max(len(r[i]) for r in table) for i in range(5)]
+    for r in table:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+@token.command("revoke")
+@click.argument("token_id", type=click.IntRange(1, 2**62))
+@site_options
+def token_revoke(site, token_id):
+    """Revoke API token TOKEN_ID (`lockerctl token list` shows the ids)."""
+    from . import store_web
+    from .store import StoreError
+
+    store = open_store(site)
+    try:
+        store_web.revoke_token(store, site.site, token_id, actor())
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    finally:
+        store.close()
+    click.echo(f"API token {token_id} revoked")

@@ -231,6 +231,9 @@ class Ingestor:
     max_wait = 0.02  # seconds from the first message received to the commit
     retry_delay = 0.5
     bad_log_limit = 20  # bad-payload lines logged per minute
+    # One of several workers sharing the stream (`serve --workers N`): each batch through
+    # `store_ingest.ingest_shared`, which lets the others write at the same time.
+    shared = False
 
     def __init__(
         self,
@@ -386,13 +389,20 @@ class Ingestor:
         log.debug("stored %d events: acks %s", result.stored, result.acks)
         self._send_acks(result)
 
+    def _store_batch(self, batch: list):
+        if self.shared:
+            from .store_ingest import ingest_shared
+
+            return ingest_shared(self.store, self.site, batch, JOURNAL_MAX_EVENTS)
+        return self.store.ingest_journals(self.site, batch, JOURNAL_MAX_EVENTS)
+
     def _commit(self, batch: list):
         """One transaction; on failure one retry, then event by event so that one event the store
         refuses cannot hold back the others (given up after a few failures in a row: then it is
         the store, not an event). None when nothing could be committed."""
         for attempt in (1, 2):
             try:
-                return self.store.ingest_journals(self.site, batch, JOURNAL_MAX_EVENTS)
+                return self._store_batch(batch)
             except Exception as e:
                 log.error(
                     "commit of %d events failed (attempt %d): %s",
@@ -408,7 +418,7 @@ class Ingestor:
         failures = 0
         for locker, ev in batch:
             try:
-                one = self.store.ingest_journals(self.site, [(locker, ev)], JOURNAL_MAX_EVENTS)
+                one = self._store_batch([(locker, ev)])
                 failures = 0
             except Exception as e:
                 log.error("event seq %s of %s not stored: %s", ev["seq"], locker, one_line(e))

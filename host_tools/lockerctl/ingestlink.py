@@ -39,6 +39,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("lockerctl.serve")
 
 SUBSCRIPTIONS = ("event", "status", "state")
+
+
+def topic_filters(site: str, worker: int = 0, workers: int = 1, group: str | None = None):
+    """What ingest worker `worker` (1..`workers`; 0 when there is one) subscribes to: every
+    locker's `event`, `status` and `state` of the site; with several workers the `event`s
+    through the MQTT shared subscription `$share/GROUP/...` (the broker hands each message to
+    one of the group), and `status` and `state` to the first worker only, so that a locker's
+    come in the order it sent them."""
+    prefix = f"lockers/{site}/+/"
+    if workers <= 1:
+        return [prefix + s for s in SUBSCRIPTIONS]
+    share = f"$share/{group or 'lockerctl-' + site}/"
+    out = [share + prefix + "event"]
+    if worker <= 1:
+        out += [prefix + "status", prefix + "state"]
+    return out
+
+
 RECV_BYTES = 256 * 1024
 # Acknowledge what arrives at once. mosquitto leaves Nagle's algorithm on unless told otherwise
 # (`set_tcp_nodelay`): its PUBACK for an ack we published stays unacknowledged under a delayed
@@ -93,9 +111,11 @@ class IngestLink:
         site: str,
         ingestor: Ingestor,
         report: Callable[[str, object], None] | None = None,
+        subscriptions: list[str] | None = None,
     ):
         self.endpoint = endpoint
         self.site = site
+        self.subscriptions = subscriptions or topic_filters(site)
         self.ingestor = ingestor
         ingestor.publish_ack = self._queue_ack
         self.report = report or (lambda kind, value: None)
@@ -152,8 +172,7 @@ class IngestLink:
         sock = self._connect(stop_fd)
         sock.sendall(wire.connect(ep.client_id, ep.keepalive, False, ep.user, ep.password))
         packets = self._await_connack(sock, reader, stop_fd)
-        prefix = f"lockers/{self.site}/+/"
-        sock.sendall(wire.subscribe(self._next_id(), [(prefix + s, 1) for s in SUBSCRIPTIONS]))
+        sock.sendall(wire.subscribe(self._next_id(), [(t, 1) for t in self.subscriptions]))
         self.pending = []
         try:
             self._receive(sock, reader, packets, stop_fd)
@@ -307,15 +326,20 @@ class IngestLink:
     def _suback(self, body: bytes) -> None:
         codes = body[2:]
         if any(c == 0x80 for c in codes):
-            names = [s for s, c in zip(SUBSCRIPTIONS, codes, strict=False) if c == 0x80]
+            names = [
+                t.rsplit("/", 1)[-1]
+                for t, c in zip(self.subscriptions, codes, strict=False)
+                if c == 0x80
+            ]
             raise Refused(f"subscription to {', '.join(names)} refused (the host account's ACL?)")
         self._connected = True
         self.report("connected", True)
         log.info(
-            "connected to %s:%d as %s",
+            "connected to %s:%d as %s (pid %d)",
             self.endpoint.host,
             self.endpoint.port,
             self.endpoint.client_id,
+            os.getpid(),
         )
 
     def _commit(self, batch: list, send: bool = True) -> None:
@@ -396,8 +420,21 @@ class IngestProcess:
     it had committed but not acknowledged comes back from the lockers as duplicates)."""
 
     restart_delay = 1.0
+    _stats_lock = threading.Lock()  # several workers' watchers add to one Stats
 
-    def __init__(self, endpoint: Endpoint, site: str, ingestor: Ingestor, report, db_url: str):
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        site: str,
+        ingestor: Ingestor,
+        report,
+        db_url: str,
+        subscriptions: list[str] | None = None,
+        shared: bool = False,
+        name: str = "lockerctl-ingest",
+    ):
+        """`subscriptions`: the topic filters (`topic_filters`); `shared`: one of several
+        workers (its batches through `store_ingest.ingest_shared`)."""
         import multiprocessing
 
         self._ctx = multiprocessing.get_context("spawn")  # never fork with threads running
@@ -406,12 +443,14 @@ class IngestProcess:
         self.ingestor = ingestor
         self.report = report
         self.db_url = db_url
+        self.subscriptions = subscriptions
+        self.shared = shared
+        self.name = name
         self.proc: BaseProcess | None = None
         self._conn: Connection | None = None
         self._stopping = threading.Event()
         self._spawning = threading.Lock()  # a restart and a stop never cross
-        self._base = ingestor.stats.as_dict()
-        self._last: dict = {}
+        self._last: dict = {}  # the running child's counters as it last reported them
         self._thread = threading.Thread(target=self._watch, name="ingest-watch", daemon=True)
 
     def start(self) -> IngestProcess:
@@ -426,11 +465,13 @@ class IngestProcess:
             "max_wait": self.ingestor.max_wait,
             "retry_delay": self.ingestor.retry_delay,
             "level": logging.getLogger("lockerctl").getEffectiveLevel(),
+            "subscriptions": self.subscriptions,
+            "shared": self.shared,
         }
         self.proc = proc = self._ctx.Process(
             target=_child_main,
             args=(child, self.endpoint, self.site, self.db_url, settings),
-            name="lockerctl-ingest",
+            name=self.name,
             daemon=True,
         )
         proc.start()
@@ -446,12 +487,12 @@ class IngestProcess:
             except Exception:  # EOFError/OSError: the child is gone (or sent garbage)
                 self._end_child()
                 self.report("connected", False)
-                for name, count in self._last.items():
-                    self._base[name] = self._base.get(name, 0) + count
+                self._last = {}  # a new child counts from 0
                 if self._stopping.is_set():
                     return
                 log.error(
-                    "the ingest process stopped (exit code %s): starting it again",
+                    "the ingest process %s stopped (exit code %s): starting it again",
+                    self.name,
                     self._started()[0].exitcode,
                 )
                 if self._stopping.wait(delay):
@@ -464,10 +505,13 @@ class IngestProcess:
                 continue
             try:
                 if kind == "stats":
-                    self._last = value
                     delay = self.restart_delay
-                    for name, count in value.items():
-                        setattr(self.ingestor.stats, name, self._base.get(name, 0) + count)
+                    with self._stats_lock:  # what the child counted since its last report
+                        stats = self.ingestor.stats
+                        for name, count in value.items():
+                            was = self._last.get(name, 0)
+                            setattr(stats, name, getattr(stats, name, 0) + count - was)
+                    self._last = value
                 else:
                     self.report(kind, value)
             except Exception:
@@ -528,6 +572,7 @@ def _child_main(conn, endpoint: Endpoint, site: str, db_url: str, settings: dict
         sys.exit(1)
     ingestor = Ingestor(store, site, None, settings["max_batch"], settings["max_wait"])
     ingestor.retry_delay = settings["retry_delay"]
+    ingestor.shared = settings.get("shared", False)
 
     def report(kind, value):
         try:
@@ -535,5 +580,7 @@ def _child_main(conn, endpoint: Endpoint, site: str, db_url: str, settings: dict
         except OSError:
             pass
 
-    IngestLink(endpoint, site, ingestor, report).run(conn.fileno())
+    log.debug("ingest process %s (pid %d) started", endpoint.client_id, os.getpid())
+    link = IngestLink(endpoint, site, ingestor, report, settings.get("subscriptions"))
+    link.run(conn.fileno())
     report("stats", ingestor.stats.as_dict())

@@ -4,6 +4,7 @@ Each locker has a 32-byte secret; from it come one key per purpose (docs/protoco
 a leaked card hash table says nothing about the key that signs commands.
 """
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -16,11 +17,15 @@ CARD_HASH_BYTES = 16
 
 
 def hmac_sha256(key: bytes, msg: bytes) -> bytes:
-    return hmac.new(key, msg, hashlib.sha256).digest()
+    # hmac.digest: one C call (OpenSSL's one-shot HMAC), where hmac.new builds two hash objects
+    # in Python first; ingest checks one MAC per event.
+    return hmac.digest(key, msg, hashlib.sha256)
 
 
+@functools.lru_cache(maxsize=4096)
 def derive(secret: bytes, label: bytes) -> bytes:
-    """A key for one purpose: HMAC-SHA256(secret, label)."""
+    """A key for one purpose: HMAC-SHA256(secret, label) (kept for the lockers seen lately:
+    ingest needs a locker's event key for every event it receives)."""
     return hmac_sha256(secret, label)
 
 
@@ -83,10 +88,13 @@ def _field(value) -> str:
 def event_mac(secret: bytes, ev: dict) -> str:
     """The `mac` of an event: HMAC(HMAC(secret, "event"), "seq|ts|type|bay|person|by|reason|jid")
     truncated to 16 bytes, hex; integers in decimal, null as the empty string."""
+    g = ev.get
     msg = "|".join(
-        _field(ev.get(name))
-        for name in ("seq", "ts", "type", "bay", "person", "by", "reason", "jid")
-    )
+        [
+            _field(g("seq")), _field(g("ts")), _field(g("type")), _field(g("bay")),
+            _field(g("person")), _field(g("by")), _field(g("reason")), _field(g("jid")),
+        ]
+    )  # fmt: skip
     return hmac_sha256(derive(secret, EVENT), msg.encode("utf-8"))[:MAC_BYTES].hex()
 
 

@@ -9,6 +9,8 @@ Threads, each with its own `Store` (SQLite connections are not shared between th
 - the checkpointer (`Checkpointer`): every `--checkpoint-every` seconds (600), a signed
   checkpoint of the trail to every locker as a `cmd` (when the trail grew, or to a locker that
   does not hold the latest);
+- the alert mailer (`mailer.AlertMailer`, with `--smtp`): urgent alerts and the daily review
+  by e-mail, from a queue in the store;
 - the dashboard (`Service.dashboard`), started on the service by `lockerctl serve` when `--http`
   is given and `lockerctl.web` is installed;
 - the publishing connection's network thread also reads every locker's `state`: a locker whose
@@ -19,6 +21,8 @@ Threads, each with its own `Store` (SQLite connections are not shared between th
 from __future__ import annotations
 
 import collections
+import dataclasses
+import functools
 import json
 import logging
 import threading
@@ -31,7 +35,7 @@ from .clibase import Site
 from .hostclock import HostClock
 from .ingest import Ingestor
 from .ingest import one_line as _one_line
-from .ingestlink import Endpoint, IngestProcess, IngestThread
+from .ingestlink import Endpoint, IngestProcess, IngestThread, topic_filters
 
 log = logging.getLogger("lockerctl.serve")
 
@@ -422,7 +426,14 @@ class Service:
         store_factory=None,
         writer_process: bool = False,
         checkpoint_every: float | None = None,
+        workers: int = 1,
     ):
+        """`workers`: ingest processes sharing the lockers' events (an MQTT shared
+        subscription; `store_ingest`), each with its own client id `CLIENT_ID-wN` and persistent
+        session; with 1 (the default) one link under `client_id` itself."""
+        if workers < 1 or (workers > 1 and not writer_process):
+            raise ValueError("several ingest workers run in processes of their own")
+        self.workers = workers
         self.site = site
         self.client_id = client_id or f"lockerctl-serve-{site.site}"
         self._store_factory = store_factory or (lambda: open_store(site.db))
@@ -438,6 +449,8 @@ class Service:
             max_wait=max_wait,
         )
         self.ingest: IngestThread | IngestProcess | None = None
+        self.ingest_workers: list[IngestProcess] = []
+        self._connected_workers: set[int] = set()
         self.configs = ConfigPublisher(
             self._store_factory(),
             site.site,
@@ -471,6 +484,8 @@ class Service:
         self._lock = threading.Lock()
         self.dashboard = None
         self.web_options: dict = {}  # more keyword arguments of `web.serve_store` (oidc, ...)
+        self.mail_settings = None  # mailer.MailSettings: e-mail urgent alerts (`--smtp`)
+        self.mailer = None
         self._stopped = False
 
     # paho callbacks (network thread)
@@ -498,12 +513,21 @@ class Service:
         if not self._stopping.is_set():
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
-    def _ingest_report(self, kind: str, value) -> None:
+    def _ingest_report(self, kind: str, value, worker: int = 0) -> None:
         if kind == "connected":
-            if value:
+            with self._lock:
+                if value:
+                    self._connected_workers.add(worker)
+                else:
+                    self._connected_workers.discard(worker)
+                everyone = len(self._connected_workers) >= self.workers
+            if everyone:  # every worker subscribed: the whole stream is taken
                 self.ready.set()
             else:
                 self.ready.clear()
+
+    def _worker_report(self, worker: int, kind: str, value) -> None:
+        self._ingest_report(kind, value, worker)
 
     # publishing (any thread)
 
@@ -528,7 +552,25 @@ class Service:
         """Starts the ingest link, the publishing connection, the config publisher and the
         checkpointer. The dashboard is started on the service by `lockerctl serve` (it is a
         client of this module: `web` imports `serve`, never the other way)."""
-        if self.writer_process:
+        if self.writer_process and self.workers > 1:
+            for n in range(1, self.workers + 1):
+                endpoint = dataclasses.replace(self.endpoint, client_id=f"{self.client_id}-w{n}")
+                self.ingest_workers.append(
+                    IngestProcess(
+                        endpoint,
+                        self.site.site,
+                        self.ingestor,
+                        functools.partial(self._worker_report, n),
+                        self.site.db,
+                        subscriptions=topic_filters(self.site.site, n, self.workers),
+                        shared=True,
+                        name=f"lockerctl-ingest-{n}",
+                    )
+                )
+            self.ingest = self.ingest_workers[0]
+            for w in self.ingest_workers[1:]:
+                w.start()
+        elif self.writer_process:
             self.ingest = IngestProcess(
                 self.endpoint, self.site.site, self.ingestor, self._ingest_report, self.site.db
             )
@@ -541,6 +583,11 @@ class Service:
         self.client.loop_start()
         self.configs.start()
         self.checkpoints.start()
+        if self.mail_settings is not None:
+            from .mailer import AlertMailer
+
+            self.mailer = AlertMailer(self._store_factory(), self.site.site, self.mail_settings)
+            self.mailer.start()
         return self
 
     def request_stop(self) -> None:
@@ -562,6 +609,10 @@ class Service:
                 log.error("dashboard stop: %s", _one_line(e))
         self.configs.stop()
         self.checkpoints.stop()
+        for w in self.ingest_workers[1:]:
+            w.stop()
+        if self.mailer is not None:
+            self.mailer.stop()
         if self.ingest is not None:
             self.ingest.stop()
         deadline = time.monotonic() + 5

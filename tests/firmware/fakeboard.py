@@ -43,8 +43,8 @@ class FakeBoard:
 
     committed = 0
 
-    def door_open(self, bay):
-        return False
+    def door(self, bay):
+        return 0  # bays.CLOSED
 
     def feedback(self, outcome, reason=None):
         self.feedback_log.append(outcome if reason is None else outcome + ":" + reason)

@@ -2,8 +2,10 @@
 #
 #   micropython tests/firmware/link_scenarios.py '<spec as JSON>'
 #
-# A stand-in locker with exactly the attributes the link uses (an in-memory journal, state_rev,
-# online, events_ready, config_receiver, command, command_rejected), the real locker.link and
+# A stand-in locker with exactly the interface of locker.core.Locker that the link uses (journal,
+# keys, state_buffer, state_json, state_rev, online, on_commit, acknowledged, config_receiver,
+# command, command_rejected; locker/link.py lists it) over an in-memory journal or the real one,
+# so that the link alone is measured in a small heap; the real locker.link and
 # locker.mqtt, and a counter task standing for the locker's own work (it must never stall while
 # the broker is down or silent). Everything observable is printed as `@@<what> <JSON>` lines.
 #
@@ -24,7 +26,7 @@ _here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 sys.path.insert(0, _here + "/../../firmware")
 
 from locker.link import Link  # noqa: E402
-from locker.mac import derive  # noqa: E402
+from locker.mac import message_keys  # noqa: E402
 
 SECRET = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 
@@ -63,12 +65,14 @@ class MemJournal:
         self.events.append(ev)
         return ev
 
+    def commit(self):
+        pass  # in memory: appended is committed
+
     def ack(self, seq):
         if seq > self.last_seq or seq <= self.acked:
             return
         self.acked = seq
         self.events = [ev for ev in self.events if ev.seq > seq]
-        say("ack", seq)
 
     def unacked(self, after):
         for ev in self.events:
@@ -114,16 +118,32 @@ class StandIn:
         self.locker_id = spec.get("locker_id", "L1")
         self.journal = MemJournal(spec.get("jid", "0123456789abcdef"))
         secret = binascii.unhexlify(spec.get("secret", SECRET))
-        self.keys = (derive(secret, b"event"), derive(secret, b"ack"))
+        self.keys = message_keys(secret)
         self.online = False
         self.state_rev = 0
-        self.events_ready = asyncio.Event()
+        self.on_commit = None  # the link's wake-up, once it exists
         self.max_config = spec.get("max_config_bytes", 131072)
 
     def record(self, type, bay=None, person=None):
         self.journal.append(type, 1795549393, bay, person)
+        self.journal.commit()
         self.state_rev += 1
-        self.events_ready.set()
+        if self.on_commit is not None:
+            self.on_commit()
+
+    def acknowledged(self, seq):
+        before = self.journal.acked
+        self.journal.ack(seq)
+        if self.journal.acked != before:
+            self.state_rev += 1
+            say("ack", seq)
+
+    def state_buffer(self):
+        return bytearray(256)
+
+    def state_json(self, buf):
+        buf[:] = json.dumps(self.state()).encode()
+        return buf
 
     def state(self):
         return {
@@ -166,19 +186,6 @@ class RealJournalStandIn(StandIn):
 
         self.journal = Journal(spec["journal_dir"], lambda: b"", segment_bytes=4096)
         self.journal.open()
-
-    def record(self, type, bay=None, person=None):
-        self.journal.append(type, 1795549393, bay, person)
-        self.journal.commit()
-        self.state_rev += 1
-        self.events_ready.set()
-
-    def acknowledged(self, seq):
-        before = self.journal.acked
-        self.journal.ack(seq)
-        if self.journal.acked != before:
-            self.state_rev += 1
-            say("ack", seq)
 
 
 async def counter(period_ms=10):
@@ -243,7 +250,13 @@ async def main(spec):
             "ca": spec.get("ca"),
         },
     }
-    link = Link(locker, device, spec.get("settings", {}))
+    from locker import settings as S
+    from locker import unload
+
+    required = {"locker_id": locker.locker_id, "bays": 1, "secret": SECRET}
+    settings = S.load(dict(required, settings=spec.get("settings", {})))
+    unload("locker.settings")  # as the app does
+    link = Link(locker, device, settings)
     asyncio.create_task(counter())
     asyncio.create_task(watch(link))
     if spec.get("append_max"):

@@ -9,6 +9,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 
+from locker.bays import CLOSED, OPEN, UNKNOWN  # noqa: E402
 from model_mcp23017 import MCP23017Model  # noqa: E402
 from model_mfrc522 import Card, MFRC522Model  # noqa: E402
 from mpytest import raises, tmpdir  # noqa: E402
@@ -45,7 +46,7 @@ def _bank(bays=8, rtc=None, wifi=None, expanders=(0x20, 0x21, 0x22), pinmap=None
     dev.update(device)
     board = Board(dev, pinmap=pinmap or PINMAP)
     board.made_at = time.ticks_ms()
-    board.READER_PERIOD_MS = 0  # tests poll back to back
+    board.reader.PERIOD_MS = 0  # tests poll back to back
     return board, exps, chip
 
 
@@ -87,23 +88,23 @@ def test_set_lock_drives_the_pin_the_pin_map_names():
     assert board.locks()[8] and board.locks()[23]
 
 
-def test_door_open_reads_the_reed_through_the_expander():
+def test_door_reads_the_reed_through_the_expander():
     board, exps, _ = _bank(bays=8)
     exps[0x20].set_input(8 + 2, 0)  # reed closed (magnet near): door shut
-    assert board.door_open(3) is False
+    assert board.door(3) == CLOSED
     exps[0x20].set_input(8 + 2, None)  # switch open: pull-up
-    assert board.door_open(3) is True
+    assert board.door(3) == OPEN
 
 
 def test_missing_expander_locks_nothing_and_is_picked_up_later():
     board, exps, _ = _bank(bays=16, expanders=(0x20,))
-    assert board.door_open(9) is None
+    assert board.door(9) == UNKNOWN
     assert board.set_lock(9, True) is False
     assert board.status()["expanders"] == {"0x20": True, "0x21": False}
     late = MCP23017Model()
     mm.attach_i2c(0, 0x21, late)
     board.service(time.ticks_add(time.ticks_ms(), 5000))
-    assert board.expander_ok[0x21]
+    assert board.bank.expander_ok[0x21]
     assert late.high() == 1  # what the core asked for is applied once it answers
     assert late.driven == [0, 1]
 
@@ -115,7 +116,7 @@ def test_expander_brownout_is_noticed_and_outputs_restored():
     assert exps[0x20].high() == 0
     board.service(time.ticks_add(time.ticks_ms(), 5000))
     assert exps[0x20].high() == 1 << 1
-    assert board.expander_resets == 1
+    assert board.bank.resets == 1
 
 
 def test_poll_card_reads_through_spi_once_per_presentation():
@@ -129,8 +130,8 @@ def test_poll_card_reads_through_spi_once_per_presentation():
 
 def test_reader_is_not_asked_more_often_than_its_period():
     board, _, chip = _bank()
-    board.READER_PERIOD_MS = 60000
-    board._reader_next = time.ticks_ms()
+    board.reader.PERIOD_MS = 60000
+    board.reader._next = time.ticks_ms()
     board.poll_card()
     before = chip.transceives
     chip.field.add(Card("04a1b2c3"))
@@ -144,7 +145,7 @@ def test_dead_reader_does_not_stop_the_board():
 
     board, _, chip = _bank()
     chip.dead = True
-    board.reader.timeout_ms = 2
+    board.reader.chip.timeout_ms = 2
     for _ in range(5):
         assert board.poll_card() is None
     assert isinstance(board, Board)
@@ -171,7 +172,7 @@ def test_clock_not_trusted_without_ntp_or_a_good_rtc():
 
 def test_clock_trusted_from_ds3231_at_boot_and_system_clock_set():
     board, _, _ = _bank(rtc=mm.DS3231Model(unix=NOW, osf=False))
-    assert board.clock_source == "rtc"
+    assert board.clock.source == "rtc"
     assert abs(board.now() - NOW) <= 2
     assert abs(mm.CLOCK.unix() - NOW) <= 2  # the ESP32's own RTC was set from it
     assert abs(time.time() + 946684800 - NOW) <= 2
@@ -201,14 +202,14 @@ def test_wifi_connects_then_ntp_sets_clock_and_steps_the_ds3231():
     mm.NTP.unix = NOW
     _run(board, 0, 1000)
     assert board.online()
-    assert board.clock_source == "ntp"
+    assert board.clock.source == "ntp"
     assert abs(board.now() - NOW) <= 2
     assert abs(rtc.unix() - NOW) <= 2  # the DS3231 stepped to NTP time
     assert not rtc.regs[0x0F] & 0x80  # and its oscillator-stop flag cleared
     assert calls == [1]
-    assert board.ntp_syncs == 1
+    assert board.clock.ntp_syncs == 1
     _run(board, 1000, 60000, step=1000)
-    assert board.ntp_syncs == 1  # not again before the hour
+    assert board.clock.ntp_syncs == 1  # not again before the hour
 
 
 def test_wifi_backoff_doubles_with_jitter_and_resets_on_success():
@@ -216,28 +217,28 @@ def test_wifi_backoff_doubles_with_jitter_and_resets_on_success():
     starts = []
     t = 0
     while t < 400000:
-        before = board.wifi_attempts
+        before = board.net.attempts
         board.service(time.ticks_add(board.made_at, t))
-        if board.wifi_attempts != before:
+        if board.net.attempts != before:
             starts.append(t)
         t += 100
     gaps = [starts[i + 1] - starts[i] for i in range(len(starts) - 1)]
-    expect = board.BACKOFF_MIN_MS
+    expect = board.net.BACKOFF_MIN_MS
     for g in gaps:
         assert expect <= g <= expect + expect // 4 + 100, (g, expect)
-        expect = min(expect * 2, board.BACKOFF_MAX_MS)
+        expect = min(expect * 2, board.net.BACKOFF_MAX_MS)
     assert len(gaps) >= 6
     mm.NET.aps["school"] = "pw"
     _run(board, t, t + 400000, step=500)
     assert board.online()
-    assert board._backoff == board.BACKOFF_MIN_MS
+    assert board.net._backoff == board.net.BACKOFF_MIN_MS
 
 
 def test_wrong_password_is_retried_with_backoff_not_hammered():
     board, _, _ = _bank(wifi={"ssid": "school", "password": "nope"})
     mm.NET.aps["school"] = "pw"
     _run(board, 0, 10000)
-    assert 2 <= board.wifi_attempts <= 3
+    assert 2 <= board.net.attempts <= 3
     assert not board.online()
 
 
@@ -318,9 +319,9 @@ def test_small_bank_on_plain_gpio():
     board.set_lock(1, True)
     assert lock() == 1 and mm.PINS[33]() == 0
     mm.PINS[34].level = 1
-    assert board.door_open(1) is True
+    assert board.door(1) == OPEN
     mm.PINS[34].level = 0
-    assert board.door_open(1) is False
+    assert board.door(1) == CLOSED
     assert exps[0x20].outputs() == 0
 
 
@@ -374,13 +375,13 @@ def test_the_locker_core_runs_on_the_esp32_board():
     assert r["result"] == "granted" and r["action"] == "deposit", r
     bay = r["bay"]
     assert exps[0x20].high() == 1 << (bay - 1)  # that bay's solenoid, and only it
-    assert board.last_feedback[0] == "granted"
+    assert board.indicators.last[0] == "granted"
     assert board.poll_card() is None  # the card still lies on the reader: no second tap
 
     exps[0x20].set_input(8 + bay - 1, None)  # door opens: the reed's pull-up wins
-    locker.door(bay, 1 if board.door_open(bay) else 0)
+    locker.door(bay, board.door(bay))
     exps[0x20].set_input(8 + bay - 1, 0)
-    locker.door(bay, 1 if board.door_open(bay) else 0)
+    locker.door(bay, board.door(bay))
     assert exps[0x20].high() == 0  # locked again, phone inside
     assert locker.state()["bays"][bay - 1]["holder"] == "S1"
     assert locker.state()["clock_ok"] is True

@@ -61,6 +61,15 @@ TARGETS = [
     ("GET", "/admin/users", []),
     ("POST", "/admin/users", ["username", "role", "new_password", "person"]),
     ("POST", "/admin/users/remove", ["username"]),
+    ("GET", "/account/tokens", []),
+    ("POST", "/account/tokens", ["label", "username"]),
+    ("POST", "/account/tokens/revoke", ["id"]),
+    ("GET", "/api/v1/lockers", []),
+    ("GET", "/api/v1/alerts", []),
+    ("GET", "/api/v1/trail", ["from", "to", "locker", "person", "page"]),
+    ("GET", "/api/v1/events", ["after", "limit"]),
+    ("GET", "/api/v1/grants", []),
+    ("GET", "/api/docs", []),
 ]
 
 # Values a form of this dashboard means something by, and the edges of what it takes.
@@ -138,6 +147,8 @@ BY_FIELD = {
     "bay": numbers,
     "bays": numbers,
     "id": st.one_of(numbers, values),
+    "after": numbers,
+    "limit": numbers,
 }
 POST_BY_FIELD = {"from": datetimes, "until": datetimes}
 

@@ -11,28 +11,16 @@
 # 64-bit machine, would not wrap for millennia.
 
 import gc
-import os
 import time
 
-from locker.bays import ticks_add
+from locker import makedirs
+from locker.bays import CLOSED, ticks_add
 from micropython import const
 
 from hal.sim import flash
 
 _MOUNTPOINT = const("/flash")
 _FEEDBACK_KEEP = const(16)
-
-
-def _makedirs(path):
-    cur = ""
-    for part in path.split("/"):
-        cur = (cur + "/" + part) if cur or path.startswith("/") else part
-        if not part:
-            continue
-        try:
-            os.mkdir(cur)
-        except OSError:
-            pass
 
 
 class Board:
@@ -42,7 +30,7 @@ class Board:
             raise ValueError("device.json: bays must be 1..64")
         # Outputs first: every lock is off (locked) from power-on, before anything else runs.
         self.locks = [False] * self.nbays
-        self.doors = [0] * self.nbays  # bays.CLOSED / OPEN / UNKNOWN
+        self.doors = [CLOSED] * self.nbays  # bays.CLOSED / OPEN / UNKNOWN
         self.led = "off"
         self.buzzer = 0  # beeps so far
         self.feedback_log = []
@@ -68,7 +56,7 @@ class Board:
             self._clock_offset = self._boot["rtc"]
         if self.flash is None:
             host_dir = device.get("data_dir") or "var/" + device["locker_id"]
-            _makedirs(host_dir)
+            makedirs(host_dir)
             self.flash = flash.mount(
                 host_dir + "/flash.img",
                 _MOUNTPOINT,
@@ -90,9 +78,8 @@ class Board:
     def set_lock(self, bay, unlocked):
         self.locks[bay - 1] = bool(unlocked)
 
-    def door_open(self, bay):
-        reading = self.doors[bay - 1]
-        return None if reading == 2 else reading == 1
+    def door(self, bay):
+        return self.doors[bay - 1]
 
     def feedback(self, outcome, reason=None):
         self.led = outcome

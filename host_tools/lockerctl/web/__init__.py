@@ -1,4 +1,6 @@
-"""The office dashboard (`lockerctl serve --http HOST:PORT`, docs/dashboard.md).
+"""The office dashboard (`lockerctl serve --http HOST:PORT`, docs/dashboard.md): a FastAPI
+(Starlette) application served by uvicorn, with Jinja2 templates and live updates pushed with
+server-sent events.
 
 `start(service, host, port)` is what `serve.Service` calls: it opens its own store on the
 service's database, signs opens with `serve.prepare_open` and publishes them through the
@@ -14,9 +16,11 @@ Every dashboard has `/healthz` and `/metrics` (`monitoring.py`); with `oidc` set
 from __future__ import annotations
 
 from .. import accounts as _accounts  # noqa: F401 - registers the dashboard's migration
-from .server import App, Dashboard
+from .. import store_web as _store_web  # noqa: F401 - registers the API tokens' migration
+from .app import Dashboard, create_app
+from .context import Context
 
-__all__ = ["App", "Dashboard", "serve_store", "start"]
+__all__ = ["Context", "Dashboard", "create_app", "serve_store", "start"]
 
 
 def serve_store(
@@ -40,16 +44,16 @@ def serve_store(
     sign-on; `metrics_token`: the bearer token `/metrics` requires (else loopback only);
     `broker_connected()`: whether the ingest link is up, for `/healthz` (default
     `connected`)."""
-    from . import monitoring, pages
+    from . import live, monitoring
     from . import oidc as oidc_mod
 
     store.migrate()
-    app = App(store, site, publish=publish, broker=broker, connected=connected)
-    pages.register(app)
-    monitoring.register(app, broker_connected or app.connected, metrics_token)
+    ctx = Context(store, site, publish=publish, broker=broker, connected=connected)
+    ctx.monitoring = monitoring.Monitoring(ctx, broker_connected or ctx.connected, metrics_token)
+    ctx.live = live.Hub(store, site)
     if oidc is not None:
-        oidc_mod.register(app, oidc, "https" if tls else "http")
-    return Dashboard(app, host, port, on_stop=on_stop, tls=tls).start()
+        oidc_mod.register(ctx, oidc, "https" if tls else "http")
+    return Dashboard(ctx, host, port, on_stop=on_stop, tls=tls).start()
 
 
 def start(service, host: str, port: int, tls: tuple[str, str] | None = None) -> Dashboard:

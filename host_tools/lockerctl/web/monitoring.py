@@ -26,18 +26,18 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import logging
 import threading
 import time
 
-import sqlalchemy as sa
+from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from .. import alerts as alerts_mod
-from ..store import events, sites
-from .server import Request, Response
+from .. import store_web
 
 log = logging.getLogger("lockerctl.web")
 
@@ -96,37 +96,19 @@ class StoreCollector:
             log.warning("metrics: the store could not be read yet: %s", err)
 
     def _start(self) -> None:
-        with self.store._read() as conn:
-            top = conn.execute(sa.select(sa.func.max(events.c.id))).scalar()
-            rows = conn.execute(
-                sa.select(events.c.locker_id, sa.func.max(events.c.received_at))
-                .where(events.c.site == self.site)
-                .group_by(events.c.locker_id)
-            ).all()
-        self.last_event = {r[0]: int(r[1]) for r in rows}
-        self.watermark = int(top or 0)
+        self.watermark, self.last_event = store_web.last_event_per_locker(self.store, self.site)
 
-    def _advance(self, conn) -> None:
-        """Counts the events committed since the last scrape."""
-        top = int(conn.execute(sa.select(sa.func.max(events.c.id))).scalar() or 0)
-        if self.watermark is None or top <= self.watermark:
+    def _advance(self) -> None:
+        """Counts the events committed since the last scrape (checking the store answers)."""
+        new = store_web.events_since(self.store, self.site, self.watermark)
+        if self.watermark is None or new.top <= self.watermark:
             # nothing new; or fewer: the store was replaced (a restore), count from here
-            self.watermark = top
+            self.watermark = new.top
             return
-        new = sa.and_(events.c.site == self.site, events.c.id > self.watermark, events.c.id <= top)
-        for locker, newest, count in conn.execute(
-            sa.select(events.c.locker_id, sa.func.max(events.c.received_at), sa.func.count())
-            .where(new)
-            .group_by(events.c.locker_id)
-        ):
+        for locker, newest, count in new.per_locker:
             self.ingested += int(count)
             self.last_event[locker] = max(self.last_event.get(locker, 0), int(newest))
-        latency = events.c.received_at - events.c.ts
-        for seconds, count in conn.execute(
-            sa.select(latency, sa.func.count())
-            .where(new, events.c.ts.is_not(None))
-            .group_by(latency)
-        ):
+        for seconds, count in new.latencies:
             seconds = max(0, int(seconds))
             index = next(
                 (i for i, bound in enumerate(LATENCY_BUCKETS) if seconds <= bound),
@@ -134,7 +116,7 @@ class StoreCollector:
             )
             self.bucket_counts[index] += int(count)
             self.latency_sum += seconds * int(count)
-        self.watermark = top
+        self.watermark = new.top
 
     def describe(self):
         return []
@@ -144,9 +126,7 @@ class StoreCollector:
             now = self.clock()
             if self.watermark is None:
                 self._start()
-            with self.store._read() as conn:
-                conn.execute(sa.select(sites.c.name).limit(1))
-                self._advance(conn)
+            self._advance()
             lockers = list(self.store.lockers(self.site))
             found, _ = alerts_mod.compute(
                 self.store, self.site, self.accounts.acknowledgements(), now
@@ -155,74 +135,9 @@ class StoreCollector:
             last_event = dict(self.last_event)
             buckets = list(self.bucket_counts)
             latency_sum = self.latency_sum
-
-        online = GaugeMetricFamily(
-            "classlocker_lockers_online", "Registered lockers connected to the broker now."
-        )
-        online.add_metric([], sum(1 for r in lockers if r.online))
-        yield online
-        registered = GaugeMetricFamily(
-            "classlocker_lockers_registered", "Lockers registered for the site."
-        )
-        registered.add_metric([], len(lockers))
-        yield registered
-        each = GaugeMetricFamily(
-            "classlocker_locker_online",
-            "1 while the locker is connected, 0 when offline or never seen.",
-            labels=["locker"],
-        )
-        pending = GaugeMetricFamily(
-            "classlocker_locker_pending_events",
-            "Events the locker holds that the host has not acknowledged (from its last "
-            "state report).",
-            labels=["locker"],
-        )
-        age = GaugeMetricFamily(
-            "classlocker_locker_last_event_age_seconds",
-            "Seconds since the locker's newest event was committed (absent before any).",
-            labels=["locker"],
-        )
-        for r in lockers:
-            each.add_metric([r.id], 1 if r.online else 0)
-            state = r.state if isinstance(r.state, dict) else {}
-            value = state.get("pending")
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                pending.add_metric([r.id], value)
-            if r.id in last_event:
-                age.add_metric([r.id], max(0.0, now - last_event[r.id]))
-        yield each
-        yield pending
-        yield age
-
-        counter = CounterMetricFamily(
-            "classlocker_events_ingested",
-            "Events committed to the audit trail since the dashboard started.",
-        )
-        counter.add_metric([], ingested)
-        yield counter
-        cumulative, running = [], 0
-        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
-            running += count
-            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
-        latency = HistogramMetricFamily(
-            "classlocker_ingest_latency_seconds",
-            "From the event's time on the locker to its commit (events with a trusted clock).",
-        )
-        latency.add_metric([], cumulative, latency_sum)
-        yield latency
-
-        open_alerts = GaugeMetricFamily(
-            "classlocker_alerts_open",
-            "Alerts on the dashboard not yet acknowledged, by kind.",
-            labels=["kind"],
-        )
-        counts = dict.fromkeys(ALERT_KINDS, 0)
-        for a in found:
-            if a.acked_by is None:
-                counts[a.kind] = counts.get(a.kind, 0) + 1
-        for kind, n in counts.items():
-            open_alerts.add_metric([kind], n)
-        yield open_alerts
+        yield from _locker_metrics(lockers, last_event, now)
+        yield from _ingest_metrics(ingested, buckets, latency_sum)
+        yield _alert_metric(found)
 
         # This version sends no e-mail: the queue is always empty. The metric is here so that
         # dashboards and alert rules can be written now and keep working when e-mail comes.
@@ -241,20 +156,92 @@ class StoreCollector:
             yield broker
 
 
+def _locker_metrics(lockers, last_event: dict, now: float):
+    online = GaugeMetricFamily(
+        "classlocker_lockers_online", "Registered lockers connected to the broker now."
+    )
+    online.add_metric([], sum(1 for r in lockers if r.online))
+    yield online
+    registered = GaugeMetricFamily(
+        "classlocker_lockers_registered", "Lockers registered for the site."
+    )
+    registered.add_metric([], len(lockers))
+    yield registered
+    each = GaugeMetricFamily(
+        "classlocker_locker_online",
+        "1 while the locker is connected, 0 when offline or never seen.",
+        labels=["locker"],
+    )
+    pending = GaugeMetricFamily(
+        "classlocker_locker_pending_events",
+        "Events the locker holds that the host has not acknowledged (from its last state report).",
+        labels=["locker"],
+    )
+    age = GaugeMetricFamily(
+        "classlocker_locker_last_event_age_seconds",
+        "Seconds since the locker's newest event was committed (absent before any).",
+        labels=["locker"],
+    )
+    for r in lockers:
+        each.add_metric([r.id], 1 if r.online else 0)
+        state = r.state if isinstance(r.state, dict) else {}
+        value = state.get("pending")
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            pending.add_metric([r.id], value)
+        if r.id in last_event:
+            age.add_metric([r.id], max(0.0, now - last_event[r.id]))
+    yield each
+    yield pending
+    yield age
+
+
+def _ingest_metrics(ingested: int, buckets: list, latency_sum: float):
+    counter = CounterMetricFamily(
+        "classlocker_events_ingested",
+        "Events committed to the audit trail since the dashboard started.",
+    )
+    counter.add_metric([], ingested)
+    yield counter
+    cumulative, running = [], 0
+    for bound, count in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
+        running += count
+        cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    latency = HistogramMetricFamily(
+        "classlocker_ingest_latency_seconds",
+        "From the event's time on the locker to its commit (events with a trusted clock).",
+    )
+    latency.add_metric([], cumulative, latency_sum)
+    yield latency
+
+
+def _alert_metric(found):
+    open_alerts = GaugeMetricFamily(
+        "classlocker_alerts_open",
+        "Alerts on the dashboard not yet acknowledged, by kind.",
+        labels=["kind"],
+    )
+    counts = dict.fromkeys(ALERT_KINDS, 0)
+    for a in found:
+        if a.acked_by is None:
+            counts[a.kind] = counts.get(a.kind, 0) + 1
+    for kind, n in counts.items():
+        open_alerts.add_metric([kind], n)
+    return open_alerts
+
+
 class Monitoring:
-    def __init__(self, app, broker_connected=None, token: str | None = None):
-        self.app = app
+    def __init__(self, ctx, broker_connected=None, token: str | None = None):
+        self.ctx = ctx
         self.broker_connected = broker_connected
         self.token = token
-        self.collector = StoreCollector(app.store, app.site, app.accounts, broker_connected)
+        self.collector = StoreCollector(ctx.store, ctx.site, ctx.accounts, broker_connected)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
 
-    def healthz(self, req: Request) -> Response:
+    def health(self) -> tuple[int, dict]:
         body = {"status": "ok", "store": "ok", "broker": "ok"}
         try:
-            with self.app.store._read() as conn:
-                conn.execute(sa.select(sites.c.name).limit(1))
+            store_web.ping(self.ctx.store)
         except Exception as err:
             log.warning("healthz: the store does not answer: %s", err)
             body["store"] = "unavailable"
@@ -263,41 +250,44 @@ class Monitoring:
         ok = body["store"] == "ok" and body["broker"] == "ok"
         if not ok:
             body["status"] = "unavailable"
-        return Response(200 if ok else 503, json.dumps(body), "application/json")
+        return (200 if ok else 503), body
 
-    def metrics(self, req: Request) -> Response:
+    def metrics(self, client: str, authorization: str) -> Response:
         if self.token is not None:
-            sent = req.headers.get("authorization", "")
-            scheme, _, value = sent.partition(" ")
+            scheme, _, value = authorization.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                 value.strip().encode(), self.token.encode()
             ):
-                return Response(
-                    401,
+                return PlainTextResponse(
                     "a bearer token is required (Authorization: Bearer ...)\n",
-                    "text/plain; charset=utf-8",
-                    headers=[("WWW-Authenticate", 'Bearer realm="metrics"')],
+                    401,
+                    headers={"www-authenticate": 'Bearer realm="metrics"'},
                 )
-        elif not _loopback(req.client):
-            return Response(
-                403,
+        elif not _loopback(client):
+            return PlainTextResponse(
                 "metrics are served to this machine only (or start serve with "
                 "--metrics-token-file)\n",
-                "text/plain; charset=utf-8",
+                403,
             )
         try:
             data = generate_latest(self.registry)
         except Exception as err:
             log.warning("metrics: the store could not be read: %s", err)
-            return Response(503, "the store does not answer\n", "text/plain; charset=utf-8")
-        return Response(200, data, CONTENT_TYPE_LATEST)
+            return PlainTextResponse("the store does not answer\n", 503)
+        return Response(data, media_type=CONTENT_TYPE_LATEST)
 
 
-def register(app, broker_connected=None, token: str | None = None) -> Monitoring:
-    """Adds `/healthz` and `/metrics` to `app` (both outside the session check)."""
-    monitoring = Monitoring(app, broker_connected, token)
-    app.public.update(("/healthz", "/metrics"))
-    app.route("GET", "/healthz")(monitoring.healthz)
-    app.route("GET", "/metrics")(monitoring.metrics)
-    app.monitoring = monitoring
-    return monitoring
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/healthz")
+def healthz(request: Request):
+    status, body = request.app.state.ctx.monitoring.health()
+    return JSONResponse(body, status)
+
+
+@router.get("/metrics")
+def metrics(request: Request):
+    client = request.client.host if request.client else ""
+    authorization = request.headers.get("authorization", "")
+    return request.app.state.ctx.monitoring.metrics(client, authorization)

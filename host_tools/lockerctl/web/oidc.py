@@ -36,9 +36,14 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
+from fastapi import APIRouter
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
 from ..accounts import RateLimiter
-from .html import e, layout
-from .server import COOKIE, HTTPError, Request, Response, cookie_header
+from .middleware import COOKIE
+from .templating import render_to_string
 
 log = logging.getLogger("lockerctl.web")
 
@@ -133,8 +138,8 @@ class _Pending:
 class SignIn:
     """The OpenID Connect sign-in of one dashboard."""
 
-    def __init__(self, app, settings: Settings, scheme: str = "http", clock=time.monotonic):
-        self.app = app
+    def __init__(self, ctx, settings: Settings, scheme: str = "http", clock=time.monotonic):
+        self.ctx = ctx
         self.settings = settings
         self.scheme = scheme
         self.clock = clock
@@ -157,7 +162,7 @@ class SignIn:
     # the provider
 
     def metadata(self) -> dict:
-        """The provider's discovery document (fetched once, then kept). HTTPError 502 when it
+        """The provider's discovery document (fetched once, then kept). HTTPException 502 when it
         cannot be had or names another issuer."""
         import requests
 
@@ -167,7 +172,7 @@ class SignIn:
             log.warning(
                 "OpenID Connect discovery at %s failed: %s", self.settings.discovery_url, err
             )
-            raise HTTPError(
+            raise HTTPException(
                 502,
                 "The school's sign-in service could not be reached. Try again in a moment, "
                 "or sign in with a username and password.",
@@ -180,7 +185,7 @@ class SignIn:
             log.error(
                 "OpenID Connect: %s has no %s", self.settings.discovery_url, ", ".join(missing)
             )
-            raise HTTPError(502, "The school's sign-in service is misconfigured (discovery).")
+            raise HTTPException(502, "The school's sign-in service is misconfigured (discovery).")
         issuer = str(meta.get("issuer", "")).rstrip("/")
         if issuer != self.settings.issuer:
             self.client.server_metadata.pop("_loaded_at", None)  # fetch again next time
@@ -190,7 +195,7 @@ class SignIn:
                 issuer,
                 self.settings.issuer,
             )
-            raise HTTPError(502, "The school's sign-in service is misconfigured (issuer).")
+            raise HTTPException(502, "The school's sign-in service is misconfigured (issuer).")
         return meta
 
     def redirect_uri(self, req: Request) -> str:
@@ -198,14 +203,14 @@ class SignIn:
             return self.settings.redirect_uri
         host = req.headers.get("host", "")
         if not _HOST_RE.match(host):
-            raise HTTPError(400, "bad Host header")
+            raise HTTPException(400, "bad Host header")
         return f"{self.scheme}://{host}{CALLBACK}"
 
     # the two steps
 
     def start(self, req: Request) -> Response:
-        if req.session is not None:
-            return Response.redirect("/lockers")
+        if getattr(req.state, "session", None) is not None:
+            return RedirectResponse("/lockers", 303)
         self.metadata()
         redirect_uri = self.redirect_uri(req)
         nonce = secrets.token_urlsafe(24)
@@ -223,30 +228,30 @@ class SignIn:
             self._pending[rv["state"]] = _Pending(
                 _digest(binding), nonce, code_verifier, redirect_uri, now
             )
-        resp = Response.redirect(rv["url"])
-        resp.headers.append(_sso_cookie(binding, PENDING_SECONDS))
+        resp = RedirectResponse(rv["url"], 303)
+        resp.headers.append("set-cookie", _sso_cookie(binding, PENDING_SECONDS))
         return resp
 
     def callback(self, req: Request) -> Response:
-        state = req.q("state")
+        state = req.query_params.get("state", "")
+        client = _client(req)
         with self._lock:
             self._expire(self.clock())
             pending = self._pending.pop(state, None) if state else None
-        wait = self.limiter.blocked(req.client)
+        wait = self.limiter.blocked(client)
         if wait:
-            body = (
-                '<p class="error" role="alert">Too many failed sign-ins from this address; '
-                f"try again in {int(wait) + 1} seconds.</p>"
-                '<p><a href="/login">Back to sign in</a></p>'
+            message = (
+                "Too many failed sign-ins from this address; "
+                f"try again in {int(wait) + 1} seconds."
             )
-            return Response(429, layout("Sign-in failed", body))
-        if req.q("error"):
+            return _page("sso_failed.html", "Sign-in failed", 429, message=message)
+        if req.query_params.get("error"):
             # The provider's answer is a refusal (the person cancelled, no access...): nothing to
             # check, nobody signed in. Some providers leave the state out of it.
             return self.failed(
                 req,
                 403,
-                f"provider: {req.q('error')[:100]}",
+                f"provider: {req.query_params.get('error', '')[:100]}",
                 "The school's sign-in service did not sign you in.",
             )
         cookie = req.cookies.get(SSO_COOKIE, "")
@@ -257,11 +262,11 @@ class SignIn:
                 "state",
                 "This sign-in was not started here, has expired or was already used.",
             )
-        code = req.q("code")
+        code = req.query_params.get("code", "")
         if not code:
             return self.failed(req, 400, "no code", "The sign-in service sent no code.")
         claims = self.verify(req, code, pending)
-        if isinstance(claims, Response):
+        if isinstance(claims, Response):  # a refusal page
             return claims
         email = claims.get("email")
         if not isinstance(email, str) or not email:
@@ -278,40 +283,27 @@ class SignIn:
                 req, 403, "email not verified", "Your e-mail address is not verified."
             )
         email = email.strip().lower()[:254]
-        user = self.app.accounts.sso_user(email)
+        user = self.ctx.accounts.sso_user(email)
         if user is None:
-            self.limiter.fail(req.client)
-            self.app.store.record_action(
-                self.app.site,
+            self.limiter.fail(client)
+            self.ctx.store.record_action(
+                self.ctx.site,
                 "web",
                 "sso_refused",
-                {"email": email, "client": req.client, "issuer": self.settings.issuer},
+                {"email": email, "client": client, "issuer": self.settings.issuer},
             )
-            body = (
-                f'<p class="error" role="alert">{e(email)} has no role on this dashboard.</p>'
-                "<p>Ask the school's classlocker administrator to give your address a role "
-                "(<code>lockerctl user add ADDRESS --role ... --sso</code>).</p>"
-                '<p><a href="/login">Back to sign in</a></p>'
-            )
-            resp = Response(403, layout("Not allowed", body))
-            resp.headers.append(_sso_cookie("", 0))
+            resp = _page("sso_refused.html", "Not allowed", 403, email=email)
+            resp.headers.append("set-cookie", _sso_cookie("", 0))
             return resp
-        token, _ = self.app.accounts.create_session(user)
-        self.app.store.record_action(
-            self.app.site, f"web:{user.username}", "login", {"client": req.client, "sso": True}
+        token, _ = self.ctx.accounts.create_session(user)
+        self.ctx.store.record_action(
+            self.ctx.site, f"web:{user.username}", "login", {"client": client, "sso": True}
         )
         # The provider's redirect is a cross-site navigation: a redirect from it would not carry
         # the SameSite=Strict session cookie to /lockers. A page of ours that moves on does.
-        body = (
-            f"<p>Signed in as {e(user.username)}.</p>"
-            '<p><a href="/lockers" id="continue">Continue to the dashboard</a></p>'
-        )
-        html = layout("Signed in", body).replace(
-            "<head>", '<head><meta http-equiv="refresh" content="0;url=/lockers">', 1
-        )
-        resp = Response(200, html)
-        resp.headers.append(cookie_header(COOKIE, token))
-        resp.headers.append(_sso_cookie("", 0))
+        resp = _page("sso_signed_in.html", "Signed in", 200, username=user.username)
+        resp.headers.append("set-cookie", f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict")
+        resp.headers.append("set-cookie", _sso_cookie("", 0))
         return resp
 
     def verify(self, req: Request, code: str, pending: _Pending):
@@ -359,16 +351,13 @@ class SignIn:
         return dict(claims)
 
     def failed(self, req: Request, status: int, reason: str, message: str) -> Response:
-        self.limiter.fail(req.client)
-        self.app.store.record_action(
-            self.app.site, "web", "sso_failed", {"reason": reason, "client": req.client}
+        client = _client(req)
+        self.limiter.fail(client)
+        self.ctx.store.record_action(
+            self.ctx.site, "web", "sso_failed", {"reason": reason, "client": client}
         )
-        body = (
-            f'<p class="error" role="alert">{e(message)}</p>'
-            '<p><a href="/login">Back to sign in</a></p>'
-        )
-        resp = Response(status, layout("Sign-in failed", body))
-        resp.headers.append(_sso_cookie("", 0))
+        resp = _page("sso_failed.html", "Sign-in failed", status, message=message)
+        resp.headers.append("set-cookie", _sso_cookie("", 0))
         return resp
 
     def _expire(self, now: float) -> None:
@@ -382,23 +371,52 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def _sso_cookie(value: str, max_age: int) -> tuple[str, str]:
+def _sso_cookie(value: str, max_age: int) -> str:
     # SameSite=Lax, not Strict: the provider's redirect back is a cross-site navigation.
-    return (
-        "Set-Cookie",
-        f"{SSO_COOKIE}={value}; Path=/login/sso; HttpOnly; SameSite=Lax; Max-Age={max_age}",
-    )
+    return f"{SSO_COOKIE}={value}; Path=/login/sso; HttpOnly; SameSite=Lax; Max-Age={max_age}"
 
 
-def register(app, settings: Settings, scheme: str = "http") -> SignIn:
-    """Adds `/login/sso` and its callback to `app` and the link on the login page."""
-    sign_in = SignIn(app, settings, scheme)
-    app.public.update(("/login/sso", CALLBACK))
-    app.route("GET", "/login/sso")(sign_in.start)
-    app.route("GET", CALLBACK)(sign_in.callback)
-    app.login_links.append(
-        '<p class="sso"><a class="button" href="/login/sso">'
-        "Sign in with your school account</a></p>"
+def _client(req: Request) -> str:
+    return req.client.host if req.client else ""
+
+
+def _page(template: str, title: str, status: int, **values) -> HTMLResponse:
+    html = render_to_string(
+        template,
+        title=title,
+        user=None,
+        nav=[],
+        flash=None,
+        active="",
+        alert_count=0,
+        csrf="",
+        **values,
     )
-    app.oidc = sign_in
-    return sign_in
+    return HTMLResponse(html, status)
+
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/login/sso")
+def sso_start(request: Request):
+    sign_in = request.app.state.ctx.oidc
+    if sign_in is None:
+        raise HTTPException(404, "no such page")
+    return sign_in.start(request)
+
+
+@router.get(CALLBACK)
+def sso_callback(request: Request):
+    sign_in = request.app.state.ctx.oidc
+    if sign_in is None:
+        raise HTTPException(404, "no such page")
+    return sign_in.callback(request)
+
+
+def register(ctx, settings: Settings, scheme: str = "http") -> SignIn:
+    """Turns on `/login/sso` and its callback for the dashboard of `ctx`, and the link on the
+    login page."""
+    ctx.public.update(("/login/sso", CALLBACK))
+    ctx.oidc = SignIn(ctx, settings, scheme)
+    return ctx.oidc

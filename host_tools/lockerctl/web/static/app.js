@@ -1,9 +1,9 @@
-// classlocker dashboard: live regions. An element with data-live="/api/..." is refreshed from
-// that JSON endpoint ({"html": ..., "alerts": n}) every few seconds, without a reload. Only a
-// changed fragment is replaced, so keyboard focus stays put while nothing changes.
+// classlocker dashboard: live regions, pushed by the server (server-sent events, /live).
+// An element with data-live="NAME" (lockers, events, alerts, outcome) is replaced by the
+// fragment the server sends for NAME whenever it changes; the page never polls. Keyboard focus
+// inside a region is never taken away: a region with the focus waits for the next change.
 (function () {
   "use strict";
-  var PERIOD_MS = 1500;
 
   function setAlertCount(n) {
     var badge = document.getElementById("alert-count");
@@ -12,32 +12,64 @@
     badge.textContent = n ? String(n) : "";
   }
 
-  function live(el) {
-    var url = el.getAttribute("data-live");
-    var last = el.innerHTML;
-    function tick() {
-      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
-        .then(function (r) {
-          if (r.status === 401) { window.location.href = "/login"; return null; }
-          return r.ok ? r.json() : null;
-        })
-        .then(function (data) {
-          if (!data) return;
-          if (typeof data.html === "string" && data.html !== last) {
-            var focused = document.activeElement && el.contains(document.activeElement);
-            if (!focused) { el.innerHTML = data.html; last = data.html; }
-          }
-          setAlertCount(data.alerts);
-          el.setAttribute("data-updated", String(Date.now()));
-        })
-        .catch(function () { /* the server is restarting: try again next time */ })
-        .then(function () { window.setTimeout(tick, PERIOD_MS); });
+  function subscribe() {
+    var regions = {};
+    var pending = {};
+    var els = document.querySelectorAll("[data-live]");
+    var query = [];
+    var ref = "";
+    for (var i = 0; i < els.length; i++) {
+      var name = els[i].getAttribute("data-live");
+      regions[name] = els[i];
+      query.push("part=" + encodeURIComponent(name));
+      if (els[i].hasAttribute("data-ref")) ref = els[i].getAttribute("data-ref");
     }
-    window.setTimeout(tick, PERIOD_MS);
+    if (!query.length && !document.getElementById("alert-count")) return;
+    if (ref) query.push("ref=" + encodeURIComponent(ref));
+    Object.keys(regions).forEach(function (name) {
+      regions[name].addEventListener("focusout", function () {
+        window.setTimeout(function () {
+          var el = regions[name];
+          if (pending[name] === undefined || el.contains(document.activeElement)) return;
+          el.innerHTML = pending[name];
+          delete pending[name];
+        }, 0);
+      });
+    });
+    var source = new EventSource("/live?" + query.join("&"));
+    source.onmessage = function (e) {
+      var data;
+      try { data = JSON.parse(e.data); } catch (err) { return; }
+      var parts = data.parts || {};
+      Object.keys(parts).forEach(function (name) {
+        var el = regions[name];
+        if (!el) return;
+        var focused = document.activeElement && el.contains(document.activeElement);
+        if (focused) {
+          pending[name] = parts[name];  // applied once the focus has left the region
+        } else {
+          el.innerHTML = parts[name];
+          delete pending[name];
+        }
+        el.setAttribute("data-updated", String(Date.now()));
+      });
+      setAlertCount(data.alerts);
+    };
+    source.addEventListener("signed-out", function () {
+      source.close();
+      window.location.href = "/login";
+    });
+    var leaving = false;
+    source.onerror = function () {
+      // A restart of the server: EventSource reconnects by itself. An answer that is not a
+      // stream (the session has ended: the sign-in page) closes it for good: the page is
+      // loaded again a little later (the server then sends the sign-in page).
+      if (source.readyState !== EventSource.CLOSED) return;
+      window.setTimeout(function () { if (!leaving) window.location.reload(); }, 5000);
+    };
+    window.addEventListener("beforeunload", function () { leaving = true; });
+    window.addEventListener("pagehide", function () { leaving = true; source.close(); });
   }
 
-  document.addEventListener("DOMContentLoaded", function () {
-    var els = document.querySelectorAll("[data-live]");
-    for (var i = 0; i < els.length; i++) live(els[i]);
-  });
+  document.addEventListener("DOMContentLoaded", subscribe);
 })();
