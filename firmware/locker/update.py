@@ -25,6 +25,7 @@ except ImportError:  # CPython: the host's tests check offers against this modul
 
 
 from locker import bays as B
+from locker import makedirs
 from locker.bays import ticks_diff
 from locker.mac import HMAC, equal
 
@@ -186,19 +187,6 @@ def confirm(locker):
 # -- flash helpers ------------------------------------------------------------------------------
 
 
-def _mkdirs(path):
-    cur = ""
-    for part in path.split("/"):
-        if not part:
-            cur = "/" if not cur else cur
-            continue
-        cur = part if not cur else (cur + part if cur.endswith("/") else cur + "/" + part)
-        try:
-            os.mkdir(cur)
-        except OSError:
-            pass
-
-
 def _size(path):
     try:
         return os.stat(path)[6]
@@ -250,7 +238,7 @@ class Updater:
     def __init__(self, locker):
         self.locker = locker
         self.fwdir = locker.boot.get("fwdir") or locker.dir + "/fw"
-        _mkdirs(self.fwdir)
+        makedirs(self.fwdir)
         self.site = locker.site
         self.offer_id = None  # the offer handled (first 8 bytes of its SHA-256, hex)
         self.m = None  # the manifest being fetched
@@ -323,7 +311,7 @@ class Updater:
             held = None
         if held != bytes(payload):  # another offer's files, or none: the slot starts empty
             _wipe(sdir)
-            _mkdirs(sdir)
+            makedirs(sdir)
             with open(sdir + "/OFFER", "wb") as f:
                 f.write(payload)
         held = None
@@ -383,7 +371,7 @@ class Updater:
                 _remove(path)
                 have = 0
             if "/" in name:
-                _mkdirs(sdir + "/" + name.rsplit("/", 1)[0])
+                makedirs(sdir + "/" + name.rsplit("/", 1)[0])
             self.i, self.off, self.h = i, have, h
             self.done += have
             if size == 0:
@@ -406,7 +394,7 @@ class Updater:
         while self.i < len(files) and files[self.i][1] == 0:
             name = files[self.i][0]
             if "/" in name:
-                _mkdirs(sdir + "/" + name.rsplit("/", 1)[0])
+                makedirs(sdir + "/" + name.rsplit("/", 1)[0])
             with open(sdir + "/" + name, "wb"):
                 pass
             if files[self.i][2] != hexlify(hashlib.sha256().digest()).decode():
@@ -416,7 +404,7 @@ class Updater:
         if self.i >= len(files):
             self._complete()
         elif "/" in files[self.i][0]:
-            _mkdirs(sdir + "/" + files[self.i][0].rsplit("/", 1)[0])
+            makedirs(sdir + "/" + files[self.i][0].rsplit("/", 1)[0])
 
     def _complete(self):
         try:

@@ -221,17 +221,7 @@ def mount_for(device):
     if type(blocks) is not int or blocks < 16:  # noqa: E721
         raise ValueError("device.json: settings.flash_blocks must be an integer of 16 or more")
     host_dir = device.get("data_dir") or "var/" + device["locker_id"]
-    _makedirs(host_dir)
+    from locker import makedirs
+
+    makedirs(host_dir)
     return mount(host_dir + "/flash.img", "/flash", block_count=blocks, timing=timing)
-
-
-def _makedirs(path):
-    cur = ""
-    for part in path.split("/"):
-        cur = (cur + "/" + part) if cur or path.startswith("/") else part
-        if not part:
-            continue
-        try:
-            os.mkdir(cur)
-        except OSError:
-            pass

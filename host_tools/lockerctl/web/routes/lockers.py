@@ -75,11 +75,14 @@ def _bays(row, state, names: dict, show_names: bool) -> list[dict]:
 
 def lockers_view(c, show_names: bool) -> list[dict]:
     """What the lockers grid shows, one dict per locker."""
-    from ... import store_web
+    import time
+
+    from ... import fleet, store_fleet, store_web
 
     zone = c.timezone()
     rows = c.store.lockers(c.site)
     offsets = c.store.clock_offsets(c.site)
+    boots = store_fleet.recent_boots(c.store, c.site, int(time.time()) - fleet.RESET_LOOP_WINDOW_S)
     states = {r.id: read_state(r.state) for r in rows}
     holders = [b["holder"] for s in states.values() for b in s.bays]
     names = store_web.names_of(c.store, c.site, holders) if show_names else {}
@@ -96,6 +99,9 @@ def lockers_view(c, show_names: bool) -> list[dict]:
                 "notes": _notes(state),
                 "offset": offset if offset is not None and abs(offset) > CLOCK_MAX_OFF_S else None,
                 "bays": _bays(r, state, names, show_names),
+                "health": fleet.health(
+                    r.state, (offsets.get(r.id) or (None,))[0], boots.get(r.id, 0)
+                ),
             }
         )
     return out
