@@ -707,3 +707,29 @@ def action_rows(
             by=str(content.get("actor") or ""),
             reason=_summary(detail),
         )
+
+
+def search_people(st, site: str, text: str, limit: int = 20) -> list[tuple[str, str, str]]:
+    """(person_id, name, role) of the people on the roster (and visitors) whose name or id
+    contains `text` (any case), by name; for the office's named release: names appear only in
+    these results."""
+    text = " ".join(text.split())
+    if not text:
+        return []
+    p = S.people
+    like = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    with st._read() as conn:
+        rows = conn.execute(
+            sa.select(p.c.person_id, p.c.name, p.c.role)
+            .where(
+                p.c.site == site,
+                p.c.active.is_(True),
+                sa.or_(
+                    sa.func.lower(p.c.name).like(like, escape="\\"),
+                    sa.func.lower(p.c.person_id).like(like, escape="\\"),
+                ),
+            )
+            .order_by(p.c.name, p.c.person_id)
+            .limit(limit)
+        ).all()
+    return [(r.person_id, r.name, r.role) for r in rows]

@@ -258,13 +258,27 @@ def test_admin_downloads_the_trail_as_csv_and_excel(live, page, shots):
 
 def test_each_role_sees_its_pages(dash, page):
     expected = {
-        "olive": ["Lockers", "Alerts", "Emergency open"],
-        "hana": ["Lockers", "Alerts", "Emergency open", "Grants", "Trail"],
+        "olive": ["Lockers", "Alerts", "Release a phone", "Emergency open", "Visitors"],
+        "hana": [
+            "Lockers",
+            "Alerts",
+            "Release a phone",
+            "Emergency open",
+            "Visitors",
+            "Grants",
+            "Consents",
+            "Exemptions",
+            "Trail",
+        ],
         "root": [
             "Lockers",
             "Alerts",
+            "Release a phone",
             "Emergency open",
+            "Visitors",
             "Grants",
+            "Consents",
+            "Exemptions",
             "Trail",
             "Roster",
             "Timetable",

@@ -8,7 +8,7 @@ store methods (`store_web` for the dashboard's own).
 
 from __future__ import annotations
 
-from . import admin, alerts, api, auth, grants, lockers, opens, people, tokens, trail
+from . import admin, alerts, api, auth, exceptions, grants, lockers, opens, people, tokens, trail
 
 ROUTERS = [
     auth.router,
@@ -16,6 +16,7 @@ ROUTERS = [
     alerts.router,
     opens.router,
     grants.router,
+    exceptions.router,
     trail.router,
     people.router,
     admin.router,

@@ -28,7 +28,7 @@ OUTCOME_TYPES = ("emergency_open", "cmd_rejected")
 def open_form(request: Request, v: Viewer, values: dict, message: str = "", status: int = 200):
     c = ctx(request)
     choices = [(r.id, f"{r.id} ({r.bays} bays)") for r in c.store.lockers(c.site)]
-    scope = values.get("scope") or ("bay" if values.get("bay") else "locker")
+    scope = values.get("scope") or "bay"  # one person's phone by default, never a whole bank
     return render(
         request,
         "open.html",
@@ -91,7 +91,9 @@ def open_post(request: Request, v: Viewer = ANY_ROLE, f: Form = FORM):
         targets, reason, what = open_targets(c, v, f)
     except ValueError as err:
         return open_form(request, v, values, str(err), 400)
-    if f.get("confirm") != "yes":
+    # a whole bank asks twice: Continue, then Confirm with its own box ticked
+    whole_bank = f.get("scope") == "locker"
+    if f.get("confirm") != "yes" or (whole_bank and f.get("confirm_bank") != "yes"):
         hidden = {k: values.get(k, "") for k in ("scope", "locker", "bay", "reason")}
         return render(
             request,
@@ -101,6 +103,8 @@ def open_post(request: Request, v: Viewer = ANY_ROLE, f: Form = FORM):
             what=what,
             reason=reason,
             hidden=hidden,
+            whole_bank=whole_bank,
+            unticked=whole_bank and f.get("confirm") == "yes",
         )
     if c.publish is None:
         message = (

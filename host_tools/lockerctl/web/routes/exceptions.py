@@ -1,0 +1,337 @@
+"""The school's everyday exceptions in the dashboard: the office's named release (`/release`:
+search by name, a reason from the list, the locker's answer), the SLT's keep-safe consents
+(`/consents`) and exemptions register (`/exemptions`, with those due for review), and the
+office's visitors (`/visitors`). The same checks and store functions as the commands
+(`lockerctl release`, `consent`, `exemption`, `visitor`); every change is in the trail with the
+account (`web:<username>`)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from fastapi import APIRouter
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
+
+from ... import release as rel_mod
+from ... import store_exceptions as X
+from ... import store_web
+from ...errors import UserError
+from ...store import StoreError
+from ..context import ALL, SLT
+from ..deps import ANY_ROLE, FORM, SLT_FORM, SLT_ONLY, Viewer, ctx
+from ..forms import Form
+from ..templating import add_nav, render
+
+router = APIRouter(include_in_schema=False)
+add_nav("/release", "Release a phone", ALL, before="/open")
+add_nav("/visitors", "Visitors", ALL, before="/grants")
+add_nav("/consents", "Consents", SLT, before="/trail")
+add_nav("/exemptions", "Exemptions", SLT, before="/trail")
+
+REASONS = [(r, r[0].upper() + r[1:]) for r in rel_mod.REASONS]
+ANSWER_TYPES = ("released", "cmd_rejected")
+
+
+# -- the named release --------------------------------------------------------------------------
+
+
+def release_page(request, v: Viewer, q: str, values: dict, message: str = "", status=200):
+    c = ctx(request)
+    results = []
+    for pid, name, role in X.search_people(c.store, c.site, q):
+        holds = bool(X.phone_bays(c.store, c.site, pid))
+        results.append({"person": pid, "name": name, "role": role, "holds": holds})
+    return render(
+        request,
+        "release.html",
+        "Release a phone",
+        "/release",
+        status,
+        q=q,
+        results=results,
+        reasons=REASONS,
+        values=values,
+        message=message,
+        linked=v.user.person_id is not None,
+    )
+
+
+@router.get("/release")
+def release_get(request: Request, v: Viewer = ANY_ROLE):
+    q = request.query_params.get("q", "")[:100]
+    return release_page(request, v, q, {})
+
+
+@router.post("/release")
+def release_post(request: Request, v: Viewer = ANY_ROLE, f: Form = FORM):
+    c = ctx(request)
+    values = f.values()
+    person = f.get("person").strip()
+    reason = f.get("reason")
+    if reason == "other":
+        reason = f.get("other").strip() or "other"
+    try:
+        by = v.user.person_id
+        if not by:
+            raise ValueError("your account is not linked to a person on the roster")
+        rel = rel_mod.prepare(c.store, c.site, person, by, reason)
+    except ValueError as err:
+        return release_page(request, v, f.get("q"), values, str(err), 400)
+    if c.publish is None or not c.connected():
+        message = "Not connected to the lockers right now: nothing was sent. Try again shortly."
+        return release_page(request, v, f.get("q"), values, message, 503)
+    after = store_web.last_event_id(c.store)
+    rel_mod.record(c.store, c.site, rel, v.actor)
+    c.publish(rel.locker, rel.payload)
+    ref = secrets.token_urlsafe(12)
+    c.remember_open(
+        ref,
+        {
+            "release": True,
+            "after": after,
+            "locker": rel.locker,
+            "bay": rel.bay,
+            "person": rel.person,
+            "by": rel.by,
+            "reason": rel.reason,
+            "sent": [],
+        },
+    )
+    return RedirectResponse(f"/release/sent?ref={ref}", 303)
+
+
+def release_answer(c, info: dict) -> tuple[str, str] | None:
+    """(class, text) of the locker's answer to a release, or None while there is none."""
+    for r in store_web.outcomes(c.store, c.site, info["after"], [info["locker"]], ANSWER_TYPES):
+        if r.bay != info["bay"]:
+            continue
+        if r.type == "released" and r.person == info["person"]:
+            return "opened", f"{info['locker']} bay {info['bay']} opened"
+        if r.type == "cmd_rejected" and r.by == info["by"]:
+            return "rejected", f"{info['locker']} refused to open bay {info['bay']}: {r.reason}"
+    return None
+
+
+@router.get("/release/sent")
+def release_sent(request: Request, v: Viewer = ANY_ROLE):
+    c = ctx(request)
+    info = c.open_info(request.query_params.get("ref", ""))
+    if info is None or not info.get("release"):
+        raise HTTPException(404, "no such release (the dashboard may have restarted)")
+    answer = release_answer(c, info)
+    return render(
+        request,
+        "release_sent.html",
+        "Release sent",
+        "/release",
+        info=info,
+        answer=answer,
+        waited=time.time() - info["at"],
+    )
+
+
+# -- consents -----------------------------------------------------------------------------------
+
+
+def _pupils(c):
+    seen: dict[str, str] = {}
+    for r in c.store.roster(c.site):
+        seen.setdefault(r.person_id, r.name)
+    return sorted(seen.items(), key=lambda p: p[1])
+
+
+def consents_page(request, values: dict, message: str = "", status: int = 200):
+    c = ctx(request)
+    rows = X.list_consents(c.store, c.site, False, int(time.time()))
+    return render(
+        request,
+        "consents.html",
+        "Keep-safe consents",
+        "/consents",
+        status,
+        rows=rows,
+        people=_pupils(c),
+        values=values,
+        message=message,
+    )
+
+
+@router.get("/consents")
+def consents_get(request: Request, v: Viewer = SLT_ONLY):
+    return consents_page(request, {})
+
+
+@router.post("/consents")
+def consents_post(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
+    from ...cmd_exceptions import parse_date
+
+    c = ctx(request)
+    try:
+        by = v.user.person_id
+        if not by:
+            raise ValueError("your account is not linked to a person on the roster")
+        until = parse_date(f.get("until").strip() or None, "Until")
+        reason = " ".join(f.get("reason").split()) or None
+        if reason:
+            from ...bounds import check_text
+
+            check_text(reason, "the reason", 200)
+        cid = X.add_consent(
+            c.store,
+            c.site,
+            f.get("person").strip(),
+            by,
+            until,
+            reason,
+            v.actor,
+            int(time.time()),
+        )
+    except (ValueError, StoreError, UserError) as err:
+        return consents_page(request, f.values(), str(err), 400)
+    c.flash(v.token, "ok", f"Consent {cid} recorded.")
+    return RedirectResponse("/consents", 303)
+
+
+@router.post("/consents/end")
+def consents_end(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
+    c = ctx(request)
+    try:
+        X.end_consent(c.store, c.site, f.get("person"), v.actor, int(time.time()))
+        c.flash(v.token, "ok", f"Consent of {f.get('person')} ended.")
+    except StoreError as err:
+        c.flash(v.token, "error", str(err))
+    return RedirectResponse("/consents", 303)
+
+
+# -- exemptions ---------------------------------------------------------------------------------
+
+
+def exemptions_page(request, values: dict, message: str = "", status: int = 200):
+    c = ctx(request)
+    rows = X.list_exemptions(c.store, c.site, False, False, int(time.time()))
+    return render(
+        request,
+        "exemptions.html",
+        "Exemptions",
+        "/exemptions",
+        status,
+        due=[e for e in rows if e.due],
+        rows=rows,
+        people=_pupils(c),
+        categories=[(k, k.replace("_", " ")) for k in X.CATEGORIES],
+        values=values,
+        message=message,
+    )
+
+
+@router.get("/exemptions")
+def exemptions_get(request: Request, v: Viewer = SLT_ONLY):
+    return exemptions_page(request, {})
+
+
+@router.post("/exemptions")
+def exemptions_post(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
+    from ...cmd_exceptions import parse_date, parse_windows
+
+    c = ctx(request)
+    try:
+        by = v.user.person_id
+        if not by:
+            raise ValueError("your account is not linked to a person on the roster")
+        category = f.get("category")
+        if category not in X.CATEGORIES:
+            raise ValueError("choose a category (never a diagnosis)")
+        windows = tuple(w for w in (f.get(f"window{i}").strip() for i in range(1, 5)) if w)
+        spans = parse_windows(windows)
+        review = parse_date(f.get("review").strip(), "Review")
+        now = int(time.time())
+        today = X.today(c.timezone(), now)
+        start = parse_date(f.get("from").strip() or None, "From") or today
+        until = parse_date(f.get("until").strip() or None, "Until")
+        if review is None or review < today:
+            raise ValueError("the review date has already passed")
+        if until is not None and until < max(start, today):
+            raise ValueError("Until is before From, or has already passed")
+        eid = X.add_exemption(
+            c.store,
+            c.site,
+            f.get("person").strip(),
+            category,
+            by,
+            review,
+            spans,
+            start,
+            until,
+            v.actor,
+            now,
+        )
+    except (ValueError, StoreError, UserError) as err:
+        return exemptions_page(request, f.values(), str(err), 400)
+    c.flash(v.token, "ok", f"Exemption {eid} recorded.")
+    return RedirectResponse("/exemptions", 303)
+
+
+@router.post("/exemptions/end")
+def exemptions_end(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
+    c = ctx(request)
+    try:
+        eid = int(f.get("id"))
+        if not 0 < eid < 2**63:
+            raise StoreError(f"no exemption {eid}")
+        X.end_exemption(c.store, c.site, eid, v.actor, int(time.time()))
+        c.flash(v.token, "ok", f"Exemption {eid} ended.")
+    except (ValueError, StoreError) as err:
+        c.flash(v.token, "error", str(err))
+    return RedirectResponse("/exemptions", 303)
+
+
+# -- visitors -----------------------------------------------------------------------------------
+
+
+def visitors_page(request, values: dict, message: str = "", status: int = 200):
+    c = ctx(request)
+    rows = X.list_visitors(c.store, c.site, False, int(time.time()))
+    return render(
+        request,
+        "visitors.html",
+        "Visitors",
+        "/visitors",
+        status,
+        rows=rows,
+        zone=c.timezone(),
+        values=values,
+        message=message,
+    )
+
+
+@router.get("/visitors")
+def visitors_get(request: Request, v: Viewer = ANY_ROLE):
+    return visitors_page(request, {})
+
+
+@router.post("/visitors")
+def visitors_post(request: Request, v: Viewer = ANY_ROLE, f: Form = FORM):
+    from ...bounds import check_text
+    from ...roster import normalise_uid
+
+    c = ctx(request)
+    try:
+        by = v.user.person_id
+        if not by:
+            raise ValueError("your account is not linked to a person on the roster")
+        name = " ".join(f.get("name").split())
+        if not name:
+            raise ValueError("the visitor's name is required")
+        check_text(name, "the name", 100)
+        uid = normalise_uid(f.get("card"))
+        now = int(time.time())
+        tz = c.timezone()
+        end = X.day_end(X.today(tz, now), tz)
+        pid = X.add_visitor(c.store, c.site, name, uid, by, end, v.actor, now)
+    except (ValueError, StoreError) as err:
+        return visitors_page(request, f.values(), str(err), 400)
+    c.flash(v.token, "ok", f"{name} is {pid} until the end of today.")
+    return RedirectResponse("/visitors", 303)
