@@ -259,11 +259,21 @@ def test_admin_downloads_the_trail_as_csv_and_excel(live, page, shots):
 def test_each_role_sees_its_pages(dash, page):
     expected = {
         "olive": ["Lockers", "Alerts", "Emergency open"],
-        "hana": ["Lockers", "Alerts", "Emergency open", "Grants", "Trail"],
+        "hana": [
+            "Lockers",
+            "Alerts",
+            "Emergency open",
+            "Daily review",
+            "Report",
+            "Grants",
+            "Trail",
+        ],
         "root": [
             "Lockers",
             "Alerts",
             "Emergency open",
+            "Daily review",
+            "Report",
             "Grants",
             "Trail",
             "Roster",

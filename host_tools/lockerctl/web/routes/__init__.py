@@ -8,7 +8,7 @@ store methods (`store_web` for the dashboard's own).
 
 from __future__ import annotations
 
-from . import admin, alerts, api, auth, grants, lockers, opens, people, tokens, trail
+from . import admin, alerts, api, auth, grants, lockers, opens, people, reports, tokens, trail
 
 ROUTERS = [
     auth.router,
@@ -17,6 +17,7 @@ ROUTERS = [
     opens.router,
     grants.router,
     trail.router,
+    reports.router,
     people.router,
     admin.router,
     tokens.router,
