@@ -8,7 +8,7 @@ store methods (`store_web` for the dashboard's own).
 
 from __future__ import annotations
 
-from . import admin, alerts, api, auth, exceptions, grants, lockers, opens, people, tokens, trail
+from . import admin, alerts, api, auth, exceptions, grants, lockers, opens, people, reports, tokens, trail
 
 ROUTERS = [
     auth.router,
@@ -18,6 +18,7 @@ ROUTERS = [
     grants.router,
     exceptions.router,
     trail.router,
+    reports.router,
     people.router,
     admin.router,
     tokens.router,
