@@ -248,7 +248,9 @@ def _write_marks(store, conn, site, by_journal, dups, legacy, result) -> None:
 
 def _advance_all(conn, site: str, acks: dict) -> dict:
     """{journal: its watermark moved over every contiguous seq stored after `acks[journal]`},
-    with one query per hundred journals (`Store._advance` asks once per journal)."""
+    with one query per hundred journals (`Store._advance` asks once per journal): the seqs
+    beyond each watermark in runs of consecutive numbers (`seq - row_number()` is the same
+    along a run), one row per run; the run that begins right after the watermark moves it."""
     e = events
     out = dict(acks)
     keys = sorted(acks)
@@ -260,13 +262,19 @@ def _advance_all(conn, site: str, acks: dict) -> dict:
                 for lid, jid in chunk
             )
         )
-        q = (
-            sa.select(e.c.locker_id, e.c.jid, e.c.seq)
+        run = (e.c.seq - sa.func.row_number().over(
+            partition_by=(e.c.locker_id, e.c.jid), order_by=e.c.seq
+        )).label("run")  # fmt: skip
+        beyond = (
+            sa.select(e.c.locker_id, e.c.jid, e.c.seq, run)
             .where(e.c.site == site, where)
-            .order_by(e.c.locker_id, e.c.jid, e.c.seq)
+            .subquery()
         )
-        for lid, jid, seq in conn.execute(q):
+        q = sa.select(
+            beyond.c.locker_id, beyond.c.jid, sa.func.min(beyond.c.seq), sa.func.max(beyond.c.seq)
+        ).group_by(beyond.c.locker_id, beyond.c.jid, beyond.c.run)
+        for lid, jid, first, last in conn.execute(q):
             key = (lid, jid)
-            if seq == out[key] + 1:
-                out[key] = seq
+            if first == acks[key] + 1:
+                out[key] = last
     return out
