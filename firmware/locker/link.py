@@ -161,8 +161,7 @@ class Link:
         await c.subscribe(self.t_ack, 1)
         await c.subscribe(self.t_config, 1)
         await c.subscribe(self.t_cmd, 1)
-        if hasattr(locker, "offer_sink"):
-            await c.subscribe(self.t_fw, 1)
+        await c.subscribe(self.t_fw, 1)
         self._reader_task = asyncio.create_task(self._reader())
         locker.online = True
         locker.state_rev += 1
@@ -196,7 +195,7 @@ class Link:
                 payload = None
                 self.state_rev_sent = rev
             await self._upload()
-            upd = getattr(locker, "updater", None)
+            upd = locker.updater
             if upd is not None:  # a firmware download: the next chunk, at the locker's pace
                 upd.wake = self._wake.set
                 await upd.pump(c, self.connects)

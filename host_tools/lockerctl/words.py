@@ -34,6 +34,7 @@ EVENTS = {
     "update_rejected": "Software update refused",
     "update_failed": "Software update failed (rolled back)",
     "updated": "Software updated",
+    "released": "Phone released by the office",
 }
 
 # Every reason of firmware/locker/events.py REASONS, and the host's own.
@@ -65,7 +66,11 @@ REASONS = {
     "grant": "under an exception grant",
     "unknown": "reason not known",
     "double_tap": "SLT fob tapped twice",
+    "downgrade": "older than the running version",
+    "bad_hash": "a file did not match its checksum",
+    "no_room": "not enough room on the locker",
     "exemption": "under an exemption",
+    "visitor": "visitor",
 }
 
 # Alert kinds (lockerctl/alerts.py): what the alert's title says.
@@ -87,8 +92,13 @@ ALERTS = {
     "refused_checkpoint": "Trail behind a checkpoint a locker holds",
 }
 
-ROLES = {"pupil": "a pupil", "staff": "a staff member", "slt": "a staff member"}
-ROLES.update({"office": "a staff member", "visitor": "a visitor"})
+ROLES = {
+    "pupil": "a pupil",
+    "staff": "a staff member",
+    "slt": "a staff member",
+    "office": "a staff member",
+    "visitor": "a visitor",
+}
 
 
 def event_words(kind: str | None) -> str:

@@ -123,6 +123,11 @@ class StandIn:
         self.state_rev = 0
         self.on_commit = None  # the link's wake-up, once it exists
         self.max_config = spec.get("max_config_bytes", 131072)
+        self.updater = None  # no firmware download in these scenarios (tests/test_e2e_ota.py)
+
+    def offer_sink(self, length):
+        say("offer_ignored", length)
+        return None
 
     def record(self, type, bay=None, person=None):
         self.journal.append(type, 1795549393, bay, person)

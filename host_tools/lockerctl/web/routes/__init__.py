@@ -8,7 +8,20 @@ store methods (`store_web` for the dashboard's own).
 
 from __future__ import annotations
 
-from . import admin, alerts, api, auth, exceptions, grants, lockers, opens, people, reports, tokens, trail
+from . import (
+    admin,
+    alerts,
+    api,
+    auth,
+    exceptions,
+    grants,
+    lockers,
+    opens,
+    people,
+    reports,
+    tokens,
+    trail,
+)
 
 ROUTERS = [
     auth.router,
