@@ -178,3 +178,13 @@ _XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 def xlsx_text(value: str) -> str:
     return _XML_ILLEGAL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+
+
+def person_label(names: dict, person_id: str | None, sees_names: bool) -> str:
+    """ "Pia Pupil (P001)" for the roles that see names, else the id alone ("" for none)."""
+    if not person_id:
+        return ""
+    known = names.get(person_id)
+    if sees_names and known and known[0]:
+        return f"{known[0]} ({person_id})"
+    return person_id

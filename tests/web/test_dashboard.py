@@ -134,7 +134,10 @@ def test_slt_sees_holder_names_and_grants_reach_the_locker(live, page, shots):
         what="the new configuration at the locker",
     )
 
+    expect(row).to_contain_text("Pat Pupil (P002)")  # names, for SLT
     row.get_by_role("button", name="Revoke").click()
+    expect(page.locator("#confirm-q")).to_contain_text("Revoke grant")
+    page.click("button:text('Revoke the grant')")
     expect(page.locator(".flash.ok")).to_contain_text("revoked")
     expect(page.locator("table.grants tbody tr", has_text="P002")).to_have_count(0)
     with live.store() as st:

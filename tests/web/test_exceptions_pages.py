@@ -74,6 +74,7 @@ def test_slt_records_an_exemption_and_sees_it_due_for_review(dash, page, shots):
     expect(row).to_have_count(1)
     expect(row).to_contain_text("Pat Pupil")
     expect(row).to_contain_text("10:00-10:15,12:30-12:45")
+    expect(row).to_contain_text("Hana Head (H001)")  # the `by` by name, not only the id
     expect(page.locator("table.exemptions-due tr[data-id]")).to_have_count(1)
     shots(page, "exemptions")
     acts = dash.actions("exemption_add")

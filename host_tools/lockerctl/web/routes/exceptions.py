@@ -16,12 +16,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
 from ... import release as rel_mod
+from ... import store_alerts, store_web
 from ... import store_exceptions as X
-from ... import store_web
+from ...display import person_label
 from ...errors import UserError
 from ...store import StoreError
 from ..context import ALL, SLT
-from ..deps import ANY_ROLE, FORM, SLT_FORM, SLT_ONLY, Viewer, ctx
+from ..deps import ANY_ROLE, FORM, SLT_FORM, SLT_ONLY, Viewer, ctx, current
 from ..forms import Form
 from ..templating import add_nav, render
 
@@ -143,6 +144,15 @@ def _pupils(c):
     return sorted(seen.items(), key=lambda p: p[1])
 
 
+def _by_names(request, rows) -> dict[str, str]:
+    """{person id of a row's `by`: "Name (id)"} for the roles that see names (else the id)."""
+    c = ctx(request)
+    v = current(request)
+    names = store_alerts.people_roles(c.store, c.site)
+    sees = v is not None and v.sees_names
+    return {r.by: person_label(names, r.by, sees) for r in rows if r.by}
+
+
 def consents_page(request, values: dict, message: str = "", status: int = 200):
     c = ctx(request)
     rows = X.list_consents(c.store, c.site, False, int(time.time()))
@@ -154,6 +164,7 @@ def consents_page(request, values: dict, message: str = "", status: int = 200):
         status,
         rows=rows,
         people=_pupils(c),
+        by=_by_names(request, rows),
         values=values,
         message=message,
     )
@@ -221,6 +232,7 @@ def exemptions_page(request, values: dict, message: str = "", status: int = 200)
         due=[e for e in rows if e.due],
         rows=rows,
         people=_pupils(c),
+        by=_by_names(request, rows),
         categories=[(k, k.replace("_", " ")) for k in X.CATEGORIES],
         values=values,
         message=message,

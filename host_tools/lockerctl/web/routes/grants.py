@@ -1,6 +1,7 @@
-"""Exception grants (`/grants`, SLT and admins): current and future grants with **Revoke**, and
-the form for a new one (times in the site's timezone; the grant's `by` is the account's
-person)."""
+"""Exception grants (`/grants`, SLT and admins): current and future grants, the person and the
+`by` shown by name (with the id), with **Revoke** (which asks for confirmation: `POST
+/grants/revoke` without `confirm=yes` only shows the question), and the form for a new one
+(times in the site's timezone; the grant's `by` is the account's person)."""
 
 from __future__ import annotations
 
@@ -12,21 +13,31 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
+from ... import store_alerts
 from ...bounds import check_text, local_timestamp
+from ...display import person_label
 from ...store import StoreError
-from ..deps import SLT_FORM, SLT_ONLY, Viewer, ctx
+from ..deps import SLT_FORM, SLT_ONLY, Viewer, ctx, current
 from ..forms import Form
-from ..templating import render
+from ..templating import local_time, render
 
 router = APIRouter(include_in_schema=False)
 
 
 def grants_page(request: Request, values: dict, message: str = "", status: int = 200):
     c = ctx(request)
+    v = current(request)
+    sees = v is not None and v.sees_names
+    names = store_alerts.people_roles(c.store, c.site)
     zone = c.timezone()
     now = int(time.time())
     rows = [
-        {"g": g, "status": "future" if g.from_ts > now else "active"}
+        {
+            "g": g,
+            "status": "future" if g.from_ts > now else "active",
+            "person": person_label(names, g.person_id, sees),
+            "by": person_label(names, g.by, sees),
+        }
         for g in c.store.grants(c.site, now=now)
     ]
     seen: set[str] = set()
@@ -103,13 +114,44 @@ def grants_post(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
 
 @router.post("/grants/revoke")
 def grants_revoke(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
+    """Revokes a grant once confirmed: without `confirm=yes` the page asks first (nothing is
+    changed), so a grant is never ended by one stray click."""
     c = ctx(request)
     try:
         gid = int(f.get("id"))
         if not 0 < gid < 2**63:  # what the store's integers hold
             raise StoreError(f"no grant {gid}")
+        if f.get("confirm") != "yes":
+            return confirm_revoke(request, v, gid)
         c.store.revoke_grant(c.site, gid, actor=v.actor)
-        c.flash(v.token, "ok", f"Grant {f.get('id')} revoked.")
+        c.flash(v.token, "ok", f"Grant {gid} revoked.")
     except (ValueError, StoreError) as err:
         c.flash(v.token, "error", str(err))
     return RedirectResponse("/grants", 303)
+
+
+def confirm_revoke(request: Request, v: Viewer, gid: int):
+    c = ctx(request)
+    zone = c.timezone()
+    grant = next((g for g in c.store.grants(c.site) if g.id == gid), None)
+    if grant is None:
+        raise StoreError(f"no grant {gid} (ended or revoked already?)")
+    names = store_alerts.people_roles(c.store, c.site)
+    who = person_label(names, grant.person_id, v.sees_names)
+    until = local_time(grant.until_ts, zone)
+    where = grant.locker_id or "every locker"
+    return render(
+        request,
+        "confirm.html",
+        "Revoke a grant",
+        "/grants",
+        question=f"Revoke grant {gid} of {who}?",
+        lines=[
+            f"It lets them take their phone out at {where} until {until}; revoked, it ends "
+            "now (the lockers are told). This is recorded with your name.",
+        ],
+        action="/grants/revoke",
+        hidden={"id": str(gid)},
+        button="Revoke the grant",
+        cancel="/grants",
+    )

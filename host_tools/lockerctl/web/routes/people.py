@@ -134,15 +134,37 @@ def users_post(request: Request, v: Viewer = ADMIN_ONLY, f: Form = ADMIN_FORM):
 
 @router.post("/admin/users/remove")
 def users_remove(request: Request, v: Viewer = ADMIN_ONLY, f: Form = ADMIN_FORM):
+    """Removes an account once confirmed: without `confirm=yes` the page asks first (nothing
+    is changed)."""
     c = ctx(request)
     name = f.get("username")
     if name == v.user.username:
         c.flash(v.token, "error", "You cannot remove your own account.")
-    else:
-        try:
-            c.accounts.remove_user(name, actor=v.actor)
-            store_web.drop_tokens_of(c.store, c.site, name)
-            c.flash(v.token, "ok", f"Account {name} removed.")
-        except StoreError as err:
-            c.flash(v.token, "error", str(err))
+        return RedirectResponse("/admin/users", 303)
+    user = c.accounts.user(name) if name else None
+    if user is None:
+        c.flash(v.token, "error", f"no account {name[:64]!r}")
+        return RedirectResponse("/admin/users", 303)
+    if f.get("confirm") != "yes":
+        return render(
+            request,
+            "confirm.html",
+            "Remove an account",
+            "/admin/users",
+            question=f"Remove the account {user.username} ({user.role})?",
+            lines=[
+                "Its sessions and API tokens end at once and it can no longer sign in. What "
+                "it did stays in the trail. This is recorded with your name."
+            ],
+            action="/admin/users/remove",
+            hidden={"username": user.username},
+            button="Remove the account",
+            cancel="/admin/users",
+        )
+    try:
+        c.accounts.remove_user(name, actor=v.actor)
+        store_web.drop_tokens_of(c.store, c.site, name)
+        c.flash(v.token, "ok", f"Account {name} removed.")
+    except StoreError as err:
+        c.flash(v.token, "error", str(err))
     return RedirectResponse("/admin/users", 303)
