@@ -4,12 +4,15 @@
 `AlertMailer` is a thread of the serve process, with its own store connection; the ingest runs
 in a process of its own, so a mail server that is down or slow never holds up an event. Every
 second it
-1. looks for urgent alerts the host learnt of since its last look (`alerts.URGENT_EVENTS` among
-   the events with a higher id than its mark, new `ingest_refusals` rows, urgent conditions that
-   began: offline in school hours, clock not set) and queues one message for each in the
-   store's `mail_outbox`, in the same transaction that moves its marks (`store_alerts`): a
-   restart neither loses nor repeats one. An alert of the same kind, locker and bay as one
-   queued in the last 10 minutes is folded into it (its `repeats` grows; no second message);
+1. looks for urgent alerts the host learnt of since its last look (`alerts.URGENT_EVENTS`
+   among the events received since `store_alerts.SCAN_BEHIND` seconds before its previous
+   look and not yet in `mail_seen`, likewise new `ingest_refusals` rows, urgent conditions
+   that began: offline in school hours, clock not set) and queues one message for each in the
+   store's `mail_outbox`, in the same transaction that records them as seen
+   (`store_alerts`): a restart neither loses nor repeats one. It does not follow ids: with
+   several ingest workers (`serve --workers`) an event can commit after one with a higher
+   id. An alert of the same kind, locker and bay as one queued in the last 10 minutes is
+   folded into it (its `repeats` grows; no second message);
 2. at `--review-at HH:MM` on a school day, queues the day's review (`review.py`) once;
 3. sends what is due, oldest first, one SMTP session per message (STARTTLS and login when
    configured). A failure (refused, timed out after 10 s, rejected) leaves the message queued
@@ -42,11 +45,8 @@ from email.utils import formatdate, make_msgid
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
-
 from . import alerts, store_alerts, words
 from .display import format_ts
-from .store import events, ingest_refusals, people
 
 log = logging.getLogger("lockerctl.mail")
 
@@ -246,12 +246,19 @@ class AlertMailer:
         recipients = ",".join(self.settings.to)
         with st._write() as conn:
             m = store_alerts.marks(conn, site)
-            if "event_id" not in m:  # first start: what happened before is not news
-                for name, table in (("event_id", events), ("refusal_id", ingest_refusals)):
-                    top = conn.execute(sa.select(sa.func.max(table.c.id))).scalar() or 0
-                    m[name] = int(top)
-                    store_alerts.set_mark(conn, site, name, m[name])
-            found = self._new_events(conn, m) + self._new_refusals(conn, m)
+            since = m.get("looked_at", int(now)) - store_alerts.SCAN_BEHIND
+            new_events = self._new_events(conn, since)
+            new_refusals = self._new_refusals(conn, since)
+            full = max(len(new_events), len(new_refusals)) >= _SCAN_LIMIT
+            found = new_events + new_refusals
+            store_alerts.mark_seen(conn, site, [(a.key, a.received_at or now) for a in found])
+            if "looked_at" not in m:  # first start: what happened before is not news
+                found = []
+            if not full:  # else the rest next time, from the same point
+                store_alerts.set_mark(
+                    conn, site, "looked_at", max(int(now), m.get("looked_at", 0))
+                )
+            store_alerts.prune_seen(conn, site, since - store_alerts.SCAN_BEHIND)
             mailed = store_alerts.conditions_mailed(conn, site)
             active = {a.key: a for a in conditions}
             found += [a for k, a in active.items() if k not in mailed]
@@ -271,54 +278,30 @@ class AlertMailer:
                 queued += 1
         return queued
 
-    def _new_events(self, conn, m: dict) -> list[alerts.Alert]:
-        e, p = events, people
-        rows = conn.execute(
-            sa.select(
-                e.c.id, e.c.locker_id, e.c.ts, e.c.sort_ts, e.c.type, e.c.bay, e.c.person,
-                e.c.reason, e.c.received_at, p.c.name, p.c.role,
+    def _new_events(self, conn, since: int) -> list[alerts.Alert]:
+        rows = store_alerts.unseen_events(
+            conn, self.site, since, alerts.URGENT_EVENTS, _SCAN_LIMIT
+        )
+        return [
+            alerts.Alert(
+                f"event:{r.id}",
+                r.ts if r.ts is not None else r.sort_ts,
+                r.locker_id,
+                r.type,
+                alerts.EVENT_ALERTS[r.type],
+                r.bay,
+                r.person,
+                r.name,
+                words.reason_words(r.reason),
+                ts=r.ts,
+                received_at=r.received_at,
+                role=r.role,
             )
-            .select_from(
-                e.outerjoin(p, sa.and_(p.c.site == e.c.site, p.c.person_id == e.c.person))
-            )
-            .where(e.c.site == self.site, e.c.id > m["event_id"])
-            .order_by(e.c.id)
-            .limit(_SCAN_LIMIT * 10)
-        ).all()  # fmt: skip
-        if rows:
-            store_alerts.set_mark(conn, self.site, "event_id", rows[-1].id)
-        out = []
-        for r in rows:
-            if r.type not in alerts.URGENT_EVENTS:
-                continue
-            out.append(
-                alerts.Alert(
-                    f"event:{r.id}",
-                    r.ts if r.ts is not None else r.sort_ts,
-                    r.locker_id,
-                    r.type,
-                    alerts.EVENT_ALERTS[r.type],
-                    r.bay,
-                    r.person,
-                    r.name,
-                    words.reason_words(r.reason),
-                    ts=r.ts,
-                    received_at=r.received_at,
-                    role=r.role,
-                )
-            )
-        return out
+            for r in rows
+        ]
 
-    def _new_refusals(self, conn, m: dict) -> list[alerts.Alert]:
-        r = ingest_refusals
-        rows = conn.execute(
-            sa.select(r)
-            .where(r.c.site == self.site, r.c.id > m.get("refusal_id", 0))
-            .order_by(r.c.id)
-            .limit(_SCAN_LIMIT)
-        ).all()
-        if rows:
-            store_alerts.set_mark(conn, self.site, "refusal_id", rows[-1].id)
+    def _new_refusals(self, conn, since: int) -> list[alerts.Alert]:
+        rows = store_alerts.unseen_refusals(conn, self.site, since, _SCAN_LIMIT)
         return [
             alerts.Alert(
                 f"refused:{x.id}",
@@ -327,7 +310,7 @@ class AlertMailer:
                 f"refused_{x.kind}",
                 words.alert_words(f"refused_{x.kind}"),
                 detail=x.detail,
-                received_at=x.last_at,
+                received_at=x.first_at,
             )
             for x in rows
         ]

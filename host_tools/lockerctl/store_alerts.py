@@ -8,9 +8,17 @@ Tables:
   the alert's key, subject, body, recipients, when it was queued, when to try next, how many
   tries, when it was sent, the last error, and `repeats` (alerts folded into it: the same
   kind, locker and bay within `FOLD_SECONDS` send no second message).
-- `mail_marks` (site, name, value): how far the mailer has looked (`event_id`, `refusal_id`:
-  the last ids it turned into messages; `review_day`: the last day whose review was queued),
-  written in the same transaction as the messages, so a restart neither loses nor repeats one.
+- `mail_marks` (site, name, value): how far the mailer has looked (`looked_at`: the time of its
+  last look; `review_day`: the last day whose review was queued; `event_id`, `refusal_id`:
+  the marks of versions that went by ids, no longer read), written in the same transaction as
+  the messages, so a restart neither loses nor repeats one.
+- `mail_seen` (site, alert, at) (migration `0015_mail_seen`): the urgent events and refusals
+  the mailer has already turned into messages (or found there when it first started), by alert
+  key (`event:<id>`, `refused:<id>`), with the time the host received them. Each look reads
+  every urgent event received since `SCAN_BEHIND` seconds before its previous look and not in
+  this table: with several ingest workers ids are not committed in order (a transaction that
+  took id 7 may commit after the one that took id 8), so "the ids above the last one mailed"
+  would skip an alert. Rows older than the window are pruned.
 - `mail_conditions` (site, alert, since): the condition alerts (offline, clock) already
   mailed while they last; a condition that clears and comes back is mailed again.
 Also an index on `events (site, received_at)`: alerts, the review and the report list events
@@ -77,6 +85,17 @@ mail_conditions = sa.Table(
     sa.Column("since", sa.BigInteger, nullable=False),
 )
 
+SCAN_BEHIND = 600  # seconds: how far behind its previous look the mailer looks again
+
+mail_seen = sa.Table(
+    "mail_seen",
+    metadata,
+    sa.Column("site", sa.String(64), primary_key=True),
+    sa.Column("alert", sa.String(120), primary_key=True),
+    sa.Column("at", sa.BigInteger, nullable=False),  # when the host received it
+    sa.Index("ix_mail_seen_at", "site", "at"),
+)
+
 RECEIVED_INDEX = sa.Index("ix_events_site_received", events.c.site, events.c.received_at)
 
 
@@ -87,6 +106,13 @@ def _m0011_alerts_mail(conn):
 
 
 store_mod.register_migration("0011_alerts_mail", _m0011_alerts_mail)
+
+
+def _m0015_mail_seen(conn):
+    mail_seen.create(conn, checkfirst=True)
+
+
+store_mod.register_migration("0015_mail_seen", _m0015_mail_seen)
 
 
 # -- acknowledgements with a note ------------------------------------------------------------
@@ -261,6 +287,56 @@ def mail_status(store, site: str) -> dict:
         "attempts": waiting[0].attempts if waiting else 0,
         "last_sent": last_sent,
     }
+
+
+def unseen_events(conn, site: str, since: int, types, limit: int) -> list:
+    """Events of these types received at or after `since` that `mail_seen` does not hold, oldest
+    received first, with the holder's name and role."""
+    from .store import people
+
+    e, p = events, people
+    key = sa.literal("event:") + sa.cast(e.c.id, sa.String)
+    seen = sa.select(mail_seen.c.alert).where(mail_seen.c.site == site, mail_seen.c.alert == key)
+    return conn.execute(
+        sa.select(
+            e.c.id, e.c.locker_id, e.c.ts, e.c.sort_ts, e.c.type, e.c.bay, e.c.person,
+            e.c.reason, e.c.received_at, p.c.name, p.c.role,
+        )
+        .select_from(e.outerjoin(p, sa.and_(p.c.site == e.c.site, p.c.person_id == e.c.person)))
+        .where(
+            e.c.site == site,
+            e.c.received_at >= int(since),
+            e.c.type.in_(list(types)),
+            ~sa.exists(seen),
+        )
+        .order_by(e.c.received_at, e.c.id)
+        .limit(limit)
+    ).all()  # fmt: skip
+
+
+def unseen_refusals(conn, site: str, since: int, limit: int) -> list:
+    """`ingest_refusals` rows begun at or after `since` that `mail_seen` does not hold."""
+    from .store import ingest_refusals as r
+
+    key = sa.literal("refused:") + sa.cast(r.c.id, sa.String)
+    seen = sa.select(mail_seen.c.alert).where(mail_seen.c.site == site, mail_seen.c.alert == key)
+    return conn.execute(
+        sa.select(r)
+        .where(r.c.site == site, r.c.first_at >= int(since), ~sa.exists(seen))
+        .order_by(r.c.first_at, r.c.id)
+        .limit(limit)
+    ).all()
+
+
+def mark_seen(conn, site: str, items) -> None:
+    """Records (alert key, received at) pairs in `mail_seen`."""
+    rows = [{"site": site, "alert": k, "at": int(at)} for k, at in items]
+    if rows:
+        conn.execute(mail_seen.insert(), rows)
+
+
+def prune_seen(conn, site: str, before: int) -> None:
+    conn.execute(mail_seen.delete().where(mail_seen.c.site == site, mail_seen.c.at < int(before)))
 
 
 def conditions_mailed(conn, site: str) -> set[str]:
