@@ -339,6 +339,33 @@ def prune_seen(conn, site: str, before: int) -> None:
     conn.execute(mail_seen.delete().where(mail_seen.c.site == site, mail_seen.c.at < int(before)))
 
 
+def mail_counts(store, site: str) -> dict:
+    """The mail queue's figures for /metrics: {"queued": messages not yet sent, "sent": messages
+    sent, "failed": tries that failed (of every message, sent or not), "failing": 1 when a
+    waiting message's latest try failed, "oldest": when the oldest waiting one was queued}."""
+    o = mail_outbox
+    waiting = sa.and_(o.c.site == site, o.c.sent_at.is_(None))
+    with store._read() as conn:
+        row = conn.execute(
+            sa.select(
+                sa.func.count().filter(o.c.sent_at.is_(None)).label("queued"),
+                sa.func.count().filter(o.c.sent_at.is_not(None)).label("sent"),
+                sa.func.coalesce(sa.func.sum(o.c.attempts), 0).label("failed"),
+                sa.func.min(o.c.created_at).filter(o.c.sent_at.is_(None)).label("oldest"),
+            ).where(o.c.site == site)
+        ).one()
+        failing = conn.execute(
+            sa.select(o.c.id).where(waiting, o.c.last_error.is_not(None)).limit(1)
+        ).first()
+    return {
+        "queued": int(row.queued or 0),
+        "sent": int(row.sent or 0),
+        "failed": int(row.failed or 0),
+        "failing": 1 if failing is not None else 0,
+        "oldest": row.oldest,
+    }
+
+
 def conditions_mailed(conn, site: str) -> set[str]:
     return set(
         conn.execute(

@@ -93,6 +93,54 @@ def test_metrics_values_from_the_store(dash):
     assert value(scrape(dash.url), "classlocker_events_ingested_total") == 3
 
 
+def test_mail_queue_metrics_and_the_note_on_every_page(dash):
+    """The mail queue's figures from its table; while the mail server is not taking messages,
+    every page (not only Alerts) says so."""
+    from conftest import PASSWORDS
+    from lockerctl import store_alerts
+    from test_accounts import Client
+
+    store = dash.store
+    m = scrape(dash.url)
+    for name in ("classlocker_email_queue_length", "classlocker_emails_sent_total",
+                 "classlocker_email_send_failures_total", "classlocker_email_failing",
+                 "classlocker_email_oldest_waiting_seconds"):  # fmt: skip
+        assert value(m, name) == 0, name
+    now = int(time.time())
+
+    def queue(n: int) -> int:
+        message = {"fold_key": f"door_forced|L1|{n}", "alert": f"event:{n}",
+                   "kind": "door_forced", "locker_id": "L1", "bay": n, "subject": f"bay {n}",
+                   "body": "b", "recipients": "office@school.example"}  # fmt: skip
+        with store._write() as conn:
+            return store_alerts.enqueue(conn, SITE, message, now - 30)
+
+    first, second, third = queue(1), queue(2), queue(3)
+    store_alerts.mark_failed(store, first, "(535, b'5.7.8 Authentication credentials invalid')", 0)
+    store_alerts.mark_sent(store, first, now)  # sent at its second try
+    store_alerts.mark_sent(store, second, now)
+    office = Client(dash.url)
+    assert office.login("olive", PASSWORDS["olive"])[0] == 303
+    assert "mail-trouble" not in office.request("/lockers")[2]  # waiting, not failing
+    store_alerts.mark_failed(store, third, "(535, b'5.7.8 Authentication credentials invalid')", 0)
+    store_alerts.mark_failed(store, third, "(535, b'5.7.8 Authentication credentials invalid')", 0)
+    m = scrape(dash.url)
+    assert value(m, "classlocker_email_queue_length") == 1
+    assert value(m, "classlocker_emails_sent_total") == 2
+    assert value(m, "classlocker_email_send_failures_total") == 3
+    assert value(m, "classlocker_email_failing") == 1
+    assert 30 <= value(m, "classlocker_email_oldest_waiting_seconds") < 300
+    status, _, body = office.request("/lockers")
+    assert status == 200
+    assert 'id="mail-trouble"' in body and "Authentication credentials invalid" in body
+    assert 'id="mail-trouble"' in office.request("/release")[2]
+    assert 'id="mail-trouble"' not in office.request("/alerts")[2]  # it has its own note
+    assert 'id="mail-note"' in office.request("/alerts")[2]
+    store_alerts.mark_sent(store, third, now)
+    assert value(scrape(dash.url), "classlocker_email_failing") == 0
+    assert "mail-trouble" not in office.request("/lockers")[2]
+
+
 def test_healthz_says_which_part_is_down(filled_store):
     from lockerctl.web import serve_store
 

@@ -114,5 +114,18 @@ def open_alert_count(c: Context) -> int:
     return sum(1 for a in found if a.acked_by is None)
 
 
+def mail_trouble(c: Context) -> str | None:
+    """One line for every page while urgent alerts' e-mails are failing (the mail server did
+    not take the latest try: down, refusing, a wrong password), else None."""
+    from .. import store_alerts
+    from ..mailer import note
+
+    try:
+        status = store_alerts.mail_status(c.store, c.site)
+    except Exception:
+        return None
+    return note(status, c.timezone()) if status["failing"] else None
+
+
 def client_address(request: Request) -> str:
     return request.client.host if request.client else ""

@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from .. import alerts as alerts_mod
-from .. import store_web
+from .. import store_alerts, store_web
 
 log = logging.getLogger("lockerctl.web")
 
@@ -139,13 +139,7 @@ class StoreCollector:
         yield from _ingest_metrics(ingested, buckets, latency_sum)
         yield _alert_metric(found)
 
-        # This version sends no e-mail: the queue is always empty. The metric is here so that
-        # dashboards and alert rules can be written now and keep working when e-mail comes.
-        email = GaugeMetricFamily(
-            "classlocker_email_queue_length", "E-mails waiting to be sent (no e-mail yet: 0)."
-        )
-        email.add_metric([], 0)
-        yield email
+        yield from _email_metrics(store_alerts.mail_counts(self.store, self.site), now)
 
         if self.broker_connected is not None:
             broker = GaugeMetricFamily(
@@ -212,6 +206,38 @@ def _ingest_metrics(ingested: int, buckets: list, latency_sum: float):
     )
     latency.add_metric([], cumulative, latency_sum)
     yield latency
+
+
+def _email_metrics(counts: dict, now: float):
+    """The e-mail queue of urgent alerts and the daily review (`serve --smtp`): all 0 without
+    it."""
+    queue = GaugeMetricFamily(
+        "classlocker_email_queue_length",
+        "E-mails (urgent alerts, daily review) waiting to be sent.",
+    )
+    queue.add_metric([], counts["queued"])
+    yield queue
+    sent = CounterMetricFamily("classlocker_emails_sent", "E-mails the mail server accepted.")
+    sent.add_metric([], counts["sent"])
+    yield sent
+    failed = CounterMetricFamily(
+        "classlocker_email_send_failures",
+        "Tries to send an e-mail that failed (refused, timed out, login or TLS failed).",
+    )
+    failed.add_metric([], counts["failed"])
+    yield failed
+    failing = GaugeMetricFamily(
+        "classlocker_email_failing",
+        "1 while a waiting e-mail's latest try failed (the mail server is not taking them).",
+    )
+    failing.add_metric([], counts["failing"])
+    yield failing
+    oldest = GaugeMetricFamily(
+        "classlocker_email_oldest_waiting_seconds",
+        "Seconds the oldest waiting e-mail has waited (0 when none waits).",
+    )
+    oldest.add_metric([], max(0.0, now - counts["oldest"]) if counts["oldest"] else 0)
+    yield oldest
 
 
 def _alert_metric(found):

@@ -93,7 +93,7 @@ def render(
     **values,
 ) -> HTMLResponse:
     """A page in the layout, for the account of `request` (none on the sign-in pages)."""
-    from .deps import ctx, open_alert_count
+    from .deps import ctx, mail_trouble, open_alert_count
 
     c = ctx(request)
     session = getattr(request.state, "session", None)
@@ -107,6 +107,8 @@ def render(
         "nav": nav_for(session.user.role) if session is not None else [],
         "flash": flash or c.take_flash(token),
         "alert_count": open_alert_count(c) if session is not None else 0,
+        # the alerts page says it in its own fragment (live)
+        "mail_trouble": mail_trouble(c) if session is not None and active != "/alerts" else None,
     }
     html = env.get_template(name).render(page=page, **page, **values)
     return HTMLResponse(html, status)
