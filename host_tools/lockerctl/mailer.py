@@ -383,8 +383,29 @@ class AlertMailer:
                 smtp.starttls(context=ssl.create_default_context(cafile=s.cafile))
                 smtp.ehlo()
             if s.user:
-                smtp.login(s.user, s.password or "")
+                _login(smtp, s.user, s.password or "")
             smtp.send_message(msg, from_addr=s.sender, to_addrs=row.recipients.split(","))
+
+
+def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
+    """Logs in with the first mechanism the server offers of CRAM-MD5, PLAIN, LOGIN, and only
+    that one: `smtplib.SMTP.login` tries the next after a refusal, so a wrong password would
+    cost two or three failed logins per try (and lock the account sooner where the mail
+    server counts them), and some servers stop answering after the first refusal.
+    SMTPAuthenticationError when refused, SMTPNotSupportedError when none is offered."""
+    smtp.ehlo_or_helo_if_needed()
+    offered = smtp.esmtp_features.get("auth", "").upper().split()
+    for mechanism in ("CRAM-MD5", "PLAIN", "LOGIN"):
+        if mechanism in offered:
+            smtp.user, smtp.password = user, password
+            method = getattr(smtp, "auth_" + mechanism.lower().replace("-", "_"))
+            smtp.auth(mechanism, method)
+            return
+    raise smtplib.SMTPNotSupportedError(
+        "the mail server offers no login this program can use (CRAM-MD5, PLAIN or LOGIN)"
+        if offered
+        else "the mail server offers no login (AUTH) on this connection"
+    )
 
 
 def _hostname() -> str:
