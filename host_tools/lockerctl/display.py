@@ -31,6 +31,7 @@ STYLES = {
     "minutes": "%Y-%m-%d %H:%M",
 }
 RECEIVED = "(received)"
+SKEW_SHOWN = 60  # seconds: past this the locker's own time is shown beside the receipt time
 CLOCK_UNKNOWN = "clock unknown"
 _SHOWN_TS = 40  # characters of an impossible ts quoted in its message
 
@@ -85,6 +86,19 @@ def event_time(ts, received_at, timezone: str, style: str = "iso", mark: bool = 
         when = format_ts(received_at, timezone, style)
         return f"{when} {RECEIVED}" if mark else when
     return CLOCK_UNKNOWN
+
+
+def received_time(received_at, ts, timezone: str, style: str = "seconds") -> str:
+    """What a page's event list shows (pages list events by the time the host received them):
+    that time, with the locker's own time beside it when the two differ by more than
+    `SKEW_SHOWN` seconds ("2026-11-05 10:02:05 (locker's clock: 2026-11-05 09:40:00)"); an
+    event without a locker time, or without a valid receipt time, as `event_time` shows it."""
+    if ts is None or not valid_ts(received_at) or not valid_ts(ts):
+        return event_time(ts, received_at, timezone, style)
+    shown = format_ts(received_at, timezone, style)
+    if abs(ts - received_at) > SKEW_SHOWN:
+        shown += f" (locker's clock: {format_ts(ts, timezone, style)})"
+    return shown
 
 
 # -- a locker's retained state ---------------------------------------------------------------

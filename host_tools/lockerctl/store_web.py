@@ -95,12 +95,26 @@ def outcomes(store, site: str, after: int, locker_ids: list[str], types) -> list
 
 
 def trail_page(store, site: str, start, end, locker, person, limit: int, offset: int) -> list:
-    """One page of the trail's search, newest first (rows as `Store.events` gives them)."""
+    """One page of the trail's search (events that happened in [start, end)), the latest the
+    host received first: a locker with a wrong clock does not pin its events above new ones
+    (rows as `Store.events` gives them)."""
     q = (
         store._events_query(site, start, end, locker, person)
-        .order_by(events.c.sort_ts.desc(), events.c.locker_id, events.c.seq.desc())
+        .order_by(events.c.received_at.desc(), events.c.id.desc())
         .limit(limit)
         .offset(offset)
+    )
+    with store._read() as conn:
+        return conn.execute(q).all()
+
+
+def recent_events(store, site: str, limit: int) -> list:
+    """The site's latest events by the time the host received them, newest first (rows as
+    `Store.events` gives them; the index on (site, received_at) serves it)."""
+    q = (
+        store._events_query(site)
+        .order_by(events.c.received_at.desc(), events.c.id.desc())
+        .limit(limit)
     )
     with store._read() as conn:
         return conn.execute(q).all()

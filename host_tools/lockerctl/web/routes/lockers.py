@@ -10,7 +10,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ...display import event_time, read_state, valid_ts
+from ... import store_web, words
+from ...display import read_state, received_time, valid_ts
 from ..deps import ANY_ROLE, Viewer, ctx, open_alert_count
 from ..templating import local_time, render, render_to_string
 
@@ -116,15 +117,16 @@ def recent_fragment(c, v: Viewer, limit: int = RECENT) -> str:
     items = [
         {
             "type": r.type,
+            "words": words.event_words(r.type),
             "unknown_type": r.unknown_type,
             "locker": r.locker_id,
             "bay": r.bay,
-            "who": (r.name or r.person) if v.sees_names else "(holder)",
+            "who": (r.name or r.person) if v.sees_names else words.someone(r.role),
             "person": r.person,
-            "reason": r.reason,
-            "when": event_time(r.ts, r.received_at, zone, "seconds"),
+            "reason": words.reason_words(r.reason),
+            "when": received_time(r.received_at, r.ts, zone),
         }
-        for r in c.store.events(c.site, newest_first=True, limit=limit)
+        for r in store_web.recent_events(c.store, c.site, limit)
     ]
     return render_to_string("_events.html", events=items)
 

@@ -14,9 +14,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ... import store_web
+from ... import store_web, words
 from ...bounds import YEARS, BoundError, parse_date
-from ...display import event_time
+from ...display import received_time
 from ..deps import ADMIN_ONLY, SLT_ONLY, Viewer, ctx
 from ..templating import render
 
@@ -70,7 +70,15 @@ def trail_page(request: Request, v: Viewer = SLT_ONLY):
     s = search(c, q)
     page_no, pages, total, rows = page_of(c, s, q.get("page"))
     zone = c.timezone()
-    events = [{"r": r, "when": event_time(r.ts, r.received_at, zone, "seconds")} for r in rows]
+    events = [
+        {
+            "r": r,
+            "when": received_time(r.received_at, r.ts, zone),
+            "words": words.event_words(r.type),
+            "reason": words.reason_words(r.reason),
+        }
+        for r in rows
+    ]
     keep = {k: q.get(k) for k in ("from", "to", "locker", "person") if q.get(k)}
     return render(
         request,
