@@ -1,12 +1,10 @@
 """E-mail through a mail server that wants STARTTLS and a login, a real aiosmtpd server with a
-self-signed certificate made here: the message goes out over TLS with AUTH PLAIN and with AUTH
-LOGIN; a wrong password, an untrusted certificate or no STARTTLS leave it queued with the reason
-for the dashboard and the log (and the next try waits)."""
+certificate made here (from a CA made here, trusted with `--smtp-ca`): the message goes out over
+TLS with AUTH PLAIN and with AUTH LOGIN; a wrong password, an untrusted certificate or no
+STARTTLS leave it queued with the reason for the dashboard and the log (the next try waits)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import logging
 import ssl
 import time
@@ -24,41 +22,17 @@ SITE = "school"
 USER, PASSWORD = "lockers", "correct horse battery"
 
 
-def self_signed(tmp_path):
-    """(cert.pem, key.pem) for 127.0.0.1, valid for a day."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+def make_certs(tmp_path):
+    """(ca.pem, cert.pem, key.pem): a CA made here (the project's own PKI helpers, as for the
+    broker and the dashboard) and the mail server's certificate for 127.0.0.1."""
+    from lockerctl.broker import make_ca, make_server_cert
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem, key_pem = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_pem, key_pem
+    ca_key, ca_cert = make_ca("school")
+    key, cert = make_server_cert(ca_key, ca_cert, ["localhost", "127.0.0.1"])
+    paths = tmp_path / "ca.pem", tmp_path / "smtp.pem", tmp_path / "smtp.key"
+    for path, data in zip(paths, (ca_cert, cert, key), strict=True):
+        path.write_bytes(data)
+    return paths
 
 
 class Inbox:
@@ -78,9 +52,9 @@ class Inbox:
 
 @pytest.fixture
 def tls_server(tmp_path):
-    """start(exclude=[mechanisms]) -> (port, inbox, cert): a server that takes mail only after
-    STARTTLS and a login."""
-    cert, key = self_signed(tmp_path)
+    """start(exclude=[mechanisms]) -> (port, inbox, the CA to trust): a server that takes mail
+    only after STARTTLS and a login."""
+    ca, cert, key = make_certs(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     started = []
@@ -100,7 +74,7 @@ def tls_server(tmp_path):
         )
         c.start()
         started.append(c)
-        return port, inbox, cert
+        return port, inbox, ca
 
     yield start
     for c in started:
@@ -172,7 +146,7 @@ def test_an_untrusted_certificate_or_no_starttls_sends_nothing(store, tls_server
     port, inbox, cert = tls_server()
     queue_one(store)
     now = int(time.time())
-    # the system's CAs do not know the self-signed certificate: refused, never sent in clear
+    # the system's CAs do not know the test's CA: refused, never sent in clear
     assert mailer(store, port, None).send_due(now) == 0
     assert "CERTIFICATE_VERIFY_FAILED" in store_alerts.mail_status(store, SITE)["error"]
     # without --smtp-starttls the server will not take a login in clear
