@@ -2,7 +2,7 @@
 urgent alerts above routine ones (even a newer routine one), no policy flags, "a pupil" for the
 office, the receipt time with the locker's own time beside it when its clock is off; the kind
 filter; acknowledging every open alert of a kind with a note; the review's flags by pupil,
-overrides and emergency opens, for SLT only."""
+overrides and emergency opens, for SLT only; an open the locker refused, in plain words."""
 
 from __future__ import annotations
 
@@ -107,3 +107,19 @@ def test_daily_review_for_slt(dash, page, shots):
     # the day before has none of it
     page.click("a:text('the day before')")
     expect(page.locator("table.review.flags")).to_contain_text("No policy flags.")
+
+
+def test_an_open_the_locker_refused_says_why_in_words(dash):
+    office = Client(dash.url)
+    assert office.login("olive", PASSWORDS["olive"])[0] == 303
+    form = {"csrf": office.csrf("/open"), "scope": "bay", "locker": "L1", "bay": "1",
+            "reason": "collected by parent", "confirm": "yes"}  # fmt: skip
+    status, headers, _ = office.request("/open", form)
+    assert status == 303 and "/open/sent?ref=" in headers["location"]
+    dash.store.ingest(
+        SITE,
+        [("L1", {"seq": 6, "ts": int(time.time()), "type": "cmd_rejected", "bay": None,
+                 "person": None, "by": None, "reason": "expired"})],
+    )  # fmt: skip
+    _, _, body = office.request(headers["location"])
+    assert "L1 rejected the command: the command had expired" in body

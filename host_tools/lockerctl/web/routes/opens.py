@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 
-from ... import store_web
+from ... import store_web, words
 from ...bounds import check_text
 from ...display import event_time
 from ...store import StoreError
@@ -154,7 +154,8 @@ def outcome_view(c, info: dict) -> tuple[list[dict], list[str]]:
             continue
         answered.add(r.locker_id)
         if r.type == "cmd_rejected":
-            text, cls = f"{r.locker_id} rejected the command: {r.reason or 'rejected'}", "rejected"
+            why = words.reason_words(r.reason) or "rejected"
+            text, cls = f"{r.locker_id} rejected the command: {why}", "rejected"
         elif r.bay is None:
             text, cls = f"{r.locker_id}: no occupied bay to open", "nothing"
         else:
