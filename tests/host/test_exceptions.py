@@ -555,3 +555,33 @@ def test_export_with_actions_in_csv_and_xlsx(ctl, tmp_path):
     assert "consent_add" in events and "roster_import" in events
     row = cells[1 + events.index("consent_add")]
     assert row[4] == "P1" and row[5] == "Ann Smith" and "parent asked" in row[8]
+
+
+def test_approvers_on_postgresql(postgres_url):
+    import os
+    import uuid
+
+    from lockerctl.roster import parse_roster
+    from lockerctl.store import StoreError
+
+    site = f"pg-{uuid.uuid4().hex[:8]}"
+    s = Store.open(os.environ.get("LOCKER_TEST_POSTGRES") or postgres_url)
+    try:
+        s.replace_roster(site, parse_roster(ROSTER))
+        with pytest.raises(StoreError, match="no one may approve"):
+            X.add_consent(s, site, "P1", "S1", None, None, "t", NOW)
+        X.add_approver(s, site, "S1", "t", NOW)
+        with pytest.raises(StoreError, match="already approves"):
+            X.add_approver(s, site, "S1", "t", NOW)
+        assert [(a.person_id, a.name, a.slt) for a in X.list_approvers(s, site)] == [
+            ("S1", "Sue Head", True)
+        ]
+        assert X.add_consent(s, site, "P1", "S1", None, None, "t", NOW) > 0
+        X.remove_approver(s, site, "S1", "t")
+        with pytest.raises(StoreError, match="is not an approver"):
+            X.remove_approver(s, site, "S1", "t")
+        assert X.list_approvers(s, site) == [] and not X.is_approver(s, site, "S1")
+        acts = [a["action"] for a in s.trail_actions(site, 3)]
+        assert acts == ["consent_approver_remove", "consent_add", "consent_approver_add"]
+    finally:
+        s.close()
