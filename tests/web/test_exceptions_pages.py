@@ -5,7 +5,9 @@ emergency form's safer defaults (one bay; a whole bank asks a second time)."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 
 import pytest
 from conftest import CARDS, ROSTER, SITE, login
@@ -215,3 +217,42 @@ def test_only_a_named_approver_records_a_consent(dash, page, other_page, shots):
     assert resp.status == 403
     page.reload()
     expect(page.locator("table.consents tr[data-id]")).to_have_count(1)
+
+
+def test_the_trail_page_shows_host_actions_and_downloads_them(dash, page):
+    login(page, dash.url, "hana")
+    page.goto(dash.url + "/exemptions")
+    page.fill("#person", "P002")
+    page.select_option("#category", "send")
+    page.fill("#window1", "10:00-10:15")
+    page.fill("#review", dt.date.today().isoformat())
+    page.click("button:text('Record exemption')")
+    page.wait_for_url(dash.url + "/exemptions")
+    page.goto(dash.url + "/trail")
+    assert page.locator("table.trail-actions").count() == 0  # only when asked for
+    page.check("#tactions")
+    page.click("button:text('Search')")
+    row = page.locator("table.trail-actions tbody tr").filter(has_text="exemption_add")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("P002")
+    expect(row).to_contain_text("Pat Pupil")
+    expect(row).to_contain_text("web:hana")
+    # a person's search keeps the actions about them, and only those
+    page.fill("#tperson", "P001")
+    page.click("button:text('Search')")
+    expect(page.locator("table.trail-actions")).to_contain_text("Nothing to show.")
+    # actions belong to no locker
+    page.goto(dash.url + "/trail?actions=1&locker=L1")
+    expect(page.locator("main")).to_contain_text("Host actions belong to no locker")
+
+    page.context.clear_cookies()
+    login(page, dash.url, "root")
+    page.goto(dash.url + "/trail?actions=1&person=P002")
+    with page.expect_download() as info:
+        page.click("a:text('CSV')")
+    text = open(info.value.path(), encoding="utf-8").read()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    acts = [r for r in rows if r["event"] == "exemption_add"]
+    assert len(acts) == 1 and acts[0]["locker"] == "" and acts[0]["by"] == "web:hana"
+    downloads = dash.actions("export")
+    assert downloads and downloads[0]["detail"]["actions"] is True
