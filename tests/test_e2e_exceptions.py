@@ -161,6 +161,7 @@ def test_consent_exemption_and_visitor_at_the_locker(school, broker, db_url):
     locker, serve = school
     watcher = Watcher(broker)
     try:
+        lockerctl("consent", "approver", "add", "H001", db=db_url)  # the Headteacher
         lockerctl(
             "consent", "add", "P002", "--by", "H001", "--reason", "walks to a carer", db=db_url
         )
@@ -257,5 +258,5 @@ def test_consent_exemption_and_visitor_at_the_locker(school, broker, db_url):
     assert find("deposit", vic, reason="visitor")
     assert find("denied", vic, reason="expired")
     actions = {r["event"] for r in export(db_url, "--include", "actions") if r["locker"] == ""}
-    assert {"consent_add", "exemption_add", "visitor_add"} <= actions
+    assert {"consent_approver_add", "consent_add", "exemption_add", "visitor_add"} <= actions
     assert lockerctl("audit", "verify", db=db_url).returncode == 0

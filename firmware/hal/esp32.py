@@ -279,6 +279,7 @@ class Clock:
         self._ntp_backoff = self.NTP_RETRY_MIN_MS
         self.ntp_syncs = 0
         self.ntp_failures = 0
+        self.correction = None  # how far the clock was off when last set (new - old, seconds)
         if rtc is not None:
             self._from_rtc(rtc)
 
@@ -313,6 +314,8 @@ class Clock:
         """The host's time: sets the system clock and the DS3231, until NTP corrects it."""
         if t < MIN_TRUSTED:
             return
+        before = self.now()
+        self.correction = None if before is None else t - before
         self._set_system(t)
         self.source = "host"
         self._to_rtc(t)
@@ -338,6 +341,7 @@ class Clock:
 
             if self._ntp_host:
                 ntptime.host = self._ntp_host
+            before = self.now()
             ntptime.settime()
             t = int(time.time()) + EPOCH_OFFSET
             if t < MIN_TRUSTED:
@@ -352,6 +356,7 @@ class Clock:
         self._ntp_next = time.ticks_add(now, self.NTP_INTERVAL_MS)
         was = self.source
         self.source = "ntp"
+        self.correction = None if before is None else t - before
         self._to_rtc(t)
         if was is None:
             self._on_set()
@@ -426,6 +431,15 @@ class Network:
 
     def status(self):
         return ("down", "connecting", "up")[self._state]
+
+    def rssi(self):
+        """The access point's signal in dBm while connected, else None."""
+        if self._state != _UP:
+            return None
+        try:
+            return self._wlan.status("rssi")
+        except (OSError, ValueError):
+            return None
 
     def service(self, now):
         """One step; True when the link has just come up."""
@@ -536,6 +550,10 @@ class Board:
         """The host's time (locker.core takes it only while the clock is unknown)."""
         self.clock.set(t)
 
+    @property
+    def clock_correction(self):
+        return self.clock.correction
+
     def set_lock(self, bay, unlocked):
         return self.bank.set_lock(bay, unlocked)
 
@@ -555,6 +573,9 @@ class Board:
 
     def online(self):
         return self.net.online()
+
+    def rssi(self):
+        return self.net.rssi()
 
     def status(self):
         return {

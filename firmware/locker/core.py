@@ -752,7 +752,6 @@ class Locker:
         else:
             low = self._heap_low if self._heap_low is not None else free
         j = self.journal
-        rssi = getattr(board, "rssi", None)
         offered = progress = None
         if self.updater is not None:
             offered, progress = self.updater.view()
@@ -766,8 +765,8 @@ class Locker:
             json.dumps(free),
             json.dumps(low),
             int(j.used_bytes * 1000 // (j.capacity or 1)) / 1000,
-            json.dumps(rssi() if callable(rssi) else None),
-            json.dumps(getattr(board, "clock_correction", None)),
+            json.dumps(board.rssi()),
+            json.dumps(board.clock_correction),
             json.dumps(offered),
             json.dumps(progress),
             json.dumps(self.boot.get("failed")),

@@ -127,12 +127,19 @@ def release_cmd(site, person_id, by, reason, wait):
 @cli.group("consent")
 def consent():
     """The Headteacher's keep-safe consents: while one holds, the pupil's deposits raise no
-    policy_flag (at the locker, offline too)."""
+    policy_flag (at the locker, offline too). Only an approver an admin names (`consent
+    approver add`) may give one."""
 
 
 @consent.command("add")
 @click.argument("person_id")
-@click.option("--by", "by", required=True, metavar="PERSON_ID", help="The SLT member consenting.")
+@click.option(
+    "--by",
+    "by",
+    required=True,
+    metavar="PERSON_ID",
+    help="The approver consenting (see `consent approver list`).",
+)
 @click.option("--until", default=None, metavar="DATE", help="Last day (YYYY-MM-DD) [no end].")
 @click.option("--reason", default=None, help="Why (recorded in the audit trail).")
 @site_options
@@ -182,6 +189,62 @@ def consent_end(site, person_id):
     with _store(site) as st:
         ids = X.end_consent(st, site.site, person_id, actor(), int(time.time()))
     click.echo(f"consent {', '.join(map(str, ids))} of {person_id} ended")
+
+
+@consent.group("approver")
+def consent_approver():
+    """Who may approve keep-safe consents: the Headteacher and the SLT members an admin names
+    (each on the roster with an slt card). Changes are recorded in the audit trail."""
+
+
+@consent_approver.command("add")
+@click.argument("person_id")
+@site_options
+def consent_approver_add(site, person_id):
+    """Let PERSON_ID (an SLT member) approve keep-safe consents."""
+    _check_person_id(person_id, "person")
+    with _store(site) as st:
+        X.add_approver(st, site.site, person_id, actor(), int(time.time()))
+    click.echo(f"{person_id} may approve keep-safe consents")
+
+
+@consent_approver.command("remove")
+@click.argument("person_id")
+@site_options
+def consent_approver_remove(site, person_id):
+    """PERSON_ID may no longer approve keep-safe consents (those they gave stand)."""
+    _check_person_id(person_id, "person")
+    with _store(site) as st:
+        X.remove_approver(st, site.site, person_id, actor())
+    click.echo(f"{person_id} may no longer approve keep-safe consents")
+
+
+@consent_approver.command("list")
+@site_options
+def consent_approver_list(site):
+    """The approvers of keep-safe consents (status `no slt card`: refused until they hold
+    one again)."""
+    with _store(site) as st:
+        rows = X.list_approvers(st, site.site)
+        tz = st.timezone(site.site)
+    if not rows:
+        click.echo(
+            "no approver of keep-safe consents yet: name the Headteacher with "
+            "`lockerctl consent approver add PERSON_ID`"
+        )
+        return
+    table = [("person", "name", "named", "named by", "status")]
+    for a in rows:
+        table.append(
+            (
+                a.person_id,
+                a.name or "",
+                _local(a.added_at, tz),
+                a.added_by,
+                "approver" if a.slt else "no slt card",
+            )
+        )
+    _print_table(table)
 
 
 # -- exemptions ---------------------------------------------------------------------------------

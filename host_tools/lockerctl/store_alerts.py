@@ -12,7 +12,7 @@ Tables:
   last look; `review_day`: the last day whose review was queued; `event_id`, `refusal_id`:
   the marks of versions that went by ids, no longer read), written in the same transaction as
   the messages, so a restart neither loses nor repeats one.
-- `mail_seen` (site, alert, at) (migration `0015_mail_seen`): the urgent events and refusals
+- `mail_seen` (site, alert, at) (migration `0016_mail_seen`): the urgent events and refusals
   the mailer has already turned into messages (or found there when it first started), by alert
   key (`event:<id>`, `refused:<id>`), with the time the host received them. Each look reads
   every urgent event received since `SCAN_BEHIND` seconds before its previous look and not in
@@ -108,11 +108,11 @@ def _m0011_alerts_mail(conn):
 store_mod.register_migration("0011_alerts_mail", _m0011_alerts_mail)
 
 
-def _m0015_mail_seen(conn):
+def _m0016_mail_seen(conn):
     mail_seen.create(conn, checkfirst=True)
 
 
-store_mod.register_migration("0015_mail_seen", _m0015_mail_seen)
+store_mod.register_migration("0016_mail_seen", _m0016_mail_seen)
 
 
 # -- acknowledgements with a note ------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The store's everyday exceptions: keep-safe consents, exemptions and visitors (migration
-`0010_exceptions`), card unrevocation, where a person's phone is (for the named release) and the
+`0010_exceptions`), who may approve keep-safe consents (migration `0015_consent_approvers`),
+card unrevocation, where a person's phone is (for the named release) and the
 host-side actions as export rows.
 
 Each change is one transaction with its trail entry and a new configuration version, like the
@@ -81,6 +82,25 @@ def _m0010_exceptions(conn):
 
 
 S.register_migration("0010_exceptions", _m0010_exceptions)
+
+# Who may approve keep-safe consents: the Headteacher and the SLT members an admin names
+# (`lockerctl consent approver add`). A row is an approver; removing one deletes its row (the
+# trail keeps the history: `consent_approver_add` / `consent_approver_remove` actions).
+consent_approvers = sa.Table(
+    "consent_approvers",
+    S.metadata,
+    sa.Column("site", sa.String(64), primary_key=True),
+    sa.Column("person_id", sa.String(28), primary_key=True),
+    sa.Column("added_by", sa.String(S.MAX_TEXT), nullable=False),  # the actor who named them
+    sa.Column("added_at", sa.BigInteger, nullable=False),
+)
+
+
+def _m0015_consent_approvers(conn):
+    consent_approvers.create(conn, checkfirst=True)
+
+
+S.register_migration("0015_consent_approvers", _m0015_consent_approvers)
 
 
 # -- dates and windows ------------------------------------------------------------------------
@@ -221,6 +241,38 @@ def _check_approver(conn, site: str, by: str) -> None:
         raise S.StoreError(f"--by {by} is not an SLT member (no slt card)")
 
 
+def _is_approver(conn, site: str, person_id: str) -> bool:
+    return (
+        conn.execute(
+            sa.select(consent_approvers.c.person_id).where(
+                consent_approvers.c.site == site, consent_approvers.c.person_id == person_id
+            )
+        ).first()
+        is not None
+    )
+
+
+def _check_consent_approver(conn, site: str, by: str) -> None:
+    """StoreError unless `by` is on the roster with an slt card and named an approver."""
+    _check_approver(conn, site, by)
+    if _is_approver(conn, site, by):
+        return
+    named = conn.execute(
+        sa.select(sa.func.count())
+        .select_from(consent_approvers)
+        .where(consent_approvers.c.site == site)
+    ).scalar()
+    if not named:
+        raise S.StoreError(
+            f"no one may approve keep-safe consents at site {site} yet: an admin names the "
+            f"Headteacher (and any SLT members) with `lockerctl consent approver add {by}`"
+        )
+    raise S.StoreError(
+        f"--by {by} may not approve keep-safe consents (an admin names approvers: "
+        f"`lockerctl consent approver add {by}`)"
+    )
+
+
 def _check_person(conn, site: str, person_id: str):
     p = _person(conn, site, person_id)
     if p is None or not p.active:
@@ -242,13 +294,14 @@ def add_consent(
     now: int,
 ) -> int:
     """The Headteacher's keep-safe consent for a pupil; its id. StoreError (nothing stored) for
-    a person who is not a pupil, an approver who is not SLT, or a consent already in force."""
+    a person who is not a pupil, `by` not a named approver (`add_approver`) with an slt card,
+    or a consent already in force."""
     with st._write() as conn:
         st._ensure_site(conn, site)
         _check_person(conn, site, person_id)
         if "pupil" not in _roles(conn, site, person_id):
             raise S.StoreError(f"{person_id} is not a pupil (consent is for pupils' phones)")
-        _check_approver(conn, site, by)
+        _check_consent_approver(conn, site, by)
         tz = _timezone(conn, site)
         until_ts = day_end(until, tz) if until else None
         if until_ts is not None and until_ts <= now:
@@ -337,6 +390,96 @@ def list_consents(st, site: str, include_ended: bool, now: int) -> list:
         )
     with st._read() as conn:
         return conn.execute(q.order_by(consents.c.id)).all()
+
+
+# -- who may approve consents ---------------------------------------------------------------
+
+
+def add_approver(st, site: str, person_id: str, actor: str, now: int) -> None:
+    """Names `person_id` (on the roster with an slt card) an approver of keep-safe consents;
+    StoreError (nothing stored) otherwise or when they already are one."""
+    with st._write() as conn:
+        st._ensure_site(conn, site)
+        p = _person(conn, site, person_id)
+        if p is None or not p.active:
+            raise S.StoreError(f"{person_id} is not on the roster of site {site}")
+        if "slt" not in _roles(conn, site, person_id):
+            raise S.StoreError(
+                f"{person_id} is not an SLT member (no slt card): only the Headteacher or an "
+                "SLT member may approve keep-safe consents"
+            )
+        if _is_approver(conn, site, person_id):
+            raise S.StoreError(f"{person_id} already approves keep-safe consents")
+        conn.execute(
+            consent_approvers.insert().values(
+                site=site, person_id=person_id, added_by=actor[: S.MAX_TEXT], added_at=now
+            )
+        )
+        S._append_action(conn, site, actor, "consent_approver_add", {"person": person_id})
+
+
+def remove_approver(st, site: str, person_id: str, actor: str) -> None:
+    """No longer lets `person_id` approve keep-safe consents (the consents they gave stand);
+    StoreError when they are not an approver."""
+    with st._write() as conn:
+        gone = conn.execute(
+            consent_approvers.delete().where(
+                consent_approvers.c.site == site, consent_approvers.c.person_id == person_id
+            )
+        ).rowcount
+        if not gone:
+            raise S.StoreError(
+                f"{person_id} is not an approver of keep-safe consents "
+                "(lockerctl consent approver list)"
+            )
+        S._append_action(conn, site, actor, "consent_approver_remove", {"person": person_id})
+
+
+@dataclass
+class Approver:
+    person_id: str
+    name: str | None
+    added_by: str
+    added_at: int
+    slt: bool  # still on the roster with an slt card (else `consent add` refuses them)
+
+
+def list_approvers(st, site: str) -> list[Approver]:
+    """The site's approvers of keep-safe consents, by name."""
+    a, p, c = consent_approvers, S.people, S.cards
+    with st._read() as conn:
+        rows = conn.execute(
+            sa.select(a, p.c.name, p.c.active)
+            .select_from(
+                a.outerjoin(p, sa.and_(p.c.site == a.c.site, p.c.person_id == a.c.person_id))
+            )
+            .where(a.c.site == site)
+        ).all()
+        slt = set(
+            conn.execute(
+                sa.select(c.c.person_id).where(
+                    c.c.site == site, c.c.role == "slt", c.c.revoked.is_(False)
+                )
+            ).scalars()
+        )
+    out = [
+        Approver(
+            r.person_id,
+            r.name,
+            r.added_by,
+            int(r.added_at),
+            bool(r.active) and r.person_id in slt,
+        )
+        for r in rows
+    ]
+    return sorted(out, key=lambda x: (x.name or "", x.person_id))
+
+
+def is_approver(st, site: str, person_id: str | None) -> bool:
+    """Whether `person_id` may record a keep-safe consent now (named, on the roster, slt)."""
+    if not person_id:
+        return False
+    return any(a.person_id == person_id and a.slt for a in list_approvers(st, site))
 
 
 # -- exemptions ---------------------------------------------------------------------------------

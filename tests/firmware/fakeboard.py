@@ -42,6 +42,10 @@ class FakeBoard:
         self.locks[bay - 1] = bool(unlocked)
 
     committed = 0
+    clock_correction = None  # the state's clock_offset_s
+
+    def rssi(self):
+        return None
 
     def door(self, bay):
         return 0  # bays.CLOSED

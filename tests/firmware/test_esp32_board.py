@@ -178,6 +178,14 @@ def test_clock_trusted_from_ds3231_at_boot_and_system_clock_set():
     assert abs(time.time() + 946684800 - NOW) <= 2
 
 
+def test_the_host_setting_a_known_clock_reports_how_far_it_was_off():
+    board, _, _ = _bank(rtc=mm.DS3231Model(unix=NOW, osf=False))
+    assert board.clock_correction is None
+    board.set_clock(NOW + 300)
+    assert 298 <= board.clock_correction <= 302  # the state's clock_offset_s
+    assert abs(board.now() - (NOW + 300)) <= 2
+
+
 def test_rtc_reading_before_2024_is_not_believed():
     board, _, _ = _bank(rtc=mm.DS3231Model(unix=mm.EPOCH_2000 + 86400, osf=False))
     assert board.now() is None
@@ -200,9 +208,12 @@ def test_wifi_connects_then_ntp_sets_clock_and_steps_the_ds3231():
     board.on_clock_set = lambda: calls.append(1)
     mm.NET.aps["school"] = "pw"
     mm.NTP.unix = NOW
+    assert board.rssi() is None  # no signal to report before the association
     _run(board, 0, 1000)
     assert board.online()
+    assert board.rssi() == -60  # the state's rssi, from the WLAN
     assert board.clock.source == "ntp"
+    assert board.clock_correction is None  # the clock was not known before: no offset
     assert abs(board.now() - NOW) <= 2
     assert abs(rtc.unix() - NOW) <= 2  # the DS3231 stepped to NTP time
     assert not rtc.regs[0x0F] & 0x80  # and its oscillator-stop flag cleared

@@ -231,6 +231,7 @@ ROSTER = (
     "P1,Ann Smith,pupil,3,no,04a1b2c3\n"
     "S1,Sue Head,staff,,no,11223344\n"
     "S1,Sue Head,slt,,no,55667788\n"
+    "S2,Sid Deputy,slt,,no,55667799\n"
     "O1,Olive Office,office,,no,99887766\n"
 )
 
@@ -250,6 +251,7 @@ def ctl(tmp_path):
 
     run("roster", "import", tmp_path / "r.csv")
     run("locker", "add", "L1")
+    run("consent", "approver", "add", "S1")  # the Headteacher; S2 is SLT but not an approver
     run.url = url
     return run
 
@@ -339,6 +341,14 @@ def _snapshot(url):
         ["consent", "add", "P1", "--by", "O1"],
         ["consent", "add", "P1", "--by", "S1", "--until", "2001-01-01"],
         ["consent", "end", "P1"],
+        ["consent", "add", "P1", "--by", "S2"],
+        ["consent", "approver", "add", "NOPE"],
+        ["consent", "approver", "add", "P1"],
+        ["consent", "approver", "add", "O1"],
+        ["consent", "approver", "add", "S1"],
+        ["consent", "approver", "add", "S1;--"],
+        ["consent", "approver", "remove", "S2"],
+        ["consent", "approver", "remove", "NOPE"],
         ["visitor", "add", "Vic", "--card", "04a1b2c3", "--by", "O1"],
         ["visitor", "add", "Vic", "--card", "XYZ", "--by", "O1"],
         ["visitor", "add", "Vic", "--card", "04ABCDEF", "--by", "O1", "--until", "2001-01-01"],
@@ -347,7 +357,7 @@ def _snapshot(url):
         ["release", "P1", "--by", "O1", "--reason", "appointment", "--broker", "127.0.0.1:1"],
         ["release", "P1", "--by", "O1", "--reason", "other", "--broker", "127.0.0.1:1"],
     ],
-    ids=lambda a: " ".join(a[:2]),
+    ids=lambda a: " ".join(a[:3]),
 )
 def test_bad_input_is_one_line_and_changes_nothing(ctl, args):
     before = _snapshot(ctl.url)
@@ -356,6 +366,90 @@ def test_bad_input_is_one_line_and_changes_nothing(ctl, args):
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lockerctl: "), r.output
     assert _snapshot(ctl.url) == before
+
+
+def test_only_a_named_approver_may_consent(ctl):
+    # S2 holds an slt card but no admin has named them: refused, with the command that would
+    r = ctl("consent", "add", "P1", "--by", "S2", ok=False)
+    assert r.exit_code == 1
+    assert r.output == (
+        "lockerctl: --by S2 may not approve keep-safe consents (an admin names approvers: "
+        "`lockerctl consent approver add S2`)\n"
+    )
+    listed = ctl("consent", "approver", "list").output.splitlines()
+    assert [line.split()[:2] for line in listed[1:]] == [["S1", "Sue"]]
+    assert listed[1].split()[-1] == "approver"
+    assert ctl("consent", "approver", "add", "S2").output == (
+        "S2 may approve keep-safe consents\n"
+    )
+    assert ctl("consent", "add", "P1", "--by", "S2").output.endswith("by S2\n")
+    # no longer an approver: refused again; the consent S2 gave stands
+    ctl("consent", "approver", "remove", "S2")
+    ctl("consent", "end", "P1")
+    assert ctl("consent", "add", "P1", "--by", "S2", ok=False).exit_code == 1
+    assert ctl("consent", "add", "P1", "--by", "S1").exit_code == 0
+    s = Store.open(ctl.url)
+    try:
+        acts = [
+            (a["action"], a["detail"].get("person"), a["actor"].split(":")[0])
+            for a in s.trail_actions("school", 100)
+            if a["action"].startswith("consent_approver")
+        ]
+    finally:
+        s.close()
+    assert acts == [  # newest first
+        ("consent_approver_remove", "S2", "cli"),
+        ("consent_approver_add", "S2", "cli"),
+        ("consent_approver_add", "S1", "cli"),
+    ]
+
+
+def test_a_fresh_site_is_told_how_to_name_an_approver(ctl):
+    ctl("consent", "approver", "remove", "S1")
+    assert ctl("consent", "approver", "list").output == (
+        "no approver of keep-safe consents yet: name the Headteacher with "
+        "`lockerctl consent approver add PERSON_ID`\n"
+    )
+    before = _snapshot(ctl.url)
+    r = ctl("consent", "add", "P1", "--by", "S1", ok=False)
+    assert r.exit_code == 1 and r.output == (
+        "lockerctl: no one may approve keep-safe consents at site school yet: an admin names "
+        "the Headteacher (and any SLT members) with `lockerctl consent approver add S1`\n"
+    )
+    assert _snapshot(ctl.url) == before
+    # a pupil or an office person is refused as --by before anything is said about approvers
+    r = ctl("consent", "add", "P1", "--by", "O1", ok=False)
+    assert r.output == "lockerctl: --by O1 is not an SLT member (no slt card)\n"
+
+
+def test_an_approver_without_an_slt_card_is_refused(ctl):
+    ctl("card", "revoke", "S1", "--card", "55667788")
+    listed = ctl("consent", "approver", "list").output.splitlines()
+    assert listed[1].split()[0] == "S1" and listed[1].endswith("no slt card")
+    r = ctl("consent", "add", "P1", "--by", "S1", ok=False)
+    assert r.output == "lockerctl: --by S1 is not an SLT member (no slt card)\n"
+    ctl("card", "unrevoke", "S1", "--card", "55667788")
+    ctl("consent", "add", "P1", "--by", "S1")
+
+
+def test_approvers_in_the_export_with_actions(ctl):
+    ctl("consent", "approver", "add", "S2")
+    ctl("consent", "approver", "remove", "S2")
+    out = ctl("export", "--format", "csv", "--include", "actions").output
+    rows = [line.split(",") for line in out.splitlines() if line.startswith("20")]
+    mine = [(r[3], r[4], r[5], r[1], r[7][:3]) for r in rows if r[3].startswith("consent_appr")]
+    assert mine == [
+        ("consent_approver_add", "S1", "Sue Head", "", "cli"),
+        ("consent_approver_add", "S2", "Sid Deputy", "", "cli"),
+        ("consent_approver_remove", "S2", "Sid Deputy", "", "cli"),
+    ]
+    assert "consent_approver" not in ctl("export", "--format", "csv").output
+
+    def people(*args):
+        out = ctl("export", "--format", "csv", "--include", "actions", *args).output
+        return {r.split(",")[4] for r in out.splitlines() if ",consent_approver_" in r}
+
+    assert people("--person", "S2") == {"S2"} and people("--person", "S1") == {"S1"}
 
 
 def test_each_change_is_in_the_trail_and_the_lockers_bundle(ctl):
@@ -461,3 +555,33 @@ def test_export_with_actions_in_csv_and_xlsx(ctl, tmp_path):
     assert "consent_add" in events and "roster_import" in events
     row = cells[1 + events.index("consent_add")]
     assert row[4] == "P1" and row[5] == "Ann Smith" and "parent asked" in row[8]
+
+
+def test_approvers_on_postgresql(postgres_url):
+    import os
+    import uuid
+
+    from lockerctl.roster import parse_roster
+    from lockerctl.store import StoreError
+
+    site = f"pg-{uuid.uuid4().hex[:8]}"
+    s = Store.open(os.environ.get("LOCKER_TEST_POSTGRES") or postgres_url)
+    try:
+        s.replace_roster(site, parse_roster(ROSTER))
+        with pytest.raises(StoreError, match="no one may approve"):
+            X.add_consent(s, site, "P1", "S1", None, None, "t", NOW)
+        X.add_approver(s, site, "S1", "t", NOW)
+        with pytest.raises(StoreError, match="already approves"):
+            X.add_approver(s, site, "S1", "t", NOW)
+        assert [(a.person_id, a.name, a.slt) for a in X.list_approvers(s, site)] == [
+            ("S1", "Sue Head", True)
+        ]
+        assert X.add_consent(s, site, "P1", "S1", None, None, "t", NOW) > 0
+        X.remove_approver(s, site, "S1", "t")
+        with pytest.raises(StoreError, match="is not an approver"):
+            X.remove_approver(s, site, "S1", "t")
+        assert X.list_approvers(s, site) == [] and not X.is_approver(s, site, "S1")
+        acts = [a["action"] for a in s.trail_actions(site, 3)]
+        assert acts == ["consent_approver_remove", "consent_add", "consent_approver_add"]
+    finally:
+        s.close()

@@ -5,10 +5,12 @@ emergency form's safer defaults (one bay; a whole bank asks a second time)."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 
 import pytest
-from conftest import CARDS, login
+from conftest import CARDS, ROSTER, SITE, login
 from harness import wait_for
 from playwright.sync_api import expect
 
@@ -119,3 +121,139 @@ def test_the_emergency_form_defaults_to_one_bay_and_a_bank_asks_twice(dash, page
     page.click("button:text('Confirm open')")
     page.wait_for_url("**/open/sent?ref=*")
     assert [locker for locker, _ in dash.sent] == ["L1"]
+
+
+def _csrf(page) -> str:
+    return page.locator('input[name="csrf"]').first.get_attribute("value")
+
+
+@pytest.fixture
+def other_page(browser):
+    """other_page(): a page in a context of its own (another account signed in)."""
+    made = []
+
+    def make():
+        made.append(browser.new_context())
+        made[-1].set_default_timeout(15000)
+        return made[-1].new_page()
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def test_only_a_named_approver_records_a_consent(dash, page, other_page, shots):
+    """The consents page: an SLT account whose person no admin has named sees the consents and
+    no form (a POST anyway: 403); the admin names the Headteacher there (only SLT members are
+    offered; anyone else sent anyway: 400); she then records a consent as herself."""
+    from lockerctl.accounts import Accounts
+    from lockerctl.roster import parse_roster
+
+    # Sam is made an SLT member with an account; nobody has been named an approver yet
+    dash.store.replace_roster(SITE, parse_roster(ROSTER + "S001,Sam Staff,slt,,no,04B9B2C3\n"))
+    Accounts(dash.store, SITE).add_user("sam", "slt", "sam-pass-123", "S001")
+    login(page, dash.url, "hana")
+    page.click("nav a:text('Consents')")
+    expect(page.locator("#no-approver")).to_contain_text("lockerctl consent approver add")
+    expect(page.locator("#new-consent")).to_have_count(0)
+    form = {"csrf": _csrf(page), "person": "P002", "reason": "parent asked"}
+    resp = page.request.post(dash.url + "/consents", form=form)
+    assert resp.status == 403 and "may record a keep-safe consent" in resp.text()
+    # naming approvers is for admins only
+    resp = page.request.post(dash.url + "/consents/approvers", form={**form, "person": "H001"})
+    assert resp.status == 403
+    assert dash.actions("consent_add") == [] and dash.actions("consent_approver_add") == []
+
+    admin = other_page()
+    login(admin, dash.url, "root")
+    admin.goto(dash.url + "/consents")
+    # only SLT members are offered; a pupil or an unknown id sent anyway is refused
+    offered = admin.locator("#approver option").evaluate_all("os => os.map(o => o.value)")
+    assert offered == ["H001", "S001"]
+    for bad, words in (("P001", "not an SLT member"), ("NOPE", "not on the roster")):
+        resp = admin.request.post(
+            dash.url + "/consents/approvers", form={"csrf": _csrf(admin), "person": bad}
+        )
+        assert resp.status == 400 and words in resp.text(), bad
+    admin.select_option("#approver", "H001")
+    admin.click("button:text('Name approver')")
+    admin.wait_for_url(dash.url + "/consents")
+    expect(admin.locator('table.approvers tr[data-person="H001"]')).to_contain_text("Hana Head")
+    assert [a["actor"] for a in dash.actions("consent_approver_add")] == ["web:root"]
+
+    # Hana, now an approver, records a consent as herself
+    page.reload()
+    expect(page.locator("#approved-by")).to_contain_text("Hana Head (H001)")
+    page.fill("#person", "P002")
+    page.fill("#creason", "parent asked")
+    shots(page, "consents")
+    page.click("button:text('Record consent')")
+    page.wait_for_url(dash.url + "/consents")
+    expect(page.locator("table.consents tr[data-id]")).to_contain_text("Pat Pupil")
+    (act,) = dash.actions("consent_add")
+    assert act["actor"] == "web:hana" and act["detail"]["by"] == "H001"
+
+    # Sam, SLT but not named, sees the consents and cannot add one
+    sam = other_page()
+    login(sam, dash.url, "sam", "sam-pass-123")
+    sam.goto(dash.url + "/consents")
+    expect(sam.locator("table.consents tr[data-id]")).to_have_count(1)
+    expect(sam.locator("#not-approver")).to_contain_text("S001 is not one of them")
+    expect(sam.locator("#new-consent")).to_have_count(0)
+    expect(sam.locator("table.approvers button")).to_have_count(0)
+    resp = sam.request.post(dash.url + "/consents", form={"csrf": _csrf(sam), "person": "P001"})
+    assert resp.status == 403 and len(dash.actions("consent_add")) == 1
+
+    # removed: Hana's consent stands, she may not add another
+    admin.reload()
+    resp = admin.request.post(
+        dash.url + "/consents/approvers/remove", form={"csrf": _csrf(admin), "person": "S001"}
+    )
+    assert resp.status == 400 and "is not an approver" in resp.text()
+    admin.click("button[aria-label='Remove H001 from the approvers']")
+    admin.wait_for_url(dash.url + "/consents")
+    expect(admin.locator("table.approvers tr[data-person]")).to_have_count(0)
+    assert [a["actor"] for a in dash.actions("consent_approver_remove")] == ["web:root"]
+    resp = page.request.post(dash.url + "/consents", form={"csrf": _csrf(page), "person": "P001"})
+    assert resp.status == 403
+    page.reload()
+    expect(page.locator("table.consents tr[data-id]")).to_have_count(1)
+
+
+def test_the_trail_page_shows_host_actions_and_downloads_them(dash, page):
+    login(page, dash.url, "hana")
+    page.goto(dash.url + "/exemptions")
+    page.fill("#person", "P002")
+    page.select_option("#category", "send")
+    page.fill("#window1", "10:00-10:15")
+    page.fill("#review", dt.date.today().isoformat())
+    page.click("button:text('Record exemption')")
+    page.wait_for_url(dash.url + "/exemptions")
+    page.goto(dash.url + "/trail")
+    assert page.locator("table.trail-actions").count() == 0  # only when asked for
+    page.check("#tactions")
+    page.click("button:text('Search')")
+    row = page.locator("table.trail-actions tbody tr").filter(has_text="exemption_add")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("P002")
+    expect(row).to_contain_text("Pat Pupil")
+    expect(row).to_contain_text("web:hana")
+    # a person's search keeps the actions about them, and only those
+    page.fill("#tperson", "P001")
+    page.click("button:text('Search')")
+    expect(page.locator("table.trail-actions")).to_contain_text("Nothing to show.")
+    # actions belong to no locker
+    page.goto(dash.url + "/trail?actions=1&locker=L1")
+    expect(page.locator("main")).to_contain_text("Host actions belong to no locker")
+
+    page.context.clear_cookies()
+    login(page, dash.url, "root")
+    page.goto(dash.url + "/trail?actions=1&person=P002")
+    with page.expect_download() as info:
+        page.click("a:text('CSV')")
+    text = open(info.value.path(), encoding="utf-8").read()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    acts = [r for r in rows if r["event"] == "exemption_add"]
+    assert len(acts) == 1 and acts[0]["locker"] == "" and acts[0]["by"] == "web:hana"
+    downloads = dash.actions("export")
+    assert downloads and downloads[0]["detail"]["actions"] is True

@@ -100,6 +100,9 @@ class Board:
         # how far the clock was off when it was last set (the state's clock_offset_s)
         self.clock_correction = None if before is None else int(unix_seconds) - before
 
+    def rssi(self):
+        return None  # no radio in the simulation (the state's rssi is null)
+
     def set_door(self, bay, reading):
         self.doors[bay - 1] = reading
 

@@ -1,7 +1,8 @@
 """The school's everyday exceptions in the dashboard: the office's named release (`/release`:
 search by name, a reason from the list, the locker's answer), the SLT's keep-safe consents
-(`/consents`) and exemptions register (`/exemptions`, with those due for review), and the
-office's visitors (`/visitors`). The same checks and store functions as the commands
+(`/consents`: recorded only by an account whose person is a named approver; admins name the
+approvers there too) and exemptions register (`/exemptions`, with those due for review), and
+the office's visitors (`/visitors`). The same checks and store functions as the commands
 (`lockerctl release`, `consent`, `exemption`, `visitor`); every change is in the trail with the
 account (`web:<username>`)."""
 
@@ -22,7 +23,17 @@ from ...display import person_label
 from ...errors import UserError
 from ...store import StoreError
 from ..context import ALL, SLT
-from ..deps import ANY_ROLE, FORM, SLT_FORM, SLT_ONLY, Viewer, ctx, current
+from ..deps import (
+    ADMIN_FORM,
+    ADMIN_ONLY,
+    ANY_ROLE,
+    FORM,
+    SLT_FORM,
+    SLT_ONLY,
+    Viewer,
+    ctx,
+    current,
+)
 from ..forms import Form
 from ..templating import add_nav, render
 
@@ -153,9 +164,22 @@ def _by_names(request, rows) -> dict[str, str]:
     return {r.by: person_label(names, r.by, sees) for r in rows if r.by}
 
 
-def consents_page(request, values: dict, message: str = "", status: int = 200):
+def _slt_people(c):
+    """(person_id, name) of the roster's people with an slt card, by name."""
+    seen: dict[str, str] = {}
+    for r in c.store.roster(c.site):
+        if r.role == "slt" and not r.revoked:
+            seen.setdefault(r.person_id, r.name)
+    return sorted(seen.items(), key=lambda p: p[1])
+
+
+def consents_page(request, v: Viewer, values: dict, message: str = "", status: int = 200):
     c = ctx(request)
     rows = X.list_consents(c.store, c.site, False, int(time.time()))
+    approvers = X.list_approvers(c.store, c.site)
+    me = v.user.person_id
+    approver = next((a for a in approvers if a.person_id == me and a.slt), None)
+    named = {a.person_id for a in approvers}
     return render(
         request,
         "consents.html",
@@ -167,12 +191,22 @@ def consents_page(request, values: dict, message: str = "", status: int = 200):
         by=_by_names(request, rows),
         values=values,
         message=message,
+        approver=approver,
+        approvers=approvers,
+        is_admin=v.role == "admin",
+        candidates=[p for p in _slt_people(c) if p[0] not in named],
     )
+
+
+NOT_AN_APPROVER = (
+    "Only the Headteacher and the SLT members an admin names may record a keep-safe consent, "
+    "and your account's person is not one of them."
+)
 
 
 @router.get("/consents")
 def consents_get(request: Request, v: Viewer = SLT_ONLY):
-    return consents_page(request, {})
+    return consents_page(request, v, {})
 
 
 @router.post("/consents")
@@ -180,10 +214,11 @@ def consents_post(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
     from ...cmd_exceptions import parse_date
 
     c = ctx(request)
+    by = v.user.person_id
+    if not X.is_approver(c.store, c.site, by):  # the account's own person approves, or no one
+        return consents_page(request, v, f.values(), NOT_AN_APPROVER, 403)
+    assert by is not None
     try:
-        by = v.user.person_id
-        if not by:
-            raise ValueError("your account is not linked to a person on the roster")
         until = parse_date(f.get("until").strip() or None, "Until")
         reason = " ".join(f.get("reason").split()) or None
         if reason:
@@ -201,8 +236,33 @@ def consents_post(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
             int(time.time()),
         )
     except (ValueError, StoreError, UserError) as err:
-        return consents_page(request, f.values(), str(err), 400)
+        return consents_page(request, v, f.values(), str(err), 400)
     c.flash(v.token, "ok", f"Consent {cid} recorded.")
+    return RedirectResponse("/consents", 303)
+
+
+@router.post("/consents/approvers")
+def consent_approver_add(request: Request, v: Viewer = ADMIN_ONLY, f: Form = ADMIN_FORM):
+    """An admin names an approver (as `lockerctl consent approver add`)."""
+    c = ctx(request)
+    person = f.get("person").strip()
+    try:
+        X.add_approver(c.store, c.site, person, v.actor, int(time.time()))
+    except StoreError as err:
+        return consents_page(request, v, {}, str(err), 400)
+    c.flash(v.token, "ok", f"{person} may approve keep-safe consents.")
+    return RedirectResponse("/consents", 303)
+
+
+@router.post("/consents/approvers/remove")
+def consent_approver_remove(request: Request, v: Viewer = ADMIN_ONLY, f: Form = ADMIN_FORM):
+    c = ctx(request)
+    person = f.get("person").strip()
+    try:
+        X.remove_approver(c.store, c.site, person, v.actor)
+    except StoreError as err:
+        return consents_page(request, v, {}, str(err), 400)
+    c.flash(v.token, "ok", f"{person} may no longer approve keep-safe consents.")
     return RedirectResponse("/consents", 303)
 
 

@@ -1,5 +1,7 @@
 """The audit trail (`/trail`, SLT and admins): events newest first, 50 a page, searched by date
-range, person and locker; admins download exactly that search (`/trail.csv`, `/trail.xlsx`,
+range, person and locker; with "host actions" ticked, also the host's own actions in that search
+(grants, consents, releases, revocations, account changes, downloads: what `lockerctl export
+--include actions` adds); admins download exactly that search (`/trail.csv`, `/trail.xlsx`,
 `lockerctl.export`), each download recorded (`export`)."""
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from starlette.responses import Response
 
 from ... import store_web, words
 from ...bounds import YEARS, BoundError, parse_date
-from ...display import received_time
+from ...display import event_time, received_time
 from ..deps import ADMIN_ONLY, SLT_ONLY, Viewer, ctx
 from ..templating import render
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
+ACTIONS_SHOWN = 100  # the newest host actions of a search; the downloads hold them all
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
@@ -31,6 +34,16 @@ class Search:
     end: int | None
     locker: str | None
     person: str | None
+    actions: bool = False
+
+    def action_rows(self, c) -> list | None:
+        """The host actions of this search, oldest first (None unless asked for; a locker's
+        search has none: actions belong to no locker)."""
+        if not self.actions or self.locker is not None:
+            return None
+        from ...store_exceptions import action_rows
+
+        return list(action_rows(c.store, c.site, self.start, self.end, self.person))
 
 
 def search(c, query) -> Search:
@@ -45,7 +58,8 @@ def search(c, query) -> Search:
         raise HTTPException(400, f"dates must be YYYY-MM-DD in the years {YEARS}: {err}") from None
     start, end = date_range(d_from, d_to, c.timezone())
     person = (query.get("person") or "").strip() or None
-    return Search(start, end, query.get("locker") or None, person)
+    actions = query.get("actions") == "1"
+    return Search(start, end, query.get("locker") or None, person, actions)
 
 
 def page_of(c, s: Search, wanted: str | None) -> tuple[int, int, int, list]:
@@ -79,7 +93,12 @@ def trail_page(request: Request, v: Viewer = SLT_ONLY):
         }
         for r in rows
     ]
-    keep = {k: q.get(k) for k in ("from", "to", "locker", "person") if q.get(k)}
+    acts = s.action_rows(c)
+    actions = None
+    if acts is not None:
+        newest = acts[::-1][:ACTIONS_SHOWN]
+        actions = [{"r": a, "when": event_time(a.ts, a.ts, zone, "seconds")} for a in newest]
+    keep = {k: q.get(k) for k in ("from", "to", "locker", "person", "actions") if q.get(k)}
     return render(
         request,
         "trail.html",
@@ -87,7 +106,9 @@ def trail_page(request: Request, v: Viewer = SLT_ONLY):
         "/trail",
         events=events,
         keep=keep,
-        query={k: q.get(k, "") for k in ("from", "to", "person", "locker")},
+        query={k: q.get(k, "") for k in ("from", "to", "person", "locker", "actions")},
+        actions=actions,
+        actions_total=len(acts) if acts is not None else 0,
         lockers=[("", "all")] + [(r.id, r.id) for r in c.store.lockers(c.site)],
         page_no=page_no,
         pages=pages,
@@ -103,11 +124,19 @@ def trail_download(request: Request, v: Viewer, fmt: str) -> Response:
     s = search(c, request.query_params)
     buf: io.StringIO | io.BytesIO = io.StringIO() if fmt == "csv" else io.BytesIO()
     n = export_events(
-        c.store, c.site, fmt, buf, start=s.start, end=s.end, locker=s.locker, person=s.person
+        c.store,
+        c.site,
+        fmt,
+        buf,
+        start=s.start,
+        end=s.end,
+        locker=s.locker,
+        person=s.person,
+        actions=s.action_rows(c),
     )
     value = buf.getvalue()
     data = value.encode("utf-8") if isinstance(value, str) else value
-    detail = {"format": fmt, "rows": n, "from": s.start, "to": s.end}
+    detail = {"format": fmt, "rows": n, "from": s.start, "to": s.end, "actions": s.actions}
     c.store.record_action(
         c.site, v.actor, "export", {**detail, "locker": s.locker, "person": s.person}
     )
