@@ -434,10 +434,11 @@ class Network:
 
     def rssi(self):
         """The access point's signal in dBm while connected, else None."""
-        if self._state != _UP:
+        wlan = self._wlan
+        if self._state != _UP or wlan is None:
             return None
         try:
-            return self._wlan.status("rssi")
+            return wlan.status("rssi")
         except (OSError, ValueError):
             return None
 
