@@ -57,7 +57,7 @@ def test_alerts_urgent_first_filter_and_ack_all_of_a_kind(dash, page, shots):
     expect(page.locator('tr[data-kind="door_left_open"]')).to_contain_text("(locker's clock: ")
     mine = next(r.id for r in dash.store.events(SITE) if r.type == "door_forced" and r.bay == 2)
     expect(page.locator(f"#alert-event-{mine}")).not_to_contain_text("locker's")  # within 60 s
-    shots(page, "alerts")
+    shots(page, "alerts-urgent-first")
 
     # the filter: one kind
     page.select_option("#f-kind", "door_forced")
