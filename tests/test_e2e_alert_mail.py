@@ -85,8 +85,8 @@ def door_events(store, kind="door_forced"):
 
 
 def test_forced_door_is_mailed_once_and_smtp_trouble_never_delays_ingest(tmp_path):
-    from lockerctl import store_alerts
     from lockerctl.store import Store
+    from lockerctl.store import alerts as store_alerts
 
     db = f"sqlite:///{tmp_path / 'lockers.db'}"
     broker = Broker(tmp_path).start()
@@ -225,9 +225,9 @@ def test_starttls_login_and_a_wrong_password_that_delays_nothing(tmp_path):
     import urllib.request
     from http.cookiejar import CookieJar
 
-    from lockerctl import store_alerts
     from lockerctl.broker import make_ca, make_server_cert
     from lockerctl.store import Store
+    from lockerctl.store import alerts as store_alerts
 
     ca_key, ca_cert = make_ca("school")
     key, cert = make_server_cert(ca_key, ca_cert, ["localhost", "127.0.0.1"])

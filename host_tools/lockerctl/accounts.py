@@ -24,18 +24,16 @@ import threading
 import time
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-
-from . import store as store_mod
-from .store import PERSON_ID_RE, StoreError, metadata, users
+from .store import PERSON_ID_RE, StoreError
+from .store import accounts as rows
+from .store.accounts import SSO_PASSWORD_HASH
 
 ACCOUNT_ROLES = ("office", "slt", "admin")
 USERNAME_RE = re.compile(r"[A-Za-z0-9._@-]{1,64}\Z")
 # An account that signs in with the school's OpenID Connect provider (`lockerctl user add EMAIL
-# --sso`) has no local password: this marker stands in its `password_hash`, and no password ever
-# verifies against it (it is not an `scrypt$...` hash). Its username is the e-mail address, in
+# --sso`) has no local password: `SSO_PASSWORD_HASH` stands in its `password_hash`, and no password
+# ever verifies against it (it is not an `scrypt$...` hash). Its username is the e-mail address, in
 # lower case; the provider's verified `email` claim is matched against it, case-insensitively.
-SSO_PASSWORD_HASH = "sso"
 EMAIL_RE = re.compile(r"[a-z0-9._%+'-]{1,64}@[a-z0-9-]+(\.[a-z0-9-]+)+\Z")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
@@ -44,35 +42,6 @@ SESSION_SECONDS = 12 * 3600
 # scrypt cost: 128 * r * N bytes of memory = 16 MiB.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 _SCRYPT_MAXMEM = 64 * 1024 * 1024
-
-web_sessions = sa.Table(
-    "web_sessions",
-    metadata,
-    sa.Column("token_hash", sa.String(64), primary_key=True),
-    sa.Column("site", sa.String(64), nullable=False),
-    sa.Column("user_id", sa.Integer, nullable=False),
-    sa.Column("csrf", sa.String(64), nullable=False),
-    sa.Column("created_at", sa.BigInteger, nullable=False),
-    sa.Column("expires_at", sa.BigInteger, nullable=False),
-    sa.Index("ix_web_sessions_user", "user_id"),
-)
-
-alert_acks = sa.Table(
-    "alert_acks",
-    metadata,
-    sa.Column("site", sa.String(64), primary_key=True),
-    sa.Column("alert", sa.String(120), primary_key=True),  # e.g. "event:42", "offline:L1"
-    sa.Column("by", sa.String(64), nullable=False),  # the account's username
-    sa.Column("at", sa.BigInteger, nullable=False),
-)
-
-
-def _m0002_dashboard(conn):
-    web_sessions.create(conn, checkfirst=True)
-    alert_acks.create(conn, checkfirst=True)
-
-
-store_mod.register_migration("0002_dashboard", _m0002_dashboard)
 
 
 # -- passwords ------------------------------------------------------------------------------------
@@ -205,32 +174,7 @@ class Accounts:
             raise StoreError(f"person {person_id!r}: use 1-28 of A-Z a-z 0-9 . _ -")
         check_password(password)
         pw_hash = hash_password(password)
-        with self.store._write() as conn:
-            self.store._ensure_site(conn, self.site)
-            if conn.execute(
-                sa.select(users.c.id).where(
-                    users.c.site == self.site, users.c.username == username
-                )
-            ).first():
-                raise StoreError(f"user {username} already exists at site {self.site}")
-            uid = conn.execute(
-                users.insert().values(
-                    site=self.site,
-                    username=username,
-                    password_hash=pw_hash,
-                    role=role,
-                    person_id=person_id,
-                    created_at=int(time.time()),
-                    disabled=False,
-                )
-            ).inserted_primary_key[0]
-            store_mod._append_action(
-                conn,
-                self.site,
-                actor,
-                "user_add",
-                {"username": username, "role": role, "person": person_id},
-            )
+        uid = rows.add_user(self.store, self.site, username, pw_hash, role, person_id, actor)
         return User(uid, username, role, person_id)
 
     def add_sso_user(
@@ -244,32 +188,9 @@ class Accounts:
             raise StoreError(f"role {role!r} must be one of {', '.join(ACCOUNT_ROLES)}")
         if person_id is not None and not PERSON_ID_RE.match(person_id):
             raise StoreError(f"person {person_id!r}: use 1-28 of A-Z a-z 0-9 . _ -")
-        with self.store._write() as conn:
-            self.store._ensure_site(conn, self.site)
-            if conn.execute(
-                sa.select(users.c.id).where(
-                    users.c.site == self.site, sa.func.lower(users.c.username) == address
-                )
-            ).first():
-                raise StoreError(f"user {address} already exists at site {self.site}")
-            uid = conn.execute(
-                users.insert().values(
-                    site=self.site,
-                    username=address,
-                    password_hash=SSO_PASSWORD_HASH,
-                    role=role,
-                    person_id=person_id,
-                    created_at=int(time.time()),
-                    disabled=False,
-                )
-            ).inserted_primary_key[0]
-            store_mod._append_action(
-                conn,
-                self.site,
-                actor,
-                "user_add",
-                {"username": address, "role": role, "person": person_id, "sso": True},
-            )
+        uid = rows.add_user(
+            self.store, self.site, address, SSO_PASSWORD_HASH, role, person_id, actor
+        )
         return User(uid, address, role, person_id, True)
 
     def sso_user(self, email: str) -> User | None:
@@ -277,82 +198,28 @@ class Accounts:
         address = (email or "").strip().lower()
         if not address:
             return None
-        with self.store._read() as conn:
-            row = conn.execute(
-                sa.select(users).where(
-                    users.c.site == self.site,
-                    sa.func.lower(users.c.username) == address,
-                    users.c.password_hash == SSO_PASSWORD_HASH,
-                    users.c.disabled.is_(False),
-                )
-            ).first()
+        row = rows.sso_user(self.store, self.site, address)
         return _user(row) if row else None
 
     def users(self) -> list[User]:
-        with self.store._read() as conn:
-            rows = conn.execute(
-                sa.select(users)
-                .where(users.c.site == self.site, users.c.disabled.is_(False))
-                .order_by(users.c.username)
-            ).all()
-        return [_user(r) for r in rows]
+        return [_user(r) for r in rows.enabled_users(self.store, self.site)]
 
     def user(self, username: str) -> User | None:
-        with self.store._read() as conn:
-            row = conn.execute(
-                sa.select(users).where(
-                    users.c.site == self.site,
-                    users.c.username == username,
-                    users.c.disabled.is_(False),
-                )
-            ).first()
+        row = rows.enabled_user(self.store, self.site, username)
         return _user(row) if row else None
 
     def remove_user(self, username: str, actor: str = "lockerctl") -> None:
         """Deletes the account and ends its sessions; StoreError if there is no such user."""
-        with self.store._write() as conn:
-            row = conn.execute(
-                sa.select(users.c.id).where(
-                    users.c.site == self.site, users.c.username == username
-                )
-            ).first()
-            if row is None:
-                raise StoreError(f"no user {username} at site {self.site}")
-            conn.execute(web_sessions.delete().where(web_sessions.c.user_id == row.id))
-            conn.execute(users.delete().where(users.c.id == row.id))
-            store_mod._append_action(conn, self.site, actor, "user_remove", {"username": username})
+        rows.remove_user(self.store, self.site, username, actor)
 
     def set_password(self, username: str, password: str, actor: str = "lockerctl") -> None:
         check_password(password)
         pw_hash = hash_password(password)
-        with self.store._write() as conn:
-            row = conn.execute(
-                sa.select(users.c.id, users.c.password_hash).where(
-                    users.c.site == self.site, users.c.username == username
-                )
-            ).first()
-            if row is None:
-                raise StoreError(f"no user {username} at site {self.site}")
-            if row.password_hash == SSO_PASSWORD_HASH:
-                raise StoreError(
-                    f"{username} signs in with the school account (--sso): it has no password"
-                )
-            conn.execute(users.update().where(users.c.id == row.id).values(password_hash=pw_hash))
-            conn.execute(web_sessions.delete().where(web_sessions.c.user_id == row.id))
-            store_mod._append_action(
-                conn, self.site, actor, "user_password", {"username": username}
-            )
+        rows.set_password_hash(self.store, self.site, username, pw_hash, actor)
 
     def authenticate(self, username: str, password: str) -> User | None:
         """The user if the password is right, else None (same work either way)."""
-        with self.store._read() as conn:
-            row = conn.execute(
-                sa.select(users).where(
-                    users.c.site == self.site,
-                    users.c.username == username,
-                    users.c.disabled.is_(False),
-                )
-            ).first()
+        row = rows.enabled_user(self.store, self.site, username)
         ok = verify_password(password, row.password_hash if row else _dummy_hash())
         return _user(row) if (row is not None and ok) else None
 
@@ -363,85 +230,38 @@ class Accounts:
         now = int(time.time()) if now is None else now
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
-        with self.store._write() as conn:
-            conn.execute(web_sessions.delete().where(web_sessions.c.expires_at < now))
-            conn.execute(
-                web_sessions.insert().values(
-                    token_hash=_token_hash(token),
-                    site=self.site,
-                    user_id=user.id,
-                    csrf=csrf,
-                    created_at=now,
-                    expires_at=now + SESSION_SECONDS,
-                )
-            )
-        return token, Session(user, csrf, now + SESSION_SECONDS)
+        expires = now + SESSION_SECONDS
+        rows.add_session(self.store, self.site, user.id, _token_hash(token), csrf, now, expires)
+        return token, Session(user, csrf, expires)
 
     def session(self, token: str | None, now: int | None = None) -> Session | None:
         """The live session of a cookie token, or None."""
         if not token or len(token) > 200:
             return None
         now = int(time.time()) if now is None else now
-        s, u = web_sessions, users
-        with self.store._read() as conn:
-            row = conn.execute(
-                sa.select(s.c.csrf, s.c.expires_at, u.c.id, u.c.username, u.c.role, u.c.person_id)
-                .select_from(s.join(u, u.c.id == s.c.user_id))
-                .where(
-                    s.c.token_hash == _token_hash(token),
-                    s.c.site == self.site,
-                    s.c.expires_at > now,
-                    u.c.disabled.is_(False),
-                )
-            ).first()
+        row = rows.live_session(self.store, self.site, _token_hash(token), now)
         if row is None:
             return None
         return Session(_user(row), row.csrf, row.expires_at)
 
     def end_session(self, token: str) -> None:
-        with self.store._write() as conn:
-            conn.execute(
-                web_sessions.delete().where(web_sessions.c.token_hash == _token_hash(token))
-            )
+        rows.end_session(self.store, _token_hash(token))
 
     # alert acknowledgements
 
     def acknowledge(self, alert: str, username: str, detail: dict | None = None) -> bool:
         """Records that `username` acknowledged `alert`; False if it already was."""
-        with self.store._write() as conn:
-            if conn.execute(
-                sa.select(alert_acks.c.alert).where(
-                    alert_acks.c.site == self.site, alert_acks.c.alert == alert
-                )
-            ).first():
-                return False
-            conn.execute(
-                alert_acks.insert().values(
-                    site=self.site, alert=alert, by=username, at=int(time.time())
-                )
-            )
-            store_mod._append_action(
-                conn, self.site, f"web:{username}", "alert_ack", {"alert": alert, **(detail or {})}
-            )
-        return True
+        return rows.acknowledge(self.store, self.site, alert, username, detail)
 
     def acknowledgements(self) -> dict[str, tuple[str, int]]:
         """{alert: (username, at)} for the site."""
-        with self.store._read() as conn:
-            rows = conn.execute(sa.select(alert_acks).where(alert_acks.c.site == self.site))
-            return {r.alert: (r.by, r.at) for r in rows}
+        return rows.acknowledgements(self.store, self.site)
 
     def forget_acknowledgements(self, alerts) -> None:
         """Drops acknowledgements of conditions that have cleared (so a recurrence shows)."""
         alerts = list(alerts)
-        if not alerts:
-            return
-        with self.store._write() as conn:
-            conn.execute(
-                alert_acks.delete().where(
-                    alert_acks.c.site == self.site, alert_acks.c.alert.in_(alerts)
-                )
-            )
+        if alerts:
+            rows.forget_acknowledgements(self.store, self.site, alerts)
 
 
 # -- login rate limiting --------------------------------------------------------------------------

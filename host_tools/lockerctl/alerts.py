@@ -37,11 +37,9 @@ import time
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
-
 from . import words
 from .fwcalendar import Timetable
-from .store import events, people
+from .store import alerts as store_alerts
 
 EVENT_ALERTS = {
     k: words.ALERTS[k]
@@ -173,34 +171,8 @@ def school_hours(timetable_row, now: float) -> bool:
 
 def event_alerts(store, site: str, now: float, kinds=None) -> list[Alert]:
     """One alert per alerting event of the last `WINDOW` seconds (by receipt), newest first."""
-    e, p = events, people
     kinds = [k for k in (kinds or EVENT_ALERTS) if k in EVENT_ALERTS]
-    with store._read() as conn:
-        rows = conn.execute(
-            sa.select(
-                e.c.id,
-                e.c.locker_id,
-                e.c.ts,
-                e.c.sort_ts,
-                e.c.type,
-                e.c.bay,
-                e.c.person,
-                e.c.reason,
-                e.c.received_at,
-                p.c.name,
-                p.c.role,
-            )
-            .select_from(
-                e.outerjoin(p, sa.and_(p.c.site == e.c.site, p.c.person_id == e.c.person))
-            )
-            .where(
-                e.c.site == site,
-                e.c.type.in_(kinds),
-                e.c.received_at >= int(now - WINDOW),
-            )
-            .order_by(e.c.received_at.desc(), e.c.id.desc())
-            .limit(MAX_EVENT_ALERTS)
-        ).all()
+    rows = store_alerts.alerting_events(store, site, kinds, int(now - WINDOW), MAX_EVENT_ALERTS)
     return [
         Alert(
             f"event:{r.id}",
@@ -364,17 +336,7 @@ def select(
 
 def _last_rejection(store, site: str, locker_id: str) -> str | None:
     """The reason of the locker's latest `config_rejected` event, if any."""
-    with store._read() as conn:
-        return conn.execute(
-            sa.select(events.c.reason)
-            .where(
-                events.c.site == site,
-                events.c.locker_id == locker_id,
-                events.c.type == "config_rejected",
-            )
-            .order_by(events.c.id.desc())
-            .limit(1)
-        ).scalar()
+    return store_alerts.last_rejection(store, site, locker_id)
 
 
 def acknowledge(
@@ -388,8 +350,6 @@ def acknowledge(
 ) -> int:
     """Acknowledges one open alert (`key`) or every open alert of a `kind`, with an optional
     note; returns how many were acknowledged (0: none open). ValueError for a bad note."""
-    from . import store_alerts
-
     found, _ = compute(store, site, {}, now=now)
     if key is not None:
         found = [a for a in found if a.key == key]

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import sqlalchemy as sa
+import sqlalchemy as sa  # whole-database copies (snapshots, pg_dump), beneath any area's queries
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PG_MAGIC = b"PGDMP"

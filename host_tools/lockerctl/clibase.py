@@ -180,15 +180,14 @@ def actor() -> str:
 
 def open_store(site: Site):
     """The store named by `--db`, migrated, or a one-line UserError."""
-    import sqlalchemy as sa
-
     from .store import Store, StoreError
+    from .store.engine import DatabaseError
 
     try:
         return Store.open(site.db)
     except StoreError as e:
         raise UserError(str(e)) from None
-    except sa.exc.SQLAlchemyError as e:
+    except DatabaseError as e:
         orig = getattr(e, "orig", None)  # the driver's own error, when there is one
         msg = str(orig if orig is not None else e).splitlines()[0]
         raise UserError(f"cannot open the store {site.db}: {msg}") from None

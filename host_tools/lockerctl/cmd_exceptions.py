@@ -10,9 +10,10 @@ import time
 
 import click
 
-from . import store_exceptions as X
 from .clibase import UserError, actor, broker_options, cli, site_options
 from .cmd_store import _check_person_id, _local, _print_table, _store, card, parse_when
+from .store import consents as XC
+from .store import exceptions as X
 
 _HHMM = r"(?:[01]\d|2[0-3]):[0-5]\d"
 _WINDOW_RE = re.compile(rf"({_HHMM})-({_HHMM})\Z")
@@ -150,7 +151,7 @@ def consent_add(site, person_id, by, until, reason):
     day = parse_date(until, "--until")
     reason = _text(reason, "--reason")
     with _store(site) as st:
-        cid = X.add_consent(st, site.site, person_id, by, day, reason, actor(), int(time.time()))
+        cid = XC.add_consent(st, site.site, person_id, by, day, reason, actor(), int(time.time()))
     until_text = day.isoformat() if day else "no end date"
     click.echo(f"consent {cid}: {person_id} until {until_text}, by {by}")
 
@@ -162,7 +163,7 @@ def consent_list(site, show_all):
     """Consents in force (all with --all)."""
     now = int(time.time())
     with _store(site) as st:
-        rows = X.list_consents(st, site.site, show_all, now)
+        rows = XC.list_consents(st, site.site, show_all, now)
     table = [("id", "person", "name", "until", "by", "status", "reason")]
     for r in rows:
         ended = r.ended_at is not None or (r.until_ts is not None and r.until_ts <= now)
@@ -187,7 +188,7 @@ def consent_end(site, person_id):
     """End PERSON_ID's consent."""
     _check_person_id(person_id, "person")
     with _store(site) as st:
-        ids = X.end_consent(st, site.site, person_id, actor(), int(time.time()))
+        ids = XC.end_consent(st, site.site, person_id, actor(), int(time.time()))
     click.echo(f"consent {', '.join(map(str, ids))} of {person_id} ended")
 
 
@@ -204,7 +205,7 @@ def consent_approver_add(site, person_id):
     """Let PERSON_ID (an SLT member) approve keep-safe consents."""
     _check_person_id(person_id, "person")
     with _store(site) as st:
-        X.add_approver(st, site.site, person_id, actor(), int(time.time()))
+        XC.add_approver(st, site.site, person_id, actor(), int(time.time()))
     click.echo(f"{person_id} may approve keep-safe consents")
 
 
@@ -215,7 +216,7 @@ def consent_approver_remove(site, person_id):
     """PERSON_ID may no longer approve keep-safe consents (those they gave stand)."""
     _check_person_id(person_id, "person")
     with _store(site) as st:
-        X.remove_approver(st, site.site, person_id, actor())
+        XC.remove_approver(st, site.site, person_id, actor())
     click.echo(f"{person_id} may no longer approve keep-safe consents")
 
 
@@ -225,7 +226,7 @@ def consent_approver_list(site):
     """The approvers of keep-safe consents (status `no slt card`: refused until they hold
     one again)."""
     with _store(site) as st:
-        rows = X.list_approvers(st, site.site)
+        rows = XC.list_approvers(st, site.site)
         tz = st.timezone(site.site)
     if not rows:
         click.echo(

@@ -17,7 +17,6 @@ def firmware():
 
 
 def _open(site):
-    from . import store_fleet  # noqa: F401 - its table's migration applies on open
 
     return open_store(site)
 
@@ -48,8 +47,8 @@ def publish(site, directory, version, targets, timeout):
     the version in its state (or `update_rejected` / `update_failed`). V must be newer than
     what each target runs."""
     from . import firmware as fw
-    from . import store_fleet
     from .serve import broker_auth
+    from .store import fleet as store_fleet
 
     try:
         files = fw.collect_build(directory, version)
@@ -138,8 +137,8 @@ def _send(site, user, password, messages, timeout: float) -> None:
 def status(site):
     """Each locker's running firmware, the version offered to it, how much of it is on its
     flash, and the last version that failed there."""
-    from . import store_fleet
     from .fleet import health
+    from .store import fleet as store_fleet
 
     st = _open(site)
     try:

@@ -201,19 +201,7 @@ def serve(
 
     _setup_logging(verbose, log_format)
     address = parse_hostport(http, 8080) if http else None
-    tls = None
-    if http_cert or http_key:
-        if not (http_cert and http_key):
-            raise UserError("--http-cert and --http-key go together")
-        if not http:
-            raise UserError("--http-cert needs --http HOST:PORT (the dashboard's address)")
-        from .web.app import tls_context
-
-        try:
-            tls_context(http_cert, http_key)
-        except ValueError as e:
-            raise UserError(f"--http-cert/--http-key: {e}") from None
-        tls = (http_cert, http_key)
+    tls = _tls(http, http_cert, http_key)
     web_options = _web_options(
         http,
         oidc_issuer,
@@ -234,15 +222,8 @@ def serve(
         review_at,
         review_to,
     )
-    from . import store_alerts  # noqa: F401 - its tables (migration 0011)
 
-    store = _open_store(site)  # a bad --db is a one-line error before anything starts
-    backend = store.engine.dialect.name
-    store.close()
-    if workers > 1 and backend != "postgresql":
-        raise UserError(
-            f"--workers {workers} needs PostgreSQL: {backend} takes one writer at a time"
-        )
+    _check_store(site, workers)
     service = Service(
         site,
         client_id=client_id,
@@ -252,6 +233,40 @@ def serve(
     )
     service.web_options = web_options
     service.mail_settings = mail
+    _run(service, site, address, tls)
+
+
+def _tls(http, http_cert, http_key) -> tuple[str, str] | None:
+    """(cert, key) for the dashboard's HTTPS, checked now; None for plain HTTP."""
+    if not (http_cert or http_key):
+        return None
+    if not (http_cert and http_key):
+        raise UserError("--http-cert and --http-key go together")
+    if not http:
+        raise UserError("--http-cert needs --http HOST:PORT (the dashboard's address)")
+    from .web.app import tls_context
+
+    try:
+        tls_context(http_cert, http_key)
+    except ValueError as e:
+        raise UserError(f"--http-cert/--http-key: {e}") from None
+    return (http_cert, http_key)
+
+
+def _check_store(site: Site, workers: int) -> None:
+    """A bad --db is a one-line error before anything starts; so is --workers without
+    PostgreSQL."""
+    store = _open_store(site)
+    backend = store.engine.dialect.name
+    store.close()
+    if workers > 1 and backend != "postgresql":
+        raise UserError(
+            f"--workers {workers} needs PostgreSQL: {backend} takes one writer at a time"
+        )
+
+
+def _run(service, site: Site, address, tls) -> None:
+    """Starts the service (and the dashboard at `address`) until SIGTERM or Ctrl-C."""
 
     def stop(signum, frame):
         service.request_stop()
@@ -362,12 +377,9 @@ def _start_dashboard(service, http: tuple[str, int], tls=None):
 
 def _redacted(db: str) -> str:
     """The store's URL without its password, for the log."""
-    try:
-        import sqlalchemy as sa
+    from .store.engine import redacted_url
 
-        return sa.engine.make_url(db).render_as_string(hide_password=True)
-    except Exception:
-        return db
+    return redacted_url(db)
 
 
 def _web_options(http, issuer, client_id, secret_file, redirect_uri, token_file) -> dict:

@@ -21,16 +21,16 @@ from .clibase import Site, UserError, cli, open_store, site_options
 
 
 def _registered_port(locker: str, site: Site) -> int:
-    import sqlalchemy as sa
+    from .store.engine import StoreError, sqlite_database
 
     try:
-        url = sa.engine.make_url(site.db)
-    except sa.exc.ArgumentError:
-        raise UserError(f"bad database URL {site.db!r}") from None
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        if not Path(url.database).exists():
+        database = sqlite_database(site.db)
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    if database:
+        if not Path(database).exists():
             raise UserError(
-                f"no database at {url.database} to find locker {locker} in "
+                f"no database at {database} to find locker {locker} in "
                 "(set --db or $LOCKER_DB, or use --device FILE or --port N)"
             )
     st = open_store(site)

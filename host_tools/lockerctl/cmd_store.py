@@ -223,7 +223,7 @@ def _actions(st, site, start, end, locker, person, include):
     export (--locker) has none of them."""
     if "actions" not in include or locker is not None:
         return None
-    from .store_exceptions import action_rows
+    from .store.lookup import action_rows
 
     return action_rows(st, site, start, end, person)
 
@@ -591,8 +591,9 @@ def locker_list(site):
     each one's health: firmware version (and an offered one with progress), uptime, reset cause,
     heap low-water mark, journal fill, Wi-Fi signal, clock offset, then its warnings
     (docs/fleet.md)."""
-    from . import fleet, store_fleet
+    from . import fleet
     from .display import read_state
+    from .store import fleet as store_fleet
 
     with _store(site) as st:
         rows = st.lockers(site.site)

@@ -149,13 +149,13 @@ def user_list(site):
 @site_options
 def user_remove(site, username):
     """Delete account USERNAME and end its sessions."""
-    from . import store_web
     from .store import StoreError
+    from .store import tokens as store_tokens
 
     store, accounts = _accounts(site)
     try:
         accounts.remove_user(username, actor=actor())
-        store_web.drop_tokens_of(store, site.site, username)
+        store_tokens.drop_tokens_of(store, site.site, username)
     except StoreError as e:
         raise UserError(str(e)) from None
     finally:
@@ -198,12 +198,12 @@ def token():
 def token_add(site, username, label):
     """Make an API token for account USERNAME (it acts with the account's role). The token is
     printed once; only its SHA-256 is kept."""
-    from . import store_web
     from .store import StoreError
+    from .store import tokens as store_tokens
 
     store = open_store(site)
     try:
-        secret, made = store_web.add_token(store, site.site, username, label, actor())
+        secret, made = store_tokens.add_token(store, site.site, username, label, actor())
     except StoreError as e:
         raise UserError(str(e)) from None
     finally:
@@ -217,12 +217,12 @@ def token_add(site, username, label):
 @site_options
 def token_list(site, username):
     """The API tokens (of USERNAME): id, account, label, when made and last used."""
-    from . import store_web
     from .display import format_ts
+    from .store import tokens as store_tokens
 
     store = open_store(site)
     try:
-        rows = store_web.tokens(store, site.site, username)
+        rows = store_tokens.tokens(store, site.site, username)
         zone = store.timezone(site.site)
     finally:
         store.close()
@@ -247,12 +247,12 @@ def token_list(site, username):
 @site_options
 def token_revoke(site, token_id):
     """Revoke API token TOKEN_ID (`lockerctl token list` shows the ids)."""
-    from . import store_web
     from .store import StoreError
+    from .store import tokens as store_tokens
 
     store = open_store(site)
     try:
-        store_web.revoke_token(store, site.site, token_id, actor())
+        store_tokens.revoke_token(store, site.site, token_id, actor())
     except StoreError as e:
         raise UserError(str(e)) from None
     finally:

@@ -392,7 +392,7 @@ class Ingestor:
 
     def _store_batch(self, batch: list):
         if self.shared:
-            from .store_ingest import ingest_shared
+            from .store.ingest import ingest_shared
 
             return ingest_shared(self.store, self.site, batch, JOURNAL_MAX_EVENTS)
         return self.store.ingest_journals(self.site, batch, JOURNAL_MAX_EVENTS)

@@ -45,8 +45,9 @@ from email.utils import formatdate, make_msgid
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
-from . import alerts, store_alerts, words
+from . import alerts, words
 from .display import format_ts
+from .store import alerts as store_alerts
 
 log = logging.getLogger("lockerctl.mail")
 
@@ -244,7 +245,7 @@ class AlertMailer:
         review = self._review_due(now)
         queued = 0
         recipients = ",".join(self.settings.to)
-        with st._write() as conn:
+        with st.transaction() as conn:
             m = store_alerts.marks(conn, site)
             since = m.get("looked_at", int(now)) - store_alerts.SCAN_BEHIND
             new_events = self._new_events(conn, since)
@@ -332,7 +333,7 @@ class AlertMailer:
         school_day = cal.is_school_day(int(now)) if row is not None else local.weekday() < 5
         if not school_day:
             return None
-        with self.store._read() as conn:
+        with self.store.reading() as conn:
             if store_alerts.marks(conn, self.site).get("review_day", 0) >= day:
                 return None
         data = review.daily_review(self.store, self.site, local.date())

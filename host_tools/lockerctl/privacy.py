@@ -13,11 +13,9 @@ from __future__ import annotations
 import json
 import time
 
-import sqlalchemy as sa
-
-from . import store as st_mod
-from . import trail
 from .display import event_time, read_state
+from .store import PERSON_ID_RE, mask_uid
+from .store import privacy as rows
 
 DAY = 86400
 
@@ -36,71 +34,10 @@ def cutoff(keep_days: int, now: int | None = None) -> int:
 # --- retention -----------------------------------------------------------------------------
 
 
-def _old_entries(site: str, before: int):
-    t = st_mod.trail_entries
-    redact_action = sa.and_(t.c.kind == "action", t.c.content.like(f"%{st_mod._REDACT_WORD}%"))
-    return sa.select(sa.func.count()).where(
-        t.c.site == site,
-        t.c.at < before,
-        t.c.redacted.is_(False),
-        sa.not_(redact_action),  # never redacted: nothing personal in them
-    )
-
-
-def _ended_grants(site: str, before: int):
-    g = st_mod.grants
-    return sa.and_(
-        g.c.site == site,
-        sa.or_(
-            g.c.until_ts < before, sa.and_(g.c.revoked_at.is_not(None), g.c.revoked_at < before)
-        ),
-    )
-
-
-def _departed_people(conn, site: str, before: int) -> list[str]:
-    """People no longer on the roster (inactive, no card left) whom nothing kept refers to: no
-    event that keeps its personal fields, no grant, no dashboard account."""
-    p, c, e, g, u = (st_mod.people, st_mod.cards, st_mod.events, st_mod.grants, st_mod.users)
-    candidates = conn.execute(
-        sa.select(p.c.person_id).where(
-            p.c.site == site,
-            p.c.active.is_(False),
-            ~sa.exists().where(c.c.site == site, c.c.person_id == p.c.person_id),
-        )
-    ).scalars()
-    out = []
-    for pid in candidates:
-        live_event = conn.execute(
-            sa.select(e.c.id)
-            .where(e.c.site == site, sa.or_(e.c.person == pid, e.c.by == pid))
-            .limit(1)
-        ).first()
-        if live_event is not None:
-            continue
-        grant = conn.execute(
-            sa.select(g.c.id)
-            .where(g.c.site == site, sa.or_(g.c.person_id == pid, g.c.by == pid))
-            .where(~_ended_grants(site, before))
-            .limit(1)
-        ).first()
-        if grant is not None:
-            continue
-        account = conn.execute(
-            sa.select(u.c.id).where(u.c.site == site, u.c.person_id == pid).limit(1)
-        ).first()
-        if account is None:
-            out.append(pid)
-    return out
-
-
 def retention_preview(store, site: str, keep_days: int, now: int | None = None) -> dict:
     """What `apply_retention` would do, changing nothing."""
     before = cutoff(keep_days, now)
-    with store.engine.connect() as conn:
-        entries = conn.execute(_old_entries(site, before)).scalar()
-        grants = conn.execute(
-            sa.select(sa.func.count()).where(_ended_grants(site, before))
-        ).scalar()
+    entries, grants = rows.retention_counts(store, site, before)
     return {"cutoff": before, "entries": entries, "grants": grants, "people": None}
 
 
@@ -116,22 +53,8 @@ def apply_retention(
     """
     before = cutoff(keep_days, now)
     entries = store.redact_before(site, before, actor=actor)
-    g = st_mod.grants
-    with store.engine.connect().execution_options(classlocker_write=True) as conn:
-        with conn.begin():
-            grants = conn.execute(g.delete().where(_ended_grants(site, before))).rowcount
-            # conflicting events kept aside (issue 13) hold person ids too: gone with the rest
-            c = st_mod.event_conflicts
-            conn.execute(c.delete().where(c.c.site == site, c.c.last_at < before))
-            gone = _departed_people(conn, site, before)
-            for i in range(0, len(gone), 500):
-                conn.execute(
-                    st_mod.people.delete().where(
-                        st_mod.people.c.site == site,
-                        st_mod.people.c.person_id.in_(gone[i : i + 500]),
-                    )
-                )
-    result = {"cutoff": before, "entries": entries, "grants": grants, "people": len(gone)}
+    grants, people = rows.delete_expired(store, site, before)
+    result = {"cutoff": before, "entries": entries, "grants": grants, "people": people}
     store.record_action(site, actor, "retention", {"keep_days": keep_days, **result})
     return result
 
@@ -166,44 +89,57 @@ def subject_access(store, site: str, person_id: str, now: int | None = None) -> 
     linked to them, bays they hold now. Events whose personal fields were removed by retention no
     longer name anyone, so they are not part of it.
     """
-    if not st_mod.PERSON_ID_RE.match(person_id or ""):
+    if not PERSON_ID_RE.match(person_id or ""):
         raise PrivacyError(f"{person_id!r} is not a person id (1-28 of A-Z a-z 0-9 . _ -)")
     now = int(time.time()) if now is None else int(now)
     tz = store.timezone(site)
-    out: dict = {
+    accounts = _accounts(store, site, person_id, tz)
+    usernames = {a["username"] for a in accounts}
+    return {
         "subject": person_id,
         "site": site,
         "generated": _iso(now, tz),
         "timezone": tz,
-        "person": None,
-        "cards": [],
-        "events": [],
-        "grants": [],
-        "actions": [],
-        "dashboard_accounts": [],
-        "holding": [],
+        "person": _person(store, site, person_id),
+        "cards": _cards(store, site, person_id),
+        "events": _events(store, site, person_id, tz),
+        "grants": _grants(store, site, person_id, now, tz),
+        "actions": _actions(store, site, person_id, usernames, tz),
+        "dashboard_accounts": accounts,
+        "holding": _holding(store, site, person_id),
     }
+
+
+def _person(store, site: str, person_id: str) -> dict | None:
     person = store.person(site, person_id)
-    if person is not None:
-        out["person"] = {
-            "person_id": person.person_id,
-            "name": person.name,
-            "role": person.role,
-            "on_roster": bool(person.active),
+    if person is None:
+        return None
+    return {
+        "person_id": person.person_id,
+        "name": person.name,
+        "role": person.role,
+        "on_roster": bool(person.active),
+    }
+
+
+def _cards(store, site: str, person_id: str) -> list[dict]:
+    return [
+        {
+            "card": mask_uid(c.uid),
+            "role": c.role,
+            "year": c.year or None,
+            "walk_home": bool(c.walk_home),
+            "revoked": bool(c.revoked),
         }
-    for c in store.person_cards(site, person_id):
-        out["cards"].append(
-            {
-                "card": st_mod.mask_uid(c.uid),
-                "role": c.role,
-                "year": c.year or None,
-                "walk_home": bool(c.walk_home),
-                "revoked": bool(c.revoked),
-            }
-        )
+        for c in store.person_cards(site, person_id)
+    ]
+
+
+def _events(store, site: str, person_id: str, tz: str) -> list[dict]:
+    out = []
     for e in store.events(site, person=person_id):
         roles = [r for r, v in (("subject", e.person), ("actor", e.by)) if v == person_id]
-        out["events"].append(
+        out.append(
             {
                 "time": event_time(e.ts, e.received_at, tz),
                 "received": _iso(e.received_at, tz),
@@ -217,10 +153,15 @@ def subject_access(store, site: str, person_id: str, now: int | None = None) -> 
                 "reason": e.reason,
             }
         )
+    return out
+
+
+def _grants(store, site: str, person_id: str, now: int, tz: str) -> list[dict]:
+    out = []
     for g in store.grants(site, include_ended=True, now=now):
         if person_id not in (g.person_id, g.by):
             continue
-        out["grants"].append(
+        out.append(
             {
                 "id": g.id,
                 "as": [
@@ -238,52 +179,52 @@ def subject_access(store, site: str, person_id: str, now: int | None = None) -> 
                 "revoked": _iso(g.revoked_at, tz),
             }
         )
-    u = st_mod.users
-    t = st_mod.trail_entries
-    with store.engine.connect() as conn:
-        accounts = conn.execute(
-            sa.select(u.c.username, u.c.role, u.c.created_at, u.c.disabled)
-            .where(u.c.site == site, u.c.person_id == person_id)
-            .order_by(u.c.username)
-        ).all()
-        usernames = {a.username for a in accounts}
-        for a in accounts:
-            out["dashboard_accounts"].append(
+    return out
+
+
+def _accounts(store, site: str, person_id: str, tz: str) -> list[dict]:
+    return [
+        {
+            "username": a.username,
+            "role": a.role,
+            "created": _iso(a.created_at, tz),
+            "disabled": bool(a.disabled),
+        }
+        for a in rows.linked_accounts(store, site, person_id)
+    ]
+
+
+def _actions(store, site: str, person_id: str, usernames: set, tz: str) -> list[dict]:
+    """Host actions by one of the person's accounts or naming them in their detail."""
+    out = []
+    for r in rows.unredacted_actions(store, site):
+        try:
+            content = json.loads(r.content or "{}")
+        except ValueError:
+            continue
+        if not isinstance(content, dict):
+            continue
+        actor = str(content.get("actor") or "")
+        by_account = actor.rpartition(":")[2] in usernames if usernames else False
+        if by_account or _mentions(content.get("detail"), person_id):
+            out.append(
                 {
-                    "username": a.username,
-                    "role": a.role,
-                    "created": _iso(a.created_at, tz),
-                    "disabled": bool(a.disabled),
+                    "entry": r.id,
+                    "time": _iso(content.get("at"), tz),
+                    "actor": actor,
+                    "action": content.get("action"),
+                    "detail": content.get("detail"),
                 }
             )
-        rows = conn.execution_options(yield_per=2000, stream_results=True).execute(
-            sa.select(t.c.id, t.c.content)
-            .where(t.c.site == site, t.c.kind == trail.ACTION, t.c.redacted.is_(False))
-            .order_by(t.c.id)
-        )
-        for r in rows:
-            try:
-                content = json.loads(r.content or "{}")
-            except ValueError:
-                continue
-            if not isinstance(content, dict):
-                continue
-            actor = str(content.get("actor") or "")
-            by_account = actor.rpartition(":")[2] in usernames if usernames else False
-            if by_account or _mentions(content.get("detail"), person_id):
-                out["actions"].append(
-                    {
-                        "entry": r.id,
-                        "time": _iso(content.get("at"), tz),
-                        "actor": actor,
-                        "action": content.get("action"),
-                        "detail": content.get("detail"),
-                    }
-                )
+    return out
+
+
+def _holding(store, site: str, person_id: str) -> list[dict]:
+    out = []
     for locker in store.lockers(site):
         for bay in read_state(locker.state).bays:
             if bay["holder"] == person_id:
-                out["holding"].append({"locker": locker.id, "bay": bay["bay"]})
+                out.append({"locker": locker.id, "bay": bay["bay"]})
     return out
 
 

@@ -60,7 +60,7 @@ class Release:
 
 def find_bay(store, site: str, person_id: str) -> tuple[str, int]:
     """(locker, bay) of the one bay holding the person's phone; ValueError otherwise."""
-    from .store_exceptions import phone_bays
+    from .store.lookup import phone_bays
 
     bays = phone_bays(store, site, person_id)
     if not bays:

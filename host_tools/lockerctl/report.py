@@ -35,9 +35,10 @@ from dataclasses import dataclass, field
 from html import escape
 from zoneinfo import ZoneInfo
 
-from . import alerts, store_alerts
+from . import alerts
 from .display import CsvWriter
 from .export import local_day_start
+from .store import alerts as store_alerts
 from .svgchart import bar_chart
 
 MEASURES = (

@@ -20,9 +20,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from . import store_alerts, words
+from . import words
 from .display import format_ts
 from .export import local_day_start
+from .store import alerts as store_alerts
 
 TERM_FALLBACK_DAYS = 90
 SKEW = 60  # seconds: the locker's time is shown beside the receipt time past this

@@ -120,14 +120,13 @@ def default_data_dir(db_url: str, locker_id: str) -> str:
     and a school, never share one), else var/ID under the current directory."""
     import os
 
-    import sqlalchemy as sa
+    from .store.engine import StoreError, sqlite_database
 
     try:
-        url = sa.engine.make_url(db_url)
-    except Exception:
-        url = None
-    if url is not None and url.get_backend_name() == "sqlite" and url.database:
-        if url.database != ":memory:" and not url.database.startswith("file:"):
-            base = os.path.dirname(os.path.abspath(url.database))
-            return os.path.join(base, "lockers", locker_id)
+        database = sqlite_database(db_url)
+    except StoreError:
+        database = None
+    if database and not database.startswith("file:"):
+        base = os.path.dirname(os.path.abspath(database))
+        return os.path.join(base, "lockers", locker_id)
     return os.path.abspath(os.path.join("var", locker_id))

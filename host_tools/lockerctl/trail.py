@@ -24,7 +24,7 @@ the personal fields) in a `redactions` row, and appends a `redact` action whose 
 number of entries and `RedactionDigest` over (entry id, public hash) of all of them, in id order.
 `verify` recomputes each redacted entry's public hash and each `redact` action's digest.
 
-This module is pure logic; the SQL lives in `store.py`.
+This module is pure logic; the SQL lives in the store (`store/chain.py`).
 """
 
 from __future__ import annotations
@@ -337,3 +337,157 @@ class Verifier:
             )
         if head_id != self.last_id or head_hash != self.head:
             raise Broken(self.last_id, "chain head does not match the recorded head")
+
+
+# -- redaction's checks (what `verify` and the store's redaction look at; no SQL) ---------------
+
+REDACT_WORD = '"action":"redact"'  # how a redact action's canonical content says what it is
+
+
+def is_redact_action(content: bytes | None) -> dict | None:
+    """The detail of a `redact` action's content ({} if blank), else None."""
+    if content is None or REDACT_WORD.encode() not in content:
+        return None
+    try:
+        obj = json.loads(content)
+    except ValueError:
+        raise ValueError("content is not valid JSON") from None
+    if not isinstance(obj, dict) or obj.get("kind") != ACTION:
+        return None
+    if obj.get("action") != "redact":
+        return None
+    detail = obj.get("detail")
+    return detail if isinstance(detail, dict) else {}
+
+
+def entry_content(r) -> bytes | None:
+    """The canonical content of a trail row joined with its event row (None: the row is gone)."""
+    if r.kind == EVENT:
+        if r.e_id is None:
+            return None
+        return event_content(
+            r.e_site,
+            r.locker_id,
+            r.seq,
+            r.ts,
+            r.type,
+            r.bay,
+            r.person,
+            r.by,
+            r.reason,
+            r.received_at,
+            r.hash_v,
+            r.jid,
+            r.mac,
+            r.sort_ts,
+            r.unknown_type,
+        )
+    return r.content.encode() if r.content is not None else None
+
+
+# The columns of the store's joined trail rows that `event_content_v2` takes, in its order.
+V2_FIELDS = (
+    "e_site",
+    "locker_id",
+    "seq",
+    "ts",
+    "type",
+    "bay",
+    "person",
+    "by",
+    "reason",
+    "received_at",
+    "jid",
+    "mac",
+    "sort_ts",
+    "unknown_type",
+)
+
+
+def legacy_row_edited(r) -> str | None:
+    """What is wrong with an event row of content format 0 (stored before 0005) in the columns
+    its content does not hold: `sort_ts` must be what ingest derived then, the 0005 columns
+    their defaults."""
+    want = r.ts if r.ts is not None else r.received_at
+    if r.sort_ts != want:
+        return f"sort_ts {r.sort_ts} is not the event's time {want} (edited)"
+    if r.jid != "" or r.mac is not None or r.unknown_type:
+        return "journal id, MAC or type mark set on an event stored without them (edited)"
+    if r.hash_v != 0:
+        return f"unknown content format {r.hash_v} (edited)"
+    return None
+
+
+class RedactionCheck:
+    """What `Store.verify_trail` checks of redaction, entry by entry in id order (O(sites) memory):
+
+    - a redacted entry has its record, blank personal fields, and what stays of it matches the
+      recorded public hash; an entry that is not redacted has no record;
+    - a `redact` action's count and digest are those of the records that name it, and it left no
+      older entry of its site unredacted (retention redacts all of them): a `redact` action
+      appended by someone to dress up a recent edit would have to redact everything before it.
+    """
+
+    def __init__(self):
+        self.digests: dict[int, RedactionDigest] = {}
+        self.oldest_kept: dict[str, int] = {}  # per site: the oldest `at` not redacted so far
+
+    def entry(self, r, content: bytes | None) -> str | None:
+        try:
+            if r.redacted:
+                return self._redacted(r, content)
+            if r.r_public is not None:
+                return "a redaction record for an entry that is not redacted (edited)"
+            if r.kind == ACTION:
+                detail = is_redact_action(content)
+                if detail is not None:
+                    return self._redact_action(r, detail)
+                json_kind(content, ACTION)
+            if r.at < self.oldest_kept.get(r.site, r.at + 1):
+                self.oldest_kept[r.site] = r.at
+        except ValueError as e:
+            return f"{e} (edited)"
+        return None
+
+    def _redacted(self, r, content: bytes | None) -> str | None:
+        if r.r_public is None:
+            return "marked redacted without a redaction record (edited)"
+        if content is None:
+            return "content missing"
+        json_kind(content, r.kind)
+        public, held = split_personal(content)
+        if held:
+            return "edited after its redaction (personal fields written back)"
+        if content_hash(public) != r.r_public:
+            return "edited after its redaction (what stays of it does not match its record)"
+        self.digests.setdefault(r.r_action, RedactionDigest()).add(r.id, r.r_public)
+        return None
+
+    def _redact_action(self, r, detail: dict) -> str | None:
+        got = self.digests.pop(r.id, None) or RedactionDigest()
+        if "digest" not in detail:
+            return None if got.count == 0 else "a redaction without a digest names records"
+        if got.count != detail.get("entries") or got.hexdigest() != detail["digest"]:
+            return (
+                f"the {detail.get('entries')} entries this redaction covers do not match their"
+                f" records ({got.count} found): a redaction record was edited, deleted or added"
+            )
+        before = detail.get("before")
+        if isinstance(before, int) and self.oldest_kept.get(r.site, before) < before:
+            return (
+                "a redaction that left older entries of its site unredacted: not made by"
+                " retention (appended to hide an edit?)"
+            )
+        return None
+
+
+def json_kind(content: bytes | None, kind: str) -> None:
+    """ValueError unless `content` is a JSON object of this kind."""
+    if content is None:
+        return
+    try:
+        obj = json.loads(content)
+    except ValueError:
+        raise ValueError("content is not valid JSON") from None
+    if not isinstance(obj, dict) or obj.get("kind") != kind:
+        raise ValueError(f"content of another kind than the entry's {kind!r}")

@@ -29,7 +29,6 @@ TIMETABLE = (
 
 @pytest.fixture
 def store(tmp_path):
-    from lockerctl import accounts, store_alerts  # noqa: F401 - their migrations
     from lockerctl.roster import parse_roster
     from lockerctl.store import Store
 
@@ -45,7 +44,7 @@ def store(tmp_path):
 
 def put(store, locker: str, seq: int, kind: str, received_at: int, ts=None, **kw):
     """One event through the store's ingest path, received at `received_at`."""
-    from lockerctl.store import events
+    from lockerctl.store.tables import events
 
     ev = {"seq": seq, "ts": ts if ts is not None else received_at, "type": kind}
     ev.update({"bay": None, "person": None, "by": None, "reason": None, **kw})
@@ -104,7 +103,8 @@ def test_filters_by_kind_locker_and_day(store):
 
 
 def test_acknowledge_every_alert_of_a_kind_with_a_note(store):
-    from lockerctl import alerts, store_alerts
+    from lockerctl import alerts
+    from lockerctl.store import alerts as store_alerts
 
     now = int(dt.datetime(2026, 11, 5, 10, 0, tzinfo=ZONE).timestamp())
     for seq in (1, 2, 3):
@@ -140,7 +140,7 @@ def _acks(store):
 
 def test_offline_for_five_minutes_in_the_timetables_school_hours(store):
     from lockerctl import alerts
-    from lockerctl.store import lockers
+    from lockerctl.store.tables import lockers
     from lockerctl.timetable import parse_timetable
 
     def offline_since(when: dt.datetime, since: dt.datetime | None) -> bool:

@@ -95,7 +95,8 @@ def invoke(site, *args, input=None, lines_of_detail=False):
 
 
 def trail_size(site) -> int:
-    from lockerctl.store import Store, trail_entries
+    from lockerctl.store import Store
+    from lockerctl.store.tables import trail_entries
 
     with Store.open(site[1]) as st_:
         with st_.engine.connect() as conn:

@@ -14,11 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lockerctl import bundle as hb
 from lockerctl import keys
-from lockerctl import store_exceptions as X
 from lockerctl.cli import _load_commands
 from lockerctl.clibase import UserError, cli
 from lockerctl.cmd_exceptions import parse_date, parse_windows
 from lockerctl.store import Store
+from lockerctl.store import consents as XC
+from lockerctl.store import lookup as XL
 from lockerctl.timetable import compile_timetable, parse_timetable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -520,17 +521,17 @@ def test_phone_bays_follows_the_trail(ctl):
 
     try:
         s.ingest("school", [ev(1, "deposit", 2), ev(2, "deposit", 3, "P2")])
-        assert X.phone_bays(s, "school", "P1") == [("L1", 2)]
+        assert XL.phone_bays(s, "school", "P1") == [("L1", 2)]
         s.ingest("school", [ev(3, "retrieve", 2), ev(4, "cancelled", 2, reason="retrieve")])
-        assert X.phone_bays(s, "school", "P1") == [("L1", 2)]  # the lapsed retrieval
+        assert XL.phone_bays(s, "school", "P1") == [("L1", 2)]  # the lapsed retrieval
         s.ingest("school", [ev(5, "released", 2)])
-        assert X.phone_bays(s, "school", "P1") == []
+        assert XL.phone_bays(s, "school", "P1") == []
         s.ingest("school", [ev(6, "deposit", 1), ev(7, "cancelled", 1, reason="deposit")])
-        assert X.phone_bays(s, "school", "P1") == []
+        assert XL.phone_bays(s, "school", "P1") == []
         s.ingest("school", [ev(8, "deposit", 4), ev(1, "deposit", 1, locker="L2")])
-        assert X.phone_bays(s, "school", "P1") == [("L1", 4), ("L2", 1)]
+        assert XL.phone_bays(s, "school", "P1") == [("L1", 4), ("L2", 1)]
         s.ingest("school", [ev(9, "emergency_open", 4)])
-        assert X.phone_bays(s, "school", "P1") == [("L2", 1)]
+        assert XL.phone_bays(s, "school", "P1") == [("L2", 1)]
     finally:
         s.close()
 
@@ -569,18 +570,18 @@ def test_approvers_on_postgresql(postgres_url):
     try:
         s.replace_roster(site, parse_roster(ROSTER))
         with pytest.raises(StoreError, match="no one may approve"):
-            X.add_consent(s, site, "P1", "S1", None, None, "t", NOW)
-        X.add_approver(s, site, "S1", "t", NOW)
+            XC.add_consent(s, site, "P1", "S1", None, None, "t", NOW)
+        XC.add_approver(s, site, "S1", "t", NOW)
         with pytest.raises(StoreError, match="already approves"):
-            X.add_approver(s, site, "S1", "t", NOW)
-        assert [(a.person_id, a.name, a.slt) for a in X.list_approvers(s, site)] == [
+            XC.add_approver(s, site, "S1", "t", NOW)
+        assert [(a.person_id, a.name, a.slt) for a in XC.list_approvers(s, site)] == [
             ("S1", "Sue Head", True)
         ]
-        assert X.add_consent(s, site, "P1", "S1", None, None, "t", NOW) > 0
-        X.remove_approver(s, site, "S1", "t")
+        assert XC.add_consent(s, site, "P1", "S1", None, None, "t", NOW) > 0
+        XC.remove_approver(s, site, "S1", "t")
         with pytest.raises(StoreError, match="is not an approver"):
-            X.remove_approver(s, site, "S1", "t")
-        assert X.list_approvers(s, site) == [] and not X.is_approver(s, site, "S1")
+            XC.remove_approver(s, site, "S1", "t")
+        assert XC.list_approvers(s, site) == [] and not XC.is_approver(s, site, "S1")
         acts = [a["action"] for a in s.trail_actions(site, 3)]
         assert acts == ["consent_approver_remove", "consent_add", "consent_approver_add"]
     finally:

@@ -9,7 +9,8 @@ import tracemalloc
 import pytest
 from lockerctl.export import COLUMNS, date_range, export_events
 from lockerctl.roster import parse_roster
-from lockerctl.store import Store, events
+from lockerctl.store import Store
+from lockerctl.store.tables import events
 
 HEADER = "time,locker,bay,event,person_id,name,role,by,reason,seq,time_source,jid,flags"
 UTC = dt.UTC

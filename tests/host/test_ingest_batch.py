@@ -10,9 +10,9 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lockerctl import store as store_mod
 from lockerctl import trail
 from lockerctl.store import Store
+from lockerctl.store import engine as store_mod
 
 LOCKERS = ("L1", "L2", "L3")
 

@@ -10,10 +10,11 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from lockerctl import store_alerts, store_ingest
 from lockerctl.mailer import AlertMailer, MailSettings
 from lockerctl.store import Store
-from lockerctl.store_ingest import ingest_shared
+from lockerctl.store import alerts as store_alerts
+from lockerctl.store import ingest as store_ingest
+from lockerctl.store.ingest import ingest_shared
 
 SITE = "school"
 

@@ -11,9 +11,9 @@ import time
 
 import pytest
 from harness import free_port
-from lockerctl import store_alerts
 from lockerctl.mailer import AlertMailer, MailSettings, note
 from lockerctl.store import Store
+from lockerctl.store import alerts as store_alerts
 
 aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller")
 aiosmtpd_smtp = pytest.importorskip("aiosmtpd.smtp")

@@ -15,8 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import lockerctl  # noqa: E402
 from lockerctl import privacy  # noqa: E402
-from lockerctl import store as store_mod  # noqa: E402
+from lockerctl import trail as trail_mod  # noqa: E402
 from lockerctl.store import Store  # noqa: E402
+from lockerctl.store import chain as store_mod  # noqa: E402
+from lockerctl.store import engine as store_engine  # noqa: E402
 
 SITE = "school"
 DAY = 86400
@@ -60,7 +62,7 @@ def site(tmp_path, monkeypatch):
     st.replace_roster(SITE, roster(ROSTER))
     st.add_locker(SITE, "L1", 8, b"\x01" * 32, "pw")
     # Sixty days ago: the old events arrived and a grant ran out.
-    monkeypatch.setattr(store_mod, "_now", lambda: OLD)
+    monkeypatch.setattr(store_engine, "_now", lambda: OLD)
     st.ingest(
         SITE,
         [
@@ -71,7 +73,7 @@ def site(tmp_path, monkeypatch):
         ],
     )
     st.add_grant(SITE, "P001", OLD, OLD + 3600, "S01", "orthodontist", locker_id="L1")
-    monkeypatch.setattr(store_mod, "_now", lambda: NOW)
+    monkeypatch.setattr(store_engine, "_now", lambda: NOW)
     # Recent: events, a live grant, a revocation.
     st.ingest(
         SITE,
@@ -376,7 +378,7 @@ def _content(st, entry) -> bytes:
         row = conn.execute(
             store_mod._entries_with_events().where(store_mod.trail_entries.c.id == entry)
         ).first()
-    return store_mod._entry_content(row)
+    return trail_mod.entry_content(row)
 
 
 def _public_hash(st, entry):

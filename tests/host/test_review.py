@@ -84,9 +84,9 @@ def test_the_daily_review(store):  # noqa: F811
 
 
 def test_the_mailer_queues_each_urgent_alert_once_and_the_review_at_its_time(store):  # noqa: F811
-    from lockerctl import store_alerts
     from lockerctl.mailer import AlertMailer, MailSettings
-    from lockerctl.store import lockers
+    from lockerctl.store import alerts as store_alerts
+    from lockerctl.store.tables import lockers
 
     settings = MailSettings(
         "127.0.0.1", 1, ["office@school.example"], "lockers@school.example",

@@ -6,8 +6,8 @@ import stat
 
 import pytest
 import sqlalchemy as sa
-from lockerctl import store as store_mod
 from lockerctl.store import Store, StoreError
+from lockerctl.store import schema as store_mod
 
 
 def ev(seq, ts=1_790_000_000, type="boot", **kw):

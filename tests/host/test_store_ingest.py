@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lockerctl.store import Store
-from lockerctl.store_ingest import ingest_shared
+from lockerctl.store.ingest import ingest_shared
 from test_ingest_batch import LOCKERS, Model, ev, item
 
 

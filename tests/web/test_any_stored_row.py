@@ -145,7 +145,7 @@ def no_formula_in_xlsx(data: bytes) -> list[tuple]:
 def test_any_stored_row_renders_on_every_page_and_export(dash, clients, tmp_path, rows, state):
     from lockerctl.cli import _load_commands
     from lockerctl.clibase import cli
-    from lockerctl.store import events, lockers
+    from lockerctl.store.tables import events, lockers
 
     store = dash.store
     with store.engine.begin() as conn:
@@ -205,7 +205,7 @@ def test_any_stored_row_renders_on_every_page_and_export(dash, clients, tmp_path
 
 
 def test_an_impossible_time_shows_as_such_and_a_missing_one_as_received(dash, clients):
-    from lockerctl.store import events
+    from lockerctl.store.tables import events
 
     with dash.store.engine.begin() as conn:
         conn.execute(

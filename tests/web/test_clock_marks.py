@@ -69,7 +69,7 @@ def test_pages_list_events_by_receipt_with_a_wrong_clock_beside(dash):
     """A locker whose clock is 3 hours fast does not pin its events above newer ones: the
     lockers page's latest events and the trail list by the time the host received them, with
     the locker's own time beside it when the two differ by more than a minute."""
-    from lockerctl.store import events
+    from lockerctl.store.tables import events
 
     store = dash.store
     now = int(time.time())

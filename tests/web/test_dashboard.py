@@ -514,7 +514,7 @@ def test_offline_locker_is_an_alert_in_school_hours_only(filled_store):
     filled_store.set_timetable(SITE, text, parse_timetable(text, "t"), "Europe/London")
     zone = ZoneInfo("Europe/London")
     # L2 has been offline since before the days below (an alert after 5 minutes offline)
-    from lockerctl.store import lockers
+    from lockerctl.store.tables import lockers
 
     with filled_store.engine.begin() as conn:
         since = dt.datetime(2026, 11, 1, tzinfo=zone).timestamp()

@@ -97,7 +97,7 @@ def test_mail_queue_metrics_and_the_note_on_every_page(dash):
     """The mail queue's figures from its table; while the mail server is not taking messages,
     every page (not only Alerts) says so."""
     from conftest import PASSWORDS
-    from lockerctl import store_alerts
+    from lockerctl.store import alerts as store_alerts
     from test_accounts import Client
 
     store = dash.store

@@ -117,8 +117,8 @@ def open_alert_count(c: Context) -> int:
 def mail_trouble(c: Context) -> str | None:
     """One line for every page while urgent alerts' e-mails are failing (the mail server did
     not take the latest try: down, refusing, a wrong password), else None."""
-    from .. import store_alerts
     from ..mailer import note
+    from ..store import alerts as store_alerts
 
     try:
         status = store_alerts.mail_status(c.store, c.site)

@@ -2,7 +2,7 @@
 
 One `Hub` per dashboard watches the store (the ingest process writes events and locker states
 in another process, so the store is where changes show): once a second it reads a small
-signature (`store_web.live_signature`: the newest event, the trail's last entry, each locker's
+signature (`store_live.live_signature`: the newest event, the trail's last entry, each locker's
 status) and, when it changed, wakes every open stream. Each stream then renders the parts its
 page shows, for its own account (names only for slt and admin), and sends those that changed
 as one `message` event, JSON `{"parts": {"lockers": html, ...}, "alerts": n}`; at least every
@@ -25,7 +25,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from .. import store_web
+from ..store import live as store_live
 from .deps import ANY_ROLE, Viewer, ctx, open_alert_count
 
 log = logging.getLogger("lockerctl.web")
@@ -60,7 +60,7 @@ class Hub:
             signature: tuple | None
             try:
                 signature = await to_thread.run_sync(
-                    store_web.live_signature, self.store, self.site
+                    store_live.live_signature, self.store, self.site
                 )
             except Exception as err:  # the store is down for now: try again
                 log.debug("live: the store could not be read: %s", err)

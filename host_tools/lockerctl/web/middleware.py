@@ -23,8 +23,8 @@ from anyio import to_thread
 from starlette.datastructures import Headers
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from .. import store_web
 from ..accounts import Session
+from ..store import tokens as store_tokens
 from .forms import MAX_BODY, MAX_FORM_BODY
 
 COOKIE = "cl_session"
@@ -149,7 +149,7 @@ class Authentication:
         """(session, cookie token) of the request; an API token makes a session of its own
         (no CSRF token: it is never sent by a browser by itself)."""
         if api_token is not None:
-            username = store_web.token_user(self.ctx.store, self.ctx.site, api_token)
+            username = store_tokens.token_user(self.ctx.store, self.ctx.site, api_token)
             user = self.ctx.accounts.user(username) if username else None
             return (Session(user, "", 0) if user is not None else None), None
         session = self.ctx.accounts.session(token) if token else None

@@ -37,7 +37,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from .. import alerts as alerts_mod
-from .. import store_alerts, store_web
+from ..store import alerts as store_alerts
+from ..store import live as store_live
 
 log = logging.getLogger("lockerctl.web")
 
@@ -96,11 +97,11 @@ class StoreCollector:
             log.warning("metrics: the store could not be read yet: %s", err)
 
     def _start(self) -> None:
-        self.watermark, self.last_event = store_web.last_event_per_locker(self.store, self.site)
+        self.watermark, self.last_event = store_live.last_event_per_locker(self.store, self.site)
 
     def _advance(self) -> None:
         """Counts the events committed since the last scrape (checking the store answers)."""
-        new = store_web.events_since(self.store, self.site, self.watermark)
+        new = store_live.events_since(self.store, self.site, self.watermark)
         if self.watermark is None or new.top <= self.watermark:
             # nothing new; or fewer: the store was replaced (a restore), count from here
             self.watermark = new.top
@@ -267,7 +268,7 @@ class Monitoring:
     def health(self) -> tuple[int, dict]:
         body = {"status": "ok", "store": "ok", "broker": "ok"}
         try:
-            store_web.ping(self.ctx.store)
+            store_live.ping(self.ctx.store)
         except Exception as err:
             log.warning("healthz: the store does not answer: %s", err)
             body["store"] = "unavailable"

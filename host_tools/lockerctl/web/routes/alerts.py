@@ -17,10 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 
 from ... import alerts as alerts_mod
-from ... import store_alerts, words
+from ... import words
 from ...display import event_time, valid_ts
 from ...mailer import note as mail_note
 from ...review import when_text
+from ...store import alerts as store_alerts
 from ..deps import ANY_ROLE, FORM, Viewer, ctx, open_alert_count
 from ..forms import Form
 from ..templating import local_time, render, render_to_string

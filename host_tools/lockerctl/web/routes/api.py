@@ -20,9 +20,9 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from ... import store_web
 from ...display import valid_ts
 from ...store import StoreError
+from ...store import live as store_live
 from ..deps import CSRF_FAILED, SLT, Viewer, ctx, current
 from ..forms import Form
 from . import alerts as alerts_routes
@@ -307,7 +307,9 @@ def events(
     limit: int = Query(100, ge=1, le=1000),
 ):
     c = ctx(request)
-    return [_event(r, v.sees_names) for r in store_web.events_after(c.store, c.site, after, limit)]
+    return [
+        _event(r, v.sees_names) for r in store_live.events_after(c.store, c.site, after, limit)
+    ]
 
 
 # -- the API's own page --------------------------------------------------------------------------

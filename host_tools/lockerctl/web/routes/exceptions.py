@@ -17,11 +17,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
 from ... import release as rel_mod
-from ... import store_alerts, store_web
-from ... import store_exceptions as X
 from ...display import person_label
 from ...errors import UserError
 from ...store import StoreError
+from ...store import alerts as store_alerts
+from ...store import consents as XC
+from ...store import exceptions as X
+from ...store import live as store_live
+from ...store import lookup as XL
 from ..context import ALL, SLT
 from ..deps import (
     ADMIN_FORM,
@@ -53,8 +56,8 @@ ANSWER_TYPES = ("released", "cmd_rejected")
 def release_page(request, v: Viewer, q: str, values: dict, message: str = "", status=200):
     c = ctx(request)
     results = []
-    for pid, name, role in X.search_people(c.store, c.site, q):
-        holds = bool(X.phone_bays(c.store, c.site, pid))
+    for pid, name, role in XL.search_people(c.store, c.site, q):
+        holds = bool(XL.phone_bays(c.store, c.site, pid))
         results.append({"person": pid, "name": name, "role": role, "holds": holds})
     return render(
         request,
@@ -95,7 +98,7 @@ def release_post(request: Request, v: Viewer = ANY_ROLE, f: Form = FORM):
     if c.publish is None or not c.connected():
         message = "Not connected to the lockers right now: nothing was sent. Try again shortly."
         return release_page(request, v, f.get("q"), values, message, 503)
-    after = store_web.last_event_id(c.store)
+    after = store_live.last_event_id(c.store)
     rel_mod.record(c.store, c.site, rel, v.actor)
     c.publish(rel.locker, rel.payload)
     ref = secrets.token_urlsafe(12)
@@ -117,7 +120,7 @@ def release_post(request: Request, v: Viewer = ANY_ROLE, f: Form = FORM):
 
 def release_answer(c, info: dict) -> tuple[str, str] | None:
     """(class, text) of the locker's answer to a release, or None while there is none."""
-    for r in store_web.outcomes(c.store, c.site, info["after"], [info["locker"]], ANSWER_TYPES):
+    for r in store_live.outcomes(c.store, c.site, info["after"], [info["locker"]], ANSWER_TYPES):
         if r.bay != info["bay"]:
             continue
         if r.type == "released" and r.person == info["person"]:
@@ -175,8 +178,8 @@ def _slt_people(c):
 
 def consents_page(request, v: Viewer, values: dict, message: str = "", status: int = 200):
     c = ctx(request)
-    rows = X.list_consents(c.store, c.site, False, int(time.time()))
-    approvers = X.list_approvers(c.store, c.site)
+    rows = XC.list_consents(c.store, c.site, False, int(time.time()))
+    approvers = XC.list_approvers(c.store, c.site)
     me = v.user.person_id
     approver = next((a for a in approvers if a.person_id == me and a.slt), None)
     named = {a.person_id for a in approvers}
@@ -215,7 +218,7 @@ def consents_post(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
 
     c = ctx(request)
     by = v.user.person_id
-    if not X.is_approver(c.store, c.site, by):  # the account's own person approves, or no one
+    if not XC.is_approver(c.store, c.site, by):  # the account's own person approves, or no one
         return consents_page(request, v, f.values(), NOT_AN_APPROVER, 403)
     assert by is not None
     try:
@@ -225,7 +228,7 @@ def consents_post(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
             from ...bounds import check_text
 
             check_text(reason, "the reason", 200)
-        cid = X.add_consent(
+        cid = XC.add_consent(
             c.store,
             c.site,
             f.get("person").strip(),
@@ -247,7 +250,7 @@ def consent_approver_add(request: Request, v: Viewer = ADMIN_ONLY, f: Form = ADM
     c = ctx(request)
     person = f.get("person").strip()
     try:
-        X.add_approver(c.store, c.site, person, v.actor, int(time.time()))
+        XC.add_approver(c.store, c.site, person, v.actor, int(time.time()))
     except StoreError as err:
         return consents_page(request, v, {}, str(err), 400)
     c.flash(v.token, "ok", f"{person} may approve keep-safe consents.")
@@ -259,7 +262,7 @@ def consent_approver_remove(request: Request, v: Viewer = ADMIN_ONLY, f: Form = 
     c = ctx(request)
     person = f.get("person").strip()
     try:
-        X.remove_approver(c.store, c.site, person, v.actor)
+        XC.remove_approver(c.store, c.site, person, v.actor)
     except StoreError as err:
         return consents_page(request, v, {}, str(err), 400)
     c.flash(v.token, "ok", f"{person} may no longer approve keep-safe consents.")
@@ -270,7 +273,7 @@ def consent_approver_remove(request: Request, v: Viewer = ADMIN_ONLY, f: Form = 
 def consents_end(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
     c = ctx(request)
     try:
-        X.end_consent(c.store, c.site, f.get("person"), v.actor, int(time.time()))
+        XC.end_consent(c.store, c.site, f.get("person"), v.actor, int(time.time()))
         c.flash(v.token, "ok", f"Consent of {f.get('person')} ended.")
     except StoreError as err:
         c.flash(v.token, "error", str(err))

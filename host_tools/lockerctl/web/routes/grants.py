@@ -13,10 +13,10 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
-from ... import store_alerts
 from ...bounds import check_text, local_timestamp
 from ...display import person_label
 from ...store import StoreError
+from ...store import alerts as store_alerts
 from ..deps import SLT_FORM, SLT_ONLY, Viewer, ctx, current
 from ..forms import Form
 from ..templating import local_time, render

@@ -10,8 +10,9 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ... import store_web, words
+from ... import words
 from ...display import read_state, received_time, valid_ts
+from ...store import live as store_live
 from ..deps import ANY_ROLE, Viewer, ctx, open_alert_count
 from ..templating import local_time, render, render_to_string
 
@@ -78,7 +79,9 @@ def lockers_view(c, show_names: bool) -> list[dict]:
     """What the lockers grid shows, one dict per locker."""
     import time
 
-    from ... import fleet, store_fleet, store_web
+    from ... import fleet
+    from ...store import fleet as store_fleet
+    from ...store import live as store_live
 
     zone = c.timezone()
     rows = c.store.lockers(c.site)
@@ -86,7 +89,7 @@ def lockers_view(c, show_names: bool) -> list[dict]:
     boots = store_fleet.recent_boots(c.store, c.site, int(time.time()) - fleet.RESET_LOOP_WINDOW_S)
     states = {r.id: read_state(r.state) for r in rows}
     holders = [b["holder"] for s in states.values() for b in s.bays]
-    names = store_web.names_of(c.store, c.site, holders) if show_names else {}
+    names = store_live.names_of(c.store, c.site, holders) if show_names else {}
     out = []
     for r in rows:
         state = states[r.id]
@@ -126,7 +129,7 @@ def recent_fragment(c, v: Viewer, limit: int = RECENT) -> str:
             "reason": words.reason_words(r.reason),
             "when": received_time(r.received_at, r.ts, zone),
         }
-        for r in store_web.recent_events(c.store, c.site, limit)
+        for r in store_live.recent_events(c.store, c.site, limit)
     ]
     return render_to_string("_events.html", events=items)
 

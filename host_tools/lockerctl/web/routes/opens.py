@@ -13,10 +13,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 
-from ... import store_web, words
+from ... import words
 from ...bounds import check_text
 from ...display import event_time
 from ...store import StoreError
+from ...store import live as store_live
 from ..deps import ANY_ROLE, FORM, Viewer, ctx
 from ..forms import Form
 from ..templating import render, render_to_string
@@ -125,7 +126,7 @@ def send_opens(c, v: Viewer, targets, reason: str, what: str) -> str:
     """Signs and publishes the opens; the reference of their result page."""
     from ...serve import prepare_open
 
-    after = store_web.last_event_id(c.store)
+    after = store_live.last_event_id(c.store)
     by = v.user.person_id or ""  # open_targets has checked there is one
     sent = []
     for locker, bay in targets:
@@ -149,7 +150,7 @@ def outcome_view(c, info: dict) -> tuple[list[dict], list[str]]:
     zone = c.timezone()
     lockers = [s["locker"] for s in info["sent"]]
     items, answered = [], set()
-    for r in store_web.outcomes(c.store, c.site, info["after"], lockers, OUTCOME_TYPES):
+    for r in store_live.outcomes(c.store, c.site, info["after"], lockers, OUTCOME_TYPES):
         if r.type == "emergency_open" and (r.by != info["by"] or r.reason != info["reason"]):
             continue
         answered.add(r.locker_id)

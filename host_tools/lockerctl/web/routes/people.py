@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from ... import store_web
 from ...store import StoreError
+from ...store import tokens as store_tokens
 from ..context import ADMIN
 from ..deps import ADMIN_FORM, ADMIN_ONLY, Viewer, ctx, form
 from ..forms import MAX_BODY, Form
@@ -163,7 +163,7 @@ def users_remove(request: Request, v: Viewer = ADMIN_ONLY, f: Form = ADMIN_FORM)
         )
     try:
         c.accounts.remove_user(name, actor=v.actor)
-        store_web.drop_tokens_of(c.store, c.site, name)
+        store_tokens.drop_tokens_of(c.store, c.site, name)
         c.flash(v.token, "ok", f"Account {name} removed.")
     except StoreError as err:
         c.flash(v.token, "error", str(err))

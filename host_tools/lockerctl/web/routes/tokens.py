@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
-from ... import store_web
 from ...store import StoreError
+from ...store import tokens as store_tokens
 from ..deps import ANY_ROLE, FORM, Viewer, ctx
 from ..forms import Form
 from ..templating import render
@@ -20,7 +20,7 @@ router = APIRouter(include_in_schema=False)
 def tokens_page(request: Request, v: Viewer, new_token: str = "", message: str = "", status=200):
     c = ctx(request)
     admin = v.role == "admin"
-    held = store_web.tokens(c.store, c.site, None if admin else v.user.username)
+    held = store_tokens.tokens(c.store, c.site, None if admin else v.user.username)
     return render(
         request,
         "tokens.html",
@@ -49,7 +49,7 @@ def tokens_post(request: Request, v: Viewer = ANY_ROLE, f: Form = FORM):
     if v.role == "admin" and f.get("username").strip():
         owner = f.get("username").strip()
     try:
-        token, _ = store_web.add_token(c.store, c.site, owner, f.get("label"), v.actor)
+        token, _ = store_tokens.add_token(c.store, c.site, owner, f.get("label"), v.actor)
     except StoreError as err:
         return tokens_page(request, v, message=str(err), status=400)
     return tokens_page(request, v, new_token=token)
@@ -63,7 +63,7 @@ def tokens_revoke(request: Request, v: Viewer = ANY_ROLE, f: Form = FORM):
         tid = int(f.get("id"))
         if not 0 < tid < 2**63:
             raise StoreError(f"no API token {tid}")
-        store_web.revoke_token(c.store, c.site, tid, v.actor, username=only)
+        store_tokens.revoke_token(c.store, c.site, tid, v.actor, username=only)
         c.flash(v.token, "ok", f"API token {tid} revoked.")
     except (ValueError, StoreError) as err:
         c.flash(v.token, "error", str(err))

@@ -16,9 +16,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ... import store_web, words
+from ... import words
 from ...bounds import YEARS, BoundError, parse_date
 from ...display import event_time, received_time
+from ...store import live as store_live
 from ..deps import ADMIN_ONLY, SLT_ONLY, Viewer, ctx
 from ..templating import render
 
@@ -41,7 +42,7 @@ class Search:
         search has none: actions belong to no locker)."""
         if not self.actions or self.locker is not None:
             return None
-        from ...store_exceptions import action_rows
+        from ...store.lookup import action_rows
 
         return list(action_rows(c.store, c.site, self.start, self.end, self.person))
 
@@ -71,7 +72,7 @@ def page_of(c, s: Search, wanted: str | None) -> tuple[int, int, int, list]:
     total = c.store.count_events(c.site, s.start, s.end, s.locker, s.person)
     pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
     page_no = min(page_no, pages)
-    rows = store_web.trail_page(
+    rows = store_live.trail_page(
         c.store, c.site, s.start, s.end, s.locker, s.person, PAGE_SIZE, (page_no - 1) * PAGE_SIZE
     )
     return page_no, pages, total, rows

@@ -11,27 +11,7 @@ import time
 
 import sqlalchemy as sa
 
-from . import store as store_mod
-from .store import metadata
-
-firmware_offers = sa.Table(
-    "firmware_offers",
-    metadata,
-    sa.Column("site", sa.String(64), primary_key=True),
-    sa.Column("locker_id", sa.String(64), primary_key=True),
-    sa.Column("version", sa.String(40), nullable=False),
-    sa.Column("files", sa.Integer, nullable=False),
-    sa.Column("bytes", sa.Integer, nullable=False),
-    sa.Column("offered_at", sa.BigInteger, nullable=False),
-    sa.Column("actor", sa.String(120), nullable=False),
-)
-
-
-def _m0012_firmware_offers(conn):
-    firmware_offers.create(conn, checkfirst=True)
-
-
-store_mod.register_migration("0012_firmware_offers", _m0012_firmware_offers)
+from .tables import events, firmware_offers
 
 
 def record_offers(
@@ -72,7 +52,7 @@ def offers(store, site: str) -> dict[str, sa.Row]:
 
 def recent_boots(store, site: str, since: int) -> dict[str, int]:
     """`boot` events per locker received since unix second `since` (a reset loop shows here)."""
-    ev = store_mod.events
+    ev = events
     with store._read() as conn:
         rows = conn.execute(
             sa.select(ev.c.locker_id, sa.func.count())

@@ -31,88 +31,21 @@ import time
 
 import sqlalchemy as sa
 
-from . import store as store_mod
-from .accounts import alert_acks
-from .store import events, metadata
+from .chain import _append_action
+from .tables import (
+    MAX_NOTE,
+    alert_acks,
+    alert_notes,
+    events,
+    mail_conditions,
+    mail_marks,
+    mail_outbox,
+    mail_seen,
+    people,
+)
 
-MAX_NOTE = 200
 FOLD_SECONDS = 600
-
-alert_notes = sa.Table(
-    "alert_notes",
-    metadata,
-    sa.Column("site", sa.String(64), primary_key=True),
-    sa.Column("alert", sa.String(120), primary_key=True),
-    sa.Column("note", sa.String(MAX_NOTE), nullable=False),
-)
-
-mail_outbox = sa.Table(
-    "mail_outbox",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("site", sa.String(64), nullable=False),
-    sa.Column("fold_key", sa.String(200), nullable=False),  # kind|locker|bay, review|date
-    sa.Column("alert", sa.String(120), nullable=False),  # the alert's key ("" for a review)
-    sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("locker_id", sa.String(28), nullable=True),
-    sa.Column("bay", sa.Integer, nullable=True),
-    sa.Column("subject", sa.String(300), nullable=False),
-    sa.Column("body", sa.Text, nullable=False),
-    sa.Column("recipients", sa.String(2000), nullable=False),  # comma-separated
-    sa.Column("created_at", sa.BigInteger, nullable=False),
-    sa.Column("next_try_at", sa.BigInteger, nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("sent_at", sa.BigInteger, nullable=True),
-    sa.Column("last_error", sa.String(300), nullable=True),
-    sa.Column("repeats", sa.Integer, nullable=False, default=0),
-    sa.Index("ix_mail_outbox_due", "site", "sent_at", "next_try_at"),
-    sa.Index("ix_mail_outbox_fold", "site", "fold_key", "created_at"),
-)
-
-mail_marks = sa.Table(
-    "mail_marks",
-    metadata,
-    sa.Column("site", sa.String(64), primary_key=True),
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("value", sa.BigInteger, nullable=False),
-)
-
-mail_conditions = sa.Table(
-    "mail_conditions",
-    metadata,
-    sa.Column("site", sa.String(64), primary_key=True),
-    sa.Column("alert", sa.String(120), primary_key=True),
-    sa.Column("since", sa.BigInteger, nullable=False),
-)
-
 SCAN_BEHIND = 600  # seconds: how far behind its previous look the mailer looks again
-
-mail_seen = sa.Table(
-    "mail_seen",
-    metadata,
-    sa.Column("site", sa.String(64), primary_key=True),
-    sa.Column("alert", sa.String(120), primary_key=True),
-    sa.Column("at", sa.BigInteger, nullable=False),  # when the host received it
-    sa.Index("ix_mail_seen_at", "site", "at"),
-)
-
-RECEIVED_INDEX = sa.Index("ix_events_site_received", events.c.site, events.c.received_at)
-
-
-def _m0011_alerts_mail(conn):
-    for table in (alert_notes, mail_outbox, mail_marks, mail_conditions):
-        table.create(conn, checkfirst=True)
-    RECEIVED_INDEX.create(conn, checkfirst=True)
-
-
-store_mod.register_migration("0011_alerts_mail", _m0011_alerts_mail)
-
-
-def _m0016_mail_seen(conn):
-    mail_seen.create(conn, checkfirst=True)
-
-
-store_mod.register_migration("0016_mail_seen", _m0016_mail_seen)
 
 
 # -- acknowledgements with a note ------------------------------------------------------------
@@ -122,7 +55,7 @@ def acknowledge(store, site: str, found: list, username: str, note: str = "") ->
     """Acknowledges the alerts `found` (alerts.Alert) as `username`, with an optional note (up
     to MAX_NOTE characters, no control characters: ValueError); returns how many were not
     acknowledged before. One `alert_ack` action per alert in the trail, with the note."""
-    from .bounds import check_text
+    from ..bounds import check_text
 
     note = (note or "").strip()
     if note:
@@ -149,7 +82,7 @@ def acknowledge(store, site: str, found: list, username: str, note: str = "") ->
             detail = {"alert": a.key, "locker": a.locker, "kind": a.kind, "bay": a.bay}
             if note:
                 detail["note"] = note
-            store_mod._append_action(conn, site, f"web:{username}", "alert_ack", detail)
+            _append_action(conn, site, f"web:{username}", "alert_ack", detail)
             count += 1
     return count
 
@@ -292,7 +225,7 @@ def mail_status(store, site: str) -> dict:
 def unseen_events(conn, site: str, since: int, types, limit: int) -> list:
     """Events of these types received at or after `since` that `mail_seen` does not hold, oldest
     received first, with the holder's name and role."""
-    from .store import people
+    from .tables import people
 
     e, p = events, people
     key = sa.literal("event:") + sa.cast(e.c.id, sa.String)
@@ -316,7 +249,7 @@ def unseen_events(conn, site: str, since: int, types, limit: int) -> list:
 
 def unseen_refusals(conn, site: str, since: int, limit: int) -> list:
     """`ingest_refusals` rows begun at or after `since` that `mail_seen` does not hold."""
-    from .store import ingest_refusals as r
+    from .tables import ingest_refusals as r
 
     key = sa.literal("refused:") + sa.cast(r.c.id, sa.String)
     seen = sa.select(mail_seen.c.alert).where(mail_seen.c.site == site, mail_seen.c.alert == key)
@@ -390,7 +323,7 @@ def day_events(store, site: str, start: int, end: int, types) -> list:
     """The site's events of these types that happened in [start, end) (`sort_ts`: the
     locker's time, or the receipt time when its clock was not set), with the person's and the
     `by`'s names and roles, in the order the host received them."""
-    from .store import people
+    from .tables import people
 
     e = events
     holder = people.alias("holder")
@@ -420,7 +353,7 @@ def day_events(store, site: str, start: int, end: int, types) -> list:
 
 def years(store, site: str) -> dict[str, int]:
     """{person_id: year group} of every pupil on the roster (the highest year of their cards)."""
-    from .store import cards
+    from .tables import cards
 
     with store._read() as conn:
         rows = conn.execute(
@@ -433,7 +366,7 @@ def years(store, site: str) -> dict[str, int]:
 
 def people_roles(store, site: str) -> dict[str, tuple[str, str]]:
     """{person_id: (name, role)} of everyone the store knows (active or not)."""
-    from .store import people
+    from .tables import people
 
     with store._read() as conn:
         rows = conn.execute(
@@ -446,7 +379,7 @@ def people_roles(store, site: str) -> dict[str, tuple[str, str]]:
 
 def refusal_counts_by_locker(store, site: str, start: int, end: int) -> dict[str, int]:
     """{locker: refused events} whose alert began in [start, end)."""
-    from .store import ingest_refusals as r
+    from .tables import ingest_refusals as r
 
     with store._read() as conn:
         rows = conn.execute(
@@ -455,3 +388,49 @@ def refusal_counts_by_locker(store, site: str, start: int, end: int) -> dict[str
             .group_by(r.c.locker_id)
         )
         return {row.locker_id: int(row.n) for row in rows}
+
+
+# -- the alerts' own queries (`lockerctl.alerts`) -----------------------------------------------
+
+
+def alerting_events(store, site: str, kinds: list[str], since: int, limit: int) -> list:
+    """The site's events of `kinds` received at or after `since`, newest first, with the
+    holder's name and role (at most `limit`)."""
+    e, p = events, people
+    with store._read() as conn:
+        return conn.execute(
+            sa.select(
+                e.c.id,
+                e.c.locker_id,
+                e.c.ts,
+                e.c.sort_ts,
+                e.c.type,
+                e.c.bay,
+                e.c.person,
+                e.c.reason,
+                e.c.received_at,
+                p.c.name,
+                p.c.role,
+            )
+            .select_from(
+                e.outerjoin(p, sa.and_(p.c.site == e.c.site, p.c.person_id == e.c.person))
+            )
+            .where(e.c.site == site, e.c.type.in_(kinds), e.c.received_at >= since)
+            .order_by(e.c.received_at.desc(), e.c.id.desc())
+            .limit(limit)
+        ).all()
+
+
+def last_rejection(store, site: str, locker_id: str) -> str | None:
+    """The reason of the locker's latest `config_rejected` event, if any."""
+    with store._read() as conn:
+        return conn.execute(
+            sa.select(events.c.reason)
+            .where(
+                events.c.site == site,
+                events.c.locker_id == locker_id,
+                events.c.type == "config_rejected",
+            )
+            .order_by(events.c.id.desc())
+            .limit(1)
+        ).scalar()
