@@ -209,7 +209,7 @@ def export_events(
     `progress(n)` is called now and then with the number of rows written since the last call.
     `checkpoint` (a signed note) goes in the workbook's sheet "Checkpoint"; CSV and JSON Lines
     carry nothing but rows (the caller states it beside them). `actions`: host-side actions
-    as rows (store_exceptions.action_rows, in time order), merged in by time."""
+    as rows (store.lookup.action_rows, in time order), merged in by time."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
     timezone = timezone or store.timezone(site)

@@ -233,7 +233,7 @@ class Ingestor:
     retry_delay = 0.5
     bad_log_limit = 20  # bad-payload lines logged per minute
     # One of several workers sharing the stream (`serve --workers N`): each batch through
-    # `store_ingest.ingest_shared`, which lets the others write at the same time.
+    # `store.ingest.ingest_shared`, which lets the others write at the same time.
     shared = False
 
     def __init__(

@@ -434,7 +434,7 @@ class IngestProcess:
         name: str = "lockerctl-ingest",
     ):
         """`subscriptions`: the topic filters (`topic_filters`); `shared`: one of several
-        workers (its batches through `store_ingest.ingest_shared`)."""
+        workers (its batches through `store.ingest.ingest_shared`)."""
         import multiprocessing
 
         self._ctx = multiprocessing.get_context("spawn")  # never fork with threads running

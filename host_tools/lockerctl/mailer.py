@@ -9,7 +9,7 @@ second it
    look and not yet in `mail_seen`, likewise new `ingest_refusals` rows, urgent conditions
    that began: offline in school hours, clock not set) and queues one message for each in the
    store's `mail_outbox`, in the same transaction that records them as seen
-   (`store_alerts`): a restart neither loses nor repeats one. It does not follow ids: with
+   (`store/alerts.py`): a restart neither loses nor repeats one. It does not follow ids: with
    several ingest workers (`serve --workers`) an event can commit after one with a higher
    id. An alert of the same kind, locker and bay as one queued in the last 10 minutes is
    folded into it (its `repeats` grows; no second message);

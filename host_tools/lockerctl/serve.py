@@ -431,7 +431,7 @@ class Service:
         workers: int = 1,
     ):
         """`workers`: ingest processes sharing the lockers' events (an MQTT shared
-        subscription; `store_ingest`), each with its own client id `CLIENT_ID-wN` and persistent
+        subscription; `store/ingest.py`), each with its own client id `CLIENT_ID-wN` and persistent
         session; with 1 (the default) one link under `client_id` itself."""
         if workers < 1 or (workers > 1 and not writer_process):
             raise ValueError("several ingest workers run in processes of their own")

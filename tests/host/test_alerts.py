@@ -132,7 +132,7 @@ def test_acknowledge_every_alert_of_a_kind_with_a_note(store):
 
 
 def _acks(store):
-    from lockerctl.accounts import alert_acks
+    from lockerctl.store.tables import alert_acks
 
     with store.engine.begin() as conn:
         return {r.alert: (r.by, r.at) for r in conn.execute(sa.select(alert_acks))}

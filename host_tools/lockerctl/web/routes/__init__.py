@@ -3,7 +3,7 @@
 A module has `router = APIRouter(...)` and its pages; a page names its roles with a dependency
 (`deps.ANY_ROLE`, `deps.SLT_ONLY`, `deps.ADMIN_ONLY`, `deps.viewer(roles)`), reads its form with
 `deps.form(...)` and renders a template with `templating.render`. No SQL here: queries are
-store methods (`store_web` for the dashboard's own).
+store methods (`store/live.py` and `store/tokens.py` for the dashboard's own).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """API tokens (`/account/tokens`): an account holder makes and revokes its own tokens for the
 JSON API; an admin sees every account's tokens and may make one for, or revoke one of, any
-account. A new token is shown once; the store keeps only its SHA-256 (`store_web`)."""
+account. A new token is shown once; the store keeps only its SHA-256 (`store/tokens.py`)."""
 
 from __future__ import annotations
 
