@@ -88,11 +88,22 @@ def test_slt_records_an_exemption_and_sees_it_due_for_review(dash, page, shots):
     page.click("button:text('Record exemption')")
     expect(page.locator("p.error")).to_contain_text("start is not before its end")
     assert len(dash.actions("exemption_add")) == 1
+    # ending asks first: a POST without the confirmation, or Cancel, changes nothing
+    eid = acts[0]["detail"]["id"]
+    resp = page.request.post(dash.url + "/exemptions/end", form={"csrf": _csrf(page), "id": eid})
+    assert resp.status == 200 and f"End exemption {eid} of Pat Pupil (P002)?" in resp.text()
+    page.click("table.exemptions button:text('End')")
+    expect(page.locator("#confirm-q")).to_have_text(f"End exemption {eid} of Pat Pupil (P002)?")
+    page.click("a:text('Cancel')")
+    page.wait_for_url(dash.url + "/exemptions")
+    expect(page.locator("table.exemptions tr[data-id]")).to_have_count(1)
+    assert not dash.actions("exemption_end")
     # ended: off the register (and the lockers' bundles)
     page.click("table.exemptions button:text('End')")
+    page.click("button:text('End the exemption')")
     page.wait_for_url(dash.url + "/exemptions")
     expect(page.locator("table.exemptions tr[data-id]")).to_have_count(0)
-    assert dash.actions("exemption_end")
+    assert [a["actor"] for a in dash.actions("exemption_end")] == ["web:hana"]
 
 
 def test_office_cannot_use_the_slt_pages(dash, page):
@@ -218,6 +229,21 @@ def test_only_a_named_approver_records_a_consent(dash, page, other_page, shots):
     assert resp.status == 403
     page.reload()
     expect(page.locator("table.consents tr[data-id]")).to_have_count(1)
+
+    # ending the consent asks first; without the confirmation nothing changes
+    resp = page.request.post(
+        dash.url + "/consents/end", form={"csrf": _csrf(page), "person": "P002"}
+    )
+    assert resp.status == 200 and "End the keep-safe consent of Pat Pupil (P002)?" in resp.text()
+    assert dash.actions("consent_end") == []
+    page.click("button[aria-label='End the consent of P002']")
+    expect(page.locator("#confirm-q")).to_have_text(
+        "End the keep-safe consent of Pat Pupil (P002)?"
+    )
+    page.click("button:text('End the consent')")
+    page.wait_for_url(dash.url + "/consents")
+    expect(page.locator("table.consents tr[data-id]")).to_have_count(0)
+    assert [a["actor"] for a in dash.actions("consent_end")] == ["web:hana"]
 
 
 def test_the_trail_page_shows_host_actions_and_downloads_them(dash, page):

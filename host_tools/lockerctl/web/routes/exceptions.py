@@ -271,13 +271,40 @@ def consent_approver_remove(request: Request, v: Viewer = ADMIN_ONLY, f: Form = 
 
 @router.post("/consents/end")
 def consents_end(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
+    """Ends a pupil's consent once confirmed: without `confirm=yes` the page asks first."""
     c = ctx(request)
     try:
+        if f.get("confirm") != "yes":
+            return confirm_end_consent(request, v, f.get("person"))
         XC.end_consent(c.store, c.site, f.get("person"), v.actor, int(time.time()))
         c.flash(v.token, "ok", f"Consent of {f.get('person')} ended.")
     except StoreError as err:
         c.flash(v.token, "error", str(err))
     return RedirectResponse("/consents", 303)
+
+
+def confirm_end_consent(request: Request, v: Viewer, person: str):
+    c = ctx(request)
+    rows = XC.list_consents(c.store, c.site, False, int(time.time()))
+    row = next((r for r in rows if r.person_id == person), None)
+    if row is None:
+        raise StoreError(f"{person} has no consent in force")
+    who = person_label(store_alerts.people_roles(c.store, c.site), person, v.sees_names)
+    return render(
+        request,
+        "confirm.html",
+        "End a consent",
+        "/consents",
+        question=f"End the keep-safe consent of {who}?",
+        lines=[
+            "From now on a phone they deposit is flagged again, as for any pupil who may not "
+            "bring one (the lockers are told). This is recorded with your name.",
+        ],
+        action="/consents/end",
+        hidden={"person": person},
+        button="End the consent",
+        cancel="/consents",
+    )
 
 
 # -- exemptions ---------------------------------------------------------------------------------
@@ -356,11 +383,37 @@ def exemptions_end(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
         eid = int(f.get("id"))
         if not 0 < eid < 2**63:
             raise StoreError(f"no exemption {eid}")
+        if f.get("confirm") != "yes":
+            return confirm_end_exemption(request, v, eid)
         X.end_exemption(c.store, c.site, eid, v.actor, int(time.time()))
         c.flash(v.token, "ok", f"Exemption {eid} ended.")
     except (ValueError, StoreError) as err:
         c.flash(v.token, "error", str(err))
     return RedirectResponse("/exemptions", 303)
+
+
+def confirm_end_exemption(request: Request, v: Viewer, eid: int):
+    c = ctx(request)
+    rows = X.list_exemptions(c.store, c.site, False, False, int(time.time()))
+    row = next((e for e in rows if e.id == eid), None)
+    if row is None:
+        raise StoreError(f"no exemption {eid} in force")
+    who = person_label(store_alerts.people_roles(c.store, c.site), row.person_id, v.sees_names)
+    return render(
+        request,
+        "confirm.html",
+        "End an exemption",
+        "/exemptions",
+        question=f"End exemption {eid} of {who}?",
+        lines=[
+            f"Its windows ({row.windows}) stop at once and the normal rules apply (the lockers "
+            "are told). This is recorded with your name.",
+        ],
+        action="/exemptions/end",
+        hidden={"id": str(eid)},
+        button="End the exemption",
+        cancel="/exemptions",
+    )
 
 
 # -- visitors -----------------------------------------------------------------------------------
