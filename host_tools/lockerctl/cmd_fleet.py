@@ -49,7 +49,7 @@ def publish(site, directory, version, targets, timeout):
     what each target runs."""
     from . import firmware as fw
     from . import store_fleet
-    from .serve import broker_auth
+    from .brokerclient import broker_auth
 
     try:
         files = fw.collect_build(directory, version)
@@ -104,7 +104,7 @@ def publish(site, directory, version, targets, timeout):
 
 def _send(site, user, password, messages, timeout: float) -> None:
     """Publishes (topic, payload) pairs retained at QoS 1 and waits for every PUBACK."""
-    from .serve import make_client
+    from .brokerclient import make_client
 
     client = make_client(f"lockerctl-fw-{uuid.uuid4().hex[:12]}", user, password)
     try:

@@ -363,7 +363,7 @@ def _locker_states(site, st, lockers, no_broker) -> tuple[str, dict]:
     recorded = {row.id: row.state for row in lockers}
     if not lockers or no_broker:
         return "the store (last recorded state)", recorded
-    from .serve import retained_states
+    from .brokerclient import retained_states
 
     try:
         got = retained_states(site, st, [row.id for row in lockers])

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TypeGuard
 
-from . import keys
+from . import keys, topics
 
 log = logging.getLogger("lockerctl.serve")
 
@@ -79,6 +79,9 @@ KNOWN_TYPES = frozenset(
         "updated",
     )
 )
+# What a locker answers a signed `open` with (firmware/locker/core.py): the bays it opened, or
+# the command refused.
+OPEN_ANSWERS = ("emergency_open", "cmd_rejected")
 
 
 class BadPayload(ValueError):
@@ -188,13 +191,12 @@ def parse_event(payload: bytes, secret: bytes | None = None, bays: int | None = 
 
 
 def parse_topic(topic: str, site: str) -> tuple[str, str] | None:
-    """`lockers/<site>/<locker>/<kind>` -> (locker, kind), or None for any other topic."""
-    parts = topic.split("/")
-    if len(parts) != 4 or parts[0] != "lockers" or parts[1] != site:
+    """`lockers/<site>/<locker>/<kind>` -> (locker, kind), or None for any other topic or a
+    locker id no locker can have."""
+    where = topics.parse(topic, site)
+    if where is None or not _LOCKER_RE.match(where[0]):
         return None
-    if not _LOCKER_RE.match(parts[2]):
-        return None
-    return parts[2], parts[3]
+    return where
 
 
 class Stats:
@@ -352,9 +354,8 @@ class Ingestor:
                 setattr(self.stats, e.kind, getattr(self.stats, e.kind) + 1)
                 seq = obj.get("seq") if isinstance(obj, dict) else None
                 detail = f"seq {seq!r}: {e}"[:300]
-                self._log_bad(
-                    "event", f"lockers/{self.site}/{locker}/event", Refused(e.kind, detail)
-                )
+                topic = topics.locker_topic(self.site, locker, "event")
+                self._log_bad("event", topic, Refused(e.kind, detail))
                 self._refusals.append((locker, e.kind, detail))
                 continue
             out.append((locker, ev))

@@ -146,7 +146,6 @@ def lockers_admin_post(request: Request, v: Viewer = ADMIN_ONLY, f: Form = ADMIN
 
 @router.get("/admin/device.json")
 def device_json(request: Request, v: Viewer = ADMIN_ONLY):
-    from ...serve import locker_secret
     from ...sitesettings import device_broker
 
     c = ctx(request)
@@ -169,7 +168,7 @@ def device_json(request: Request, v: Viewer = ADMIN_ONLY):
             "tls": b_tls,
             **({"ca": "ca.crt"} if b_tls else {}),
         },
-        "secret": locker_secret(row).hex(),
+        "secret": bytes(row.secret).hex(),
         "data_dir": row.data_dir or f"var/{row.id}",
         "sim": {"control_port": row.control_port or 7101},
     }
