@@ -1,9 +1,7 @@
-"""`lockerctl broker config` (a locked-down mosquitto for the site), `lockerctl locker rekey`."""
+"""`lockerctl broker config`: a locked-down mosquitto for the site."""
 
 from __future__ import annotations
 
-import json
-import secrets
 from pathlib import Path
 
 import click
@@ -251,111 +249,4 @@ def broker_config(
     click.echo(
         f"run: mosquitto -c {directory / 'mosquitto.conf'}   "
         "(running already: kill -HUP <its pid> to reload)"
-    )
-
-
-# --- locker rekey ---------------------------------------------------------------------------
-
-
-def device_json(row, site: Site, tls: bool = False) -> dict:
-    """What `locker add` prints, for a locker row of the store (secret and password included)."""
-    device = {
-        "locker_id": row.id,
-        "site": site.site,
-        "board": row.board or "sim",
-        "bays": row.bays,
-        "broker": {
-            "host": site.broker_host,
-            "port": site.broker_port,
-            "user": row.id,
-            "password": row.broker_password,
-            "tls": bool(tls),
-        },
-        "secret": bytes(row.secret).hex(),
-        "data_dir": row.data_dir or f"var/{row.id}",
-    }
-    if tls:  # the site CA's certificate, copied onto the board next to device.json
-        device["broker"]["ca"] = "ca.crt"
-    if device["board"] == "sim" or row.control_port:
-        device["sim"] = {"control_port": row.control_port or 7100}
-    return device
-
-
-def _locker_group():
-    """The `locker` group (cmd_store defines it with `locker add`); made here if not loaded."""
-    group = cli.commands.get("locker")
-    if group is None:
-        try:
-            import lockerctl.cmd_store  # noqa: F401  (defines the group with `locker add`)
-        except ModuleNotFoundError as e:
-            if e.name != "lockerctl.cmd_store":
-                raise
-        group = cli.commands.get("locker")
-    if group is None:
-
-        @cli.group("locker")
-        def locker():
-            """The site's locker banks."""
-
-        group = locker
-    return group
-
-
-@_locker_group().command("rekey")
-@site_options
-@click.argument("locker_id")
-@click.option(
-    "--broker",
-    default=None,
-    help="Broker HOST:PORT the locker connects to (written into device.json) [$LOCKER_BROKER, "
-    "or the address `broker config` recorded, or 127.0.0.1:1883].",
-)
-@click.option(
-    "--tls",
-    is_flag=True,
-    help="Write `tls: true` into the new device.json (a broker "
-    "configured with --tls; --broker then names its TLS port).",
-)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the new device.json to this file (owner-only) instead of stdout.",
-)
-def locker_rekey(site: Site, locker_id, broker, tls, output):
-    """Give a locker a new secret and a new broker password and print its new device.json.
-
-    The locker keeps its journal: events not yet acknowledged are sent after it comes back with
-    the new device.json. Procedure: flash the new device.json (make flash DEVICE=...), run
-    `lockerctl broker config DIR` again and reload mosquitto (kill -HUP its pid); `lockerctl
-    serve` signs the next configuration with the new key by itself."""
-    from .clibase import device_address
-    from .keys import new_secret
-    from .store import StoreError
-
-    st = open_store(site)
-    site.broker_host, site.broker_port, tls = device_address(st, site.site, broker, tls)
-    if st.locker(site.site, locker_id) is None:
-        raise UserError(f"no locker {locker_id} at site {site.site}")
-    secret = new_secret()
-    password = secrets.token_urlsafe(24)
-    try:
-        version = st.set_locker_secret(site.site, locker_id, secret, password, actor=actor())
-    except StoreError as e:
-        raise UserError(str(e)) from None
-    text = json.dumps(device_json(st.locker(site.site, locker_id), site, tls), indent=2) + "\n"
-    if output is None:
-        click.echo(text, nl=False)
-    else:
-        from .broker import _write_atomic
-
-        try:
-            _write_atomic(output.resolve(), text.encode(), 0o600, None, None)
-        except OSError as e:
-            raise UserError(f"cannot write {output}: {e}") from None
-    click.echo(
-        f"locker {locker_id} rekeyed (configuration version {version}); flash the new "
-        "device.json, re-run `lockerctl broker config` and reload the broker",
-        err=True,
     )

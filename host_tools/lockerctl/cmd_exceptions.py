@@ -11,8 +11,19 @@ import time
 import click
 
 from . import store_exceptions as X
-from .clibase import UserError, actor, broker_options, cli, site_options
-from .cmd_store import _check_person_id, _local, _print_table, _store, card, parse_when
+from .clibase import (
+    UserError,
+    actor,
+    broker_options,
+    check_person_id,
+    cli,
+    local_time,
+    parse_when,
+    print_table,
+    site_options,
+    store_session,
+)
+from .cmd_roster import card
 
 _HHMM = r"(?:[01]\d|2[0-3]):[0-5]\d"
 _WINDOW_RE = re.compile(rf"({_HHMM})-({_HHMM})\Z")
@@ -100,11 +111,11 @@ def release_cmd(site, person_id, by, reason, wait):
     locker, by a signed command; prints `<LOCKER> bay <N> opened` when the locker confirms."""
     from .release import send_release
 
-    _check_person_id(person_id, "person")
-    _check_person_id(by, "--by")
+    check_person_id(person_id, "person")
+    check_person_id(by, "--by")
     if not 0 < wait <= 600:  # also refuses nan
         raise UserError(f"--wait must be more than 0 and at most 600 seconds, not {wait}")
-    with _store(site) as st:
+    with store_session(site) as st:
         try:
             rel, answer = send_release(site, st, person_id, by, reason, actor(), wait=wait)
         except ValueError as e:
@@ -145,11 +156,11 @@ def consent():
 @site_options
 def consent_add(site, person_id, by, until, reason):
     """Record keep-safe consent for pupil PERSON_ID."""
-    _check_person_id(person_id, "person")
-    _check_person_id(by, "--by")
+    check_person_id(person_id, "person")
+    check_person_id(by, "--by")
     day = parse_date(until, "--until")
     reason = _text(reason, "--reason")
-    with _store(site) as st:
+    with store_session(site) as st:
         cid = X.add_consent(st, site.site, person_id, by, day, reason, actor(), int(time.time()))
     until_text = day.isoformat() if day else "no end date"
     click.echo(f"consent {cid}: {person_id} until {until_text}, by {by}")
@@ -161,7 +172,7 @@ def consent_add(site, person_id, by, until, reason):
 def consent_list(site, show_all):
     """Consents in force (all with --all)."""
     now = int(time.time())
-    with _store(site) as st:
+    with store_session(site) as st:
         rows = X.list_consents(st, site.site, show_all, now)
     table = [("id", "person", "name", "until", "by", "status", "reason")]
     for r in rows:
@@ -177,7 +188,7 @@ def consent_list(site, show_all):
                 r.reason or "",
             )
         )
-    _print_table(table)
+    print_table(table)
 
 
 @consent.command("end")
@@ -185,8 +196,8 @@ def consent_list(site, show_all):
 @site_options
 def consent_end(site, person_id):
     """End PERSON_ID's consent."""
-    _check_person_id(person_id, "person")
-    with _store(site) as st:
+    check_person_id(person_id, "person")
+    with store_session(site) as st:
         ids = X.end_consent(st, site.site, person_id, actor(), int(time.time()))
     click.echo(f"consent {', '.join(map(str, ids))} of {person_id} ended")
 
@@ -202,8 +213,8 @@ def consent_approver():
 @site_options
 def consent_approver_add(site, person_id):
     """Let PERSON_ID (an SLT member) approve keep-safe consents."""
-    _check_person_id(person_id, "person")
-    with _store(site) as st:
+    check_person_id(person_id, "person")
+    with store_session(site) as st:
         X.add_approver(st, site.site, person_id, actor(), int(time.time()))
     click.echo(f"{person_id} may approve keep-safe consents")
 
@@ -213,8 +224,8 @@ def consent_approver_add(site, person_id):
 @site_options
 def consent_approver_remove(site, person_id):
     """PERSON_ID may no longer approve keep-safe consents (those they gave stand)."""
-    _check_person_id(person_id, "person")
-    with _store(site) as st:
+    check_person_id(person_id, "person")
+    with store_session(site) as st:
         X.remove_approver(st, site.site, person_id, actor())
     click.echo(f"{person_id} may no longer approve keep-safe consents")
 
@@ -224,7 +235,7 @@ def consent_approver_remove(site, person_id):
 def consent_approver_list(site):
     """The approvers of keep-safe consents (status `no slt card`: refused until they hold
     one again)."""
-    with _store(site) as st:
+    with store_session(site) as st:
         rows = X.list_approvers(st, site.site)
         tz = st.timezone(site.site)
     if not rows:
@@ -239,12 +250,12 @@ def consent_approver_list(site):
             (
                 a.person_id,
                 a.name or "",
-                _local(a.added_at, tz),
+                local_time(a.added_at, tz),
                 a.added_by,
                 "approver" if a.slt else "no slt card",
             )
         )
-    _print_table(table)
+    print_table(table)
 
 
 # -- exemptions ---------------------------------------------------------------------------------
@@ -278,14 +289,14 @@ def exemption():
 @site_options
 def exemption_add(site, person_id, category, by, review, windows, from_, until):
     """Add an exemption for PERSON_ID; prints its id."""
-    _check_person_id(person_id, "person")
-    _check_person_id(by, "--by")
+    check_person_id(person_id, "person")
+    check_person_id(by, "--by")
     spans = parse_windows(windows)
     review_day = parse_date(review, "--review")
     start = parse_date(from_, "--from")
     end = parse_date(until, "--until")
     now = int(time.time())
-    with _store(site) as st:
+    with store_session(site) as st:
         tz = st.timezone(site.site)
         today = X.today(tz, now)
         start = start or today
@@ -308,7 +319,7 @@ def exemption_add(site, person_id, category, by, review, windows, from_, until):
 @site_options
 def exemption_list(site, due, show_all):
     """Exemptions not ended (all with --all; those due for review with --due)."""
-    with _store(site) as st:
+    with store_session(site) as st:
         rows = X.list_exemptions(st, site.site, due, show_all, int(time.time()))
     table = [
         ("id", "person", "name", "category", "windows", "from", "until", "review", "by", "status")
@@ -328,7 +339,7 @@ def exemption_list(site, due, show_all):
                 e.status,
             )
         )
-    _print_table(table)
+    print_table(table)
 
 
 @exemption.command("end")
@@ -336,7 +347,7 @@ def exemption_list(site, due, show_all):
 @site_options
 def exemption_end(site, exemption_id):
     """End exemption ID on every locker."""
-    with _store(site) as st:
+    with store_session(site) as st:
         person = X.end_exemption(st, site.site, exemption_id, actor(), int(time.time()))
     click.echo(f"exemption {exemption_id} of {person} ended")
 
@@ -361,13 +372,13 @@ def visitor_add(site, name, uid, by, until):
     from .roster import normalise_uid
 
     name = _text(name, "NAME", _MAX_NAME)
-    _check_person_id(by, "--by")
+    check_person_id(by, "--by")
     try:
         uid = normalise_uid(uid)
     except ValueError as e:
         raise UserError(f"--card: {e}") from None
     now = int(time.time())
-    with _store(site) as st:
+    with store_session(site) as st:
         tz = st.timezone(site.site)
         if until is None:
             end = X.day_end(X.today(tz, now), tz)
@@ -389,7 +400,7 @@ def visitor_list(site, show_all):
     from .store import mask_uid
 
     now = int(time.time())
-    with _store(site) as st:
+    with store_session(site) as st:
         rows = X.list_visitors(st, site.site, show_all, now)
         tz = st.timezone(site.site)
     table = [("person", "name", "card", "from", "until", "by", "status")]
@@ -399,13 +410,13 @@ def visitor_list(site, show_all):
                 v.person_id,
                 v.name,
                 mask_uid(v.card_uid),
-                _local(v.from_ts, tz),
-                _local(v.until_ts, tz),
+                local_time(v.from_ts, tz),
+                local_time(v.until_ts, tz),
                 v.by,
                 "ended" if v.until_ts <= now else "active",
             )
         )
-    _print_table(table)
+    print_table(table)
 
 
 # -- cards --------------------------------------------------------------------------------------
@@ -420,13 +431,13 @@ def card_unrevoke(site, person_id, uid):
     from .roster import normalise_uid
     from .store import mask_uid
 
-    _check_person_id(person_id, "person")
+    check_person_id(person_id, "person")
     if uid is not None:
         try:
             uid = normalise_uid(uid)
         except ValueError as e:
             raise UserError(f"--card: {e}") from None
-    with _store(site) as st:
+    with store_session(site) as st:
         if st.person(site.site, person_id, include_inactive=True) is None:
             raise UserError(f"{person_id} is not on the roster of site {site.site}")
         n = X.unrevoke_cards(st, site.site, person_id, uid, actor())

@@ -216,7 +216,7 @@ def test_any_timetable_is_accepted_or_refused_in_one_line(changes, start_good):
         tt = timetable.parse_timetable(text, "t.toml")
     except timetable.TimetableError as e:
         # every mistake at once (issue 18): one line each, naming the file
-        assert e.format_message().split("\n") == e.problems
+        assert str(e).split("\n") == e.problems
         assert all(one_line(p) and p.startswith("t.toml") for p in e.problems)
         return
     compiled = timetable.compile_timetable(tt, 1_790_000_000)

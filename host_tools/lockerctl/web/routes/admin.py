@@ -53,7 +53,7 @@ def timetable_post(request: Request, v: Viewer = ADMIN_ONLY, f: Form = ADMIN_FOR
         parsed = parse_timetable(text, "timetable")
         compile_timetable(parsed, int(time.time()))
     except TimetableError as err:
-        return timetable_page(request, text, err.format_message(), 400)
+        return timetable_page(request, text, str(err), 400)
     except (ValueError, KeyError) as err:
         return timetable_page(request, text, f"cannot compile: {err}", 400)
     try:
