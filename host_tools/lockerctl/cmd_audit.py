@@ -50,79 +50,19 @@ def audit_verify(site, checkpoint_files, vkey, no_broker):
     entries, head and all, is found. Exit 0 printing the number of entries and the head hash
     when everything holds; otherwise exit 1 naming the first bad entry or what is missing.
     """
-    from . import checkpoint as cp
-    from .trail import Broken
-
-    notes = []  # (where, note text, locker row or None)
-    for path in checkpoint_files:
-        try:
-            with open(path, encoding="utf-8") as f:
-                notes.append((path, f.read(4 * cp.MAX_NOTE_BYTES), None))
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f"--checkpoint {path}: {getattr(e, 'strerror', None) or e}") from None
+    notes = _checkpoint_files(checkpoint_files)  # (where, note text, locker row or None)
     with store_session(site) as st:
-        if vkey:
-            try:
-                _, public = cp.parse_verifier_key(vkey)
-            except cp.CheckpointError as e:
-                raise UserError(f"--key: {e}") from None
-        else:
-            public = st.host_public_key(cp.KEY)
+        public = _verifier_key(st, vkey)
         lockers = list(st.lockers(site.site))
         source, states = _locker_states(site, st, lockers, no_broker)
-        held = []
-        for row in lockers:
-            state = states.get(row.id)
-            checkpoint = state.get("checkpoint") if isinstance(state, dict) else None
-            if isinstance(checkpoint, dict) and isinstance(checkpoint.get("note"), str):
-                held.append((row.id, checkpoint))
-                notes.append((f"locker {row.id}", checkpoint["note"], row))
+        held = _held_checkpoints(lockers, states)
+        notes += [(f"locker {row.id}", checkpoint["note"], row) for row, checkpoint in held]
         if notes and public is None:
             raise UserError("checkpoints given, but the store has no checkpoint key (--key?)")
-        checked, report, failures = [], [], []
-        for where, note, row in notes:
-            try:
-                checked.append((where, cp.verify(note, public)))
-            except cp.CheckpointError as e:
-                if row is None:  # a file the user named: its signature must hold
-                    raise UserError(f"{where}: not a valid checkpoint: {e}") from None
-                report.append(
-                    f"{where}: holds a checkpoint not signed by this host: ignored ({e})"
-                )
-        bar = progress_bar("verifying", st.trail_count()) if sys.stderr.isatty() else None
-        sizes = [c.size for _, c in checked]
-        try:
-            if bar is None:
-                count, head, heads = st.verify_trail_at(sizes)
-            else:
-                with bar:
-                    count, head, heads = st.verify_trail_at(sizes, progress=bar.update)
-        except Broken as e:
-            raise UserError(f"audit trail broken: {e}") from None
-        for where, c in checked:
-            if c.size > count:
-                failures.append(
-                    f"{where}: a checkpoint of {c.size} entries, but the trail has {count}:"
-                    f" entries {count + 1}..{c.size} are missing (the tail was cut)"
-                )
-            elif c.size and heads.get(c.size) != c.head:
-                failures.append(
-                    f"{where}: entry {c.size} does not have the hash its checkpoint names:"
-                    " the trail was rewritten up to there"
-                )
-            else:
-                report.append(f"{where}: checkpoint of {c.size} entries: consistent")
-        for locker_id, checkpoint in held:
-            acked = checkpoint.get("acked")
-            if (
-                isinstance(acked, int)
-                and acked > 0
-                and st.highest_seq(site.site, locker_id) < acked
-            ):
-                failures.append(
-                    f"locker {locker_id}: acknowledged events up to seq {acked}, but the store"
-                    " holds no journal of it reaching that seq (events deleted)"
-                )
+        checked, report = _signed_by_host(notes, public)
+        count, head, heads = _verify_chain(st, [c.size for _, c in checked])
+        failures = _against_checkpoints(checked, count, heads, report)
+        failures += _deleted_events(st, site.site, held)
     if failures:
         for line in report + failures[1:]:
             click.echo(line, err=True)
@@ -130,10 +70,112 @@ def audit_verify(site, checkpoint_files, vkey, no_broker):
     click.echo(f"audit trail intact: {count} entries, head {head}")
     if lockers:
         click.echo(f"lockers' checkpoints read from {source}")
-        for locker_id in sorted({r.id for r in lockers} - {lid for lid, _ in held}):
+        for locker_id in sorted({r.id for r in lockers} - {row.id for row, _ in held}):
             click.echo(f"locker {locker_id}: holds no checkpoint")
     for line in report:
         click.echo(line)
+
+
+def _checkpoint_files(paths) -> list[tuple[str, str, None]]:
+    """(path, note text, None) of each --checkpoint FILE."""
+    from . import checkpoint as cp
+
+    notes = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                notes.append((path, f.read(4 * cp.MAX_NOTE_BYTES), None))
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"--checkpoint {path}: {getattr(e, 'strerror', None) or e}") from None
+    return notes
+
+
+def _verifier_key(st, vkey: str | None) -> bytes | None:
+    """The public key checkpoints are checked with: --key, else the store's (None: none)."""
+    from . import checkpoint as cp
+
+    if not vkey:
+        return st.host_public_key(cp.KEY)
+    try:
+        return cp.parse_verifier_key(vkey)[1]
+    except cp.CheckpointError as e:
+        raise UserError(f"--key: {e}") from None
+
+
+def _held_checkpoints(lockers, states: dict) -> list[tuple]:
+    """(locker row, the checkpoint object its state reports) of each locker that holds one."""
+    held = []
+    for row in lockers:
+        state = states.get(row.id)
+        checkpoint = state.get("checkpoint") if isinstance(state, dict) else None
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get("note"), str):
+            held.append((row, checkpoint))
+    return held
+
+
+def _signed_by_host(notes, public) -> tuple[list, list[str]]:
+    """([(where, checkpoint)] of the notes signed by the host's key, report lines for the
+    lockers' notes that are not). A file the user named must be signed: UserError."""
+    from . import checkpoint as cp
+
+    checked, report = [], []
+    for where, note, row in notes:
+        try:
+            checked.append((where, cp.verify(note, public)))
+        except cp.CheckpointError as e:
+            if row is None:
+                raise UserError(f"{where}: not a valid checkpoint: {e}") from None
+            report.append(f"{where}: holds a checkpoint not signed by this host: ignored ({e})")
+    return checked, report
+
+
+def _verify_chain(st, sizes: list[int]) -> tuple[int, str, dict]:
+    """(entries, head hash, {size: hash at that size}) of the whole chain; UserError where it
+    breaks."""
+    from .trail import Broken
+
+    bar = progress_bar("verifying", st.trail_count()) if sys.stderr.isatty() else None
+    try:
+        if bar is None:
+            return st.verify_trail_at(sizes)
+        with bar:
+            return st.verify_trail_at(sizes, progress=bar.update)
+    except Broken as e:
+        raise UserError(f"audit trail broken: {e}") from None
+
+
+def _against_checkpoints(checked, count: int, heads: dict, report: list[str]) -> list[str]:
+    """What the trail fails of each checkpoint (its tail cut, or rewritten); a line added to
+    `report` for each that holds."""
+    failures = []
+    for where, c in checked:
+        if c.size > count:
+            failures.append(
+                f"{where}: a checkpoint of {c.size} entries, but the trail has {count}:"
+                f" entries {count + 1}..{c.size} are missing (the tail was cut)"
+            )
+        elif c.size and heads.get(c.size) != c.head:
+            failures.append(
+                f"{where}: entry {c.size} does not have the hash its checkpoint names:"
+                " the trail was rewritten up to there"
+            )
+        else:
+            report.append(f"{where}: checkpoint of {c.size} entries: consistent")
+    return failures
+
+
+def _deleted_events(st, site: str, held) -> list[str]:
+    """A locker's checkpoint says which seq the host acknowledged: the store must hold its
+    journal up to there."""
+    failures = []
+    for row, checkpoint in held:
+        acked = checkpoint.get("acked")
+        if isinstance(acked, int) and acked > 0 and st.highest_seq(site, row.id) < acked:
+            failures.append(
+                f"locker {row.id}: acknowledged events up to seq {acked}, but the store"
+                " holds no journal of it reaching that seq (events deleted)"
+            )
+    return failures
 
 
 def _locker_states(site, st, lockers, no_broker) -> tuple[str, dict]:
