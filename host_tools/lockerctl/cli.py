@@ -17,7 +17,8 @@ _COMMAND_MODULES = [
     "lockerctl.cmd_privacy",  # retention apply, sar
     "lockerctl.cmd_sim",  # sim tap/door/state: the simulated lockers' control ports
     "lockerctl.cmd_web",  # user add (dashboard accounts)
-    "lockerctl.cmd_ops",  # backup, restore, setup (running it as a service)
+    "lockerctl.cmd_ops",  # backup, restore
+    "lockerctl.cmd_setup",  # setup (running it as services)
     "lockerctl.cmd_fleet",  # firmware publish, firmware status (over-the-air updates)
     "lockerctl.cmd_exceptions",  # release, consent, exemption, visitor, card unrevoke
     "lockerctl.cmd_report",  # report (the policy report)
