@@ -156,12 +156,12 @@ def resolve_broker(site: Site, given: str | None) -> None:
         site.broker_host, site.broker_port = parse_hostport(os.environ["LOCKER_BROKER"])
         site.broker_source = "$LOCKER_BROKER"
         return
-    from .sitesettings import host_broker, remembered
+    from .sitesettings import host_broker
 
     st = open_store(site)
     try:
         stored = host_broker(st, site.site)
-        listen = remembered(st, site.site).get("broker.listen")
+        listen = st.settings(site.site).get("broker.listen")
     finally:
         st.close()
     if stored:

@@ -137,10 +137,8 @@ def locker_add(
 
 def _broker_hint(site) -> None:
     """After a locker is added: the broker needs its account (when `broker config` ran)."""
-    from .sitesettings import remembered
-
     with store_session(site) as st:
-        directory = remembered(st, site.site).get("broker.dir")
+        directory = st.settings(site.site).get("broker.dir")
     if directory:
         click.echo(
             f"next: lockerctl broker config {directory}, then reload the broker "

@@ -464,7 +464,7 @@ class Ingestor:
         self._known_at = time.monotonic()
         try:
             self._lockers = {
-                _row_id(row): (_row_secret(row), _row_bays(row))
+                row.id: (bytes(row.secret), _valid_bays(row.bays))
                 for row in self.store.lockers(self.site)
             }
         except Exception as e:
@@ -479,21 +479,7 @@ class Ingestor:
         return False
 
 
-def _row_id(row) -> str:
-    if isinstance(row, dict):
-        return row["id"]
-    return getattr(row, "id", None) or row[0]
-
-
-def _row_secret(row) -> bytes | None:
-    secret = row.get("secret") if isinstance(row, dict) else getattr(row, "secret", None)
-    if secret is None:
-        return None
-    return bytes.fromhex(secret) if isinstance(secret, str) else bytes(secret)
-
-
-def _row_bays(row) -> int | None:
-    bays = row.get("bays") if isinstance(row, dict) else getattr(row, "bays", None)
+def _valid_bays(bays) -> int | None:
     return bays if _is_int(bays) and bays > 0 else None
 
 

@@ -75,20 +75,15 @@ def broker_settings(
     }
 
 
-def remembered(store, site: str) -> dict[str, str]:
-    getter = getattr(store, "settings", None)
-    return getter(site) if getter else {}
-
-
 def host_broker(store, site: str) -> tuple[str, int] | None:
     """Where the host tools connect, as remembered, or None."""
-    value = remembered(store, site).get("broker.host")
+    value = store.settings(site).get("broker.host")
     return hostport(value) if value else None
 
 
 def device_broker(store, site: str) -> tuple[str, int, bool] | None:
     """(host, port, tls) for a locker's device.json, as remembered, or None."""
-    s = remembered(store, site)
+    s = store.settings(site)
     if not s.get("broker.device"):
         return None
     host, port = hostport(s["broker.device"])

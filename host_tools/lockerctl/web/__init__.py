@@ -73,5 +73,5 @@ def start(service, host: str, port: int, tls: tuple[str, str] | None = None) -> 
         on_stop=store.close,
         tls=tls,
         broker_connected=service.ready.is_set,
-        **getattr(service, "web_options", {}),
+        **service.web_options,
     )
