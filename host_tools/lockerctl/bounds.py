@@ -22,6 +22,7 @@ DATE_MAX = dt.date(2100, 12, 31)
 YEARS = f"{DATE_MIN.year}-{DATE_MAX.year}"
 # C0 controls, DEL, C1 controls, lone surrogates (bytes that were not UTF-8), U+2028/U+2029.
 _BAD_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
+MAX_BAYS = 64  # bays of one locker bank
 YES = ("yes", "y", "true", "1")
 NO = ("no", "n", "false", "0")
 

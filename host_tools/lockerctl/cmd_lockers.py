@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from .bounds import MAX_BAYS
 from .clibase import (
     Site,
     UserError,
@@ -21,10 +22,8 @@ from .clibase import (
     site_options,
     store_session,
 )
+from .device import device_json
 from .store import PERSON_ID_RE
-
-MAX_BAYS = 64
-DEFAULT_CONTROL_PORT_BASE = 7100
 
 
 @cli.group("locker")
@@ -88,13 +87,11 @@ def locker_add(
     from .keys import new_secret
     from .sitesettings import default_data_dir, free_control_port
 
-    secret = new_secret()
-    password = secrets.token_urlsafe(24)
     with store_session(site) as st:
-        host, port, tls = device_address(st, site.site, broker)
+        address = device_address(st, site.site, broker)
         if control_port is None:
             taken = {r.control_port for r in st.lockers(site.site) if r.control_port}
-            control_port = free_control_port(taken, DEFAULT_CONTROL_PORT_BASE + 1)
+            control_port = free_control_port(taken)
         if data_dir is None:
             data_dir = (
                 default_data_dir(site.db, locker_id) if board == "sim" else f"var/{locker_id}"
@@ -103,33 +100,15 @@ def locker_add(
             site.site,
             locker_id,
             bays,
-            secret,
-            password,
+            new_secret(),
+            secrets.token_urlsafe(24),
             board=board,
             control_port=control_port,
             data_dir=data_dir,
             actor=actor(),
         )
-    device = {
-        "locker_id": locker_id,
-        "site": site.site,
-        "board": board,
-        "bays": bays,
-        "broker": {
-            "host": host,
-            "port": port,
-            "user": locker_id,
-            "password": password,
-            "tls": tls,
-        },
-        "secret": secret.hex(),
-        "data_dir": data_dir,
-        "sim": {"control_port": control_port},
-    }
-    if tls:  # the site CA's certificate, copied onto the board next to device.json
-        device["broker"]["ca"] = "ca.crt"
-    if wifi_ssid is not None:
-        device["wifi"] = {"ssid": wifi_ssid, "password": wifi_password}
+        wifi = None if wifi_ssid is None else {"ssid": wifi_ssid, "password": wifi_password}
+        device = device_json(st.locker(site.site, locker_id), site.site, address, wifi)
     with output_file(output, private=True) as out:
         out.write(json.dumps(device, indent=2) + "\n")
     _broker_hint(site)
@@ -214,30 +193,6 @@ def _dash(value):
 # -- locker rekey ------------------------------------------------------------------------------
 
 
-def device_json(row, site: Site, tls: bool = False) -> dict:
-    """What `locker add` prints, for a locker row of the store (secret and password included)."""
-    device = {
-        "locker_id": row.id,
-        "site": site.site,
-        "board": row.board or "sim",
-        "bays": row.bays,
-        "broker": {
-            "host": site.broker_host,
-            "port": site.broker_port,
-            "user": row.id,
-            "password": row.broker_password,
-            "tls": bool(tls),
-        },
-        "secret": bytes(row.secret).hex(),
-        "data_dir": row.data_dir or f"var/{row.id}",
-    }
-    if tls:  # the site CA's certificate, copied onto the board next to device.json
-        device["broker"]["ca"] = "ca.crt"
-    if device["board"] == "sim" or row.control_port:
-        device["sim"] = {"control_port": row.control_port or 7100}
-    return device
-
-
 @locker.command("rekey")
 @site_options
 @click.argument("locker_id")
@@ -271,13 +226,13 @@ def locker_rekey(site: Site, locker_id, broker, tls, output):
     from .keys import new_secret
 
     with store_session(site) as st:
-        site.broker_host, site.broker_port, tls = device_address(st, site.site, broker, tls)
+        address = device_address(st, site.site, broker, tls)
         if st.locker(site.site, locker_id) is None:
             raise UserError(f"no locker {locker_id} at site {site.site}")
         secret = new_secret()
         password = secrets.token_urlsafe(24)
         version = st.set_locker_secret(site.site, locker_id, secret, password, actor=actor())
-        device = device_json(st.locker(site.site, locker_id), site, tls)
+        device = device_json(st.locker(site.site, locker_id), site.site, address)
     text = json.dumps(device, indent=2) + "\n"
     if output is None:
         click.echo(text, nl=False)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import socket
 
+from .device import DEFAULT_CONTROL_PORT
+
 DEFAULT_BROKER = ("127.0.0.1", 1883)
 WILDCARDS = ("", "0.0.0.0", "::", "[::]", "*")
 
@@ -99,7 +101,7 @@ def port_in_use(port: int) -> bool:
             return True
 
 
-def free_control_port(taken: set[int], first: int = 7101) -> int:
+def free_control_port(taken: set[int], first: int = DEFAULT_CONTROL_PORT) -> int:
     """The first port from `first` that no registered locker uses and nothing listens on now
     (a running demo's lockers, another service)."""
     port = first
@@ -107,7 +109,7 @@ def free_control_port(taken: set[int], first: int = 7101) -> int:
         if port not in taken and not port_in_use(port):
             return port
         port += 1
-    raise ValueError("no free control port above 7101")
+    raise ValueError(f"no free control port above {first}")
 
 
 def default_data_dir(db_url: str, locker_id: str) -> str:
