@@ -5,12 +5,13 @@ configuration version, so `serve` pushes it to the lockers in their signed bundl
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 
 import click
 
 from . import store_exceptions as X
+from .bounds import BoundError, parse_day
+from .bounds import parse_windows as bounds_windows
 from .clibase import (
     UserError,
     actor,
@@ -25,51 +26,23 @@ from .clibase import (
 )
 from .cmd_roster import card
 
-_HHMM = r"(?:[01]\d|2[0-3]):[0-5]\d"
-_WINDOW_RE = re.compile(rf"({_HHMM})-({_HHMM})\Z")
 _MAX_NAME = 100
 
 
 def parse_date(text: str | None, option: str) -> dt.date | None:
-    """A YYYY-MM-DD date in the years 2000-2100, or None; a one-line UserError otherwise."""
-    if text is None:
-        return None
-    from .bounds import BoundError, check_date
-
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
-        raise UserError(f"{option} {text!r}: a date YYYY-MM-DD")
+    """`bounds.parse_day` as a one-line UserError."""
     try:
-        day = dt.date.fromisoformat(text.strip())
-        check_date(day, option)
-    except ValueError as e:
-        raise UserError(f"{option} {text!r}: {e}") from None
+        return parse_day(text, option)
     except BoundError as e:
         raise UserError(str(e)) from None
-    return day
 
 
 def parse_windows(values: tuple[str, ...]) -> list[str]:
-    """--window HH:MM-HH:MM values: each start before its end, at most 4, none overlapping;
-    returned sorted. UserError naming the bad one."""
-    from .bundle import MAX_WINDOWS
-
-    if not values:
-        raise UserError("give at least one --window HH:MM-HH:MM")
-    if len(values) > MAX_WINDOWS:
-        raise UserError(f"at most {MAX_WINDOWS} --window per exemption, not {len(values)}")
-    spans = []
-    for v in values:
-        m = _WINDOW_RE.match(v.strip())
-        if m is None:
-            raise UserError(f"--window {v!r}: HH:MM-HH:MM (00:00-23:59)")
-        if m.group(1) >= m.group(2):
-            raise UserError(f"--window {v!r}: its start is not before its end")
-        spans.append((m.group(1), m.group(2)))
-    spans.sort()
-    for a, b in zip(spans, spans[1:], strict=False):
-        if b[0] < a[1]:
-            raise UserError(f"--window {a[0]}-{a[1]} and {b[0]}-{b[1]} overlap")
-    return [f"{a}-{b}" for a, b in spans]
+    """`bounds.parse_windows` as a one-line UserError."""
+    try:
+        return bounds_windows(values)
+    except BoundError as e:
+        raise UserError(str(e)) from None
 
 
 def _text(value: str | None, option: str, limit: int = 200) -> str | None:

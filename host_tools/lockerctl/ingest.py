@@ -82,6 +82,8 @@ KNOWN_TYPES = frozenset(
 # What a locker answers a signed `open` with (firmware/locker/core.py): the bays it opened, or
 # the command refused.
 OPEN_ANSWERS = ("emergency_open", "cmd_rejected")
+# ... and a signed `release`: the bay released to its holder, or the command refused.
+RELEASE_ANSWERS = ("released", "cmd_rejected")
 
 
 class BadPayload(ValueError):
