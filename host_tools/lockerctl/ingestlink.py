@@ -512,7 +512,7 @@ class IngestProcess:
                         stats = self.ingestor.stats
                         for name, count in value.items():
                             was = self._last.get(name, 0)
-                            setattr(stats, name, getattr(stats, name, 0) + count - was)
+                            setattr(stats, name, getattr(stats, name) + count - was)
                     self._last = value
                 else:
                     self.report(kind, value)
