@@ -26,6 +26,27 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 TICKS_START = (1 << 30) - 3000
 
 
+def cmdauth():
+    """The firmware's own `locker/cmdauth.py` (it runs on CPython): what a locker does with a
+    signed command. Its `CommandError.reason` says why one is refused."""
+    import sys
+
+    firmware = str(ROOT / "firmware")
+    if firmware not in sys.path:
+        sys.path.insert(0, firmware)
+    import locker.cmdauth
+
+    return locker.cmdauth
+
+
+def verify_as_locker(payload: bytes, secret: bytes, locker_id: str, last_id: int, now) -> dict:
+    """A signed command as the locker with this secret checks it (`cmdauth().CommandError`
+    when it refuses it)."""
+    from lockerctl import keys
+
+    return cmdauth().verify(payload, keys.cmd_key(secret), locker_id, last_id, now)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -29,9 +29,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from harness import Broker, free_port, lockerctl, wait_for
+from harness import Broker, free_port, lockerctl, verify_as_locker, wait_for
 from lockerctl import keys
-from lockerctl.commands import verify_command
 from lockerctl.ingest import JOURNAL_MAX_EVENTS
 from lockerctl.store import Store
 
@@ -131,7 +130,9 @@ class Rig:
 
         cmd = wait_for(latest, timeout=timeout, what=f"a checkpoint of {min_size}+ entries")
         payload = json.dumps(cmd).encode()
-        ok = verify_command(payload, self.secret, self.locker, self.last_cmd_id, int(time.time()))
+        ok = verify_as_locker(
+            payload, self.secret, self.locker, self.last_cmd_id, int(time.time())
+        )
         self.last_cmd_id = ok["id"]
         assert (ok["bay"], ok["by"]) == (0, "host")
         return ok["reason"]

@@ -201,8 +201,7 @@ def refusal_alerts(store, site: str, now: float) -> list[Alert]:
     """What ingest refused or kept aside (forged events, conflicts, impossible ones), one alert
     per locker and kind every 10 minutes, with a count."""
     out = []
-    refusals = getattr(store, "refusals", None)
-    for r in refusals(site, since=int(now - WINDOW)) if refusals else ():
+    for r in store.refusals(site, since=int(now - WINDOW)):
         times = f"{r.count} times" if r.count != 1 else "once"
         kind = f"refused_{r.kind}"
         out.append(

@@ -22,6 +22,9 @@ DATE_MAX = dt.date(2100, 12, 31)
 YEARS = f"{DATE_MIN.year}-{DATE_MAX.year}"
 # C0 controls, DEL, C1 controls, lone surrogates (bytes that were not UTF-8), U+2028/U+2029.
 _BAD_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
+MAX_BAYS = 64  # bays of one locker bank
+_HHMM = r"(?:[01]\d|2[0-3]):[0-5]\d"
+_WINDOW_RE = re.compile(rf"({_HHMM})-({_HHMM})\Z")
 YES = ("yes", "y", "true", "1")
 NO = ("no", "n", "false", "0")
 
@@ -43,6 +46,43 @@ def parse_date(text: str, what: str) -> dt.date:
     except (ValueError, AttributeError):
         raise BoundError(f"{what} {text!r}: expected a date YYYY-MM-DD") from None
     return check_date(day, what)
+
+
+def parse_day(text: str | None, what: str) -> dt.date | None:
+    """A date written exactly YYYY-MM-DD in the years 2000-2100, or None for None."""
+    if text is None:
+        return None
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+        raise BoundError(f"{what} {text!r}: a date YYYY-MM-DD")
+    try:
+        day = dt.date.fromisoformat(text.strip())
+    except ValueError as e:
+        raise BoundError(f"{what} {text!r}: {e}") from None
+    return check_date(day, what)
+
+
+def parse_windows(values: tuple[str, ...]) -> list[str]:
+    """An exemption's windows (`--window HH:MM-HH:MM` values): each start before its end, at
+    most `bundle.MAX_WINDOWS`, none overlapping; returned sorted."""
+    from .bundle import MAX_WINDOWS
+
+    if not values:
+        raise BoundError("give at least one --window HH:MM-HH:MM")
+    if len(values) > MAX_WINDOWS:
+        raise BoundError(f"at most {MAX_WINDOWS} --window per exemption, not {len(values)}")
+    spans = []
+    for v in values:
+        m = _WINDOW_RE.match(v.strip())
+        if m is None:
+            raise BoundError(f"--window {v!r}: HH:MM-HH:MM (00:00-23:59)")
+        if m.group(1) >= m.group(2):
+            raise BoundError(f"--window {v!r}: its start is not before its end")
+        spans.append((m.group(1), m.group(2)))
+    spans.sort()
+    for a, b in zip(spans, spans[1:], strict=False):
+        if b[0] < a[1]:
+            raise BoundError(f"--window {a[0]}-{a[1]} and {b[0]}-{b[1]} overlap")
+    return [f"{a}-{b}" for a, b in spans]
 
 
 def _hhmm(t: dt.datetime) -> str:

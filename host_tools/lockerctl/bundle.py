@@ -7,7 +7,6 @@ tests/host/test_bundle_cross.py checks the two against each other under CPython 
 import json
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from . import keys
 
@@ -35,37 +34,14 @@ ROLE_NAMES = {v: k for k, v in ROLE_CODES.items()}
 _FIXED_FMT = ">4sBBHIII"
 
 
-@dataclass(frozen=True)
-class BundleCard:
-    """One roster card as a bundle carries it (the input rows may be tuples of the same order)."""
-
-    uid_hex: str
-    person_id: str
-    role: str
-    year: int | None = None
-    walk_home: bool = False
-    revoked: bool = False
-
-
 def _card_fields(card) -> tuple:
-    if isinstance(card, (tuple, list)):
-        if len(card) != 6:
-            raise ValueError(
-                f"card row {card!r}: expected 6 fields "
-                "(uid_hex, person_id, role, year, walk_home, revoked)"
-            )
-        return tuple(card)
-    uid = next(
-        (getattr(card, n) for n in ("uid_hex", "card_uid", "uid") if hasattr(card, n)), None
-    )
-    return (
-        uid,
-        card.person_id,
-        card.role,
-        getattr(card, "year", None),
-        getattr(card, "walk_home", False),
-        getattr(card, "revoked", False),
-    )
+    """A card as (uid_hex, person_id, role, year, walk_home, revoked)."""
+    if not isinstance(card, (tuple, list)) or len(card) != 6:
+        raise ValueError(
+            f"card row {card!r}: expected 6 fields "
+            "(uid_hex, person_id, role, year, walk_home, revoked)"
+        )
+    return tuple(card)
 
 
 def _flag(value) -> bool:

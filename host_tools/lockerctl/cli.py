@@ -6,13 +6,19 @@ from .clibase import UserError, cli
 
 # Each module registers its commands on `cli` when imported.
 _COMMAND_MODULES = [
-    "lockerctl.cmd_store",  # export, audit, roster, locker add, timetable, card, grant
+    "lockerctl.cmd_export",  # export
+    "lockerctl.cmd_audit",  # audit verify, audit key
+    "lockerctl.cmd_roster",  # roster import/export, card revoke
+    "lockerctl.cmd_lockers",  # locker add/list/rekey
+    "lockerctl.cmd_timetable",  # timetable set/show
+    "lockerctl.cmd_grants",  # grant add/list/revoke
     "lockerctl.cmd_serve",  # serve, open (the MQTT side)
-    "lockerctl.cmd_broker",  # broker config, locker rekey
+    "lockerctl.cmd_broker",  # broker config
     "lockerctl.cmd_privacy",  # retention apply, sar
     "lockerctl.cmd_sim",  # sim tap/door/state: the simulated lockers' control ports
     "lockerctl.cmd_web",  # user add (dashboard accounts)
-    "lockerctl.cmd_ops",  # backup, restore, setup (running it as a service)
+    "lockerctl.cmd_ops",  # backup, restore
+    "lockerctl.cmd_setup",  # setup (running it as services)
     "lockerctl.cmd_fleet",  # firmware publish, firmware status (over-the-air updates)
     "lockerctl.cmd_exceptions",  # release, consent, exemption, visitor, card unrevoke
     "lockerctl.cmd_report",  # report (the policy report)

@@ -8,12 +8,16 @@ Each area of the host tools defines its commands in its own module and registers
 import functools
 import getpass
 import os
+import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import IO
 
 import click
 
 # defined below the CLI (the modules the CLI uses raise it too); imported from here by the cmd_*
-from .errors import UserError, printable  # noqa: F401
+from .errors import UserError, UserErrors, printable  # noqa: F401
 
 
 class _UsageLine(UserError):
@@ -152,12 +156,12 @@ def resolve_broker(site: Site, given: str | None) -> None:
         site.broker_host, site.broker_port = parse_hostport(os.environ["LOCKER_BROKER"])
         site.broker_source = "$LOCKER_BROKER"
         return
-    from .sitesettings import host_broker, remembered
+    from .sitesettings import host_broker
 
     st = open_store(site)
     try:
         stored = host_broker(st, site.site)
-        listen = remembered(st, site.site).get("broker.listen")
+        listen = st.settings(site.site).get("broker.listen")
     finally:
         st.close()
     if stored:
@@ -193,3 +197,99 @@ def open_store(site: Site):
         raise UserError(f"cannot open the store {site.db}: {msg}") from None
     except ModuleNotFoundError as e:
         raise UserError(f"cannot open the store {site.db}: missing driver {e.name}") from None
+
+
+# -- what the commands share ----------------------------------------------------------------------
+
+
+@contextmanager
+def store_session(site: Site):
+    """The store for one command, closed at the end; a StoreError raised inside becomes a
+    one-line UserError."""
+    from .store import StoreError
+
+    st = open_store(site)
+    try:
+        yield st
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    finally:
+        st.close()
+
+
+def check_person_id(value: str, what: str) -> str:
+    from .store import PERSON_ID_RE
+
+    if not PERSON_ID_RE.match(value or ""):
+        raise UserError(f"{what} {value!r} is not a person id (1-28 of A-Z a-z 0-9 . _ -)")
+    return value
+
+
+@contextmanager
+def output_file(path: str | None, binary: bool = False, private: bool = False):
+    """stdout, or a file written whole: a temporary file renamed over FILE at the end, so a
+    failure leaves no half-written file. `private`: owner-only (it holds a secret)."""
+    if path is None or path == "-":
+        stream = sys.stdout.buffer if binary else sys.stdout
+        yield stream
+        stream.flush()
+        return
+    target = os.path.abspath(path)
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        raise UserError(f"cannot write {path}: no directory {directory}")
+    fd, tmp = tempfile.mkstemp(prefix=".lockerctl-", dir=directory)
+    try:
+        if not private:
+            os.chmod(tmp, 0o644 & ~_umask())
+        f: IO = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")
+        with f:
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def progress_bar(label: str, length: int):
+    """A progress bar on stderr when it is a terminal, else None."""
+    if not sys.stderr.isatty():
+        return None
+    return click.progressbar(length=length, label=label, file=sys.stderr)
+
+
+def local_time(ts, tz: str) -> str:
+    """Unix seconds as the site's local date and time to the minute ("" for None)."""
+    from .display import invalid_time, local_datetime
+
+    if ts is None:
+        return ""
+    when = local_datetime(ts, tz)
+    return invalid_time(ts) if when is None else when.isoformat(timespec="minutes")
+
+
+def print_table(rows) -> None:
+    """Rows of text as columns, the first row the header."""
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def parse_when(text: str, tz: str, option: str) -> int:
+    """Unix seconds of an ISO 8601 date-time in the years 2000-2100; without an offset it is the
+    site's local time, and must exist that day (not in the hour the clocks go forward)."""
+    from .bounds import BoundError, parse_local_datetime
+
+    try:
+        return parse_local_datetime(text, tz, option)
+    except BoundError as e:
+        raise UserError(str(e)) from None

@@ -1,14 +1,14 @@
-"""`lockerctl broker config` (a locked-down mosquitto for the site), `lockerctl locker rekey`."""
+"""`lockerctl broker config`: a locked-down mosquitto for the site."""
 
 from __future__ import annotations
 
-import json
-import secrets
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import click
 
-from .clibase import Site, UserError, actor, cli, open_store, parse_hostport, site_options
+from .clibase import Site, UserError, actor, cli, parse_hostport, site_options, store_session
 
 
 def _site_cards(st, site: str, locker_ids: list[str]) -> int:
@@ -102,260 +102,240 @@ def broker_config(
     The listener (--listen, --tls, --address) is remembered in the store: later commands connect
     to it and `locker add` writes it into device.json; a later run without --listen keeps it."""
     from . import broker
-    from .sitesettings import WILDCARDS, broker_settings, primary_address
 
     if address is not None:
         try:
             broker.check_name("--address", address)
         except broker.BrokerError as e:
             raise UserError(str(e)) from None
-    if not listen:  # keep the listener a previous run recorded
-        st = open_store(site)
-        try:
-            remembered = st.settings(site.site)
-        finally:
-            st.close()
-        was_tls = remembered.get("broker.tls") == "1"
-        if remembered.get("broker.listen") and (was_tls or not tls):
-            listen, tls = remembered["broker.listen"], was_tls
-            if address is None:  # the address lockers were given stays theirs
-                address = remembered.get("broker.device", "").rpartition(":")[0] or None
-            if local_port is None and tls:
-                host_side = remembered.get("broker.host") or ""
-                local_port = int(host_side.rpartition(":")[2]) if host_side else 0
-            if not names and tls and remembered.get("broker.names"):
-                names = tuple(remembered["broker.names"].split(","))  # the certificate's
-    if local_port is None:
-        local_port = 1883
-    if not tls and (renew or new_ca or names):
+    want = _remembered(site, _Listening(listen, tls, local_port, tuple(names), address))
+    if not want.tls and (renew or new_ca or want.names):
         raise UserError("--renew, --new-ca and --name only apply with --tls")
-    if listen:
+    want = _decide(want)
+    with store_session(site) as st:
         try:
-            host, port = parse_hostport(listen, 8883 if tls else 1883)
+            made = _make(
+                st, site.site, directory.resolve(), want, new_host_password, message_limit
+            )
+            if want.tls:
+                made.files, made.notes = broker.tls_material(
+                    made.directory, site.site, want.cert_names, new_ca=new_ca, renew=renew
+                )
+            plan = made.plan(site.site, want.listeners)
+        except broker.BrokerError as e:
+            raise UserError(str(e)) from None
+        _warn(made, want)
+        chosen, written = _write(st, site.site, made, want, plan)
+    _tell(made, want, chosen, written)
+
+
+@dataclass
+class _Listening:
+    """The broker's listeners: as the options (or an earlier run) ask, then as decided
+    (`listeners`, the main one first; the names its certificate carries)."""
+
+    listen: str | None
+    tls: bool
+    local_port: int | None
+    names: tuple[str, ...]
+    address: str | None  # what lockers use to reach the broker
+    listeners: list = field(default_factory=list)  # broker.Listener
+    cert_names: list[str] = field(default_factory=list)
+
+    @property
+    def main(self):
+        return self.listeners[0]
+
+
+@dataclass
+class _Made:
+    """What the broker's directory will hold, before anything is written."""
+
+    directory: Path
+    lockers: list[tuple[str, str]]  # (locker id, its broker password)
+    creds: tuple[str, str] | None  # the host account recorded before this run
+    host_user: str
+    host_password: str
+    limit: int  # the largest payload the broker accepts
+    owner: Any  # broker.Owner
+    files: dict[str, bytes] | None = None  # TLS material
+    notes: list[str] = field(default_factory=list)
+
+    def plan(self, site: str, listeners: list):
+        from . import broker
+
+        return broker.build_plan(
+            self.directory,
+            site,
+            self.lockers,
+            self.host_user,
+            self.host_password,
+            listeners,
+            self.limit,
+            self.owner,
+            self.files,
+        )
+
+
+def _remembered(site: Site, want: _Listening) -> _Listening:
+    """Without --listen, the listener an earlier run recorded is kept (with its TLS, the address
+    the lockers were given, the host tools' plain port and the certificate's names)."""
+    if want.listen:
+        return want
+    with store_session(site) as st:
+        remembered = st.settings(site.site)
+    was_tls = remembered.get("broker.tls") == "1"
+    if not remembered.get("broker.listen") or (want.tls and not was_tls):
+        return want
+    tls = was_tls
+    address, local_port, names = want.address, want.local_port, want.names
+    if address is None:  # the address lockers were given stays theirs
+        address = remembered.get("broker.device", "").rpartition(":")[0] or None
+    if local_port is None and tls:
+        host_side = remembered.get("broker.host") or ""
+        local_port = int(host_side.rpartition(":")[2]) if host_side else 0
+    if not names and tls and remembered.get("broker.names"):
+        names = tuple(remembered["broker.names"].split(","))  # the certificate's
+    listen = remembered["broker.listen"]
+    return replace(
+        want, listen=listen, tls=tls, local_port=local_port, names=names, address=address
+    )
+
+
+def _decide(want: _Listening) -> _Listening:
+    """The listeners (the main one, then with TLS a plain one on loopback for the host tools),
+    the address lockers use and the names the server certificate carries."""
+    from . import broker
+    from .sitesettings import WILDCARDS, primary_address
+
+    local_port = 1883 if want.local_port is None else want.local_port
+    if want.listen:
+        try:
+            host, port = parse_hostport(want.listen, 8883 if want.tls else 1883)
         except UserError as e:
             raise UserError(f"--listen: {e.format_message()}") from None
         if not 0 < port < 65536:
             raise UserError(f"--listen: bad port {port}")
-        main = broker.Listener(host, port, tls)
+        main = broker.Listener(host, port, want.tls)
     else:
-        main = broker.default_listen(tls)
+        main = broker.default_listen(want.tls)
     listeners = [main]
-    if tls and local_port and local_port != main.port:
+    if want.tls and local_port and local_port != main.port:
         listeners.append(broker.Listener("127.0.0.1", local_port, False))
+    address = want.address
     if address is None and main.host in WILDCARDS:
-        address = names[0] if names else primary_address()
-    cert_names = list(names) or broker.default_names(listeners)
+        address = want.names[0] if want.names else primary_address()
+    cert_names = list(want.names) or broker.default_names(listeners)
     if address and address not in cert_names:
         cert_names.append(address)  # the name lockers check the certificate against
+    return replace(
+        want, local_port=local_port, address=address, listeners=listeners, cert_names=cert_names
+    )
 
-    st = open_store(site)
-    try:
-        rows = st.lockers(site.site)
-        lockers = [(r.id, r.broker_password) for r in rows]
-        creds = st.broker_credentials(site.site)
-        host_user, host_password = broker.new_host_account(site.site)
-        if creds and not new_host_password:
-            host_user, host_password = creds
-        elif creds:
-            host_user = creds[0]
-        limit = broker.choose_message_limit(
-            _site_cards(st, site.site, [r.id for r in rows]), message_limit
-        )
-        directory = directory.resolve()
-        if directory.exists() and not directory.is_dir():
-            raise UserError(f"{directory} is not a directory")
-        owner = broker.file_owner(directory)
-        tls_files: dict[str, bytes] | None = None
-        notes: list[str] = []
-        if tls:
-            tls_files, notes = broker.tls_material(
-                directory,
-                site.site,
-                cert_names,
-                new_ca=new_ca,
-                renew=renew,
-            )
-        plan = broker.build_plan(
-            directory,
-            site.site,
-            lockers,
-            host_user,
-            host_password,
-            listeners,
-            limit,
-            owner,
-            tls_files,
-        )
-    except broker.BrokerError as e:
-        raise UserError(str(e)) from None
 
-    if owner.warning:
-        click.echo(f"lockerctl: warning: {owner.warning}", err=True)
-    for listener in listeners:
+def _make(
+    st, site: str, directory: Path, want: _Listening, new_host_password: bool, limit: int | None
+) -> _Made:
+    """The accounts, the payload limit and the files' owner (BrokerError, UserError)."""
+    from . import broker
+
+    rows = st.lockers(site)
+    creds = st.broker_credentials(site)
+    host_user, host_password = broker.new_host_account(site)
+    if creds and not new_host_password:
+        host_user, host_password = creds
+    elif creds:
+        host_user = creds[0]  # the same account, a new password
+    cards = _site_cards(st, site, [r.id for r in rows])
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"{directory} is not a directory")
+    return _Made(
+        directory,
+        [(r.id, r.broker_password) for r in rows],
+        creds,
+        host_user,
+        host_password,
+        broker.choose_message_limit(cards, limit),
+        broker.file_owner(directory),
+    )
+
+
+def _warn(made: _Made, want: _Listening) -> None:
+    from . import broker
+
+    if made.owner.warning:
+        click.echo(f"lockerctl: warning: {made.owner.warning}", err=True)
+    for listener in want.listeners:
         if not listener.tls and not broker.is_loopback(listener.host):
             click.echo(
                 f"lockerctl: warning: {listener.host}:{listener.port} is plain MQTT: "
                 "passwords cross the network in clear (use --tls)",
                 err=True,
             )
-    if not lockers:
+    if not made.lockers:
         click.echo(
             "lockerctl: warning: the site has no lockers yet (lockerctl locker add, then "
             "run this again)",
             err=True,
         )
 
-    if creds != (host_user, host_password):
-        st.set_broker_credentials(site.site, host_user, host_password)
+
+def _write(st, site: str, made: _Made, want: _Listening, plan) -> tuple[dict, list[Path]]:
+    """Writes the files and records the host account, the listener settings and the action:
+    (the settings recorded, the files written)."""
+    from . import broker
+    from .sitesettings import broker_settings
+
+    if made.creds != (made.host_user, made.host_password):
+        st.set_broker_credentials(site, made.host_user, made.host_password)
+    main = want.main
     chosen = broker_settings(
-        str(directory),
+        str(made.directory),
         (main.host, main.port),
         main.tls,
-        local_port if len(listeners) > 1 else 0,
-        address,
-        list(names),
+        (want.local_port or 0) if len(want.listeners) > 1 else 0,  # the host tools' plain one
+        want.address,
+        list(want.names),
     )
     try:
-        written = broker.write_files(plan, owner)
+        written = broker.write_files(plan, made.owner)
     except OSError as e:
-        raise UserError(f"cannot write the broker configuration in {directory}: {e}") from None
-    if {k: v for k, v in st.settings(site.site).items() if k.startswith("broker.")} != {
-        k: v for k, v in chosen.items() if v is not None
-    }:
-        st.set_settings(site.site, chosen, actor())  # once the files say the same
+        raise UserError(
+            f"cannot write the broker configuration in {made.directory}: {e}"
+        ) from None
+    recorded = {k: v for k, v in st.settings(site).items() if k.startswith("broker.")}
+    if recorded != {k: v for k, v in chosen.items() if v is not None}:
+        st.set_settings(site, chosen, actor())  # once the files say the same
     st.record_action(
-        site.site,
+        site,
         actor(),
         "broker_config",
         {
-            "dir": str(directory),
-            "lockers": len(lockers),
-            "tls": bool(tls),
-            "listen": [f"{x.host}:{x.port}" for x in listeners],
-            "message_limit": limit,
+            "dir": str(made.directory),
+            "lockers": len(made.lockers),
+            "tls": bool(want.tls),
+            "listen": [f"{x.host}:{x.port}" for x in want.listeners],
+            "message_limit": made.limit,
         },
     )
-    for note in notes:
+    return chosen, written
+
+
+def _tell(made: _Made, want: _Listening, chosen: dict, written: list[Path]) -> None:
+    for note in made.notes:
         click.echo(note)
     for path in written:
         click.echo(f"wrote {path}")
     click.echo(
-        f"{len(lockers)} locker account(s) and the host account {host_user!r}; "
-        f"payload limit {limit} bytes"
+        f"{len(made.lockers)} locker account(s) and the host account {made.host_user!r}; "
+        f"payload limit {made.limit} bytes"
     )
     click.echo(
         f"remembered: lockers connect to {chosen['broker.device']}"
-        f"{' (TLS)' if main.tls else ''}, the host tools to "
+        f"{' (TLS)' if want.main.tls else ''}, the host tools to "
         f"{chosen['broker.host'] or 'no plain listener (use --local-port)'}"
     )
     click.echo(
-        f"run: mosquitto -c {directory / 'mosquitto.conf'}   "
+        f"run: mosquitto -c {made.directory / 'mosquitto.conf'}   "
         "(running already: kill -HUP <its pid> to reload)"
-    )
-
-
-# --- locker rekey ---------------------------------------------------------------------------
-
-
-def device_json(row, site: Site, tls: bool = False) -> dict:
-    """What `locker add` prints, for a locker row of the store (secret and password included)."""
-    device = {
-        "locker_id": row.id,
-        "site": site.site,
-        "board": row.board or "sim",
-        "bays": row.bays,
-        "broker": {
-            "host": site.broker_host,
-            "port": site.broker_port,
-            "user": row.id,
-            "password": row.broker_password,
-            "tls": bool(tls),
-        },
-        "secret": bytes(row.secret).hex(),
-        "data_dir": row.data_dir or f"var/{row.id}",
-    }
-    if tls:  # the site CA's certificate, copied onto the board next to device.json
-        device["broker"]["ca"] = "ca.crt"
-    if device["board"] == "sim" or row.control_port:
-        device["sim"] = {"control_port": row.control_port or 7100}
-    return device
-
-
-def _locker_group():
-    """The `locker` group (cmd_store defines it with `locker add`); made here if not loaded."""
-    group = cli.commands.get("locker")
-    if group is None:
-        try:
-            import lockerctl.cmd_store  # noqa: F401  (defines the group with `locker add`)
-        except ModuleNotFoundError as e:
-            if e.name != "lockerctl.cmd_store":
-                raise
-        group = cli.commands.get("locker")
-    if group is None:
-
-        @cli.group("locker")
-        def locker():
-            """The site's locker banks."""
-
-        group = locker
-    return group
-
-
-@_locker_group().command("rekey")
-@site_options
-@click.argument("locker_id")
-@click.option(
-    "--broker",
-    default=None,
-    help="Broker HOST:PORT the locker connects to (written into device.json) [$LOCKER_BROKER, "
-    "or the address `broker config` recorded, or 127.0.0.1:1883].",
-)
-@click.option(
-    "--tls",
-    is_flag=True,
-    help="Write `tls: true` into the new device.json (a broker "
-    "configured with --tls; --broker then names its TLS port).",
-)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the new device.json to this file (owner-only) instead of stdout.",
-)
-def locker_rekey(site: Site, locker_id, broker, tls, output):
-    """Give a locker a new secret and a new broker password and print its new device.json.
-
-    The locker keeps its journal: events not yet acknowledged are sent after it comes back with
-    the new device.json. Procedure: flash the new device.json (make flash DEVICE=...), run
-    `lockerctl broker config DIR` again and reload mosquitto (kill -HUP its pid); `lockerctl
-    serve` signs the next configuration with the new key by itself."""
-    from .clibase import device_address
-    from .keys import new_secret
-    from .store import StoreError
-
-    st = open_store(site)
-    site.broker_host, site.broker_port, tls = device_address(st, site.site, broker, tls)
-    if st.locker(site.site, locker_id) is None:
-        raise UserError(f"no locker {locker_id} at site {site.site}")
-    secret = new_secret()
-    password = secrets.token_urlsafe(24)
-    try:
-        version = st.set_locker_secret(site.site, locker_id, secret, password, actor=actor())
-    except StoreError as e:
-        raise UserError(str(e)) from None
-    text = json.dumps(device_json(st.locker(site.site, locker_id), site, tls), indent=2) + "\n"
-    if output is None:
-        click.echo(text, nl=False)
-    else:
-        from .broker import _write_atomic
-
-        try:
-            _write_atomic(output.resolve(), text.encode(), 0o600, None, None)
-        except OSError as e:
-            raise UserError(f"cannot write {output}: {e}") from None
-    click.echo(
-        f"locker {locker_id} rekeyed (configuration version {version}); flash the new "
-        "device.json, re-run `lockerctl broker config` and reload the broker",
-        err=True,
     )

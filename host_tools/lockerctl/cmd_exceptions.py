@@ -5,61 +5,45 @@ configuration version, so `serve` pushes it to the lockers in their signed bundl
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 
 import click
 
-from .clibase import UserError, actor, broker_options, cli, site_options
-from .cmd_store import _check_person_id, _local, _print_table, _store, card, parse_when
+from .bounds import BoundError, parse_day
+from .bounds import parse_windows as bounds_windows
+from .clibase import (
+    UserError,
+    actor,
+    broker_options,
+    check_person_id,
+    cli,
+    local_time,
+    parse_when,
+    print_table,
+    site_options,
+    store_session,
+)
+from .cmd_roster import card
 from .store import consents as XC
 from .store import exceptions as X
 
-_HHMM = r"(?:[01]\d|2[0-3]):[0-5]\d"
-_WINDOW_RE = re.compile(rf"({_HHMM})-({_HHMM})\Z")
 _MAX_NAME = 100
 
 
 def parse_date(text: str | None, option: str) -> dt.date | None:
-    """A YYYY-MM-DD date in the years 2000-2100, or None; a one-line UserError otherwise."""
-    if text is None:
-        return None
-    from .bounds import BoundError, check_date
-
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
-        raise UserError(f"{option} {text!r}: a date YYYY-MM-DD")
+    """`bounds.parse_day` as a one-line UserError."""
     try:
-        day = dt.date.fromisoformat(text.strip())
-        check_date(day, option)
-    except ValueError as e:
-        raise UserError(f"{option} {text!r}: {e}") from None
+        return parse_day(text, option)
     except BoundError as e:
         raise UserError(str(e)) from None
-    return day
 
 
 def parse_windows(values: tuple[str, ...]) -> list[str]:
-    """--window HH:MM-HH:MM values: each start before its end, at most 4, none overlapping;
-    returned sorted. UserError naming the bad one."""
-    from .bundle import MAX_WINDOWS
-
-    if not values:
-        raise UserError("give at least one --window HH:MM-HH:MM")
-    if len(values) > MAX_WINDOWS:
-        raise UserError(f"at most {MAX_WINDOWS} --window per exemption, not {len(values)}")
-    spans = []
-    for v in values:
-        m = _WINDOW_RE.match(v.strip())
-        if m is None:
-            raise UserError(f"--window {v!r}: HH:MM-HH:MM (00:00-23:59)")
-        if m.group(1) >= m.group(2):
-            raise UserError(f"--window {v!r}: its start is not before its end")
-        spans.append((m.group(1), m.group(2)))
-    spans.sort()
-    for a, b in zip(spans, spans[1:], strict=False):
-        if b[0] < a[1]:
-            raise UserError(f"--window {a[0]}-{a[1]} and {b[0]}-{b[1]} overlap")
-    return [f"{a}-{b}" for a, b in spans]
+    """`bounds.parse_windows` as a one-line UserError."""
+    try:
+        return bounds_windows(values)
+    except BoundError as e:
+        raise UserError(str(e)) from None
 
 
 def _text(value: str | None, option: str, limit: int = 200) -> str | None:
@@ -101,11 +85,11 @@ def release_cmd(site, person_id, by, reason, wait):
     locker, by a signed command; prints `<LOCKER> bay <N> opened` when the locker confirms."""
     from .release import send_release
 
-    _check_person_id(person_id, "person")
-    _check_person_id(by, "--by")
+    check_person_id(person_id, "person")
+    check_person_id(by, "--by")
     if not 0 < wait <= 600:  # also refuses nan
         raise UserError(f"--wait must be more than 0 and at most 600 seconds, not {wait}")
-    with _store(site) as st:
+    with store_session(site) as st:
         try:
             rel, answer = send_release(site, st, person_id, by, reason, actor(), wait=wait)
         except ValueError as e:
@@ -146,11 +130,11 @@ def consent():
 @site_options
 def consent_add(site, person_id, by, until, reason):
     """Record keep-safe consent for pupil PERSON_ID."""
-    _check_person_id(person_id, "person")
-    _check_person_id(by, "--by")
+    check_person_id(person_id, "person")
+    check_person_id(by, "--by")
     day = parse_date(until, "--until")
     reason = _text(reason, "--reason")
-    with _store(site) as st:
+    with store_session(site) as st:
         cid = XC.add_consent(st, site.site, person_id, by, day, reason, actor(), int(time.time()))
     until_text = day.isoformat() if day else "no end date"
     click.echo(f"consent {cid}: {person_id} until {until_text}, by {by}")
@@ -162,7 +146,7 @@ def consent_add(site, person_id, by, until, reason):
 def consent_list(site, show_all):
     """Consents in force (all with --all)."""
     now = int(time.time())
-    with _store(site) as st:
+    with store_session(site) as st:
         rows = XC.list_consents(st, site.site, show_all, now)
     table = [("id", "person", "name", "until", "by", "status", "reason")]
     for r in rows:
@@ -178,7 +162,7 @@ def consent_list(site, show_all):
                 r.reason or "",
             )
         )
-    _print_table(table)
+    print_table(table)
 
 
 @consent.command("end")
@@ -186,8 +170,8 @@ def consent_list(site, show_all):
 @site_options
 def consent_end(site, person_id):
     """End PERSON_ID's consent."""
-    _check_person_id(person_id, "person")
-    with _store(site) as st:
+    check_person_id(person_id, "person")
+    with store_session(site) as st:
         ids = XC.end_consent(st, site.site, person_id, actor(), int(time.time()))
     click.echo(f"consent {', '.join(map(str, ids))} of {person_id} ended")
 
@@ -203,8 +187,8 @@ def consent_approver():
 @site_options
 def consent_approver_add(site, person_id):
     """Let PERSON_ID (an SLT member) approve keep-safe consents."""
-    _check_person_id(person_id, "person")
-    with _store(site) as st:
+    check_person_id(person_id, "person")
+    with store_session(site) as st:
         XC.add_approver(st, site.site, person_id, actor(), int(time.time()))
     click.echo(f"{person_id} may approve keep-safe consents")
 
@@ -214,8 +198,8 @@ def consent_approver_add(site, person_id):
 @site_options
 def consent_approver_remove(site, person_id):
     """PERSON_ID may no longer approve keep-safe consents (those they gave stand)."""
-    _check_person_id(person_id, "person")
-    with _store(site) as st:
+    check_person_id(person_id, "person")
+    with store_session(site) as st:
         XC.remove_approver(st, site.site, person_id, actor())
     click.echo(f"{person_id} may no longer approve keep-safe consents")
 
@@ -225,7 +209,7 @@ def consent_approver_remove(site, person_id):
 def consent_approver_list(site):
     """The approvers of keep-safe consents (status `no slt card`: refused until they hold
     one again)."""
-    with _store(site) as st:
+    with store_session(site) as st:
         rows = XC.list_approvers(st, site.site)
         tz = st.timezone(site.site)
     if not rows:
@@ -240,12 +224,12 @@ def consent_approver_list(site):
             (
                 a.person_id,
                 a.name or "",
-                _local(a.added_at, tz),
+                local_time(a.added_at, tz),
                 a.added_by,
                 "approver" if a.slt else "no slt card",
             )
         )
-    _print_table(table)
+    print_table(table)
 
 
 # -- exemptions ---------------------------------------------------------------------------------
@@ -279,14 +263,14 @@ def exemption():
 @site_options
 def exemption_add(site, person_id, category, by, review, windows, from_, until):
     """Add an exemption for PERSON_ID; prints its id."""
-    _check_person_id(person_id, "person")
-    _check_person_id(by, "--by")
+    check_person_id(person_id, "person")
+    check_person_id(by, "--by")
     spans = parse_windows(windows)
     review_day = parse_date(review, "--review")
     start = parse_date(from_, "--from")
     end = parse_date(until, "--until")
     now = int(time.time())
-    with _store(site) as st:
+    with store_session(site) as st:
         tz = st.timezone(site.site)
         today = X.today(tz, now)
         start = start or today
@@ -309,7 +293,7 @@ def exemption_add(site, person_id, category, by, review, windows, from_, until):
 @site_options
 def exemption_list(site, due, show_all):
     """Exemptions not ended (all with --all; those due for review with --due)."""
-    with _store(site) as st:
+    with store_session(site) as st:
         rows = X.list_exemptions(st, site.site, due, show_all, int(time.time()))
     table = [
         ("id", "person", "name", "category", "windows", "from", "until", "review", "by", "status")
@@ -329,7 +313,7 @@ def exemption_list(site, due, show_all):
                 e.status,
             )
         )
-    _print_table(table)
+    print_table(table)
 
 
 @exemption.command("end")
@@ -337,7 +321,7 @@ def exemption_list(site, due, show_all):
 @site_options
 def exemption_end(site, exemption_id):
     """End exemption ID on every locker."""
-    with _store(site) as st:
+    with store_session(site) as st:
         person = X.end_exemption(st, site.site, exemption_id, actor(), int(time.time()))
     click.echo(f"exemption {exemption_id} of {person} ended")
 
@@ -362,13 +346,13 @@ def visitor_add(site, name, uid, by, until):
     from .roster import normalise_uid
 
     name = _text(name, "NAME", _MAX_NAME)
-    _check_person_id(by, "--by")
+    check_person_id(by, "--by")
     try:
         uid = normalise_uid(uid)
     except ValueError as e:
         raise UserError(f"--card: {e}") from None
     now = int(time.time())
-    with _store(site) as st:
+    with store_session(site) as st:
         tz = st.timezone(site.site)
         if until is None:
             end = X.day_end(X.today(tz, now), tz)
@@ -390,7 +374,7 @@ def visitor_list(site, show_all):
     from .store import mask_uid
 
     now = int(time.time())
-    with _store(site) as st:
+    with store_session(site) as st:
         rows = X.list_visitors(st, site.site, show_all, now)
         tz = st.timezone(site.site)
     table = [("person", "name", "card", "from", "until", "by", "status")]
@@ -400,13 +384,13 @@ def visitor_list(site, show_all):
                 v.person_id,
                 v.name,
                 mask_uid(v.card_uid),
-                _local(v.from_ts, tz),
-                _local(v.until_ts, tz),
+                local_time(v.from_ts, tz),
+                local_time(v.until_ts, tz),
                 v.by,
                 "ended" if v.until_ts <= now else "active",
             )
         )
-    _print_table(table)
+    print_table(table)
 
 
 # -- cards --------------------------------------------------------------------------------------
@@ -421,13 +405,13 @@ def card_unrevoke(site, person_id, uid):
     from .roster import normalise_uid
     from .store import mask_uid
 
-    _check_person_id(person_id, "person")
+    check_person_id(person_id, "person")
     if uid is not None:
         try:
             uid = normalise_uid(uid)
         except ValueError as e:
             raise UserError(f"--card: {e}") from None
-    with _store(site) as st:
+    with store_session(site) as st:
         if st.person(site.site, person_id, include_inactive=True) is None:
             raise UserError(f"{person_id} is not on the roster of site {site.site}")
         n = X.unrevoke_cards(st, site.site, person_id, uid, actor())

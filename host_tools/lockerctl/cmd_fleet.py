@@ -47,7 +47,7 @@ def publish(site, directory, version, targets, timeout):
     the version in its state (or `update_rejected` / `update_failed`). V must be newer than
     what each target runs."""
     from . import firmware as fw
-    from .serve import broker_auth
+    from .brokerclient import broker_auth
     from .store import fleet as store_fleet
 
     try:
@@ -103,7 +103,7 @@ def publish(site, directory, version, targets, timeout):
 
 def _send(site, user, password, messages, timeout: float) -> None:
     """Publishes (topic, payload) pairs retained at QoS 1 and waits for every PUBACK."""
-    from .serve import make_client
+    from .brokerclient import make_client
 
     client = make_client(f"lockerctl-fw-{uuid.uuid4().hex[:12]}", user, password)
     try:

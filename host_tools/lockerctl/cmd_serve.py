@@ -442,7 +442,7 @@ def _web_options(http, issuer, client_id, secret_file, redirect_uri, token_file)
 def open_(site: Site, locker, bay, by, reason, expires, wait):
     """Office emergency open of one bay, or of every occupied bay (`all`), of LOCKER: a signed
     command with an expiry, recorded in the audit trail."""
-    from .serve import send_open
+    from .opens import send_open
 
     if not reason.strip():
         raise UserError("--reason must not be empty")

@@ -1,7 +1,8 @@
 """The one-line error every layer may raise for a mistake in what the user asked for.
 
-It lives below the CLI (`clibase` re-exports it) so that modules the CLI uses, such as
-`timetable`, can raise it without importing the CLI.
+It lives below the CLI (`clibase` re-exports it) so that helpers of the commands can raise it
+without importing the CLI. The modules below the commands raise errors of their own (ValueError,
+`timetable.TimetableError`, `store.StoreError`), which the commands turn into these.
 """
 
 import re
@@ -23,3 +24,15 @@ class UserError(click.ClickException):
 
     def show(self, file=None):
         click.echo(f"lockerctl: {printable(self.format_message())}", err=True, file=file)
+
+
+class UserErrors(UserError):
+    """Several mistakes found at once (a file's): one line on stderr for each, exit 1."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+    def show(self, file=None):
+        for problem in self.problems:
+            click.echo(f"lockerctl: {printable(problem)}", err=True, file=file)

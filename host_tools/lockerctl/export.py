@@ -78,10 +78,14 @@ def _plain(value):
 
 
 def _record(row, timezone: str) -> dict:
-    received = getattr(row, "received_at", None)
-    source: str | None = getattr(row, "time_source", None)  # a host action's: `host`
-    if source is not None:
-        pass
+    """An event row of `Store.events`, or a host action (`store.lookup.ActionRow`), as the
+    export writes it."""
+    from .store.lookup import ActionRow
+
+    received = row.received_at
+    source: str | None
+    if isinstance(row, ActionRow):
+        source = row.time_source  # `host`
     elif row.ts is not None:
         source = "locker"
     else:
@@ -98,8 +102,8 @@ def _record(row, timezone: str) -> dict:
         "reason": _plain(row.reason),
         "seq": _plain(row.seq),
         "time_source": source,
-        "jid": _plain(getattr(row, "jid", "")) or "",
-        "flags": "unknown_type" if getattr(row, "unknown_type", False) else "",
+        "jid": _plain(row.jid) or "",
+        "flags": "unknown_type" if row.unknown_type else "",
     }
 
 

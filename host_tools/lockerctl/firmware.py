@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import keys
+from . import keys, topics
 
 FIRMWARE = b"classlocker firmware"  # the key-derivation label of offers
 CHUNK = 2048  # bytes of a chunk message (the locker holds one chunk at a time)
@@ -168,11 +168,11 @@ def verify_offer(payload: bytes, secret: bytes, locker_id: str, running: str) ->
 
 
 def offer_topic(site: str, locker_id: str) -> str:
-    return f"lockers/{site}/{locker_id}/firmware"
+    return topics.locker_topic(site, locker_id, "firmware")
 
 
 def chunk_topic(site: str, sha256: str, n: int) -> str:
-    return f"firmware/{site}/{sha256[:FILE_ID_HEX]}/{n}"
+    return topics.chunk_topic(site, sha256[:FILE_ID_HEX], n)
 
 
 def chunk_messages(site: str, files: list[File]):

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from . import topics
 from .commands import sign_command
 
 log = logging.getLogger("lockerctl.serve")
@@ -59,13 +60,11 @@ class HostClock:
         return self._store
 
     def topic_filter(self) -> str:
-        return f"lockers/{self.site}/+/state"
+        return topics.locker_topic(self.site, topics.ANY, "state")
 
     def locker_of(self, topic: str) -> str | None:
-        parts = topic.split("/")
-        if len(parts) != 4 or parts[0] != "lockers" or parts[1] != self.site:
-            return None
-        return parts[2] if parts[3] == "state" and parts[2] else None
+        where = topics.parse(topic, self.site)
+        return where[0] if where is not None and where[1] == "state" else None
 
     def on_state(self, topic: str, payload: bytes, retained: bool) -> None:
         """One `state` message. Never raises for a bad payload (a locker may be hostile)."""
@@ -120,6 +119,6 @@ class HostClock:
             bytes(row.secret), locker, cmd_id, "time", 0, "host", f"{nonce} {t}",
             t + ANSWER_EXPIRES_S,
         )  # fmt: skip
-        self.publish(f"lockers/{self.site}/{locker}/cmd", payload)
+        self.publish(topics.locker_topic(self.site, locker, "cmd"), payload)
         self.answers += 1
         log.info("locker %s has no clock: sent it the host's time", locker)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TypeGuard
 
-from . import keys
+from . import keys, topics
 
 log = logging.getLogger("lockerctl.serve")
 
@@ -37,7 +37,6 @@ U32_MAX = 2**32 - 1
 MAX_SEQ = U32_MAX
 MAX_TS = U32_MAX
 MAX_TEXT_BYTES = 255
-MAX_TEXT = MAX_TEXT_BYTES  # (the name older callers use)
 MAX_BATCH_EVENTS = 256  # events in one `event` payload (the firmware sends at most its window, 32)
 MAX_STATE_BYTES = 64 * 1024
 
@@ -79,6 +78,11 @@ KNOWN_TYPES = frozenset(
         "updated",
     )
 )
+# What a locker answers a signed `open` with (firmware/locker/core.py): the bays it opened, or
+# the command refused.
+OPEN_ANSWERS = ("emergency_open", "cmd_rejected")
+# ... and a signed `release`: the bay released to its holder, or the command refused.
+RELEASE_ANSWERS = ("released", "cmd_rejected")
 
 
 class BadPayload(ValueError):
@@ -188,13 +192,12 @@ def parse_event(payload: bytes, secret: bytes | None = None, bays: int | None = 
 
 
 def parse_topic(topic: str, site: str) -> tuple[str, str] | None:
-    """`lockers/<site>/<locker>/<kind>` -> (locker, kind), or None for any other topic."""
-    parts = topic.split("/")
-    if len(parts) != 4 or parts[0] != "lockers" or parts[1] != site:
+    """`lockers/<site>/<locker>/<kind>` -> (locker, kind), or None for any other topic or a
+    locker id no locker can have."""
+    where = topics.parse(topic, site)
+    if where is None or not _LOCKER_RE.match(where[0]):
         return None
-    if not _LOCKER_RE.match(parts[2]):
-        return None
-    return parts[2], parts[3]
+    return where
 
 
 class Stats:
@@ -352,9 +355,8 @@ class Ingestor:
                 setattr(self.stats, e.kind, getattr(self.stats, e.kind) + 1)
                 seq = obj.get("seq") if isinstance(obj, dict) else None
                 detail = f"seq {seq!r}: {e}"[:300]
-                self._log_bad(
-                    "event", f"lockers/{self.site}/{locker}/event", Refused(e.kind, detail)
-                )
+                topic = topics.locker_topic(self.site, locker, "event")
+                self._log_bad("event", topic, Refused(e.kind, detail))
                 self._refusals.append((locker, e.kind, detail))
                 continue
             out.append((locker, ev))
@@ -463,7 +465,7 @@ class Ingestor:
         self._known_at = time.monotonic()
         try:
             self._lockers = {
-                _row_id(row): (_row_secret(row), _row_bays(row))
+                row.id: (bytes(row.secret), _valid_bays(row.bays))
                 for row in self.store.lockers(self.site)
             }
         except Exception as e:
@@ -478,21 +480,7 @@ class Ingestor:
         return False
 
 
-def _row_id(row) -> str:
-    if isinstance(row, dict):
-        return row["id"]
-    return getattr(row, "id", None) or row[0]
-
-
-def _row_secret(row) -> bytes | None:
-    secret = row.get("secret") if isinstance(row, dict) else getattr(row, "secret", None)
-    if secret is None:
-        return None
-    return bytes.fromhex(secret) if isinstance(secret, str) else bytes(secret)
-
-
-def _row_bays(row) -> int | None:
-    bays = row.get("bays") if isinstance(row, dict) else getattr(row, "bays", None)
+def _valid_bays(bays) -> int | None:
     return bays if _is_int(bays) and bays > 0 else None
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import mqttwire as wire
+from . import topics
 from .ingest import Ingestor, one_line
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lockerctl.serve")
 
-SUBSCRIPTIONS = ("event", "status", "state")
-
 
 def topic_filters(site: str, worker: int = 0, workers: int = 1, group: str | None = None):
     """What ingest worker `worker` (1..`workers`; 0 when there is one) subscribes to: every
@@ -47,13 +46,16 @@ def topic_filters(site: str, worker: int = 0, workers: int = 1, group: str | Non
     through the MQTT shared subscription `$share/GROUP/...` (the broker hands each message to
     one of the group), and `status` and `state` to the first worker only, so that a locker's
     come in the order it sent them."""
-    prefix = f"lockers/{site}/+/"
+
+    def every_locker(leaf: str) -> str:
+        return topics.locker_topic(site, topics.ANY, leaf)
+
     if workers <= 1:
-        return [prefix + s for s in SUBSCRIPTIONS]
+        return [every_locker(leaf) for leaf in topics.FROM_LOCKER]
     share = f"$share/{group or 'lockerctl-' + site}/"
-    out = [share + prefix + "event"]
+    out = [share + every_locker("event")]
     if worker <= 1:
-        out += [prefix + "status", prefix + "state"]
+        out += [every_locker("status"), every_locker("state")]
     return out
 
 
@@ -362,7 +364,7 @@ class IngestLink:
 
     def _queue_ack(self, locker: str, ack: dict) -> None:
         """`ack` is the payload object: {"seq": N, "jid": "<journal id>", "mac": "<32 hex>"}."""
-        topic = f"lockers/{self.site}/{locker}/ack"
+        topic = topics.locker_topic(self.site, locker, "ack")
         payload = json.dumps(ack).encode()
         self._out += wire.publish(topic, payload, qos=1, packet_id=self._next_id())
 
@@ -510,7 +512,7 @@ class IngestProcess:
                         stats = self.ingestor.stats
                         for name, count in value.items():
                             was = self._last.get(name, 0)
-                            setattr(stats, name, getattr(stats, name, 0) + count - was)
+                            setattr(stats, name, getattr(stats, name) + count - was)
                     self._last = value
                 else:
                     self.report(kind, value)

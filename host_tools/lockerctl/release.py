@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 
+from . import topics
 from .clibase import Site
 
 # The reasons the office picks from; anything else is recorded as given ("other" with text).
@@ -78,7 +78,6 @@ def prepare(
 ) -> Release:
     """Validates the release and signs its command (nothing recorded yet); ValueError."""
     from .commands import sign_command
-    from .serve import locker_secret, topic
 
     reason = check_reason(reason)
     if store.person(site, person_id, include_inactive=True) is None:
@@ -92,7 +91,7 @@ def prepare(
     now = int(time.time()) if now is None else now
     cmd_id = store.next_command_id(site, locker_id)
     payload = sign_command(
-        locker_secret(row),
+        bytes(row.secret),
         locker_id,
         cmd_id,
         "release",
@@ -102,7 +101,14 @@ def prepare(
         now + expires,
     )
     return Release(
-        person_id, locker_id, bay, by, reason, cmd_id, topic(site, locker_id, "cmd"), payload
+        person_id,
+        locker_id,
+        bay,
+        by,
+        reason,
+        cmd_id,
+        topics.locker_topic(site, locker_id, "cmd"),
+        payload,
     )
 
 
@@ -154,59 +160,24 @@ def send_release(
     """`lockerctl release`: (release, answer): `opened`, the locker's refusal reason, or None
     when no answer came within `wait`. ValueError for a bad request and OSError when the
     broker cannot be reached, both before anything is sent or recorded."""
-    from .serve import broker_auth, make_client, topic
+    from . import brokerclient
 
     rel = prepare(store, site.site, person_id, by, reason)
-    user, password = broker_auth(site, store)
-    client = make_client(f"lockerctl-release-{uuid.uuid4().hex[:12]}", user, password)
     answers: list[str] = []
     got = threading.Event()
-    subscribed = threading.Event()
-    connected: dict = {}
 
-    def on_connect(c, userdata, flags, reason_code, properties):
-        connected["rc"] = reason_code
-        if reason_code.is_failure:
-            subscribed.set()
-            return
-        c.subscribe(topic(site.site, rel.locker, "event"), qos=1)
-
-    def on_subscribe(c, userdata, mid, reason_codes, properties):
-        subscribed.set()
-
-    def on_message(c, userdata, msg):
+    def on_event(msg) -> None:
         answer = answer_of(rel, msg.payload)
         if answer is not None:
             answers.append(answer)
             got.set()
 
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
-    client.on_message = on_message
-    try:
-        client.connect(site.broker_host, site.broker_port, keepalive=30)
-    except OSError as e:
-        raise OSError(
-            f"cannot reach the broker at {site.broker_host}:{site.broker_port}: {e.strerror or e}"
-        ) from None
-    client.loop_start()
-    try:
-        if not subscribed.wait(timeout):
-            raise OSError(f"no answer from the broker at {site.broker_host}:{site.broker_port}")
-        rc = connected.get("rc")
-        if rc is not None and rc.is_failure:
-            raise OSError(f"the broker refused the connection: {rc}")
+    events = topics.locker_topic(site.site, rel.locker, "event")
+    with brokerclient.session(site, store, "release", events, on_event, timeout) as client:
         record(store, site.site, rel, actor)
         info = client.publish(rel.topic, rel.payload, qos=1, retain=False)
-        try:
-            info.wait_for_publish(timeout)
-        except (RuntimeError, ValueError):
-            pass
-        if not info.is_published():
+        if not brokerclient.published(info, timeout):
             record(store, site.site, rel, actor, "release_failed")
             raise OSError("the broker did not accept the command")
         got.wait(wait)
         return rel, (answers[0] if answers else None)
-    finally:
-        client.disconnect()
-        client.loop_stop()

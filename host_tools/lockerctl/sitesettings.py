@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import socket
 
+from .device import DEFAULT_CONTROL_PORT
+
 DEFAULT_BROKER = ("127.0.0.1", 1883)
 WILDCARDS = ("", "0.0.0.0", "::", "[::]", "*")
 
@@ -75,20 +77,15 @@ def broker_settings(
     }
 
 
-def remembered(store, site: str) -> dict[str, str]:
-    getter = getattr(store, "settings", None)
-    return getter(site) if getter else {}
-
-
 def host_broker(store, site: str) -> tuple[str, int] | None:
     """Where the host tools connect, as remembered, or None."""
-    value = remembered(store, site).get("broker.host")
+    value = store.settings(site).get("broker.host")
     return hostport(value) if value else None
 
 
 def device_broker(store, site: str) -> tuple[str, int, bool] | None:
     """(host, port, tls) for a locker's device.json, as remembered, or None."""
-    s = remembered(store, site)
+    s = store.settings(site)
     if not s.get("broker.device"):
         return None
     host, port = hostport(s["broker.device"])
@@ -104,7 +101,7 @@ def port_in_use(port: int) -> bool:
             return True
 
 
-def free_control_port(taken: set[int], first: int = 7101) -> int:
+def free_control_port(taken: set[int], first: int = DEFAULT_CONTROL_PORT) -> int:
     """The first port from `first` that no registered locker uses and nothing listens on now
     (a running demo's lockers, another service)."""
     port = first
@@ -112,7 +109,7 @@ def free_control_port(taken: set[int], first: int = 7101) -> int:
         if port not in taken and not port_in_use(port):
             return port
         port += 1
-    raise ValueError("no free control port above 7101")
+    raise ValueError(f"no free control port above {first}")
 
 
 def default_data_dir(db_url: str, locker_id: str) -> str:

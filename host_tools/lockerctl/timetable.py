@@ -14,7 +14,7 @@ from typing import NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from .bounds import DATE_MAX, DATE_MIN
-from .errors import UserError, printable
+from .errors import printable
 
 DEFAULT_Y6_RELEASE_MINUTES = 10
 DEFAULT_UNCOLLECTED_AFTER_MINUTES = 60
@@ -35,19 +35,14 @@ _HHMM = re.compile(r"^([0-9]{1,2}):([0-9]{2})$")
 _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
-class TimetableError(UserError):
+class TimetableError(ValueError):
     """A timetable file that cannot be used: one line per mistake, each naming the file, the key
-    (with its line) and the offending value, in line order (`problems`)."""
+    (with its line) and the offending value, in line order (`problems`; the message is those
+    lines joined)."""
 
     def __init__(self, message: str, problems: list[str] | None = None):
         self.problems = problems or [message]
         super().__init__("\n".join(self.problems))
-
-    def show(self, file=None):
-        import click
-
-        for problem in self.problems:
-            click.echo(f"lockerctl: {printable(problem)}", err=True, file=file)
 
 
 class _Bad(Exception):

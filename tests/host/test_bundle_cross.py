@@ -190,12 +190,6 @@ def test_builder_refuses_bad_cards():
         hb.build_bundle(SECRET, "L1", "school", 1, NOW, None, [row], GRANTS * 400)
 
 
-def test_builder_takes_objects_as_well_as_tuples():
-    tup = ("04A1B2C3", "P1", "pupil", 6, True, False)
-    obj = hb.BundleCard(*tup)
-    assert make(cards=[tup]) == make(cards=[obj])
-
-
 # -- the firmware reads what the host wrote (CPython) ----------------------------------------
 
 

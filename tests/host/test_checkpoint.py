@@ -9,10 +9,9 @@ import sqlite3
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from harness import lockerctl
+from harness import lockerctl, verify_as_locker
 from lockerctl import checkpoint as cp
-from lockerctl.commands import verify_command
-from lockerctl.serve import Checkpointer
+from lockerctl.checkpointer import Checkpointer
 from lockerctl.store import Store
 
 SITE = "school"
@@ -152,7 +151,7 @@ def test_checkpointer_sends_signed_commands_and_refuses_to_sign_behind_a_locker(
     c = Checkpointer(st, SITE, lambda locker, payload: sent.append((locker, payload)))
     assert c.round() == 1
     [(locker, payload)] = sent
-    cmd = verify_command(payload, bytes(range(32)), "L1", 0, None)
+    cmd = verify_as_locker(payload, bytes(range(32)), "L1", 0, None)
     assert (cmd["op"], cmd["bay"], cmd["by"]) == ("checkpoint", 0, "host")
     held = cp.verify(cmd["reason"], st.host_public_key(cp.KEY))
     assert (held.size, held.head) == st.trail_head()

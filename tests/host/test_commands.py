@@ -1,5 +1,5 @@
-"""Signed commands: what `lockerctl` signs, the firmware's `locker.cmdauth` accepts (and the
-host's mirror agrees); forged, replayed, expired and malformed ones are refused by both."""
+"""Signed commands: what `lockerctl` signs, the firmware's `locker.cmdauth` accepts; forged,
+replayed, expired and malformed ones it refuses."""
 
 import json
 import sys
@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 from lockerctl import keys
-from lockerctl.commands import CommandError as HostCommandError
-from lockerctl.commands import canonical, sign_command, verify_command
+from lockerctl.commands import canonical, sign_command
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "firmware"))
@@ -38,13 +37,9 @@ def firmware_reason(payload, last_id=0, now=NOW, locker="L1"):
     return e.value.reason
 
 
-def both_refuse(payload, last_id=0, now=NOW):
-    """The reason both the firmware and the host mirror give (they must agree)."""
-    with pytest.raises(HostCommandError) as e:
-        verify_command(payload, SECRET, "L1", last_id, now)
-    fw = firmware_reason(payload, last_id, now)
-    assert e.value.reason == fw
-    return fw
+def refused(payload, last_id=0, now=NOW):
+    """The reason the firmware gives for refusing `payload`."""
+    return firmware_reason(payload, last_id, now)
 
 
 def test_payload_is_the_documented_json():
@@ -63,13 +58,12 @@ def test_good_commands_accepted_by_the_firmware():
             payload = sign(bay=bay, reason=reason)
             cmd = verify(payload, keys.cmd_key(SECRET), "L1", 11, NOW)
             assert (cmd["id"], cmd["bay"], cmd["reason"]) == (12, bay, reason)
-            assert verify_command(payload, SECRET, "L1", 11, NOW) == cmd
     assert verify(sign(exp=1), keys.cmd_key(SECRET), "L1", 0, None)["id"] == 12  # clock unknown
 
 
 def test_forged_mac():
-    assert both_refuse(sign(secret=bytes(32))) == "bad_signature"
-    assert both_refuse(sign(locker="L2")) == "bad_signature"
+    assert refused(sign(secret=bytes(32))) == "bad_signature"
+    assert refused(sign(locker="L2")) == "bad_signature"
     cmd = json.loads(sign())
     for field, value in (
         ("bay", "all"),
@@ -79,12 +73,12 @@ def test_forged_mac():
         ("reason", "other"),
     ):
         forged = dict(cmd, **{field: value})
-        assert both_refuse(json.dumps(forged).encode()) == "bad_signature", field
+        assert refused(json.dumps(forged).encode()) == "bad_signature", field
 
 
 def test_replayed_same_lower_and_after_reboot(tmp_path):
-    assert both_refuse(sign(cmd_id=12), last_id=12) == "replayed"
-    assert both_refuse(sign(cmd_id=5), last_id=12) == "replayed"
+    assert refused(sign(cmd_id=12), last_id=12) == "replayed"
+    assert refused(sign(cmd_id=5), last_id=12) == "replayed"
     counter = Counter(str(tmp_path / "cmd_counter"))
     payload = sign(cmd_id=12)
     cmd = verify(payload, keys.cmd_key(SECRET), "L1", counter.last, NOW)
@@ -96,16 +90,16 @@ def test_replayed_same_lower_and_after_reboot(tmp_path):
 
 
 def test_expired():
-    assert both_refuse(sign(exp=NOW - 1)) == "expired"
+    assert refused(sign(exp=NOW - 1)) == "expired"
 
 
 def test_malformed_json_and_missing_fields():
     for payload in (b"", b"{", b"null", b"[]", b"\xff", b'{"id": 1}'):
-        assert both_refuse(payload) == "malformed", payload
+        assert refused(payload) == "malformed", payload
     cmd = json.loads(sign())
     for field in cmd:
         partial = {k: v for k, v in cmd.items() if k != field}
-        assert both_refuse(json.dumps(partial).encode()) == "malformed", field
+        assert refused(json.dumps(partial).encode()) == "malformed", field
     for field, value in (
         ("id", "12"),
         ("id", True),
@@ -114,7 +108,7 @@ def test_malformed_json_and_missing_fields():
         ("mac", "x"),
         ("exp", 1.5),
     ):
-        assert both_refuse(json.dumps(dict(cmd, **{field: value})).encode()) == "malformed"
+        assert refused(json.dumps(dict(cmd, **{field: value})).encode()) == "malformed"
 
 
 def test_signer_refuses_what_the_locker_could_not_check():

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from harness import ROOT, lockerctl
 from lockerctl import bundle
+from lockerctl.configpub import build_locker_bundle
 from lockerctl.roster import parse_roster
-from lockerctl.serve import build_locker_bundle
 from lockerctl.store import Store, StoreError
 from lockerctl.timetable import parse_timetable
 

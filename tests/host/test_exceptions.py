@@ -454,7 +454,7 @@ def test_approvers_in_the_export_with_actions(ctl):
 
 
 def test_each_change_is_in_the_trail_and_the_lockers_bundle(ctl):
-    from lockerctl.serve import build_locker_bundle
+    from lockerctl.configpub import build_locker_bundle
 
     ctl("consent", "add", "P1", "--by", "S1", "--until", "2099-12-31")
     r = ctl("exemption", "add", "P1", "--category", "young_carer", "--by", "S1", "--review",

@@ -208,6 +208,7 @@ def test_xlsx_keeps_every_digit_of_a_number_no_double_holds(tmp_path):
     row = types.SimpleNamespace(
         ts=None, received_at=ts(2026, 9, 1, 9, 0), locker_id="L1", bay=-5, type="boot",
         person=None, name=None, role=None, by=None, reason=None, seq=2**60 + 1, jid="",
+        unknown_type=False,
     )  # fmt: skip
     out = io.BytesIO()
     assert write_xlsx(iter([row]), out, "Europe/London", lambda: None) == 1

@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import lockerctl, wait_for  # noqa: E402
+from harness import lockerctl, verify_as_locker, wait_for  # noqa: E402
 from lockerctl.clibase import Site  # noqa: E402
 from lockerctl.serve import Service, open_store  # noqa: E402
 
@@ -443,8 +443,6 @@ def test_config_published_retained_and_again_after_a_change(
 
 
 def test_open_command_is_signed_recorded_and_published(site, db_url, broker, tmp_path, locker):
-    from lockerctl.commands import verify_command
-
     (tmp_path / "roster.csv").write_text(ROSTER)
     lockerctl("roster", "import", tmp_path / "roster.csv", db=db_url)
     cmds = []
@@ -462,7 +460,7 @@ def test_open_command_is_signed_recorded_and_published(site, db_url, broker, tmp
     assert "sent open 3 to L1" in out.stdout
     assert got.wait(5)
     secret = bytes(open_store(db_url).locker(SITE, "L1").secret)
-    cmd = verify_command(cmds[0], secret, "L1", 0, int(time.time()))
+    cmd = verify_as_locker(cmds[0], secret, "L1", 0, int(time.time()))
     assert (cmd["op"], cmd["bay"], cmd["by"], cmd["reason"]) == ("open", 3, "S001", "medical")
     # a second open gets a higher id
     lockerctl(
@@ -478,7 +476,7 @@ def test_open_command_is_signed_recorded_and_published(site, db_url, broker, tmp
         db=db_url,
     )
     wait_for(lambda: len(cmds) == 2, what="second command")
-    second = verify_command(cmds[1], secret, "L1", cmd["id"], int(time.time()))
+    second = verify_as_locker(cmds[1], secret, "L1", cmd["id"], int(time.time()))
     assert second["bay"] == "all" and second["id"] > cmd["id"]
     actions = open_store(db_url).trail_actions(SITE)
     opens = [a for a in actions if "open" in json.dumps(a, default=str)]

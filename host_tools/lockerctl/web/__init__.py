@@ -3,7 +3,7 @@
 server-sent events.
 
 `start(service, host, port)` is what `serve.Service` calls: it opens its own store on the
-service's database, signs opens with `serve.prepare_open` and publishes them through the
+service's database, signs opens with `opens.prepare_open` and publishes them through the
 service's MQTT connection (`Service.publish_command`). `serve_store(store, site, host, port,
 publish=None)` runs the same dashboard on a store alone (tests, a read-only dashboard).
 Both return a started `Dashboard` (`url`, `stop()`).
@@ -71,5 +71,5 @@ def start(service, host: str, port: int, tls: tuple[str, str] | None = None) -> 
         on_stop=store.close,
         tls=tls,
         broker_connected=service.ready.is_set,
-        **getattr(service, "web_options", {}),
+        **service.web_options,
     )

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from ...bounds import MAX_BAYS
 from ...store import StoreError
 from ..deps import ADMIN_FORM, ADMIN_ONLY, Viewer, ctx
 from ..forms import Form
@@ -53,7 +54,7 @@ def timetable_post(request: Request, v: Viewer = ADMIN_ONLY, f: Form = ADMIN_FOR
         parsed = parse_timetable(text, "timetable")
         compile_timetable(parsed, int(time.time()))
     except TimetableError as err:
-        return timetable_page(request, text, err.format_message(), 400)
+        return timetable_page(request, text, str(err), 400)
     except (ValueError, KeyError) as err:
         return timetable_page(request, text, f"cannot compile: {err}", 400)
     try:
@@ -110,9 +111,9 @@ def add_locker(c, v: Viewer, f: Form) -> str:
     try:
         bays = int(f.get("bays"))
     except ValueError:
-        raise ValueError("bays must be a number 1-64") from None
-    if not 1 <= bays <= 64:
-        raise ValueError("bays must be a number 1-64")
+        bays = 0
+    if not 1 <= bays <= MAX_BAYS:
+        raise ValueError(f"bays must be a number 1-{MAX_BAYS}")
     board = f.get("board") or "sim"
     if board not in ("sim", "esp32"):
         raise ValueError("board must be sim or esp32")
@@ -146,33 +147,17 @@ def lockers_admin_post(request: Request, v: Viewer = ADMIN_ONLY, f: Form = ADMIN
 
 @router.get("/admin/device.json")
 def device_json(request: Request, v: Viewer = ADMIN_ONLY):
-    from ...serve import locker_secret
+    from ...device import device_json as device_json_of
     from ...sitesettings import device_broker
 
     c = ctx(request)
     # the address `broker config` recorded for the lockers (with its TLS), else serve's own
-    b_host, b_port, b_tls = device_broker(c.store, c.site) or (*c.broker, False)
+    address = device_broker(c.store, c.site) or (*c.broker, False)
     wanted = request.query_params.get("locker", "")
     row = c.store.locker(c.site, wanted)
     if row is None:
         raise HTTPException(404, f"no locker {wanted!r}")
-    device = {
-        "locker_id": row.id,
-        "site": c.site,
-        "board": row.board,
-        "bays": row.bays,
-        "broker": {
-            "host": b_host,
-            "port": b_port,
-            "user": row.id,
-            "password": row.broker_password,
-            "tls": b_tls,
-            **({"ca": "ca.crt"} if b_tls else {}),
-        },
-        "secret": locker_secret(row).hex(),
-        "data_dir": row.data_dir or f"var/{row.id}",
-        "sim": {"control_port": row.control_port or 7101},
-    }
+    device = device_json_of(row, c.site, address)
     c.store.record_action(c.site, v.actor, "device_json", {"locker": row.id})
     return Response(
         json.dumps(device, indent=2) + "\n",

@@ -18,7 +18,7 @@ from starlette.responses import RedirectResponse
 
 from ... import release as rel_mod
 from ...display import person_label
-from ...errors import UserError
+from ...ingest import RELEASE_ANSWERS
 from ...store import StoreError
 from ...store import alerts as store_alerts
 from ...store import consents as XC
@@ -47,7 +47,6 @@ add_nav("/consents", "Consents", SLT, before="/trail")
 add_nav("/exemptions", "Exemptions", SLT, before="/trail")
 
 REASONS = [(r, r[0].upper() + r[1:]) for r in rel_mod.REASONS]
-ANSWER_TYPES = ("released", "cmd_rejected")
 
 
 # -- the named release --------------------------------------------------------------------------
@@ -120,7 +119,9 @@ def release_post(request: Request, v: Viewer = ANY_ROLE, f: Form = FORM):
 
 def release_answer(c, info: dict) -> tuple[str, str] | None:
     """(class, text) of the locker's answer to a release, or None while there is none."""
-    for r in store_live.outcomes(c.store, c.site, info["after"], [info["locker"]], ANSWER_TYPES):
+    for r in store_live.outcomes(
+        c.store, c.site, info["after"], [info["locker"]], RELEASE_ANSWERS
+    ):
         if r.bay != info["bay"]:
             continue
         if r.type == "released" and r.person == info["person"]:
@@ -214,7 +215,7 @@ def consents_get(request: Request, v: Viewer = SLT_ONLY):
 
 @router.post("/consents")
 def consents_post(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
-    from ...cmd_exceptions import parse_date
+    from ...bounds import parse_day
 
     c = ctx(request)
     by = v.user.person_id
@@ -222,7 +223,7 @@ def consents_post(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
         return consents_page(request, v, f.values(), NOT_AN_APPROVER, 403)
     assert by is not None
     try:
-        until = parse_date(f.get("until").strip() or None, "Until")
+        until = parse_day(f.get("until").strip() or None, "Until")
         reason = " ".join(f.get("reason").split()) or None
         if reason:
             from ...bounds import check_text
@@ -238,7 +239,7 @@ def consents_post(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
             v.actor,
             int(time.time()),
         )
-    except (ValueError, StoreError, UserError) as err:
+    except (ValueError, StoreError) as err:
         return consents_page(request, v, f.values(), str(err), 400)
     c.flash(v.token, "ok", f"Consent {cid} recorded.")
     return RedirectResponse("/consents", 303)
@@ -336,7 +337,7 @@ def exemptions_get(request: Request, v: Viewer = SLT_ONLY):
 
 @router.post("/exemptions")
 def exemptions_post(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
-    from ...cmd_exceptions import parse_date, parse_windows
+    from ...bounds import parse_day, parse_windows
 
     c = ctx(request)
     try:
@@ -348,11 +349,11 @@ def exemptions_post(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
             raise ValueError("choose a category (never a diagnosis)")
         windows = tuple(w for w in (f.get(f"window{i}").strip() for i in range(1, 5)) if w)
         spans = parse_windows(windows)
-        review = parse_date(f.get("review").strip(), "Review")
+        review = parse_day(f.get("review").strip(), "Review")
         now = int(time.time())
         today = X.today(c.timezone(), now)
-        start = parse_date(f.get("from").strip() or None, "From") or today
-        until = parse_date(f.get("until").strip() or None, "Until")
+        start = parse_day(f.get("from").strip() or None, "From") or today
+        until = parse_day(f.get("until").strip() or None, "Until")
         if review is None or review < today:
             raise ValueError("the review date has already passed")
         if until is not None and until < max(start, today):
@@ -370,7 +371,7 @@ def exemptions_post(request: Request, v: Viewer = SLT_ONLY, f: Form = SLT_FORM):
             v.actor,
             now,
         )
-    except (ValueError, StoreError, UserError) as err:
+    except (ValueError, StoreError) as err:
         return exemptions_page(request, f.values(), str(err), 400)
     c.flash(v.token, "ok", f"Exemption {eid} recorded.")
     return RedirectResponse("/exemptions", 303)

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ... import words
+from ...bounds import MAX_BAYS
 from ...display import read_state, received_time, valid_ts
 from ...store import live as store_live
 from ..deps import ANY_ROLE, Viewer, ctx, open_alert_count
@@ -57,7 +58,7 @@ def _notes(state) -> list[str]:
 def _bays(row, state, names: dict, show_names: bool) -> list[dict]:
     bays = state.bays
     if not bays:
-        count = row.bays if isinstance(row.bays, int) and 0 < row.bays <= 64 else 0
+        count = row.bays if isinstance(row.bays, int) and 0 < row.bays <= MAX_BAYS else 0
         bays = [{"bay": n, "unknown": True} for n in range(1, count + 1)]
     out = []
     for b in bays:

@@ -1,6 +1,6 @@
 """Emergency open (`/open`): what to open (one bay, every occupied bay of a bank, every staff
 bay of the school) with a required reason; *Continue* shows a confirmation, only *Confirm open*
-signs and publishes the commands (`serve.prepare_open`, as `lockerctl open`). `/open/sent`
+signs and publishes the commands (`opens.prepare_open`, as `lockerctl open`). `/open/sent`
 then shows each locker's own answer as it arrives (pushed, `live.py`; `/api/open?ref=` gives
 it as JSON)."""
 
@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, RedirectResponse
 from ... import words
 from ...bounds import check_text
 from ...display import event_time
+from ...ingest import OPEN_ANSWERS
 from ...store import StoreError
 from ...store import live as store_live
 from ..deps import ANY_ROLE, FORM, Viewer, ctx
@@ -23,7 +24,6 @@ from ..forms import Form
 from ..templating import render, render_to_string
 
 router = APIRouter(include_in_schema=False)
-OUTCOME_TYPES = ("emergency_open", "cmd_rejected")
 
 
 def open_form(request: Request, v: Viewer, values: dict, message: str = "", status: int = 200):
@@ -53,7 +53,7 @@ def open_get(request: Request, v: Viewer = ANY_ROLE):
 
 def open_targets(c, v: Viewer, f: Form) -> tuple[list[tuple[str, object]], str, str]:
     """[(locker, bay)], reason, description; ValueError for a bad request."""
-    from ...serve import check_open
+    from ...opens import check_open
 
     scope = f.get("scope")
     reason = f.get("reason").strip()
@@ -124,7 +124,7 @@ def open_post(request: Request, v: Viewer = ANY_ROLE, f: Form = FORM):
 
 def send_opens(c, v: Viewer, targets, reason: str, what: str) -> str:
     """Signs and publishes the opens; the reference of their result page."""
-    from ...serve import prepare_open
+    from ...opens import prepare_open
 
     after = store_live.last_event_id(c.store)
     by = v.user.person_id or ""  # open_targets has checked there is one
@@ -150,7 +150,7 @@ def outcome_view(c, info: dict) -> tuple[list[dict], list[str]]:
     zone = c.timezone()
     lockers = [s["locker"] for s in info["sent"]]
     items, answered = [], set()
-    for r in store_live.outcomes(c.store, c.site, info["after"], lockers, OUTCOME_TYPES):
+    for r in store_live.outcomes(c.store, c.site, info["after"], lockers, OPEN_ANSWERS):
         if r.type == "emergency_open" and (r.by != info["by"] or r.reason != info["reason"]):
             continue
         answered.add(r.locker_id)
