@@ -31,7 +31,6 @@ FIRST, LAST = dt.date(2026, 11, 2), dt.date(2026, 11, 15)
 
 def make_fortnight(tmp_path):
     """(db url, what was generated: Counter of (day, group, measure))."""
-    from lockerctl import store_alerts  # noqa: F401 - its migration
     from lockerctl.roster import parse_roster
     from lockerctl.store import Store
     from lockerctl.timetable import parse_timetable

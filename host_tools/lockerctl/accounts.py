@@ -10,7 +10,7 @@ client address and per address, before the password is hashed (`LoginLimiter`); 
 that address's sign-ins for that user are refused until the window has passed.
 
 The `users` table is part of the store's initial schema; sessions and acknowledgements come with
-the migration `0002_dashboard` registered here.
+the revision `0002_dashboard` (lockerctl/migrations).
 """
 
 from __future__ import annotations
@@ -65,14 +65,6 @@ alert_acks = sa.Table(
     sa.Column("by", sa.String(64), nullable=False),  # the account's username
     sa.Column("at", sa.BigInteger, nullable=False),
 )
-
-
-def _m0002_dashboard(conn):
-    web_sessions.create(conn, checkfirst=True)
-    alert_acks.create(conn, checkfirst=True)
-
-
-store_mod.register_migration("0002_dashboard", _m0002_dashboard)
 
 
 # -- passwords ------------------------------------------------------------------------------------

@@ -16,12 +16,6 @@ def firmware():
     """Over-the-air firmware updates: offer a build to the lockers, see how far they are."""
 
 
-def _open(site):
-    from . import store_fleet  # noqa: F401 - its table's migration applies on open
-
-    return open_store(site)
-
-
 @firmware.command("publish")
 @click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
 @click.option("--version", "version", required=True, help="The build's version (e.g. 1.4.0).")
@@ -57,7 +51,7 @@ def publish(site, directory, version, targets, timeout):
         raise UserError(str(e)) from None
     except OSError as e:
         raise UserError(f"cannot read {directory}: {e.strerror or e}") from None
-    st = _open(site)
+    st = open_store(site)
     try:
         rows = {r.id: r for r in st.lockers(site.site)}
         if targets:
@@ -141,7 +135,7 @@ def status(site):
     from . import store_fleet
     from .fleet import health
 
-    st = _open(site)
+    st = open_store(site)
     try:
         rows = st.lockers(site.site)
         offered = store_fleet.offers(st, site.site)

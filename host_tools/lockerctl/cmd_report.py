@@ -42,7 +42,7 @@ def report_cmd(site, from_day, to_day, fmt, output):
     """The policy report: per school day and year group, phones deposited, collected late,
     policy flags, SLT fob opens, grants and exemptions used, incidents; per locker, bay use and
     alerts; charts of deposits per day and incidents per week."""
-    from . import report, store_alerts  # noqa: F401 - store_alerts: its migration
+    from . import report
     from .bounds import BoundError, check_date
 
     first, last = from_day.date(), to_day.date()

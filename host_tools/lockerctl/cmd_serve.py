@@ -234,8 +234,6 @@ def serve(
         review_at,
         review_to,
     )
-    from . import store_alerts  # noqa: F401 - its tables (migration 0011)
-
     store = _open_store(site)  # a bad --db is a one-line error before anything starts
     backend = store.engine.dialect.name
     store.close()

@@ -1,4 +1,4 @@
-"""The host's store: SQLAlchemy Core schema, named migrations and every read and write the host
+"""The host's store: SQLAlchemy Core schema and every read and write the host
 tools make (ingest, configuration inputs, lockers, grants, the audit trail).
 
 SQLite (the default) runs with WAL and foreign keys on; every write transaction starts with
@@ -6,9 +6,9 @@ SQLite (the default) runs with WAL and foreign keys on; every write transaction 
 Nothing here is SQLite-only: types are portable and the chain's head row is read `FOR UPDATE`,
 which serialises appends on PostgreSQL.
 
-Schema changes are named migrations (`MIGRATIONS`), each applied once, in its own transaction, and
-recorded in the `migrations` table. The Table objects below are the schema of `0001_initial`; a
-later change is a new migration (`register_migration`), never an edit of these definitions.
+The schema's history is the Alembic revisions of `lockerctl.migrations`, applied in order by
+`Store.open`; the Table objects here are the schema those revisions make (a change to one is a
+new revision there, and an edit here).
 """
 
 from __future__ import annotations
@@ -35,13 +35,6 @@ MAX_TEXT = 200
 EVENT_TEXT = 255  # an event's text fields: the firmware's limit (bytes of UTF-8, so characters)
 
 metadata = sa.MetaData()
-
-migrations = sa.Table(
-    "migrations",
-    metadata,
-    sa.Column("name", sa.String(100), primary_key=True),
-    sa.Column("applied_at", sa.BigInteger, nullable=False),
-)
 
 sites = sa.Table(
     "sites",
@@ -138,7 +131,7 @@ events = sa.Table(
     sa.Column("received_at", sa.BigInteger, nullable=False),
     # `ts`, or `received_at` when the ts is unknown: what exports order and filter by.
     sa.Column("sort_ts", sa.BigInteger, nullable=False),
-    # Migration 0005 (`_m0005_journal_ids` adds them to older stores): the locker's journal id
+    # Revision 0005_journal_ids (lockerctl/migrations) adds them to older stores: the journal id
     # ("" for events stored before it), the event's MAC, whether its type is one no firmware
     # version knows, and the format of its trail content (0 before 0005, 2 since).
     sa.Column("jid", sa.String(16), nullable=False, server_default=""),
@@ -208,28 +201,6 @@ users = sa.Table(
     sa.UniqueConstraint("site", "username", name="uq_users_site_username"),
 )
 
-_INITIAL_TABLES = [
-    sites,
-    people,
-    cards,
-    lockers,
-    timetables,
-    grants,
-    events,
-    ingest_marks,
-    trail_entries,
-    trail_head,
-    broker_accounts,
-    users,
-]
-
-
-def _m0001_initial(conn):
-    for table in _INITIAL_TABLES:
-        table.create(conn, checkfirst=True)
-    conn.execute(trail_head.insert().values(id=1, last_id=0, hash=trail.GENESIS))
-
-
 # One row per redacted trail entry (migration 0003_redactions): the hash of what stays of it
 # (`trail.public_content`) and the `redact` action whose digest covers it.
 redactions = sa.Table(
@@ -239,17 +210,6 @@ redactions = sa.Table(
     sa.Column("public_hash", sa.String(64), nullable=False),
     sa.Column("action_id", sa.BigInteger, nullable=False),
 )
-
-
-def _m0003_redactions(conn):
-    """The `redactions` table; entries redacted before it get their rows now, covered by one
-    `redact` action (actor `migration`) over what they hold today."""
-    redactions.create(conn, checkfirst=True)
-    sites_with = conn.execute(
-        sa.select(trail_entries.c.site).where(trail_entries.c.redacted.is_(True)).distinct()
-    ).scalars()
-    for site in list(sites_with):
-        _redact(conn, site, trail_entries.c.redacted.is_(True), "migration", {"legacy": True})
 
 
 # How far each locker's clock is from the host's (migration 0004_locker_clocks): `offset_s` is the
@@ -263,10 +223,6 @@ locker_clocks = sa.Table(
     sa.Column("offset_s", sa.Float, nullable=False),
     sa.Column("checked_at", sa.Float, nullable=False),
 )
-
-
-def _m0004_locker_clocks(conn):
-    locker_clocks.create(conn, checkfirst=True)
 
 
 # Migration 0005: events are told apart by (locker, journal id, seq); the watermark is kept per
@@ -339,108 +295,6 @@ host_keys = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
 )
 
-_EVENTS_0005_COLUMNS = ("jid", "mac", "unknown_type", "hash_v")
-_OLD_UNIQUE = "uq_events_site_locker_seq"
-_NEW_UNIQUE = "uq_events_site_locker_jid_seq"
-
-
-def _column_ddl(conn, name: str) -> str:
-    col = events.c[name]
-    ddl = f"{name} {col.type.compile(conn.dialect)}"
-    if isinstance(col.server_default, sa.DefaultClause):
-        default = col.server_default.arg
-        if isinstance(default, str):
-            default = f"'{default}'" if name == "jid" else default
-        else:  # sa.false()
-            default = "false" if conn.dialect.name == "postgresql" else "0"
-        ddl += f" DEFAULT {default}"
-    return ddl + (" NOT NULL" if not col.nullable else "")
-
-
-def _m0005_journal_ids(conn):
-    """Adds `jid`, `mac`, `unknown_type` and `hash_v` to `events` (older rows: jid "", format 0)
-    and makes (site, locker, jid, seq) the unique key in place of (site, locker, seq); copies
-    the watermarks to `journal_marks` (jid ""); creates the conflict, refusal and key tables.
-    A store created after this change already has the columns: only what is missing is done."""
-    insp = sa.inspect(conn)
-    have = {c["name"] for c in insp.get_columns("events")}
-    missing = [c for c in _EVENTS_0005_COLUMNS if c not in have]
-    uniques = {u["name"] for u in insp.get_unique_constraints("events")}
-    if _OLD_UNIQUE in uniques and conn.dialect.name == "sqlite":
-        _rebuild_sqlite_events(conn, missing)
-    else:
-        for name in missing:
-            conn.exec_driver_sql(f"ALTER TABLE events ADD COLUMN {_column_ddl(conn, name)}")
-        if _OLD_UNIQUE in uniques:
-            conn.exec_driver_sql(f"ALTER TABLE events DROP CONSTRAINT {_OLD_UNIQUE}")
-        if conn.dialect.name == "postgresql":
-            for name in ("person", "by", "reason"):
-                conn.exec_driver_sql(
-                    f'ALTER TABLE events ALTER COLUMN "{name}" TYPE VARCHAR({EVENT_TEXT})'
-                )
-        if _NEW_UNIQUE not in uniques:
-            conn.exec_driver_sql(
-                f"ALTER TABLE events ADD CONSTRAINT {_NEW_UNIQUE}"
-                " UNIQUE (site, locker_id, jid, seq)"
-            )
-    for table in (journal_marks, event_conflicts, ingest_refusals, host_keys):
-        table.create(conn, checkfirst=True)
-    if (
-        insp.has_table("ingest_marks")
-        and not conn.execute(sa.select(journal_marks.c.site).limit(1)).first()
-    ):
-        conn.execute(
-            journal_marks.insert().from_select(
-                ["site", "locker_id", "jid", "ack_seq", "duplicates"],
-                sa.select(
-                    ingest_marks.c.site,
-                    ingest_marks.c.locker_id,
-                    sa.literal(""),
-                    ingest_marks.c.ack_seq,
-                    ingest_marks.c.duplicates,
-                ),
-            )
-        )
-
-
-def _rebuild_sqlite_events(conn, missing: list[str]) -> None:
-    """SQLite cannot drop a constraint: the table is made again with the new key (SQLite's own
-    recipe: create, copy, drop, rename, then the indexes again), every column kept."""
-    sql = conn.exec_driver_sql(
-        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'"
-    ).scalar()
-    indexes = (
-        conn.exec_driver_sql(
-            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'"
-            " AND sql IS NOT NULL"
-        )
-        .scalars()
-        .all()
-    )
-    pattern = re.compile(
-        r"CONSTRAINT\s+\"?"
-        + _OLD_UNIQUE
-        + r"\"?\s+UNIQUE\s*\(\s*site\s*,\s*locker_id\s*,\s*seq\s*\)"
-    )
-    new_sql, n = pattern.subn(f"CONSTRAINT {_NEW_UNIQUE} UNIQUE (site, locker_id, jid, seq)", sql)
-    head = re.match(r"\s*CREATE\s+TABLE\s+\"?events\"?", new_sql)
-    # the new columns go after the last column, before the first table constraint
-    first = re.search(r",(\s*)(PRIMARY\s+KEY|CONSTRAINT|UNIQUE|CHECK|FOREIGN\s+KEY)\b", new_sql)
-    if n != 1 or head is None or first is None:
-        raise StoreError("migration 0005: the events table is not as expected; nothing changed")
-    added = "".join(f",{first.group(1)}{_column_ddl(conn, name)}" for name in missing)
-    new_sql = new_sql[: first.start()] + added + new_sql[first.start() :]
-    new_sql = "CREATE TABLE events_0005" + new_sql[head.end() :]
-    old_cols = [r[1] for r in conn.exec_driver_sql("PRAGMA table_info(events)")]
-    cols = ", ".join(f'"{c}"' for c in old_cols)
-    conn.exec_driver_sql(new_sql)
-    conn.exec_driver_sql(f"INSERT INTO events_0005 ({cols}) SELECT {cols} FROM events")
-    conn.exec_driver_sql("DROP TABLE events")
-    conn.exec_driver_sql("ALTER TABLE events_0005 RENAME TO events")
-    for index_sql in indexes:
-        conn.exec_driver_sql(index_sql)
-
-
 # When each site's configuration version was last set (migration 0007_config_changes): an online
 # locker still running an older version two minutes after it is an alert.
 config_changes = sa.Table(
@@ -457,10 +311,6 @@ config_changes = sa.Table(
 MAX_REPORTED_VERSION = 2**31
 
 
-def _m0007_config_changes(conn):
-    config_changes.create(conn, checkfirst=True)
-
-
 # A site's remembered settings (migration 0008_settings): e.g. the broker's address given to
 # `broker config --listen`, which later commands use unless told otherwise. Values are text.
 settings = sa.Table(
@@ -472,21 +322,6 @@ settings = sa.Table(
 )
 
 
-def _m0008_settings(conn):
-    settings.create(conn, checkfirst=True)
-
-
-# (name, function(connection)) in the order they apply. Names are recorded; never rename one.
-MIGRATIONS: list[tuple[str, Callable]] = [
-    ("0001_initial", _m0001_initial),
-    ("0003_redactions", _m0003_redactions),
-    ("0004_locker_clocks", _m0004_locker_clocks),
-    ("0005_journal_ids", _m0005_journal_ids),
-    ("0007_config_changes", _m0007_config_changes),
-    ("0008_settings", _m0008_settings),
-]
-
-
 # Other modules' additions to every locker's bundle (store_exceptions: visitors' cards and the
 # rule table of consents, exemptions and visitors): fn(conn, site, locker_id, now) ->
 # (extra card rows as `build_bundle` takes them, rule dicts as `bundle.rule_record` takes them).
@@ -496,13 +331,6 @@ CONFIG_EXTRAS: list[Callable] = []
 def register_config_extra(fn: Callable) -> None:
     if fn not in CONFIG_EXTRAS:
         CONFIG_EXTRAS.append(fn)
-
-
-def register_migration(name: str, fn: Callable) -> None:
-    """Adds a named migration (another module's schema change); applied by the next `open`."""
-    if any(n == name for n, _ in MIGRATIONS):
-        return
-    MIGRATIONS.append((name, fn))
 
 
 class StoreError(Exception):
@@ -794,27 +622,23 @@ class Store:
                 yield conn
 
     def migrate(self) -> list[str]:
-        """Applies the migrations not yet recorded; returns their names."""
-        with self._write() as conn:
-            migrations.create(conn, checkfirst=True)
-        applied = []
-        for name, fn in MIGRATIONS:
-            with self._write() as conn:
-                done = conn.execute(
-                    sa.select(migrations.c.name).where(migrations.c.name == name)
-                ).first()
-                if done:
-                    continue
-                fn(conn)
-                conn.execute(migrations.insert().values(name=name, applied_at=_now()))
-                applied.append(name)
-        return applied
+        """Brings the schema to the newest revision (`lockerctl.migrations`); returns the
+        revisions applied now, in order."""
+        from . import migrations
+
+        try:
+            return migrations.upgrade(self.engine)
+        except migrations.MigrationError as e:
+            raise StoreError(str(e)) from None
 
     def applied_migrations(self) -> list[str]:
-        with self._read() as conn:
-            return list(
-                conn.execute(sa.select(migrations.c.name).order_by(migrations.c.name)).scalars()
-            )
+        """The schema revisions the database has, oldest first."""
+        from . import migrations
+
+        try:
+            return migrations.applied(self.engine)
+        except migrations.MigrationError as e:
+            raise StoreError(str(e)) from None
 
     # -- sites and configuration versions ------------------------------------------------------
 
@@ -2267,7 +2091,7 @@ def _sqlite_engine(url) -> sa.Engine:
     return engine
 
 
-# -- the trail's head, actions and redaction (module level: migrations use them too) -----------
+# -- the trail's head, actions and redaction (module level: other store modules use them) ----
 
 
 def _chain(conn) -> trail.Chain:

@@ -99,22 +99,6 @@ mail_seen = sa.Table(
 RECEIVED_INDEX = sa.Index("ix_events_site_received", events.c.site, events.c.received_at)
 
 
-def _m0011_alerts_mail(conn):
-    for table in (alert_notes, mail_outbox, mail_marks, mail_conditions):
-        table.create(conn, checkfirst=True)
-    RECEIVED_INDEX.create(conn, checkfirst=True)
-
-
-store_mod.register_migration("0011_alerts_mail", _m0011_alerts_mail)
-
-
-def _m0016_mail_seen(conn):
-    mail_seen.create(conn, checkfirst=True)
-
-
-store_mod.register_migration("0016_mail_seen", _m0016_mail_seen)
-
-
 # -- acknowledgements with a note ------------------------------------------------------------
 
 

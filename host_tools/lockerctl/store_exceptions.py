@@ -5,7 +5,7 @@ host-side actions as export rows.
 
 Each change is one transaction with its trail entry and a new configuration version, like the
 grants in store.py; `config_extra` adds the visitors' cards and the rule table (docs/protocol.md,
-`config`) to every locker's bundle. Importing this module registers both with the store.
+`config`) to every locker's bundle. Importing this module registers it with the store.
 """
 
 from __future__ import annotations
@@ -75,14 +75,6 @@ visitors = sa.Table(
     sa.Index("ix_visitors_site_until", "site", "until_ts"),
 )
 
-
-def _m0010_exceptions(conn):
-    for table in (consents, exemptions, visitors):
-        table.create(conn, checkfirst=True)
-
-
-S.register_migration("0010_exceptions", _m0010_exceptions)
-
 # Who may approve keep-safe consents: the Headteacher and the SLT members an admin names
 # (`lockerctl consent approver add`). A row is an approver; removing one deletes its row (the
 # trail keeps the history: `consent_approver_add` / `consent_approver_remove` actions).
@@ -94,13 +86,6 @@ consent_approvers = sa.Table(
     sa.Column("added_by", sa.String(S.MAX_TEXT), nullable=False),  # the actor who named them
     sa.Column("added_at", sa.BigInteger, nullable=False),
 )
-
-
-def _m0015_consent_approvers(conn):
-    consent_approvers.create(conn, checkfirst=True)
-
-
-S.register_migration("0015_consent_approvers", _m0015_consent_approvers)
 
 
 # -- dates and windows ------------------------------------------------------------------------

@@ -27,13 +27,6 @@ firmware_offers = sa.Table(
 )
 
 
-def _m0012_firmware_offers(conn):
-    firmware_offers.create(conn, checkfirst=True)
-
-
-store_mod.register_migration("0012_firmware_offers", _m0012_firmware_offers)
-
-
 def record_offers(
     store, site: str, lockers: list[str], version: str, files: int, nbytes: int, actor: str
 ) -> None:

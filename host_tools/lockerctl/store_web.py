@@ -38,13 +38,6 @@ api_tokens = sa.Table(
 )
 
 
-def _m0014_api_tokens(conn):
-    api_tokens.create(conn, checkfirst=True)
-
-
-store_mod.register_migration("0014_api_tokens", _m0014_api_tokens)
-
-
 # -- people, events ---------------------------------------------------------------------------
 
 

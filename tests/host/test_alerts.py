@@ -29,7 +29,6 @@ TIMETABLE = (
 
 @pytest.fixture
 def store(tmp_path):
-    from lockerctl import accounts, store_alerts  # noqa: F401 - their migrations
     from lockerctl.roster import parse_roster
     from lockerctl.store import Store
 

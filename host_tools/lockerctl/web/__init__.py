@@ -15,9 +15,6 @@ Every dashboard has `/healthz` and `/metrics` (`monitoring.py`); with `oidc` set
 
 from __future__ import annotations
 
-from .. import accounts as _accounts  # noqa: F401 - registers the dashboard's migration
-from .. import store_alerts as _store_alerts  # noqa: F401 - alert notes, mail queue (0011)
-from .. import store_web as _store_web  # noqa: F401 - registers the API tokens' migration
 from .app import Dashboard, create_app
 from .context import Context
 
