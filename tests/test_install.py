@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import shutil
+import sqlite3
 import stat
 import subprocess
 import time
@@ -42,6 +43,14 @@ def wheel(tmp_path_factory) -> Path:
     names = zipfile.ZipFile(found).namelist()
     # the package data the dashboard needs travels in the wheel
     assert "lockerctl/web/static/app.css" in names and "lockerctl/web/static/app.js" in names
+    # and the store's schema history (Alembic reads these files, it does not import them)
+    for name in (
+        "env.py",
+        "script.py.mako",
+        "versions/0001_initial.py",
+        "versions/0016_mail_seen.py",
+    ):
+        assert f"lockerctl/migrations/{name}" in names, name
     return found
 
 
@@ -68,6 +77,23 @@ def test_the_installed_command_has_every_command(venv, tmp_path):
     for command in ("serve", "broker", "locker", "setup", "backup", "restore", "sim"):
         assert re.search(rf"^\s+{command}\b", r.stdout, re.M), (command, r.stdout)
     assert shutil.which("lockerctl", path=_clean_env(venv)["PATH"]) == str(venv / "lockerctl")
+
+
+def test_the_installed_command_makes_a_store_with_every_revision(venv, tmp_path):
+    db = f"sqlite:///{tmp_path / 'lockers.db'}"
+    r = subprocess.run(
+        ["lockerctl", "audit", "verify", "--no-broker", "--db", db],
+        capture_output=True,
+        text=True,
+        env=_clean_env(venv),
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    with sqlite3.connect(tmp_path / "lockers.db") as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            ("0016_mail_seen",)
+        ]
+    conn.close()
 
 
 @pytest.mark.skipif(shutil.which("pipx") is None, reason="pipx is not installed (Debian: pipx)")

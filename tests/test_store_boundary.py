@@ -1,4 +1,5 @@
-"""Nothing outside the store (`host_tools/lockerctl/store/`) writes SQL or touches the store's
+"""Nothing outside the store (`host_tools/lockerctl/store/`, and its schema's history in
+`migrations/`, Alembic's revisions) writes SQL or touches the store's
 private names: read with `ast`, not by importing.
 
 A module outside the store may not import `sqlalchemy`, may not import a name starting with `_`
@@ -12,6 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "host_tools" / "lockerctl"
+STORE_PACKAGES = ("store", "migrations")  # the store, and the history of its schema
 STORE_NAMES = {"store", "st"}  # how a Store object is named outside the store
 
 # (module path relative to lockerctl/, what) -> why it may
@@ -83,7 +85,8 @@ def outside_store() -> list[Path]:
     return [
         p
         for p in sorted(PACKAGE.rglob("*.py"))
-        if "__pycache__" not in p.parts and (PACKAGE / "store") not in p.parents
+        if "__pycache__" not in p.parts
+        and not any(PACKAGE / name in p.parents for name in STORE_PACKAGES)
     ]
 
 

@@ -10,7 +10,7 @@ client address and per address, before the password is hashed (`LoginLimiter`); 
 that address's sign-ins for that user are refused until the window has passed.
 
 The `users` table is part of the store's initial schema; sessions and acknowledgements come with
-the migration `0002_dashboard` registered here.
+the revision `0002_dashboard` (lockerctl/migrations).
 """
 
 from __future__ import annotations

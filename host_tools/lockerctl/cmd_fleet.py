@@ -56,7 +56,7 @@ def publish(site, directory, version, targets, timeout):
         raise UserError(str(e)) from None
     except OSError as e:
         raise UserError(f"cannot read {directory}: {e.strerror or e}") from None
-    st = _open(site)
+    st = open_store(site)
     try:
         rows = {r.id: r for r in st.lockers(site.site)}
         if targets:
@@ -140,7 +140,7 @@ def status(site):
     from .fleet import health
     from .store import fleet as store_fleet
 
-    st = _open(site)
+    st = open_store(site)
     try:
         rows = st.lockers(site.site)
         offered = store_fleet.offers(st, site.site)

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import lockerctl  # noqa: E402
-from lockerctl import privacy  # noqa: E402
+from lockerctl import migrations, privacy  # noqa: E402
 from lockerctl import trail as trail_mod  # noqa: E402
 from lockerctl.store import Store  # noqa: E402
 from lockerctl.store import chain as store_mod  # noqa: E402
@@ -266,7 +266,15 @@ def test_a_store_redacted_before_redaction_records_gets_them_on_upgrade(site):
             store_mod._append_action(conn, SITE, "retention", "redact", detail)
     finally:
         st.close()
-    _sql(site, "DROP TABLE redactions", "DELETE FROM migrations WHERE name = '0003_redactions'")
+    # ... in a store of that version: no `redactions`, its history the old `migrations` table
+    every = migrations.revisions()
+    _sql(
+        site,
+        "DROP TABLE redactions",
+        "DROP TABLE alembic_version",
+        "CREATE TABLE migrations (name VARCHAR(100) PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        *[f"INSERT INTO migrations VALUES ('{n}', 0)" for n in every if n != "0003_redactions"],
+    )
     st = Store.open(site)  # migrates
     try:
         st.verify_trail()

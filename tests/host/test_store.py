@@ -6,8 +6,8 @@ import stat
 
 import pytest
 import sqlalchemy as sa
+from lockerctl import migrations
 from lockerctl.store import Store, StoreError
-from lockerctl.store import schema as store_mod
 
 
 def ev(seq, ts=1_790_000_000, type="boot", **kw):
@@ -72,47 +72,51 @@ def test_new_sqlite_file_is_owner_only_and_in_wal_mode(st, tmp_path):
 
 
 def test_migrations_are_recorded_and_idempotent(st, url):
-    names = sorted(
-        name for name, _ in store_mod.MIGRATIONS
-    )  # every migration, 0002 once accounts loads
+    names = migrations.revisions()  # every revision, whatever modules are loaded
     assert "0007_config_changes" in names and "0008_settings" in names
-    assert sorted(st.applied_migrations()) == names
+    assert st.applied_migrations() == names
     again = Store.open(url)
     assert again.migrate() == []
-    assert sorted(again.applied_migrations()) == names
+    assert again.applied_migrations() == names
     again.close()
 
 
-def test_registered_migration_applies_once(url, monkeypatch):
-    monkeypatch.setattr(store_mod, "MIGRATIONS", list(store_mod.MIGRATIONS))
-    calls = []
+def _back_to_0015(url):
+    """The store as the version before `0016_mail_seen` left it."""
+    path = url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE mail_seen")
+        conn.execute("UPDATE alembic_version SET version_num = '0015_consent_approvers'")
+    conn.close()
 
-    def add_column(conn):
-        calls.append(1)
-        conn.execute(sa.text("ALTER TABLE users ADD COLUMN theme VARCHAR(20)"))
 
-    store_mod.register_migration("0100_users_theme", add_column)
+def test_a_new_revision_applies_once(url):
     Store.open(url).close()
-    s = Store.open(url)
-    assert calls == [1]
-    assert "0100_users_theme" in s.applied_migrations()
+    _back_to_0015(url)
+    s = Store.open(url, migrate=False)
+    assert "0016_mail_seen" not in s.applied_migrations()
+    assert s.migrate() == ["0016_mail_seen"]
+    assert sa.inspect(s.engine).has_table("mail_seen")
+    assert s.migrate() == []
+    assert s.applied_migrations()[-1] == "0016_mail_seen"
     s.close()
 
 
-def test_failed_migration_changes_nothing(url, monkeypatch):
-    monkeypatch.setattr(store_mod, "MIGRATIONS", list(store_mod.MIGRATIONS))
+def test_failed_migration_changes_nothing(url):
     Store.open(url).close()
-
-    def half(conn):
-        conn.execute(sa.text("CREATE TABLE scratch (x INTEGER)"))
-        raise RuntimeError("boom")
-
-    store_mod.register_migration("0101_half", half)
-    with pytest.raises(RuntimeError):
+    _back_to_0015(url)
+    path = url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:  # 0016 makes its table, then recording it fails
+        conn.execute(
+            "CREATE TRIGGER boom BEFORE UPDATE ON alembic_version"
+            " BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        )
+    conn.close()
+    with pytest.raises(sa.exc.IntegrityError, match="boom"):
         Store.open(url)
     s = Store.open(url, migrate=False)
-    assert "0101_half" not in s.applied_migrations()
-    assert not sa.inspect(s.engine).has_table("scratch")
+    assert "0016_mail_seen" not in s.applied_migrations()
+    assert not sa.inspect(s.engine).has_table("mail_seen")
     s.close()
 
 

@@ -123,7 +123,6 @@ class StoreDashboard:
 
 @pytest.fixture
 def filled_store(tmp_path):
-    from lockerctl import accounts  # noqa: F401 - registers the dashboard's migration
     from lockerctl.roster import parse_roster
     from lockerctl.store import Store
 

@@ -92,9 +92,7 @@ def _redact(conn, site: str, where, actor: str, detail: dict | None = None) -> i
     against its content hash first (StoreError, nothing redacted, if one fails), its public hash
     recorded in `redactions`, its personal fields blanked; then one `redact` action holds the
     count and the digest. `redact` actions themselves are never redacted (nothing personal).
-    With `detail={"legacy": True}` (migration 0003) the entries are already blank: their
-    public hashes are recorded as they are. Returns the number of entries."""
-    legacy = bool(detail and detail.get("legacy"))
+    Returns the number of entries."""
     chain = _chain(conn)
     action_id = chain.last_id + 1  # this transaction holds the write lock: the next entry
     digest = trail.RedactionDigest()
@@ -109,12 +107,11 @@ def _redact(conn, site: str, where, actor: str, detail: dict | None = None) -> i
         if not rows:
             break
         last = rows[-1].id
-        chunk = _RedactChunk(action_id, legacy)
+        chunk = _RedactChunk(action_id)
         for r in rows:
             chunk.add(r, digest)
         _record_public_hashes(conn, chunk.records)
-        if not legacy:
-            _blank(conn, chunk)
+        _blank(conn, chunk)
     if digest.count:
         entry = _append_action(
             conn,
@@ -133,26 +130,23 @@ def _redact(conn, site: str, where, actor: str, detail: dict | None = None) -> i
 class _RedactChunk:
     """What one chunk of `_redact` records and blanks, entry by entry."""
 
-    def __init__(self, action_id: int, legacy: bool):
-        self.action_id, self.legacy = action_id, legacy
+    def __init__(self, action_id: int):
+        self.action_id = action_id
         self.records: list[dict] = []
         self.event_ids: list[int] = []
         self.entry_ids: list[int] = []
         self.actions: list[tuple[int, dict]] = []
 
     def add(self, r, digest: trail.RedactionDigest) -> None:
-        legacy = self.legacy
         content = trail.entry_content(r)
-        if r.kind == trail.ACTION and not legacy and trail.is_redact_action(content):
+        if r.kind == trail.ACTION and trail.is_redact_action(content):
             return
         if content is None:
-            if legacy:
-                return  # already broken: `audit verify` reports it
             raise StoreError(
                 f"trail entry {r.id} has lost its content: run `lockerctl audit verify`;"
                 " nothing was redacted"
             )
-        if not legacy and trail.content_hash(content) != r.content_hash:
+        if trail.content_hash(content) != r.content_hash:
             raise StoreError(
                 f"trail entry {r.id} does not match its hash (edited): run `lockerctl audit"
                 " verify`; nothing was redacted"

@@ -15,7 +15,6 @@ Every dashboard has `/healthz` and `/metrics` (`monitoring.py`); with `oidc` set
 
 from __future__ import annotations
 
-from .. import accounts as _accounts  # noqa: F401 - registers the dashboard's migration
 from .app import Dashboard, create_app
 from .context import Context
 
