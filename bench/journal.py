@@ -9,7 +9,7 @@ import time
 
 from . import site
 from .core import BUILD, Context, Figure, harness
-from .ingest import tree_cpu
+from .ingest import cpu_ticks, tree_cpu
 
 NAME = "journal"
 SECTION = "Journal (simulated flash, 4 KiB blocks)"
@@ -126,11 +126,13 @@ def replay(ctx: Context, n: int) -> dict:
             work, "L1", broker=broker, device=device, compiled=True, flash_timing="typical"
         )
         serve_cpu0 = tree_cpu(serve.process.proc.pid)
+        busy0, total0 = cpu_ticks()
         t0 = time.monotonic()
         locker.start()
         first = locker.state()["pending"]
         site.wait_until(lambda: locker.state()["pending"] == 0, 600, 0.05, "replay")
         elapsed = time.monotonic() - t0
+        busy1, total1 = cpu_ticks()
         locker_cpu = tree_cpu(locker.process.proc.pid)
         flash = locker.send("outputs").get("flash", {})
         serve_cpu = tree_cpu(serve.process.proc.pid) - serve_cpu0
@@ -156,6 +158,7 @@ def replay(ctx: Context, n: int) -> dict:
         "locker_cpu": locker_cpu,
         "serve_cpu": serve_cpu,
         "flash_ms": flash.get("busy_ms", 0),
+        "busy": (busy1 - busy0) / max(total1 - total0, 1),
     }
 
 
@@ -260,7 +263,8 @@ def run(ctx: Context) -> list[Figure]:
             "replay after an outage: events per second",
             "events/s",
             [r["pending"] / r["seconds"] for r in rep],
-            f"{rep[0]['pending']:,} pending; locker start to pending 0, through serve",
+            f"{rep[0]['pending']:,} pending; locker start to pending 0, through serve;"
+            " goal 5,000 or more",
             0,
         ),
         Figure(
@@ -268,7 +272,7 @@ def run(ctx: Context) -> list[Figure]:
             "replay after an outage: time to empty the journal",
             "s",
             [r["seconds"] for r in rep],
-            "goal: 5,000 events/s or more",
+            "",
             1,
         ),
         Figure(
@@ -317,6 +321,14 @@ def run(ctx: Context) -> list[Figure]:
             "ms",
             [r["to_first"] * 1000 for r in rep],
             "boot, journal recovery, connect",
+            0,
+        ),
+        Figure(
+            SECTION,
+            "replay: cores busy meanwhile",
+            "%",
+            [r["busy"] * 100 for r in rep],
+            "both cores of the machine, whatever runs on them (other work included)",
             0,
         ),
     ]

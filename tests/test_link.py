@@ -228,7 +228,7 @@ def test_a_backlog_goes_in_batches_within_the_byte_bound_and_acks_are_cumulative
     assert all(isinstance(b, list) for b in batches[:-1])  # only the last may be one event
     assert 300 / 1024 * 190 < len(batches) < 300 / 3  # about five events (190 bytes each) a time
     assert max(len(p) for p in payloads) > 1024 - 200  # filled: the next event did not fit
-    link.wait("link", lambda r: r["sent_hi"] == 300 and r["messages"] == len(batches))
+    link.wait("link", lambda r: r["sent_hi"] == 300)
 
     # An ack inside a batch covers everything up to it, and only that: what is resent after the
     # ack timeout starts right after it, in batches again.
@@ -249,7 +249,7 @@ def test_a_live_event_goes_at_once_on_its_own(broker, watcher, run):
     sent = [json.loads(p) for p, _ in watcher.on("event")]
     assert [ev["seq"] for ev in sent] == [1, 2, 3, 4]
     assert all(isinstance(ev, dict) for ev in sent)
-    link.wait("link", lambda r: r["messages"] == 4)
+    link.wait("link", lambda r: r["sent_hi"] == 4)
 
 
 def test_unacknowledged_events_are_sent_again_from_the_last_ack(broker, watcher, run):

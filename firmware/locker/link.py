@@ -92,7 +92,6 @@ class Link:
         # Counters, for tests and the state of the link at a glance.
         self.connects = 0
         self.resends = 0
-        self.messages = 0  # event messages published (one event or a batch)
         self.acks_ignored = 0
         self.last_error = None
 
@@ -270,7 +269,6 @@ class Link:
                 self.event_qos,
             )
             parts = None
-            self.messages += 1
             self.cursor = last
             if last > self.sent_hi:
                 self.sent_hi = last

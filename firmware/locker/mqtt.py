@@ -150,11 +150,10 @@ class MQTTClient:
 
     # -- sending -----------------------------------------------------------------------------
 
-    async def _send(self, *parts):
+    async def _send(self, packet):
         async with self._lock:
             w = self._writer()
-            for p in parts:
-                w.write(p)
+            w.write(packet)
             await self._drain(w)
 
     def _writer(self):
@@ -200,11 +199,9 @@ class MQTTClient:
                 tx[n] = pid >> 8
                 tx[n + 1] = pid & 0xFF
                 n += 2
-            i = 0
             for p in parts:
-                for piece in (sep if i else first, p):
-                    n = _out(w, tx, mv, n, piece)
-                i += 1
+                n = _out(w, tx, mv, _out(w, tx, mv, n, first), p)
+                first = sep
             n = _out(w, tx, mv, n, last)
             if n:
                 w.write(mv[:n])  # a socket that does not take it all: the stream copies the rest

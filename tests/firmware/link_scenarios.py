@@ -228,18 +228,12 @@ async def watch(link):
         if link.locker.online != online:
             online = link.locker.online
             say("online", online)
-        now = (link.connects, link.resends, link.acks_ignored, link.sent_hi, link.messages)
+        now = (link.connects, link.resends, link.acks_ignored, link.sent_hi)
         if now != seen:
             seen = now
             say(
                 "link",
-                {
-                    "connects": now[0],
-                    "resends": now[1],
-                    "acks_ignored": now[2],
-                    "sent_hi": now[3],
-                    "messages": now[4],
-                },
+                {"connects": now[0], "resends": now[1], "acks_ignored": now[2], "sent_hi": now[3]},
             )
         await asyncio.sleep_ms(100)
 
