@@ -263,8 +263,8 @@ def headlines(figures: list[Figure]) -> list[str]:
             f"After an outage the locker replays its journal at {rep.value()} events/s, which"
             f" {verdict} the 5,000 goal"
             + (
-                f", {per.value()} events a message and {msgs.value()} messages/s (an ESP32 over"
-                " Wi-Fi: its messages/s times the same events a message)."
+                f", {per.value()} events a message and {msgs.value()} messages/s (an ESP32's"
+                f" rate is its own messages/s times the same {per.value()} events)."
                 if per and msgs
                 else "."
             )
