@@ -792,6 +792,23 @@ def prepare_open(
 OUTCOME_TYPES = ("emergency_open", "override", "cmd_rejected")
 
 
+def open_outcomes(payload: bytes, by: str) -> list[dict]:
+    """The events of an `event` payload (one event, or a batch of them: a locker with events
+    waiting sends arrays, docs/protocol.md) that may answer an open sent by `by`."""
+    try:
+        got = json.loads(payload)
+    except ValueError:
+        return []
+    out = []
+    for ev in got if isinstance(got, list) else [got]:
+        if not isinstance(ev, dict) or ev.get("type") not in OUTCOME_TYPES:
+            continue
+        if ev.get("type") != "cmd_rejected" and ev.get("by") not in (None, by):
+            continue
+        out.append(ev)
+    return out
+
+
 def send_open(
     site: Site,
     store,
@@ -829,16 +846,10 @@ def send_open(
         subscribed.set()
 
     def on_message(c, userdata, msg):
-        try:
-            ev = json.loads(msg.payload)
-        except ValueError:
-            return
-        if not isinstance(ev, dict) or ev.get("type") not in OUTCOME_TYPES:
-            return
-        if ev.get("type") != "cmd_rejected" and ev.get("by") not in (None, by):
-            return
-        outcomes.append(ev)
-        got.set()
+        found = open_outcomes(msg.payload, by)
+        if found:
+            outcomes.extend(found)
+            got.set()
 
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
