@@ -256,7 +256,19 @@ def headlines(figures: list[Figure]) -> list[str]:
         )
     rep = g.get("replay after an outage: events per second")
     if rep:
-        out.append(f"After an outage the locker replays its journal at {rep.value()} events/s.")
+        verdict = "meets" if rep.median >= 5000 else "does not meet"
+        per = g.get("replay: events per message")
+        msgs = g.get("replay: messages per second")
+        out.append(
+            f"After an outage the locker replays its journal at {rep.value()} events/s, which"
+            f" {verdict} the 5,000 goal"
+            + (
+                f", {per.value()} events a message and {msgs.value()} messages/s (an ESP32's"
+                f" rate is its own messages/s times the same {per.value()} events)."
+                if per and msgs
+                else "."
+            )
+        )
     verify = g.get("audit verify")
     csv = g.get("export to CSV")
     if verify and csv:

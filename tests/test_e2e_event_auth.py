@@ -70,8 +70,9 @@ class Host:
         assert subscribed.wait(10)
 
     def _on_message(self, client, userdata, msg):
+        got = json.loads(msg.payload)  # one event, or a batch of them (docs/protocol.md)
         with self.lock:
-            self.events.append(json.loads(msg.payload))
+            self.events += got if isinstance(got, list) else [got]
 
     def seen(self, seq, jid=None):
         with self.lock:

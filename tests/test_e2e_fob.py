@@ -5,7 +5,6 @@ first tap, Dev's card. Two overrides, two bays opened; never an emergency open. 
 tap: an emergency open with its own reply and pattern, and a holder told that their bay is open."""
 
 import datetime as dt
-import json
 import time
 from zoneinfo import ZoneInfo
 
@@ -131,7 +130,7 @@ def test_fob_card_fob_and_the_double_tap(tmp_path, broker, db_url, make_locker, 
         }
 
         def trail():
-            return [json.loads(p) for p in watcher.payloads("event")]
+            return watcher.events()
 
         wait_for(
             lambda: any(e["type"] == "emergency_open" for e in trail()),

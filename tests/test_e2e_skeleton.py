@@ -56,7 +56,12 @@ class Watcher:
             return [p for t, p in self.messages if t == leaf]
 
     def events(self):
-        return [json.loads(p) for p in self.payloads("event")]
+        """Every event published, a batch's members one by one (docs/protocol.md, `event`)."""
+        out = []
+        for p in self.payloads("event"):
+            got = json.loads(p)
+            out += got if isinstance(got, list) else [got]
+        return out
 
     def close(self):
         self.client.disconnect()

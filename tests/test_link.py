@@ -108,8 +108,16 @@ class Watcher:
         with self.lock:
             return [(p, r) for t, p, r in self.messages if t == ROOT_TOPIC + leaf]
 
+    def sent(self):
+        """Every event published, a batch's members one by one (docs/protocol.md, `event`)."""
+        out = []
+        for p, _ in self.on("event"):
+            got = json.loads(p)
+            out += got if isinstance(got, list) else [got]
+        return out
+
     def events(self):
-        return [json.loads(p)["seq"] for p, _ in self.on("event")]
+        return [ev["seq"] for ev in self.sent()]
 
     def send(self, leaf, payload, retain=False):
         info = self.client.publish(ROOT_TOPIC + leaf, payload, qos=1, retain=retain)
@@ -117,8 +125,8 @@ class Watcher:
 
     def jid(self):
         """The journal id the locker's events carry (the newest one's)."""
-        events = self.on("event")
-        return json.loads(events[-1][0])["jid"] if events else "0123456789abcdef"
+        events = self.sent()
+        return events[-1]["jid"] if events else "0123456789abcdef"
 
     def ack(self, seq, jid=None):
         """The host's ack: for the journal the locker's events name, with its MAC."""
@@ -175,7 +183,7 @@ def test_connect_publishes_status_and_state_retained_and_will_on_kill(broker, wa
 
 
 def test_events_in_seq_order_within_window_and_acks_drop_them(broker, watcher, run):
-    link = run(broker.port, events=40)
+    link = run(broker.port, events=40, settings={"event_window": 32})
     wait_for(lambda: len(watcher.events()) >= 32, what="a window of events")
     # The window holds 32 events in flight: the rest waits for an ack.
     link.wait("link", lambda r: r["sent_hi"] == 32)
@@ -192,7 +200,7 @@ def test_events_in_seq_order_within_window_and_acks_drop_them(broker, watcher, r
 
 
 def test_ack_beyond_highest_sent_is_ignored(broker, watcher, run):
-    link = run(broker.port, events=40)
+    link = run(broker.port, events=40, settings={"event_window": 32})
     wait_for(lambda: len(watcher.events()) >= 32, what="a window of events")
     watcher.ack(35)  # 33..35 are journaled but were never sent
     link.wait("link", lambda r: r["acks_ignored"] == 1)
@@ -200,6 +208,48 @@ def test_ack_beyond_highest_sent_is_ignored(broker, watcher, run):
     watcher.ack(20)
     link.wait("ack", lambda seq: seq == 20)
     assert link.records("ack") == [20]
+
+
+def test_a_backlog_goes_in_batches_within_the_byte_bound_and_acks_are_cumulative(
+    broker, watcher, run
+):
+    # 300 events waiting (an outage): several to a message, every message within
+    # event_batch_bytes, several messages in flight, in seq order, each event once.
+    link = run(
+        broker.port,
+        events=300,
+        settings={"event_batch_bytes": 1024, "event_window": 1000, "ack_timeout_s": 2},
+    )
+    wait_for(lambda: len(watcher.events()) >= 300, what="the backlog")
+    payloads = [p for p, _ in watcher.on("event")]
+    assert watcher.events() == list(range(1, 301))
+    assert all(len(p) <= 1024 for p in payloads)
+    batches = [json.loads(p) for p in payloads]
+    assert all(isinstance(b, list) for b in batches[:-1])  # only the last may be one event
+    assert 300 / 1024 * 190 < len(batches) < 300 / 3  # about five events (190 bytes each) a time
+    assert max(len(p) for p in payloads) > 1024 - 200  # filled: the next event did not fit
+    link.wait("link", lambda r: r["sent_hi"] == 300)
+
+    # An ack inside a batch covers everything up to it, and only that: what is resent after the
+    # ack timeout starts right after it, in batches again.
+    watcher.ack(137)
+    link.wait("ack", lambda seq: seq == 137)
+    wait_for(lambda: 300 in watcher.events()[300:], timeout=10, what="the resend")
+    assert watcher.events()[300:] == list(range(138, 301))
+    watcher.ack(300)
+    link.wait("ack", lambda seq: seq == 300)
+    wait_for(lambda: json.loads(watcher.on("state")[-1][0])["pending"] == 0, what="pending 0")
+
+
+def test_a_live_event_goes_at_once_on_its_own(broker, watcher, run):
+    # Nothing waiting: each new event is published as it is journaled, one JSON object a
+    # message, without waiting for a batch to fill.
+    link = run(broker.port, append_every_ms=200, append_max=4, append_when_online=True)
+    wait_for(lambda: len(watcher.events()) >= 4, what="four live events")
+    sent = [json.loads(p) for p, _ in watcher.on("event")]
+    assert [ev["seq"] for ev in sent] == [1, 2, 3, 4]
+    assert all(isinstance(ev, dict) for ev in sent)
+    link.wait("link", lambda r: r["sent_hi"] == 4)
 
 
 def test_unacknowledged_events_are_sent_again_from_the_last_ack(broker, watcher, run):
@@ -421,7 +471,7 @@ def test_real_journal_acked_events_stay_acked_across_a_restart(tmp_path, broker,
     journal = str(tmp_path / "journal")
     first = run(broker.port, events=10, journal_dir=journal)
     wait_for(lambda: watcher.events()[:10] == list(range(1, 11)), what="10 events")
-    sent = [json.loads(p) for p, _ in watcher.on("event")]
+    sent = watcher.sent()
     assert sent[0]["type"] == "deposit" and sent[0]["person"] == "P0000"  # events.to_json
     watcher.ack(6)
     first.wait("ack", lambda seq: seq == 6)
@@ -449,7 +499,7 @@ def test_events_carry_the_journal_id_and_a_mac_that_checks(tmp_path, broker, wat
     journal = str(tmp_path / "journal")
     first = run(broker.port, events=3, journal_dir=journal)
     wait_for(lambda: watcher.events()[:3] == [1, 2, 3], what="3 events")
-    sent = [json.loads(p) for p, _ in watcher.on("event")]
+    sent = watcher.sent()
     jid = sent[0]["jid"]
     assert len(jid) == 16 and int(jid, 16) >= 0 and jid == jid.lower()
     for ev in sent:
@@ -460,7 +510,7 @@ def test_events_carry_the_journal_id_and_a_mac_that_checks(tmp_path, broker, wat
     n = len(watcher.events())
     run(broker.port, events=1, journal_dir=journal)  # the same journal after a restart
     wait_for(lambda: 4 in watcher.events()[n:], what="the new event")
-    again = [json.loads(p) for p, _ in watcher.on("event")][n:]
+    again = watcher.sent()[n:]
     assert {ev["jid"] for ev in again} == {jid}
 
 

@@ -80,6 +80,9 @@ class Journal:
         self._max_segs = 0
         self.reserve = reserve  # bytes kept for essential events: see routine_full
         self.jid = None  # the journal's id: 16 lower-case hex digits, set by open()
+        # where the last read stopped (see _events_in): segment, offset after an event's record,
+        # that event's seq; three ints, so that reading allocates nothing for it
+        self._h_num = self._h_off = self._h_seq = 0
 
     # -- opening and recovery ------------------------------------------------------------------
 
@@ -513,9 +516,15 @@ class Journal:
         """Events of segment num with lo < seq <= hi."""
         if hi <= lo:
             return
-        records = self._records(self._path(num))
+        # Where the last read stopped: a reader going forward (the link's upload, batch after
+        # batch) carries on there instead of reading the segment again from its start.
+        # Segments are append-only and their numbers never reused, so the offset stays good.
+        start = 0
+        if self._h_num == num and self._h_seq <= lo:
+            start = self._h_off
+        records = self._records(self._path(num), start)
         try:
-            for kind, _off, n in records:
+            for kind, off, n in records:
                 if kind != _EVENT:
                     continue
                 seq = struct.unpack_from("<I", self._rbuf, _HDR + 2)[0]
@@ -528,16 +537,20 @@ class Journal:
                 except ValueError:
                     continue  # whole and checked, but not ours to read (a newer firmware's)
                 lo = seq
+                self._h_num = num
+                self._h_off = off + _HDR + n
+                self._h_seq = seq
                 yield ev
                 if seq == hi:
                     return
         finally:
             records.close()
 
-    def _records(self, path):
-        """Yields (kind, offset, body length) for each good record of segment num, stopping at the
-        first bad one. Bodies that fit are in self._rbuf[_HDR:] when yielded; larger ones (big
-        snapshots) are checked chunk by chunk and must be read again by the caller."""
+    def _records(self, path, start=0):
+        """Yields (kind, offset, body length) for each good record of segment num from offset
+        start (a record's first byte), stopping at the first bad one. Bodies that fit are in
+        self._rbuf[_HDR:] when yielded; larger ones (big snapshots) are checked chunk by chunk
+        and must be read again by the caller."""
         try:
             f = open(path, "rb")
         except OSError:
@@ -545,8 +558,10 @@ class Journal:
         buf = self._rbuf
         mv = self._rmv
         room = len(buf) - _HDR
-        off = 0
+        off = start
         try:
+            if start:
+                f.seek(start)
             while True:
                 if f.readinto(mv[:_HDR]) != _HDR:
                     return

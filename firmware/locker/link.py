@@ -24,7 +24,7 @@ from locker.mac import equal, hmac_sha256
 from locker.mqtt import MQTTClient, MQTTError
 
 _ETIMEDOUT = const(110)
-_BATCH = const(8)  # events read from the journal per step (their JSON is held until sent)
+_MSG_EVENTS = const(256)  # events in one message at most (the host takes batches up to 256)
 _ACK_MAX = const(160)  # an ack payload longer than this is not an ack (one is about 85 bytes)
 _STABLE_MS = const(10000)  # a connection that lasted this long resets the backoff
 _POLL_MS = const(500)  # the link looks for work at least this often
@@ -67,6 +67,7 @@ class Link:
         self.backoff_min_ms = int(settings["backoff_min_s"] * 1000)
         self.backoff_max_ms = int(settings["backoff_max_s"] * 1000)
         self.window = int(settings["event_window"])
+        self.batch_bytes = int(settings["event_batch_bytes"])  # one event message at most
         self.event_qos = int(settings["event_qos"])
         self.max_cmd = int(settings["max_cmd_bytes"])
         tls = broker.get("tls", False)
@@ -209,8 +210,11 @@ class Link:
 
     async def _upload(self):
         """Sends the next events in seq order, at most `window` beyond the last ack; when the
-        ack has not moved for ack_timeout, sends again from the last ack."""
+        ack has not moved for ack_timeout, sends again from the last ack. Whatever is waiting
+        goes out at once: one event alone as a JSON object, several as a JSON array (a batch) of
+        at most `event_batch_bytes` and 256 events; no event waits for a batch to fill."""
         journal = self.locker.journal
+        cap = self.batch_bytes
         while True:
             acked = journal.acked
             now = ticks_ms()
@@ -228,26 +232,46 @@ class Link:
                 return
             if self.cursor == acked:
                 self.progress_ms = now  # the window was empty: the ack clock starts now
-            # Read a few events, then publish them: the journal's iterator is closed before
-            # any await, so no file stays open while the locker appends or compacts.
-            batch = []
-            it = journal.unacked(self.cursor)
+            if room > _MSG_EVENTS:
+                room = _MSG_EVENTS
+            # Read and encode events, then publish them, one message: the journal's iterator is
+            # closed before any await, so no file stays open while the locker appends or
+            # compacts. The message is never held whole (MQTTClient.publish_parts writes it
+            # through its packet buffer): only each event's JSON, small pieces of the heap.
+            parts = []
+            size = 1  # "[" ... "]", a "," between two
+            last = self.cursor
+            it = journal.unacked(last)
             try:
                 for ev in it:
-                    batch.append((ev.seq, _b(self.to_json(ev))))  # the str is garbage at once
-                    if len(batch) >= _BATCH or len(batch) >= room:
+                    p = _b(self.to_json(ev))
+                    size += len(p) + 1
+                    if parts and size > cap:
+                        break  # the next message starts with it
+                    parts.append(p)  # the first always goes, alone if it is that large
+                    last = ev.seq
+                    if len(parts) >= room:
                         break
             finally:
                 if hasattr(it, "close"):
                     it.close()  # MicroPython does not close an abandoned generator (or its file)
-            if not batch:
+            p = None
+            if not parts:
                 return
-            for seq, payload in batch:
-                await self.client.publish(self.t_event, payload, False, self.event_qos)
-                self.cursor = seq
-                if seq > self.sent_hi:
-                    self.sent_hi = seq
-            batch = None
+            one = len(parts) == 1  # one event: the object, as a live tap's event goes
+            await self.client.publish_parts(
+                self.t_event,
+                parts,
+                b",",
+                b"" if one else b"[",
+                b"" if one else b"]",
+                False,
+                self.event_qos,
+            )
+            parts = None
+            self.cursor = last
+            if last > self.sent_hi:
+                self.sent_hi = last
 
     # -- messages down ----------------------------------------------------------------------------
 

@@ -150,36 +150,47 @@ class MQTTClient:
 
     # -- sending -----------------------------------------------------------------------------
 
-    async def _send(self, *parts):
+    async def _send(self, packet):
+        async with self._lock:
+            w = self._writer()
+            w.write(packet)
+            await self._drain(w)
+
+    def _writer(self):
         w = self._w
         if w is None:
             raise OSError(_ECONNRESET)
-        async with self._lock:
-            for p in parts:
-                w.write(p)
-            try:
-                await asyncio.wait_for_ms(w.drain(), self.timeout_ms)
-            except asyncio.TimeoutError:
-                raise OSError(_ETIMEDOUT) from None  # a broker that does not read: reconnect
-            self.last_tx = ticks_ms()
+        return w
+
+    async def _drain(self, w):
+        """Waits until the socket took what was written, at most `timeout`: a broker that does
+        not read makes it raise OSError(ETIMEDOUT), and the link reconnects."""
+        try:
+            await asyncio.wait_for_ms(w.drain(), self.timeout_ms)
+        except asyncio.TimeoutError:
+            raise OSError(_ETIMEDOUT) from None
+        self.last_tx = ticks_ms()
 
     def _next_pid(self):
         self._pid = self._pid % 65535 + 1
         return self._pid
 
-    async def publish(self, topic, msg, retain=False, qos=0):
-        """Sends one PUBLISH (QoS 0 or 1); QoS 1 does not wait for PUBACK. Returns the packet
-        id (0 for QoS 0). `topic` and `msg` are bytes (str is encoded)."""
+    async def publish_parts(self, topic, parts, sep, first, last, retain=False, qos=0):
+        """Sends one PUBLISH whose payload is first + parts joined by sep + last (bytes each),
+        never held whole: the parts go through the packet buffer (`tx`), a buffer-full at a
+        time; a payload that fits goes out with its header in one write (one TCP segment, with
+        TCP_NODELAY). Otherwise as publish()."""
         topic = _b(topic)
-        msg = _b(msg)
-        size = 2 + len(topic) + len(msg) + (2 if qos else 0)
+        length = len(first) + len(last) + len(sep) * (len(parts) - 1)
+        for p in parts:
+            length += len(p)
+        size = 2 + len(topic) + length + (2 if qos else 0)
         if size >= 268435456 or len(topic) > self.MAX_TOPIC:
             raise ValueError("mqtt: message or topic too large")
-        async with self._lock:  # the buffers are shared with PUBACKs sent by the reader
-            w = self._w
-            if w is None:
-                raise OSError(_ECONNRESET)
+        async with self._lock:
+            w = self._writer()
             tx = self._tx
+            mv = memoryview(tx)
             n = _put_len(tx, PUBLISH | qos << 1 | (1 if retain else 0), size)
             n = _put_str(tx, n, topic)
             pid = 0
@@ -188,61 +199,43 @@ class MQTTClient:
                 tx[n] = pid >> 8
                 tx[n + 1] = pid & 0xFF
                 n += 2
-            # One write (one TCP segment, with TCP_NODELAY) when the message fits the buffer.
-            if n + len(msg) <= len(tx):
-                tx[n : n + len(msg)] = msg
-                w.write(memoryview(tx)[: n + len(msg)])
-            else:
-                w.write(memoryview(tx)[:n])
-                w.write(msg)
-            try:
-                await asyncio.wait_for_ms(w.drain(), self.timeout_ms)
-            except asyncio.TimeoutError:
-                raise OSError(_ETIMEDOUT) from None
-            self.last_tx = ticks_ms()
+            for p in parts:
+                n = _out(w, tx, mv, _out(w, tx, mv, n, first), p)
+                first = sep
+            n = _out(w, tx, mv, n, last)
+            if n:
+                w.write(mv[:n])  # a socket that does not take it all: the stream copies the rest
+            await self._drain(w)
         return pid
+
+    async def publish(self, topic, msg, retain=False, qos=0):
+        """Sends one PUBLISH (QoS 0 or 1); QoS 1 does not wait for PUBACK. Returns the packet
+        id (0 for QoS 0). `topic` and `msg` are bytes (str is encoded)."""
+        return await self.publish_parts(topic, (_b(msg),), b"", b"", b"", retain, qos)
 
     async def subscribe(self, topic, qos=1):
         """Sends SUBSCRIBE; the SUBACK is read by read_packet (its code lands in .suback)."""
-        topic = _b(topic)
-        if len(topic) > self.MAX_TOPIC:
-            raise ValueError("mqtt: topic too long")
-        async with self._lock:
-            w = self._w
-            if w is None:
-                raise OSError(_ECONNRESET)
-            tx = self._tx
-            pid = self._next_pid()
-            struct.pack_into("!BBH", tx, 0, 0x82, 5 + len(topic), pid)
-            n = _put_str(tx, 4, topic)
-            tx[n] = 1 if qos else 0
-            w.write(memoryview(tx)[: n + 1])
-            try:
-                await asyncio.wait_for_ms(w.drain(), self.timeout_ms)
-            except asyncio.TimeoutError:
-                raise OSError(_ETIMEDOUT) from None
-            self.last_tx = ticks_ms()
-        return pid
+        return await self._sub(0x82, topic, 1 if qos else 0)
 
     async def unsubscribe(self, topic):
         """Sends UNSUBSCRIBE (its UNSUBACK is read, and skipped, by read_packet)."""
+        return await self._sub(0xA2, topic, -1)
+
+    async def _sub(self, kind, topic, qos):
         topic = _b(topic)
         if len(topic) > self.MAX_TOPIC:
             raise ValueError("mqtt: topic too long")
         async with self._lock:
-            w = self._w
-            if w is None:
-                raise OSError(_ECONNRESET)
+            w = self._writer()
             tx = self._tx
             pid = self._next_pid()
-            struct.pack_into("!BBH", tx, 0, 0xA2, 4 + len(topic), pid)
+            extra = 1 if qos >= 0 else 0  # SUBSCRIBE: the requested QoS after the topic
+            struct.pack_into("!BBH", tx, 0, kind, 4 + extra + len(topic), pid)
             n = _put_str(tx, 4, topic)
-            w.write(memoryview(tx)[:n])
-            try:
-                await asyncio.wait_for_ms(w.drain(), self.timeout_ms)
-            except asyncio.TimeoutError:
-                raise OSError(_ETIMEDOUT) from None
-            self.last_tx = ticks_ms()
+            if extra:
+                tx[n] = qos
+            w.write(memoryview(tx)[: n + extra])
+            await self._drain(w)
         return pid
 
     async def ping(self):
@@ -359,16 +352,10 @@ class MQTTClient:
                     sys.print_exception(e)
         if qos == 1:
             async with self._lock:
-                w = self._w
-                if w is None:
-                    raise OSError(_ECONNRESET)
+                w = self._writer()
                 struct.pack_into("!H", self._ack, 2, pid)
                 w.write(self._ack)
-                try:
-                    await asyncio.wait_for_ms(w.drain(), self.timeout_ms)
-                except asyncio.TimeoutError:
-                    raise OSError(_ETIMEDOUT) from None
-                self.last_tx = ticks_ms()
+                await self._drain(w)
 
 
 def _abort(sink):
@@ -381,6 +368,21 @@ def _abort(sink):
 
 def _b(s):
     return s.encode() if isinstance(s, str) else s
+
+
+def _out(w, tx, mv, n, piece):
+    """Appends piece to the packet being assembled in tx (n bytes so far), writing tx out first
+    when piece does not fit; a piece larger than tx goes out on its own. Returns the new n."""
+    k = len(piece)
+    if n + k > len(tx):
+        if n:
+            w.write(mv[:n])
+            n = 0
+        if k > len(tx):
+            w.write(piece)
+            return 0
+    tx[n : n + k] = piece
+    return n + k
 
 
 def _put_len(buf, first, size):

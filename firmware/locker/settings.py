@@ -17,7 +17,8 @@ DEFAULTS = {
     "write_timeout_s": 10,  # a broker that does not take our bytes within this: reconnect
     "backoff_min_s": 1,  # reconnect delay doubles from this (with jitter) ...
     "backoff_max_s": 60,  # ... up to this
-    "event_window": 32,  # events sent and not yet acknowledged, at most
+    "event_window": 1024,  # events sent and not yet acknowledged, at most
+    "event_batch_bytes": 4096,  # an event message (a JSON array of events) at most this long
     "event_qos": 1,  # events go out at QoS 1 (PUBACK not awaited; delivery is assured by ack)
     "journal_bytes": 0,  # the journal's capacity; 0: 384 KB, less on a small filesystem
     "journal_reserve_bytes": 49152,  # kept for essential events (docs/journal.md, Reserve)

@@ -37,7 +37,7 @@ U32_MAX = 2**32 - 1
 MAX_SEQ = U32_MAX
 MAX_TS = U32_MAX
 MAX_TEXT_BYTES = 255
-MAX_BATCH_EVENTS = 256  # events in one `event` payload (the firmware sends at most its window, 32)
+MAX_BATCH_EVENTS = 256  # events in one `event` payload (the firmware sends at most 256 in one)
 MAX_STATE_BYTES = 64 * 1024
 
 # How far ahead of its journal's watermark a seq can be: the journal's flash budget

@@ -86,6 +86,23 @@ def prepare_open(
     return topics.locker_topic(site, locker_id, "cmd"), payload, detail
 
 
+def open_outcomes(payload: bytes | bytearray, by: str) -> list[dict]:
+    """The events of an `event` payload (one event, or a batch of them: a locker with events
+    waiting sends arrays, docs/protocol.md) that may answer an open sent by `by`."""
+    try:
+        got = json.loads(payload)
+    except ValueError:
+        return []
+    out = []
+    for ev in got if isinstance(got, list) else [got]:
+        if not isinstance(ev, dict) or ev.get("type") not in OPEN_ANSWERS:
+            continue
+        if ev.get("type") != "cmd_rejected" and ev.get("by") not in (None, by):
+            continue
+        out.append(ev)
+    return out
+
+
 class _Answers:
     """The locker's answers to an open sent by `by`, gathered as they arrive (paho's thread):
     the bays it opened for `by`, or its refusal of the command."""
@@ -96,16 +113,10 @@ class _Answers:
         self._got = threading.Event()
 
     def take(self, msg: mqtt.MQTTMessage) -> None:
-        try:
-            ev = json.loads(msg.payload)
-        except ValueError:
-            return
-        if not isinstance(ev, dict) or ev.get("type") not in OPEN_ANSWERS:
-            return
-        if ev.get("type") != "cmd_rejected" and ev.get("by") not in (None, self.by):
-            return
-        self.events.append(ev)
-        self._got.set()
+        found = open_outcomes(msg.payload, self.by)
+        if found:
+            self.events.extend(found)
+            self._got.set()
 
     def wait(self, seconds: float) -> None:
         self._got.wait(seconds)

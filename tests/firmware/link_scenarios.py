@@ -212,7 +212,9 @@ async def counter(period_ms=10):
             say("tick", {"count": count, "worst_gap_ms": worst})
 
 
-async def appender(locker, every_ms, most):
+async def appender(locker, every_ms, most, when_online=False):
+    while when_online and not locker.online:
+        await asyncio.sleep_ms(10)
     for _ in range(most):
         await asyncio.sleep_ms(every_ms)
         locker.record("deposit", bay=1, person="P0001")
@@ -265,7 +267,9 @@ async def main(spec):
     asyncio.create_task(counter())
     asyncio.create_task(watch(link))
     if spec.get("append_max"):
-        asyncio.create_task(appender(locker, spec.get("append_every_ms", 200), spec["append_max"]))
+        every = spec.get("append_every_ms", 200)
+        online = spec.get("append_when_online", False)
+        asyncio.create_task(appender(locker, every, spec["append_max"], online))
     gc.collect()
     say("ready", {"mem_free": gc.mem_free()})
     await link.run()

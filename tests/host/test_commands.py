@@ -122,3 +122,22 @@ def test_signer_refuses_what_the_locker_could_not_check():
         sign(cmd_id=0)
     with pytest.raises(ValueError, match="exp"):
         sign(exp="soon")
+
+
+def test_an_open_s_outcome_is_found_in_one_event_or_in_a_batch():
+    # `lockerctl open --wait` reads the locker's `event` topic: a locker with events waiting
+    # sends them as an array (docs/protocol.md), and the outcome may be any member of it.
+    from lockerctl.opens import open_outcomes
+
+    opened = {"seq": 9, "type": "emergency_open", "bay": 3, "by": "S01", "reason": "fire"}
+    other = {"seq": 8, "type": "deposit", "bay": 2, "by": None, "person": "P1"}
+    rejected = {"seq": 10, "type": "cmd_rejected", "bay": None, "by": None, "reason": "stale"}
+    assert open_outcomes(json.dumps(opened).encode(), "S01") == [opened]
+    assert open_outcomes(json.dumps([other, opened, rejected]).encode(), "S01") == [
+        opened,
+        rejected,
+    ]
+    assert open_outcomes(json.dumps([other, opened]).encode(), "S02") == []  # someone else's
+    assert open_outcomes(json.dumps(other).encode(), "S01") == []
+    assert open_outcomes(b'[1, null, "x"]', "S01") == []
+    assert open_outcomes(b"not json", "S01") == []
