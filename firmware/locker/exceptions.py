@@ -18,14 +18,7 @@
 #   85 u32 the host's id of the consent, exemption or visitor;  89..95 zero
 import struct
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
-
+from locker import const
 from locker.bundle import RULE
 from locker.policy import grant_covers, may_bring_phone
 

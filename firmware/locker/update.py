@@ -16,16 +16,8 @@ import json
 import os
 from binascii import hexlify, unhexlify
 
-try:
-    from micropython import const
-except ImportError:  # CPython: the host's tests check offers against this module too
-
-    def const(x):
-        return x
-
-
 from locker import bays as B
-from locker import makedirs
+from locker import const, makedirs
 from locker.bays import ticks_diff
 from locker.mac import HMAC, equal
 
