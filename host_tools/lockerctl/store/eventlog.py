@@ -60,12 +60,14 @@ class EventsMixin(StoreBase):
         newest_first: bool = False,
         limit: int | None = None,
         batch: int = 1000,
+        batches: bool = False,
     ) -> Iterator:
         """Streams the site's events (rows: id, locker_id, seq, ts, type, bay, person, by,
         reason, received_at, sort_ts, name, role), in time order (`sort_ts`: the locker's ts,
         or the arrival time when that is unknown). `start`/`end` are unix seconds [start, end);
         `person` matches the person or the `by` of an event. The connection is held while the
-        iterator is consumed and released when it ends or is closed."""
+        iterator is consumed and released when it ends or is closed. `batches=True` yields lists
+        of up to `batch` rows instead (an export's fast read: no step per row)."""
         q = events_query(site, start, end, locker, person, types)
         columns = [events.c.sort_ts, events.c.locker_id, events.c.seq]
         order = [c.desc() for c in columns] if newest_first else columns
@@ -75,7 +77,10 @@ class EventsMixin(StoreBase):
         with self.engine.connect() as conn:
             with conn.begin():
                 result = conn.execution_options(yield_per=batch, stream_results=True).execute(q)
-                yield from result
+                if batches:
+                    yield from result.partitions()
+                else:
+                    yield from result
 
     def count_events(
         self, site: str, start=None, end=None, locker=None, person=None, types=None
