@@ -94,6 +94,20 @@ def column_name(c: int) -> str:
     return name
 
 
+_TEXTS_KEPT = 4096  # texts whose cells are kept (a workbook's recurring names, types...)
+
+
+def _text_tail(v: str) -> str:
+    """An inline string cell after its `r="A1` reference ('' for the empty text: no cell)."""
+    if not v:
+        return ""
+    if "&" in v or "<" in v or ">" in v:
+        v = escape(v)
+    if v[0].isspace() or v[-1].isspace():
+        return f'" t="inlineStr"><is><t {_KEEP}>{v}</t></is></c>'
+    return f'" t="inlineStr"><is><t>{v}</t></is></c>'
+
+
 def escape(text: str) -> str:
     """`text` as XML character data (the caller has replaced what XML cannot hold)."""
     if "&" in text:
@@ -124,6 +138,7 @@ class Workbook:
         self._buf: list[str] = []
         self._r = 0
         self._refs: list[str] = []
+        self._texts: dict[str, str] = {}
 
     def add_sheet(self, name: str) -> None:
         if not 1 <= len(name) <= 31 or any(ch in name for ch in "[]:*?/\\"):
@@ -150,16 +165,18 @@ class Workbook:
             refs.extend(column_name(c) for c in range(len(refs), len(cells)))
         out = ['<row r="', r, '">']
         add = out.append
+        texts = self._texts
         for ref, v in zip(refs, cells, strict=False):
             if v.__class__ is str:
-                if not v:
-                    continue
-                if "&" in v or "<" in v or ">" in v:
-                    v = escape(v)
-                if v[0].isspace() or v[-1].isspace():
-                    add(f'<c r="{ref}{r}" t="inlineStr"><is><t {_KEEP}>{v}</t></is></c>')
-                else:
-                    add(f'<c r="{ref}{r}" t="inlineStr"><is><t>{v}</t></is></c>')
+                # a text's cell after its reference, made once while the text recurs
+                tail = texts.get(v)
+                if tail is None:
+                    tail = _text_tail(v)
+                    if len(texts) >= _TEXTS_KEPT:
+                        texts.clear()
+                    texts[v] = tail
+                if tail:
+                    add(f'<c r="{ref}{r}{tail}')
             elif v is None:
                 continue
             elif v.__class__ is int:
