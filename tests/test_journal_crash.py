@@ -110,7 +110,11 @@ def test_sigkill_at_random_moments_loses_no_committed_event(tmp_path):
         time.sleep(rng.uniform(0.0, 0.1))
         os.kill(proc.pid, signal.SIGKILL)
         kills += 1
-        out, _ = proc.communicate(timeout=10)
+        # The rest through the same buffered reader: `communicate()` reads the pipe's descriptor
+        # directly and would drop lines `readline()` had already buffered.
+        out = proc.stdout.read()
+        proc.stderr.read()
+        proc.wait(timeout=10)
         for line in "".join(lines + [out]).split("\n"):
             if line.startswith("c "):  # a line cut by the kill is not a whole "c <seq>"
                 printed.append(int(line.split()[1]))

@@ -118,7 +118,12 @@ def read_response(s: socket.socket) -> tuple[int, dict, bytes]:
         return rest
     length = int(headers.get("content-length", "0"))
     while len(body) < length:
-        chunk = s.recv(65536)
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            # a server that refuses a body closes with it unread: the reset may overtake the
+            # rest of its answer; the status and headers are in
+            break
         if not chunk:
             break
         body += chunk
