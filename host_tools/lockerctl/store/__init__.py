@@ -18,6 +18,7 @@ in one transaction (`Store.transaction`).
 
 from __future__ import annotations
 
+from . import exceptions as _exceptions  # noqa: F401 - every Store's bundles carry its additions
 from . import schema
 from .chain import TrailMixin
 from .devices import LockersMixin

@@ -31,8 +31,9 @@ from .tables import (
 # such a report from pushing the site's version to the end of its 32-bit range).
 MAX_REPORTED_VERSION = 2**31
 
-# Other modules' additions to every locker's bundle (store/exceptions.py: visitors' cards and the
-# rule table of consents, exemptions and visitors): fn(conn, site, locker_id, now) ->
+# Other modules' additions to every locker's bundle (store/exceptions.py, which the package
+# imports, so that no Store builds a bundle without them: visitors' cards and the rule table of
+# consents, exemptions and visitors): fn(conn, site, locker_id, now) ->
 # (extra card rows as `build_bundle` takes them, rule dicts as `bundle.rule_record` takes them).
 CONFIG_EXTRAS: list[Callable] = []
 
