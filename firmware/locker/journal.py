@@ -42,7 +42,189 @@ class JournalFull(Exception):
     """append() on a full journal: nothing was appended (deny the tap: `journal_full`)."""
 
 
-class Journal:
+class Base:
+    """What every journal layout shares: seqs, the acked mark, appending and framing records,
+    the reserve and the full and near-full tests, the journal's id and the host's checkpoint
+    (small files in `directory`, on the filesystem). A layout supplies open(), _write(data,
+    limit), _drop(), unacked(), used_bytes, full, close() and the limits _event_limit and
+    _ack_limit: Journal (segment files on littlefs, below) and locker.ring.Ring (a ring of flash
+    sectors beside the filesystem, no erase inside a commit)."""
+
+    def __init__(self, directory, snapshot_fn, reserve=0):
+        self.directory = directory
+        self._snapshot_fn = snapshot_fn
+        self.last_seq = 0  # highest seq handed out (appended); committed ones are durable
+        self.committed = 0  # highest seq on flash
+        self.acked = 0
+        self._wbuf = bytearray(_FRAME + E.MAX_ENCODED)
+        self._wmv = memoryview(self._wbuf)
+        self._obuf = bytearray(256)  # framed records appended but not committed (grows)
+        self._olen = 0
+        self.capacity = 0
+        self.reserve = reserve  # bytes kept for essential events: see routine_full
+        self.jid = None  # the journal's id: 16 lower-case hex digits, set by open()
+
+    # -- state -----------------------------------------------------------------------------------
+
+    @property
+    def pending(self):
+        """Events on flash the host has not acknowledged."""
+        return self.committed - self.acked
+
+    @property
+    def near_full(self):
+        return self.used_bytes * 5 >= self.capacity * 4
+
+    @property
+    def routine_full(self):
+        """True when only the reserve is left: routine records (denials, rejected commands and
+        configurations) are no longer appended, so that essential ones (deposits, retrievals,
+        door events...) always find room. The caller decides which is which (docs/journal.md)."""
+        return self.full or self.used_bytes + _FRAME + E.MAX_ENCODED > self.capacity - self.reserve
+
+    def _clamp_reserve(self):
+        # at most half the journal is reserve, whatever device.json asks: a locker must boot
+        self.reserve = max(0, min(self.reserve or 0, self.capacity // 2))
+
+    def idle(self):
+        """Housekeeping for a moment when nothing waits (the locker's tick); True if it did any.
+        A layout that prepares flash ahead of its writes (the ring erases sectors) does it here."""
+        return False
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def append(self, type, ts, bay=None, person=None, by=None, reason=None):  # noqa: A002
+        """Assigns the next seq and buffers the event; commit() makes it durable. Raises
+        ValueError for a malformed event, JournalFull when full; nothing appended then."""
+        if self.full:
+            raise JournalFull("journal full: {} events not acknowledged".format(self.pending))
+        ev = E.Event(self.last_seq + 1, ts, type, bay, person, by, reason)
+        buf = self._wbuf
+        buf[_HDR] = _EVENT
+        end = E.encode_into(ev, buf, _HDR + 1)
+        self._frame(end)
+        self._out(self._wmv[:end])
+        self.last_seq = ev.seq
+        return ev
+
+    def commit(self):
+        """Writes and flushes everything appended: durable when this returns. On an error the
+        appended events are dropped (the caller did not act on them) and their seqs reused."""
+        if not self._olen:
+            return
+        try:
+            self._write(memoryview(self._obuf)[: self._olen], self._event_limit)
+        except Exception:
+            self._olen = 0
+            self.last_seq = self.committed
+            raise
+        self._olen = 0
+        self.committed = self.last_seq
+
+    def ack(self, seq):
+        """The host stored every event up to seq. Ignored (False) beyond what is on flash or at
+        or below the mark; otherwise persisted, then fully acknowledged segments are dropped."""
+        if not isinstance(seq, int) or seq <= self.acked or seq > self.committed:
+            return False
+        buf = self._wbuf
+        buf[_HDR] = _ACK
+        struct.pack_into("<I", buf, _HDR + 1, seq)
+        end = _HDR + 5
+        self._frame(end)
+        self._write(self._wmv[:end], self._ack_limit)
+        self.acked = seq
+        self._drop()
+        return True
+
+    def _frame(self, end):
+        buf = self._wbuf
+        struct.pack_into("<H", buf, 0, end - _HDR)
+        struct.pack_into("<I", buf, 2, crc32(self._wmv[_HDR:end], crc32(self._wmv[0:2])))
+
+    def _out(self, rec):
+        need = self._olen + len(rec)
+        if need > len(self._obuf):
+            grown = bytearray(max(need, 2 * len(self._obuf)))
+            grown[: self._olen] = memoryview(self._obuf)[: self._olen]
+            self._obuf = grown
+        self._obuf[self._olen : need] = rec
+        self._olen = need
+
+    # -- the journal's id --------------------------------------------------------------------------
+
+    def _load_jid(self, fresh):
+        """The journal's id (docs/journal.md): drawn for a journal with nothing on flash (`fresh`:
+        new or wiped, its seq starts again at 1, and the checkpoint of the journal before goes
+        with it) and once for one from before ids (or with a rotten id file), then kept. On flash
+        before open() returns: no event is ever sent under an id that a power cut could make the
+        board forget."""
+        path = self.directory + "/" + _JID
+        jid = None
+        if not fresh:
+            try:
+                with open(path, "rb") as f:
+                    jid = f.read(17)
+                if len(jid) != 16 or hexlify(unhexlify(jid)) != jid:  # 16 lower-case hex digits
+                    jid = None
+            except (OSError, ValueError):
+                jid = None
+        else:  # a checkpoint belongs to the journal it was stored in
+            try:
+                os.remove(self.directory + "/" + _CHECKPOINT)
+            except OSError:
+                pass
+        if jid is None:
+            jid = hexlify(os.urandom(8))
+            with open(path + ".tmp", "wb") as f:  # replaced whole: tmp, then renamed (atomic)
+                f.write(jid)
+            os.rename(path + ".tmp", path)
+        self.jid = jid.decode()
+
+    # -- the host's checkpoint --------------------------------------------------------------------
+
+    def checkpoint(self, data=None):
+        """With data, the host's checkpoint note (str or bytes, at most 700 bytes of UTF-8): stores
+        it with the acked mark now, replacing the one before, durable when this returns, and
+        returns that acked mark (ValueError when longer; OSError when the flash refused: the one
+        before stays). Without: (note as str, acked) of the latest, read from flash, or None
+        before any (or when the file is damaged: as good as none, the host sends another)."""
+        path = self.directory + "/" + _CHECKPOINT
+        if data is None:
+            try:
+                with open(path, "rb") as f:
+                    rec = f.read(8 + _MAX_NOTE + 1)
+            except OSError:
+                return None
+            if not 8 <= len(rec) <= 8 + _MAX_NOTE:
+                return None
+            crc, acked = struct.unpack_from("<II", rec, 0)
+            if crc32(memoryview(rec)[4:]) & 0xFFFFFFFF != crc:
+                return None
+            try:
+                return str(memoryview(rec)[8:], "utf-8"), acked
+            except UnicodeError:
+                return None
+        if isinstance(data, str):
+            try:
+                data = memoryview(data)  # MicroPython: the str's own UTF-8 bytes, not a copy
+            except TypeError:  # CPython
+                data = data.encode()
+        if len(data) > _MAX_NOTE:
+            raise ValueError("journal: checkpoint note over {} bytes".format(_MAX_NOTE))
+        head = bytearray(8)
+        struct.pack_into("<I", head, 4, self.acked)
+        struct.pack_into("<I", head, 0, crc32(data, crc32(memoryview(head)[4:])))
+        with open(path + ".tmp", "wb") as f:  # replaced whole: tmp, then renamed (atomic)
+            f.write(head)
+            f.write(data)
+        os.rename(path + ".tmp", path)
+        return self.acked
+
+
+class Journal(Base):
+    """The journal as segment files on littlefs (the layout before the ring, docs/journal.md): a
+    board without a journal region keeps it, and a board with one carries it over once."""
+
     TAIL_BYTES = 128  # littlefs keeps files up to its cache size (128 by default) inline
 
     def __init__(
@@ -50,15 +232,11 @@ class Journal:
     ):
         if not 2048 <= segment_bytes <= 1048576:
             raise ValueError("journal: segment_bytes must be 2048..1048576")
-        self.directory = directory
-        self._snapshot_fn = snapshot_fn
+        Base.__init__(self, directory, snapshot_fn, reserve)
         self.segment_bytes = segment_bytes
         self._capacity_arg = capacity_bytes
         self._event_limit = segment_bytes - _CTZ_ROOM - _ACK_ROOM
         self._ack_limit = segment_bytes - _CTZ_ROOM
-        self.last_seq = 0  # highest seq handed out (appended); committed ones are durable
-        self.committed = 0  # highest seq on flash
-        self.acked = 0
         self._segs = []  # [segment number, seq its snapshot covers], oldest first
         self._next_num = 1
         self._cur = None  # append handle of the last segment
@@ -66,20 +244,13 @@ class Journal:
         self._roll = True  # the next write starts a new segment
         self._rbuf = bytearray(_FRAME + E.MAX_ENCODED)
         self._rmv = memoryview(self._rbuf)
-        self._wbuf = bytearray(_FRAME + E.MAX_ENCODED)
-        self._wmv = memoryview(self._wbuf)
-        self._obuf = bytearray(256)  # framed records appended but not committed (grows)
-        self._olen = 0
         # the tail: the newest records, in a file small enough for littlefs to keep inline in
         # its directory (no block of its own, so a commit there copies no block); mirrored here
         self._tbuf = bytearray(self.TAIL_BYTES)
         self._tlen = 0
         self._tail = None  # append handle of the tail file
         self._tail_stale = False  # the tail file holds more than _tbuf: empty it on next move
-        self.capacity = 0
         self._max_segs = 0
-        self.reserve = reserve  # bytes kept for essential events: see routine_full
-        self.jid = None  # the journal's id: 16 lower-case hex digits, set by open()
         # where the last read stopped (see _events_in): segment, offset after an event's record,
         # that event's seq; three ints, so that reading allocates nothing for it
         self._h_num = self._h_off = self._h_seq = 0
@@ -133,31 +304,7 @@ class Journal:
         self.committed = self.last_seq = committed
         self.acked = min(acked, committed)
         self._drop()
-        # The journal's id (docs/journal.md): drawn for a journal with no segment (new or wiped:
-        # its seq starts again at 1) and once for one from before ids (or with a rotten id file),
-        # then kept. On flash before open() returns: no event is ever sent under an id that a
-        # power cut could make the board forget.
-        path = self.directory + "/" + _JID
-        jid = None
-        if segs:
-            try:
-                with open(path, "rb") as f:
-                    jid = f.read(17)
-                if len(jid) != 16 or hexlify(unhexlify(jid)) != jid:  # 16 lower-case hex digits
-                    jid = None
-            except (OSError, ValueError):
-                jid = None
-        else:  # a checkpoint belongs to the journal it was stored in
-            try:
-                os.remove(self.directory + "/" + _CHECKPOINT)
-            except OSError:
-                pass
-        if jid is None:
-            jid = hexlify(os.urandom(8))
-            with open(path + ".tmp", "wb") as f:  # replaced whole: tmp, then renamed (atomic)
-                f.write(jid)
-            os.rename(path + ".tmp", path)
-        self.jid = jid.decode()
+        self._load_jid(fresh=not segs)
         return snap, self._recovered(segs[-1] if segs else None, seg_committed)
 
     def _recovered(self, last, seg_committed):
@@ -238,15 +385,9 @@ class Journal:
                 )
             )
         self.capacity = self._max_segs * self.segment_bytes
-        # at most half the journal is reserve, whatever device.json asks: a locker must boot
-        self.reserve = max(0, min(self.reserve or 0, self.capacity // 2))
+        self._clamp_reserve()
 
     # -- state -----------------------------------------------------------------------------------
-
-    @property
-    def pending(self):
-        """Events on flash the host has not acknowledged."""
-        return self.committed - self.acked
 
     @property
     def used_bytes(self):
@@ -255,10 +396,6 @@ class Journal:
         return (
             (len(self._segs) - 1) * self.segment_bytes + self._cur_size + self._tlen + self._olen
         )
-
-    @property
-    def near_full(self):
-        return self.used_bytes * 5 >= self.capacity * 4
 
     @property
     def full(self):
@@ -272,71 +409,7 @@ class Journal:
             self._cur_size + self._tlen + self._olen + _FRAME + E.MAX_ENCODED > self._event_limit
         )
 
-    @property
-    def routine_full(self):
-        """True when only the reserve is left: routine records (denials, rejected commands and
-        configurations) are no longer appended, so that essential ones (deposits, retrievals,
-        door events...) always find room. The caller decides which is which (docs/journal.md)."""
-        return self.full or self.used_bytes + _FRAME + E.MAX_ENCODED > self.capacity - self.reserve
-
     # -- writing -------------------------------------------------------------------------------
-
-    def append(self, type, ts, bay=None, person=None, by=None, reason=None):  # noqa: A002
-        """Assigns the next seq and buffers the event; commit() makes it durable. Raises
-        ValueError for a malformed event, JournalFull when full; nothing appended then."""
-        if self.full:
-            raise JournalFull("journal full: {} events not acknowledged".format(self.pending))
-        ev = E.Event(self.last_seq + 1, ts, type, bay, person, by, reason)
-        buf = self._wbuf
-        buf[_HDR] = _EVENT
-        end = E.encode_into(ev, buf, _HDR + 1)
-        self._frame(end)
-        self._out(self._wmv[:end])
-        self.last_seq = ev.seq
-        return ev
-
-    def commit(self):
-        """Writes and flushes everything appended: durable when this returns. On an error the
-        appended events are dropped (the caller did not act on them) and their seqs reused."""
-        if not self._olen:
-            return
-        try:
-            self._write(memoryview(self._obuf)[: self._olen], self._event_limit)
-        except Exception:
-            self._olen = 0
-            self.last_seq = self.committed
-            raise
-        self._olen = 0
-        self.committed = self.last_seq
-
-    def ack(self, seq):
-        """The host stored every event up to seq. Ignored (False) beyond what is on flash or at
-        or below the mark; otherwise persisted, then fully acknowledged segments are dropped."""
-        if not isinstance(seq, int) or seq <= self.acked or seq > self.committed:
-            return False
-        buf = self._wbuf
-        buf[_HDR] = _ACK
-        struct.pack_into("<I", buf, _HDR + 1, seq)
-        end = _HDR + 5
-        self._frame(end)
-        self._write(self._wmv[:end], self._ack_limit)
-        self.acked = seq
-        self._drop()
-        return True
-
-    def _frame(self, end):
-        buf = self._wbuf
-        struct.pack_into("<H", buf, 0, end - _HDR)
-        struct.pack_into("<I", buf, 2, crc32(self._wmv[_HDR:end], crc32(self._wmv[0:2])))
-
-    def _out(self, rec):
-        need = self._olen + len(rec)
-        if need > len(self._obuf):
-            grown = bytearray(max(need, 2 * len(self._obuf)))
-            grown[: self._olen] = memoryview(self._obuf)[: self._olen]
-            self._obuf = grown
-        self._obuf[self._olen : need] = rec
-        self._olen = need
 
     def _write(self, data, limit):
         """Makes data (whole records) durable: appended to the tail while it stays small,
@@ -452,46 +525,6 @@ class Journal:
             return True
         except OSError:
             return False
-
-    # -- the host's checkpoint --------------------------------------------------------------------
-
-    def checkpoint(self, data=None):
-        """With data, the host's checkpoint note (str or bytes, at most 700 bytes of UTF-8): stores
-        it with the acked mark now, replacing the one before, durable when this returns, and
-        returns that acked mark (ValueError when longer; OSError when the flash refused: the one
-        before stays). Without: (note as str, acked) of the latest, read from flash, or None
-        before any (or when the file is damaged: as good as none, the host sends another)."""
-        path = self.directory + "/" + _CHECKPOINT
-        if data is None:
-            try:
-                with open(path, "rb") as f:
-                    rec = f.read(8 + _MAX_NOTE + 1)
-            except OSError:
-                return None
-            if not 8 <= len(rec) <= 8 + _MAX_NOTE:
-                return None
-            crc, acked = struct.unpack_from("<II", rec, 0)
-            if crc32(memoryview(rec)[4:]) & 0xFFFFFFFF != crc:
-                return None
-            try:
-                return str(memoryview(rec)[8:], "utf-8"), acked
-            except UnicodeError:
-                return None
-        if isinstance(data, str):
-            try:
-                data = memoryview(data)  # MicroPython: the str's own UTF-8 bytes, not a copy
-            except TypeError:  # CPython
-                data = data.encode()
-        if len(data) > _MAX_NOTE:
-            raise ValueError("journal: checkpoint note over {} bytes".format(_MAX_NOTE))
-        head = bytearray(8)
-        struct.pack_into("<I", head, 4, self.acked)
-        struct.pack_into("<I", head, 0, crc32(data, crc32(memoryview(head)[4:])))
-        with open(path + ".tmp", "wb") as f:  # replaced whole: tmp, then renamed (atomic)
-            f.write(head)
-            f.write(data)
-        os.rename(path + ".tmp", path)
-        return self.acked
 
     # -- reading ---------------------------------------------------------------------------------
 

@@ -358,6 +358,8 @@ def test_power_cut_at_every_write_of_a_sequence():
         committed = [e for what, evs in log if what == "committed" for e in evs]
         in_flight = log[-1][1] if log[-1][0] == "appended" else []
         acked_max = max([0] + [a for what, a in log if what == "acking"])
+        log = None
+        gc.collect()
         snap, events = r.open()
         j = r.j
         present = list(j.unacked(0))
@@ -375,6 +377,8 @@ def test_power_cut_at_every_write_of_a_sequence():
         seen = j.last_seq
         again = r.record(2)
         assert _seqs(again) == [seen + 1, seen + 2]
+        present = extra = want = committed = in_flight = events = None
+        gc.collect()
         r.open()
         assert list(r.j.unacked(0))[-2:] == again
         r.done()
