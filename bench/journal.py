@@ -40,7 +40,8 @@ WEAR = """
 import sys, time, json
 sys.path.insert(0, {build!r})
 from hal.sim import flash as simflash
-from locker.journal import Journal, JournalFull
+from locker.journal import JournalFull
+from locker.segments import Journal
 dev = simflash.mount({img!r}, "/flash", block_count={blocks})
 j = Journal("/flash/journal", lambda: b"[]", {capacity}, {segment})
 j.open()

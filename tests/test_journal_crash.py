@@ -24,7 +24,7 @@ SCRIPT = r"""
 import os, sys
 sys.path.insert(0, sys.argv[3])
 from hal.sim import flash as simflash
-from locker.journal import Journal
+from locker.segments import Journal
 simflash.mount(sys.argv[1], "/flash", block_count=64)
 state = [0]
 j = Journal("/flash/journal", lambda: str(state[0]).encode(), segment_bytes=4096)

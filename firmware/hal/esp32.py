@@ -528,9 +528,11 @@ class Board:
         spi_cfg, rc = pinmap.get("spi"), pinmap.get("mfrc522")
         self.reader = Reader(spi_cfg, rc) if spi_cfg and rc else None
 
-        # 5. The data directory on the flash filesystem (the ESP32's is mounted at / already).
+        # 5. The data directory on the flash filesystem (the ESP32's is mounted at / already),
+        # and the journal's own partition beside it, if the partition table has one.
         self.data_dir = device.get("data_dir") or "data"
         makedirs(self.data_dir)
+        self.journal_region = _journal_partition()
 
         # 6. The network: brought up by service().
         self.net = Network(device.get("wifi") or {})
@@ -623,3 +625,14 @@ def _fail_statuses(network):
         if v is not None:
             out.append(v)
     return out
+
+
+def _journal_partition():
+    """The data partition labelled `journal` (docs/hardware.md, the partition table), or None: a
+    board flashed with a table without one keeps its journal on the filesystem."""
+    try:
+        import esp32
+    except ImportError:  # not an ESP32 port (the tests' model of the board)
+        return None
+    found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="journal")
+    return found[0] if found else None

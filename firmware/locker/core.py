@@ -10,11 +10,11 @@ import json
 from binascii import hexlify, unhexlify
 
 from locker import bays as B
-from locker import const, policy, unload
+from locker import const, policy, ring, unload
 from locker.bays import ticks_add, ticks_diff
 from locker.bundle import Bundle, BundleError
 from locker.exceptions import Rules, assess
-from locker.journal import Journal, JournalFull
+from locker.journal import JournalFull
 from locker.mac import CARD, CMD, CONFIG, FIRMWARE, derive, message_keys
 from locker.registry import Registry, parse_uid
 from locker.timetable import Timetable
@@ -126,15 +126,15 @@ class Locker:
             _STATE_FIXED + _STATE_CHECKPOINT + _STATE_PER_BAY * len(self.bays)
         )
 
-        self.journal = Journal(
-            self.dir + "/journal",
-            self._snapshot,
-            capacity_bytes=settings.get("journal_bytes") or None,
-            segment_bytes=settings["journal_segment_bytes"],
-            reserve=settings.get("journal_reserve_bytes", 0),
-        )
+        # The journal: a ring of sectors on the board's journal region, or segment files on its
+        # filesystem when it has none (docs/journal.md); one from an earlier firmware is carried
+        # into the ring once this firmware is no longer on trial.
+        region = board.journal_region
+        self.journal = ring.select(region, self.dir + "/journal", self._snapshot, settings)
         snapshot, events = self.journal.open()
         self._recover(snapshot, events)
+        snapshot = events = None
+        self.journal = ring.adopt(self.journal, region, settings, self.boot.get("trial"))
         # The host's latest checkpoint as (its note as JSON text, acked): escaped once, not for
         # every state the locker publishes (interned names are few: docs/memory.md).
         kept = self.journal.checkpoint()
@@ -623,6 +623,9 @@ class Locker:
             dirty = True
         if dirty:
             self._commit()
+        # Last, with everything due recorded: flash work for later (the ring erases the sector
+        # ahead of its head here, 45 ms on a typical chip, so that no tap waits for it).
+        self.journal.idle()
 
     def _uncollected(self, now):
         due = self.timetable.uncollected_ts(now)

@@ -27,7 +27,7 @@ from binascii import crc32
 
 from locker import const, makedirs
 from locker import events as E
-from locker.journal import Base, Journal
+from locker.journal import DEFAULT_CAPACITY, Base
 
 _EVENT = const(1)  # record kinds and framing: the same as locker/journal.py's
 _SNAPSHOT = const(2)
@@ -57,7 +57,7 @@ def _slots(n):
 class Ring(Base):
     """The journal (locker/journal.py's Base interface) on the block device `dev` (readblocks and
     writeblocks with an offset, ioctl 4/5 for its geometry and 6 to erase a block), using at
-    most capacity_bytes of it plus one spare sector (all of it when None)."""
+    most capacity_bytes of it (the default budget when None) plus one spare sector."""
 
     def __init__(
         self, directory, snapshot_fn, dev, capacity_bytes=None, segment_bytes=16384, reserve=0
@@ -66,8 +66,7 @@ class Ring(Base):
         self.dev = dev
         self.sector = size = dev.ioctl(5, 0)
         n = dev.ioctl(4, 0)
-        if capacity_bytes:
-            n = min(n, capacity_bytes // size + 1)
+        n = min(n, (capacity_bytes or DEFAULT_CAPACITY) // size + 1)
         if n < 3:
             raise ValueError("journal: the ring needs 3 sectors or more")
         self._n = n
@@ -542,6 +541,8 @@ def select(region, directory, snapshot_fn, settings):
     reserve = settings.get("journal_reserve_bytes", 0)
     if region is not None and (_moved(directory) or not _segments(directory)):
         return Ring(directory, snapshot_fn, region, capacity, segment, reserve)
+    from locker.segments import Journal
+
     return Journal(directory, snapshot_fn, capacity, segment, reserve)
 
 

@@ -41,9 +41,10 @@ MAX_BATCH_EVENTS = 256  # events in one `event` payload (the firmware sends at m
 MAX_STATE_BYTES = 64 * 1024
 
 # How far ahead of its journal's watermark a seq can be: the journal's flash budget
-# (firmware/locker/journal.py `_DEFAULT_CAPACITY`, 96 blocks of 4 KiB) over the smallest event
+# (firmware/locker/journal.py `DEFAULT_CAPACITY`, 96 blocks of 4 KiB) over the smallest event
 # record it can write (6 bytes of record header, 1 of kind, 1 of flags, a u32 seq, a type
-# code): 393216 // 13 = 30247 events. A locker cannot hold more unacknowledged than that, so
+# code; the ring pads every record to a 32-byte slot, so it holds fewer): 393216 // 13 = 30247
+# events. A locker cannot hold more unacknowledged than that, so
 # a seq further ahead was not written by it. tests/host/test_event_auth.py rederives it.
 JOURNAL_BYTES = 393216
 SMALLEST_EVENT_RECORD = 6 + 1 + 1 + 4 + 1

@@ -7,7 +7,7 @@ TICKS_PERIOD = 1 << 30
 
 
 class FakeBoard:
-    def __init__(self, data_dir, nbays=4, ticks_start=TICKS_PERIOD - 5000):
+    def __init__(self, data_dir, nbays=4, ticks_start=TICKS_PERIOD - 5000, region=None):
         self.nbays = nbays
         self.data_dir = data_dir
         self.clock = None
@@ -16,6 +16,13 @@ class FakeBoard:
         self.unlocks = []  # (bay, pending events at the moment of unlocking)
         self.feedback_log = []
         self.locker = None
+        # the journal's region: a simulated flash partition beside data_dir (timing off), unless
+        # the test wants a board without one (region=False: the littlefs journal)
+        if region is None:
+            from hal.sim.flash import FileBlockDevice
+
+            region = FileBlockDevice(data_dir + "/journal.img", 4096, 96)
+        self.journal_region = region or None
 
     def now(self):
         return self.clock

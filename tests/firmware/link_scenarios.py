@@ -187,7 +187,7 @@ class RealJournalStandIn(StandIn):
 
     def __init__(self, spec):
         super().__init__(spec)
-        from locker.journal import Journal
+        from locker.segments import Journal
 
         self.journal = Journal(spec["journal_dir"], lambda: b"", segment_bytes=4096)
         self.journal.open()

@@ -7,7 +7,8 @@ import os
 from binascii import crc32
 
 from hal.sim import flash as simflash
-from locker.journal import Journal, JournalFull
+from locker.journal import JournalFull
+from locker.segments import Journal
 from mpytest import raises, tmpdir
 
 _mounts = []

@@ -1,7 +1,9 @@
 # runs-on: micropython
-# heapsize: 112k
+# heapsize: 128k
 # (the whole Locker's code sits in this heap on the 64-bit unix port, frozen in flash on an
-# ESP32: passes at 104k since issues 11 and 13 added code; 112k leaves room for fragmentation)
+# ESP32: it needed 112k before the journal's ring (locker/ring.py, 3.4 KB of bytecode) and the
+# simulated flash partition the test board keeps it on (hal/sim/flash.py); 128k leaves room for
+# fragmentation. What the test checks is the heap the run adds, not this total.)
 # 5,000 cards on one locker (docs/memory.md): a bundle made by the host's builder arrives through
 # the locker's own config sink in 512-byte chunks, is checked (MAC, header, every card record in
 # order) and installed, and cards are looked up in it, without the bundle or the card table ever
@@ -77,7 +79,8 @@ def test_a_bundle_the_flash_has_no_room_for_is_refused_and_the_old_one_stays():
     try:
         with open("/r5k/config.bin", "wb") as f:
             f.write(fixture("bundle-v1.bin"))
-        board = FakeBoard("/r5k", 4)
+        region = simflash.FileBlockDevice(tmpdir("roster_5000_region") + "/journal.img")
+        board = FakeBoard("/r5k", 4, region=region)  # the journal's partition beside littlefs
         board.clock = MORNING
         device = {"locker_id": "L1", "site": "school", "bays": 4}
         device["secret"] = fixture("secret.hex").decode()

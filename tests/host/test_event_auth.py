@@ -42,8 +42,8 @@ def test_the_seq_bound_is_the_firmware_journals_capacity():
     smallest = fw_events.encode_into(fw_events.Event(1, None, fw_events.TYPES[0]), buf)
     record = fw_journal._HDR + 1 + smallest  # record header, kind, the event
     assert ingest.SMALLEST_EVENT_RECORD == record
-    assert ingest.JOURNAL_BYTES == fw_journal._DEFAULT_CAPACITY
-    assert ingest.JOURNAL_MAX_EVENTS == fw_journal._DEFAULT_CAPACITY // record
+    assert ingest.JOURNAL_BYTES == fw_journal.DEFAULT_CAPACITY
+    assert ingest.JOURNAL_MAX_EVENTS == fw_journal.DEFAULT_CAPACITY // record
     assert ingest.MAX_TEXT_BYTES == fw_events.MAX_TEXT
     assert set(fw_events.TYPES) <= ingest.KNOWN_TYPES  # a firmware type is never "unknown"
 

@@ -21,7 +21,7 @@
 import os
 import time
 
-from micropython import const
+from locker import const
 
 _IOCTL_INIT = const(1)
 _IOCTL_DEINIT = const(2)
