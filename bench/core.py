@@ -245,6 +245,33 @@ def headlines(figures: list[Figure]) -> list[str]:
     dec = g.get("decision per tap, deposit, p50")
     if dec:
         out.append(f"A deposit is decided and journaled in {dec.value()} ms (p50) on this port.")
+    p99, worst = g.get("tap to bay unlocked, all, p99"), g.get("tap to bay unlocked, all, worst")
+    waited = g.get("taps that waited for a flash erase")
+    if p99 and worst:
+        met = p99.median < 50 and worst.median < 100 and (not waited or waited.median == 0)
+        out.append(
+            f"On the modelled flash (typical times), a tap's bay is unlocked {p99.value()} ms"
+            f" after the tap at p99 and {worst.value()} ms at worst"
+            + (f", {waited.value()} taps of a run waiting for an erase" if waited else "")
+            + f": the goal (p99 under 50 ms, worst under 100 ms, no erase on the way) is"
+            f" {'met' if met else 'not met'}."
+        )
+    prog = g.get("bytes programmed per event, in service")
+    erased = g.get("blocks erased per event, in service")
+    if prog and erased:
+        met = prog.median <= 64 and erased.median <= 0.02
+        old = g.get("littlefs journal (no region): bytes programmed per event")
+        old_e = g.get("littlefs journal (no region): blocks erased per event")
+        out.append(
+            f"The journal programs {prog.value()} bytes and erases {erased.value()} sectors an"
+            f" event in service (goal 64 and 0.02: {'met' if met else 'not met'})"
+            + (
+                f"; the littlefs journal of a board without a journal partition"
+                f" {old.value()} bytes and {old_e.value()} blocks."
+                if old and old_e
+                else "."
+            )
+        )
     full = next(
         (f for f in figures if f.name.startswith("events until the journal is full")), None
     )
