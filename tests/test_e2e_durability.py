@@ -177,3 +177,52 @@ def test_firmware_runs_in_an_esp32_sized_heap_with_600_cards(
     # running ~42 KB; the test runs at 168k (docs/memory.md).
     assert heap["max_used"] < 152 * 1024, "heap high-water grew: docs/memory.md"
     assert running < 60 * 1024
+
+
+def test_a_journal_in_files_is_carried_into_the_ring_with_its_id_and_seqs(
+    tmp_path, broker, db_url, make_locker, make_serve
+):
+    """A board whose journal is in segment files on the filesystem (no journal partition, as
+    earlier firmware kept it) gets one: the next boot carries the unacknowledged events into the
+    ring with their seqs and the journal's id, the files go, and the host stores every event
+    once, under one journal id, seq contiguous."""
+    device = setup_site(tmp_path, db_url, broker)
+    device["sim"] = {"journal_blocks": 0}
+    make_serve(db_url, broker)
+    locker = make_locker("L1", broker=broker, device=device)
+    wait_for(lambda: locker.state()["config"] is not None, timeout=20, what="config")
+    locker.clock(1795508400)
+    wait_for(lambda: locker.state()["pending"] == 0, timeout=20, what="boot stored")
+    broker.kill()  # events wait in the journal's files
+    for uid in STAFF[:5]:
+        reply = locker.tap(uid)
+        assert reply["result"] == "granted", reply
+        locker.door(reply["bay"], "open")
+        locker.door(reply["bay"], "close")
+    pending = locker.state()["pending"]
+    assert pending >= 5
+    data = tmp_path / "data-L1"
+    assert not (data / "journal.img").exists()
+    locker.kill()
+
+    on_disk = json.loads(locker.device_path.read_text())
+    on_disk["sim"]["journal_blocks"] = 96
+    locker.device_path.write_text(json.dumps(on_disk))
+    locker.start()
+    locker.clock(1795508460)
+    assert locker.state()["pending"] == pending + 1  # the same events, and this boot's
+    assert (data / "journal.img").stat().st_size == 96 * 4096
+    locker.kill()  # and once more: the ring is kept, nothing carried twice
+    locker.start()
+    locker.clock(1795508520)
+    assert locker.state()["pending"] == pending + 2
+
+    broker.start()
+    wait_for(lambda: locker.state()["pending"] == 0, timeout=60, what="every event acknowledged")
+    events = trail_events(db_url)
+    seqs = sorted(e["seq"] for e in events)
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
+    assert len({e["jid"] for e in events}) == 1
+    kinds = [e["event"] for e in events]
+    assert kinds.count("boot") == 3 and kinds.count("deposit") == 5
+    assert lockerctl("audit", "verify", db=db_url).returncode == 0

@@ -10,6 +10,7 @@ import json
 import secrets
 import subprocess
 import threading
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -43,7 +44,8 @@ print("wiped")
 
 
 def wipe_journal(data_dir: str) -> None:
-    """Deletes every file of the journal on the simulated board's flash image, nothing else."""
+    """Deletes every file of the journal on the simulated board's flash image and erases its
+    journal partition (the image file, made again erased at the next boot), nothing else."""
     out = subprocess.run(
         [str(MICROPYTHON), "-c", WIPE_JOURNAL, f"{data_dir}/flash.img", str(ROOT / "firmware")],
         capture_output=True,
@@ -51,6 +53,7 @@ def wipe_journal(data_dir: str) -> None:
         timeout=60,
     )
     assert out.stdout.strip() == "wiped", out.stderr
+    (Path(data_dir) / "journal.img").unlink()
 
 
 class Host:
