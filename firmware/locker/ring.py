@@ -312,7 +312,7 @@ class Ring(Base):
 
     def _start_segment(self, limit):
         snap = self._snapshot_fn()
-        if len(snap) > self.sector // 2:
+        if _slots(_HDR + _SNAP_HEAD + len(snap)) > self.sector - _SLOT - _ACK_ROOM:  # one sector
             raise ValueError("journal: snapshot of {} bytes is too large".format(len(snap)))
         rec = bytearray(_slots(_HDR + _SNAP_HEAD + len(snap)))
         for i in range(_HDR + _SNAP_HEAD + len(snap), len(rec)):
