@@ -254,6 +254,9 @@ class Ring(Base):
         """Makes data (whole framed records) durable, all in the head segment or in a new one."""
         if self._roll or not self._secs or not self._fits(data, limit):
             self._start_segment(limit)
+            free = self._n - len(self._secs) - (0 if limit == self._ack_limit else 1)
+            if not self._fits(data, limit, free):
+                raise OSError(_ENOSPC)  # before any of it is on flash: a commit fails whole
         pos = 0
         end = len(data)
         while pos < end:
@@ -295,10 +298,12 @@ class Ring(Base):
             take += n
         return take
 
-    def _fits(self, data, limit):
-        """True if data fits in the head segment (its sector and those it may still grow by)."""
+    def _fits(self, data, limit, more=None):
+        """True if data fits in the head segment (its sector and those it may still grow by, or
+        `more` sectors)."""
         room = limit - self._off
-        more = min(self._k - self._seg_len, self._n - len(self._secs) - 1)
+        if more is None:
+            more = min(self._k - self._seg_len, self._n - len(self._secs) - 1)
         pos = 0
         while pos < len(data):
             n = _slots(_HDR + struct.unpack_from("<H", data, pos)[0])
