@@ -394,11 +394,14 @@ class Ring(Base):
         """Copies the open littlefs journal `old` into this region (wiped first): its seq and
         acked mark, a snapshot of the caller's state (recovered from `old`), its unacknowledged
         events with their seqs, and its id. The caller then marks the journal as moved and
-        deletes old's files (adopt())."""
+        deletes old's files (adopt()).
+
+        The events go in as commits would (each segment's snapshot covers the seqs before its
+        events: recovery takes everything up to the oldest segment's as acknowledged), then a
+        segment whose snapshot, the caller's state, covers them all (recovery starts there)."""
         if self._secs:
             self.wipe()
-        self.committed = self.last_seq = old.committed
-        self.acked = old.acked
+        self.committed = self.last_seq = self.acked = old.acked
         self._start_segment(self._event_limit)
         buf = self._wbuf
         for ev in old.unacked(0):
@@ -406,15 +409,19 @@ class Ring(Base):
             end = E.encode_into(ev, buf, _HDR + 1)
             self._frame(end)
             self._out(self._wmv[:end])
+            self.last_seq = ev.seq
             if self._olen >= 1024:
                 self._flush_carried()
         self._flush_carried()
+        self.committed = self.last_seq = old.committed
+        self._start_segment(self._event_limit)
         self.jid = old.jid
 
     def _flush_carried(self):
         if self._olen:
             self._write(memoryview(self._obuf)[: self._olen], self._event_limit)
             self._olen = 0
+            self.committed = self.last_seq
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -574,8 +581,8 @@ def adopt(journal, region, settings, trial):
         settings.get("journal_reserve_bytes", 0),
     )
     ring._scan()
-    if journal.pending * _SLOT * 2 > ring.capacity:
-        return journal  # the host empties it first
+    if journal.pending * _SLOT * 2 + ring.sector > ring.capacity:
+        return journal  # the host empties it first (a sector more: carry()'s last segment)
     ring.carry(journal)
     _mark(directory)
     journal.close()
