@@ -204,6 +204,25 @@ class Ring(Base):
             return False
         return self._roll or self._off + self._olen + _LARGEST > self._event_limit
 
+    def ack(self, seq):
+        """As Base.ack. When not even the sector kept for acks has room left (an ack took it, then
+        events filled it), the mark is raised in RAM first, dropping the segments it covers, and
+        then written in the room that made (or by a later ack). A power cut in between only makes
+        the host see a resend: recovery takes what the oldest segment left on flash covers as
+        acknowledged, so nothing unacknowledged is lost with the dropped sectors."""
+        try:
+            return Base.ack(self, seq)
+        except OSError as e:
+            if e.args[0] != _ENOSPC:
+                raise
+        before = self.acked
+        self.acked = seq
+        self._drop()
+        if self._n - len(self._secs) < 1:
+            return True  # nothing freed yet: a later ack writes the mark
+        self.acked = before
+        return Base.ack(self, seq)
+
     # -- erasing ahead ---------------------------------------------------------------------------
 
     def idle(self):
