@@ -85,6 +85,11 @@ def test_ack_drops_segments_and_keeps_seq():
     assert not r.j.ack(401)  # beyond anything on flash: ignored
     assert not r.j.ack(0) and not r.j.ack(-3) and not r.j.ack("5")
     assert r.j.acked == 0
+    second = [s[2] for s in r.j._secs if s[2] >= 0][1]  # what the second segment covers
+    assert r.j.ack(second - 1)
+    assert r.j._secs[0][2] == 0  # one short: the first segment stays
+    assert r.j.ack(second)
+    assert r.j._secs[0][2] == second  # exactly what its successor covers: dropped
     before = len(r.j._secs)
     assert r.j.ack(300)
     assert len(r.j._secs) < before  # whole segments acknowledged: dropped

@@ -6,6 +6,7 @@
 import gc
 
 from hal.sim import flash as simflash
+from mpytest import raises
 from ringrig import SECTOR, T0, RRig, run, unacked
 
 # -- power cuts and failed writes ----------------------------------------------------------------
@@ -218,6 +219,29 @@ def test_fail_after_at_every_write_of_a_commit():
             assert ev.seq == n and ev.person == "P{}".format(persons[n - 1]), (ev, n)
         assert n == count
     r.done()
+
+
+def test_a_commit_failing_in_its_second_sector_is_void():
+    # the first part of the batch is on flash when the write into the next sector fails: the
+    # caller reuses those seqs, and the events committed under them are the ones read back
+    for k in (1, 2, 3):  # the first part, the next sector's header, the rest of the batch
+        r = RRig("failsecond", sectors=8, segment_bytes=2 * SECTOR)
+        r.open()
+        r.record(110)  # the sector has room for a few more
+        r.dev.fail_after(k)
+        for _ in range(30):
+            r.j.append("deposit", T0, 3, "Pvoid")
+        with raises(OSError):
+            r.j.commit()
+        assert r.j.last_seq == r.j.committed == 110
+        first, last = r.record(20)
+        assert (first, last) == (111, 130)
+        for again in (False, True):
+            if again:
+                r.open()
+                assert r.j.last_seq == 130, k
+            run(r.j.unacked(0), 1, 130)  # content checked: no "Pvoid" event
+        r.done()
 
 
 def test_a_failed_commit_then_a_restart_shows_at_most_a_prefix_of_it():
