@@ -24,6 +24,32 @@ def check_ev(ev):
     assert (ev.type, ev.ts, ev.bay, ev.person) == ev_args(ev.seq), ev
 
 
+class NorFlash(simflash.FileBlockDevice):
+    """The simulated flash, holding the ring to what NOR flash allows: a program only turns erased
+    bits to 0, so every byte written must be erased (0xFF) before. The image file would take
+    anything (a write over old data replaces it), which hides a record written over a torn one:
+    on a chip the two mix and neither reads back."""
+
+    _have = bytearray(256)
+
+    def writeblocks(self, n, buf, off=None):
+        if off is not None and not self.dead and self._f is not None:
+            have = self._have
+            self._f.seek(n * self.block_size + off)
+            done = 0
+            while done < len(buf):
+                got = self._f.readinto(memoryview(have)[: min(256, len(buf) - done)])
+                for i in range(got):
+                    if have[i] != 0xFF:
+                        raise AssertionError(
+                            "program over unerased byte: block {} offset {}".format(
+                                n, off + done + i
+                            )
+                        )
+                done += got
+        return simflash.FileBlockDevice.writeblocks(self, n, buf, off)
+
+
 class RRig:
     """A region image (a FileBlockDevice, not mounted) and the ring on it; the journal's small
     files (jid, checkpoint, marker) in a plain directory beside it. `state` stands for the
@@ -43,7 +69,7 @@ class RRig:
 
     def mount(self):
         self._drop()
-        self.dev = simflash.FileBlockDevice(self.img, SECTOR, self.sectors)
+        self.dev = NorFlash(self.img, SECTOR, self.sectors)
         self.j = Ring(
             self.dir,
             self.snapshot,

@@ -11,7 +11,7 @@ from locker import ring as ringmod
 from locker.journal import Journal
 from locker.ring import Ring
 from mpytest import tmpdir
-from ringrig import SECTOR, check_ev, ev_args, run
+from ringrig import SECTOR, NorFlash, check_ev, ev_args, run
 
 # -- carrying the littlefs journal over ----------------------------------------------------------
 
@@ -39,7 +39,7 @@ class Carry:
         """Mount both images, as after a power cut: returns the journal select() picks."""
         self.down()
         self.fs = simflash.mount(self.base + "/flash.img", self.mp, block_count=64)
-        self.region = simflash.FileBlockDevice(self.region_img, SECTOR, self.sectors)
+        self.region = NorFlash(self.region_img, SECTOR, self.sectors)
         self.j = ringmod.select(self.region, self.dir, self.snapshot, SETTINGS)
         return self.j
 
@@ -108,7 +108,7 @@ def test_select_picks_the_ring_unless_an_unmoved_littlefs_journal_is_there():
     c = Carry("select")
     # no journal at all: the ring (and None for a board without a region: littlefs)
     c.fs = simflash.mount(c.base + "/flash.img", c.mp, block_count=64)
-    region = simflash.FileBlockDevice(c.region_img, SECTOR, 16)
+    region = NorFlash(c.region_img, SECTOR, 16)
     assert isinstance(ringmod.select(region, c.dir, c.snapshot, SETTINGS), Ring)
     j = ringmod.select(None, c.dir, c.snapshot, SETTINGS)
     assert isinstance(j, Journal) and not isinstance(j, Ring)
