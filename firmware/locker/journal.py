@@ -150,7 +150,7 @@ class Base:
         self._obuf[self._olen : need] = rec
         self._olen = need
 
-    # -- the journal's id --------------------------------------------------------------------------
+    # -- the journal's id -------------------------------------------------------------------------
 
     def _load_jid(self, fresh):
         """The journal's id (docs/journal.md): drawn for a journal with nothing on flash (`fresh`:
