@@ -1,7 +1,9 @@
 """The journal under real crashes: a MicroPython process appends and commits events on the
 simulated flash, printing each seq once its commit has returned, and is killed (SIGKILL) at random
 moments. After every kill a fresh process reopens the journal: every printed seq must be there,
-in order, without a gap or a repeat, and the journal must go on from there."""
+in order, without a gap or a repeat, and the journal must go on from there. Both layouts: segment
+files on littlefs (locker/journal.py) and the ring of sectors on a region of its own
+(locker/ring.py), whose writer also erases ahead in idle(), so kills land in erases too."""
 
 import os
 import random
@@ -10,13 +12,17 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 # The journal as the board runs it, compiled by `make firmware` (which `make test` runs first): on
 # a 96k heap, compiling it from source would take more RAM than the journal itself ever does.
 FIRMWARE = ROOT / "build" / "firmware"
 
-# Runs under MicroPython. argv: image, mode ("write" or "check"). `write` reopens the journal,
+# Runs under MicroPython. argv: image, mode ("write" or "check"), firmware, layout ("littlefs" or
+# "ring": then the image is the region, and the journal's small files go in a directory beside
+# it). `write` reopens the journal,
 # prints "open <last_seq> <acked>", then commits events forever (sometimes several in one commit,
 # sometimes acknowledging), printing "c <seq>" after each commit returned. `check` prints every
 # seq on flash ("s <seq>"), then "end <last_seq> <acked>".
@@ -24,10 +30,16 @@ SCRIPT = r"""
 import os, sys
 sys.path.insert(0, sys.argv[3])
 from hal.sim import flash as simflash
-from locker.segments import Journal
-simflash.mount(sys.argv[1], "/flash", block_count=64)
 state = [0]
-j = Journal("/flash/journal", lambda: str(state[0]).encode(), segment_bytes=4096)
+ring = sys.argv[4] == "ring"
+if ring:
+    from locker.ring import Ring
+    dev = simflash.FileBlockDevice(sys.argv[1], 4096, 16)
+    j = Ring(sys.argv[1] + ".d", lambda: str(state[0]).encode(), dev, None, 8192)
+else:
+    from locker.segments import Journal
+    simflash.mount(sys.argv[1], "/flash", block_count=64)
+    j = Journal("/flash/journal", lambda: str(state[0]).encode(), segment_bytes=4096)
 snap, events = j.open()
 for ev in events:
     state[0] = ev.seq
@@ -49,10 +61,12 @@ while True:
         print("c", ev.seq)
     if n % 17 == 0 and j.committed > 40:
         j.ack(j.committed - 40)
+    if n % 2:
+        j.idle()
 """
 
 
-def _check(image, script):
+def _check(image, script, layout):
     out = subprocess.run(
         [
             str(MICROPYTHON),
@@ -62,6 +76,7 @@ def _check(image, script):
             str(image),
             "check",
             str(FIRMWARE),
+            layout,
         ],
         capture_output=True,
         text=True,
@@ -73,7 +88,8 @@ def _check(image, script):
     return seqs, int(end[1]), int(end[2])
 
 
-def test_sigkill_at_random_moments_loses_no_committed_event(tmp_path):
+@pytest.mark.parametrize("layout", ["littlefs", "ring"])
+def test_sigkill_at_random_moments_loses_no_committed_event(tmp_path, layout):
     script = tmp_path / "crash_writer.py"
     script.write_text(SCRIPT)
     image = tmp_path / "flash.img"
@@ -91,6 +107,7 @@ def test_sigkill_at_random_moments_loses_no_committed_event(tmp_path):
                 str(image),
                 "write",
                 str(FIRMWARE),
+                layout,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -118,7 +135,7 @@ def test_sigkill_at_random_moments_loses_no_committed_event(tmp_path):
         for line in "".join(lines + [out]).split("\n"):
             if line.startswith("c "):  # a line cut by the kill is not a whole "c <seq>"
                 printed.append(int(line.split()[1]))
-        seqs, last_seq, acked = _check(image, script)
+        seqs, last_seq, acked = _check(image, script, layout)
         assert printed == sorted(set(printed)), "a seq was printed twice"
         assert seqs == list(range(acked + 1, last_seq + 1)), "gap or repeat on flash"
         if printed:
@@ -128,5 +145,5 @@ def test_sigkill_at_random_moments_loses_no_committed_event(tmp_path):
             on_flash = set(seqs)
             assert all(s in on_flash for s in printed if s > acked), "a committed seq is lost"
     assert kills == 20
-    print("crash test:", len(printed), "commits printed, last acked", acked)
+    print("crash test ({}):".format(layout), len(printed), "commits printed, last acked", acked)
     assert len(printed) >= 200, "too few operations between kills: {}".format(len(printed))

@@ -203,6 +203,25 @@ class Ring(Base):
             return False
         return self._roll or self._off + self._olen + _LARGEST > self._event_limit
 
+    def ack(self, seq):
+        """As Base.ack. When not even the sector kept for acks has room left (an ack took it, then
+        events filled it), the mark is raised in RAM first, dropping the segments it covers, and
+        then written in the room that made (or by a later ack). A power cut in between only makes
+        the host see a resend: recovery takes what the oldest segment left on flash covers as
+        acknowledged, so nothing unacknowledged is lost with the dropped sectors."""
+        try:
+            return Base.ack(self, seq)
+        except OSError as e:
+            if e.args[0] != _ENOSPC:
+                raise
+        before = self.acked
+        self.acked = seq
+        self._drop()
+        if self._n - len(self._secs) < 1:
+            return True  # nothing freed yet: a later ack writes the mark
+        self.acked = before
+        return Base.ack(self, seq)
+
     # -- erasing ahead ---------------------------------------------------------------------------
 
     def idle(self):
@@ -253,6 +272,9 @@ class Ring(Base):
         """Makes data (whole framed records) durable, all in the head segment or in a new one."""
         if self._roll or not self._secs or not self._fits(data, limit):
             self._start_segment(limit)
+            free = self._n - len(self._secs) - (0 if limit == self._ack_limit else 1)
+            if not self._fits(data, limit, free):
+                raise OSError(_ENOSPC)  # before any of it is on flash: a commit fails whole
         pos = 0
         end = len(data)
         while pos < end:
@@ -294,10 +316,12 @@ class Ring(Base):
             take += n
         return take
 
-    def _fits(self, data, limit):
-        """True if data fits in the head segment (its sector and those it may still grow by)."""
+    def _fits(self, data, limit, more=None):
+        """True if data fits in the head segment (its sector and those it may still grow by, or
+        `more` sectors)."""
         room = limit - self._off
-        more = min(self._k - self._seg_len, self._n - len(self._secs) - 1)
+        if more is None:
+            more = min(self._k - self._seg_len, self._n - len(self._secs) - 1)
         pos = 0
         while pos < len(data):
             n = _slots(_HDR + struct.unpack_from("<H", data, pos)[0])
@@ -388,11 +412,14 @@ class Ring(Base):
         """Copies the open littlefs journal `old` into this region (wiped first): its seq and
         acked mark, a snapshot of the caller's state (recovered from `old`), its unacknowledged
         events with their seqs, and its id. The caller then marks the journal as moved and
-        deletes old's files (adopt())."""
+        deletes old's files (adopt()).
+
+        The events go in as commits would (each segment's snapshot covers the seqs before its
+        events: recovery takes everything up to the oldest segment's as acknowledged), then a
+        segment whose snapshot, the caller's state, covers them all (recovery starts there)."""
         if self._secs:
             self.wipe()
-        self.committed = self.last_seq = old.committed
-        self.acked = old.acked
+        self.committed = self.last_seq = self.acked = old.acked
         self._start_segment(self._event_limit)
         buf = self._wbuf
         for ev in old.unacked(0):
@@ -400,15 +427,19 @@ class Ring(Base):
             end = E.encode_into(ev, buf, _HDR + 1)
             self._frame(end)
             self._out(self._wmv[:end])
+            self.last_seq = ev.seq
             if self._olen >= 1024:
                 self._flush_carried()
         self._flush_carried()
+        self.committed = self.last_seq = old.committed
+        self._start_segment(self._event_limit)
         self.jid = old.jid
 
     def _flush_carried(self):
         if self._olen:
             self._write(memoryview(self._obuf)[: self._olen], self._event_limit)
             self._olen = 0
+            self.committed = self.last_seq
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -570,8 +601,8 @@ def adopt(journal, region, settings, trial):
         settings.get("journal_reserve_bytes", 0),
     )
     ring._scan()
-    if journal.pending * _SLOT * 2 > ring.capacity:
-        return journal  # the host empties it first
+    if journal.pending * _SLOT * 2 + ring.sector > ring.capacity:
+        return journal  # the host empties it first (a sector more: carry()'s last segment)
     ring.carry(journal)
     _mark(directory)
     journal.close()
