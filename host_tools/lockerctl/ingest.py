@@ -16,6 +16,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from json.scanner import make_scanner
 from typing import TypeGuard
 
 from . import keys, topics
@@ -102,9 +103,23 @@ def _is_int(value) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# json's C scanner, called as `json.loads` ends up calling it: measured, 1.3 µs for an event
+# payload where `json.loads` takes 2.3 µs (its Python layers: whitespace matched by regular
+# expressions before and after, the decoder's checks). Anything it does not take whole (leading
+# or trailing whitespace, an error) goes to `json.loads`, which answers as always.
+_scan_json = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # (typeshed: a class)
+
+
 def _load(payload: bytes):
     try:
-        return json.loads(payload.decode("utf-8"))
+        text = payload.decode("utf-8")
+        try:
+            obj, end = _scan_json(text, 0)
+        except Exception:  # noqa: BLE001 - json.loads below raises what it raises
+            end = -1
+        if end != len(text):
+            return json.loads(text)
+        return obj
     except (UnicodeDecodeError, ValueError, RecursionError) as e:  # nested 1000 deep: Recursion
         raise BadPayload(f"not JSON ({e.__class__.__name__})") from None
 
@@ -171,6 +186,71 @@ def _check_fields(obj: dict, bays: int | None) -> dict:
         event[name] = value
     event["unknown_type"] = etype not in KNOWN_TYPES
     return event
+
+
+def _check_usual(obj, key: keys.MacKey, bays: int | None) -> dict | None:
+    """`check_event(obj, secret, bays)` of an event as lockers send it (every field of the
+    protocol's type, a known type, ASCII text) whose MAC checks with `key` (the locker's event
+    key): the same dict. None for anything else (another shape, a wrong MAC), for
+    `check_event` to decide and explain. Written out for ingest, which checks every event:
+    measured on the benchmark's events, 1.9 µs an event, MAC included, where `check_event`
+    takes 5.9 µs (its helpers, three regular expressions, a derived key looked up and a
+    one-shot HMAC per event)."""
+    if type(obj) is not dict:
+        return None
+    g = obj.get
+    jid, mac, seq, ts, etype = g("jid"), g("mac"), g("seq"), g("ts"), g("type")
+    bay, person, by, reason = g("bay"), g("person"), g("by"), g("reason")
+    int_, str_ = int, str
+    # ASCII text of at most MAX_TEXT_BYTES characters is at most that many bytes of UTF-8.
+    if not (
+        type(seq) is int_
+        and 1 <= seq <= MAX_SEQ
+        and ((type(ts) is int_ and 0 <= ts <= MAX_TS) or (ts is None and "ts" in obj))
+        and type(etype) is str_
+        and etype in KNOWN_TYPES
+        and (bay is None or (type(bay) is int_ and 1 <= bay <= (255 if bays is None else bays)))
+        and (person is None or (type(person) is str_ and person.isascii()))
+        and (by is None or (type(by) is str_ and by.isascii()))
+        and (reason is None or (type(reason) is str_ and reason.isascii()))
+        and type(jid) is str_
+        and type(mac) is str_
+        and len(mac) == 32
+        and _JID_RE.match(jid)
+    ):
+        return None
+    if (
+        (person is not None and len(person) > MAX_TEXT_BYTES)
+        or (by is not None and len(by) > MAX_TEXT_BYTES)
+        or (reason is not None and len(reason) > MAX_TEXT_BYTES)
+    ):
+        return None
+    try:
+        # 32 characters give 16 bytes only if each is a hex digit (fromhex skips whitespace)
+        got = bytes.fromhex(mac)
+    except ValueError:
+        return None
+    if len(got) != 16:
+        return None
+    # keys.event_mac's message: integers in decimal, null as the empty string
+    msg = (
+        f"{seq}|{'' if ts is None else ts}|{etype}|{'' if bay is None else bay}|"
+        f"{person or ''}|{by or ''}|{reason or ''}|{jid}"
+    )
+    if not keys.equal(key.digest(msg.encode())[: keys.MAC_BYTES], got):
+        return None
+    return {
+        "seq": seq,
+        "ts": ts,
+        "type": etype,
+        "bay": bay,
+        "person": person,
+        "by": by,
+        "reason": reason,
+        "jid": jid,
+        "mac": mac.lower(),
+        "unknown_type": False,
+    }
 
 
 def _fits(text: str) -> bool:
@@ -261,6 +341,7 @@ class Ingestor:
         self._bad_window = time.monotonic()
         self._bad_logged = self._bad_suppressed = 0
         self._refusals: list[tuple[str, str, str]] = []  # (locker, kind, detail) to record
+        self._topics: dict[str, tuple[str, str] | None] = {}  # topic -> parse_topic's answer
 
     @property
     def _known(self) -> set:
@@ -268,7 +349,14 @@ class Ingestor:
 
     def _parse(self, topic: str, payload: bytes):
         """(kind, locker, value) for a message worth writing, else None (bad ones logged)."""
-        where = parse_topic(topic, self.site)
+        # The same few topics again and again (one per locker and kind): read each once.
+        if topic in self._topics:
+            where = self._topics[topic]
+        else:
+            where = parse_topic(topic, self.site)
+            if len(self._topics) >= 10_000:  # random topics must not fill the memory
+                self._topics.clear()
+            self._topics[topic] = where
         if where is None:
             return None
         locker, kind = where
@@ -302,10 +390,10 @@ class Ingestor:
 
     def write(self, raw: list) -> None:
         items = [item for item in (self._parse(t, p) for t, p in raw) if item is not None]
-        batch = []
+        batch: list = []
         for kind, locker, value in items:
             if kind == "event":
-                batch += self._checked(locker, value)
+                self._check_into(batch, locker, value)
         if batch:
             self._ingest(batch)
         self._flush_refusals()
@@ -325,10 +413,12 @@ class Ingestor:
             except Exception as e:  # the store is down or refused: the next message retries
                 log.error("could not record %s of %s: %s", kind, locker, one_line(e))
 
-    def _checked(self, locker: str, objs: list) -> list:
-        """The events of one payload whose MAC checks with the locker's key and that a firmware
-        could have sent, as (locker, event); the others counted, logged and kept for an alert."""
-        if not self._is_known(locker):
+    def _check_into(self, out: list, locker: str, objs: list) -> None:
+        """Appends to `out` the events of one payload whose MAC checks with the locker's key and
+        that a firmware could have sent, as (locker, event); the others counted, logged and kept
+        for an alert."""
+        lockers = self._lockers
+        if locker not in lockers and not self._is_known(locker):
             self.stats.unknown_locker += len(objs)
             now = time.monotonic()
             if now - self._unknown_warned.get(locker, -60.0) >= 60:  # a line a minute
@@ -336,10 +426,14 @@ class Ingestor:
                 log.warning(
                     "events from unregistered locker %s on site %s: dropped", locker, self.site
                 )
-            return []
-        out = []
+            return
         for obj in objs:
-            secret, bays = self._lockers[locker]
+            secret, bays = self._lockers[locker]  # again after each: a refusal may reload them
+            if secret is not None:
+                ev = _check_usual(obj, keys.event_key(secret), bays)
+                if ev is not None:
+                    out.append((locker, ev))
+                    continue
             try:
                 try:
                     ev = check_event(obj, secret, bays)
@@ -360,7 +454,6 @@ class Ingestor:
                 self._refusals.append((locker, e.kind, detail))
                 continue
             out.append((locker, ev))
-        return out
 
     def _flush_refusals(self) -> None:
         if not self._refusals:
