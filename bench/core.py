@@ -205,12 +205,22 @@ def headlines(figures: list[Figure]) -> list[str]:
             )
         )
     cpu, busy = g.get("serve: CPU per event"), g.get("cores busy meanwhile")
+    had, needs = (
+        g.get("serve: share of a core it had"),
+        g.get("serve: share of a core the broker's pace needs"),
+    )
     if ratio and cpu and busy:
         out.append(
             f"What bounds it: serve spends {cpu.value()} µs of CPU per event (its ingest process"
             f" and the store: the parts below) while the broker, the publishers and"
-            f" `mosquitto_sub` keep the machine's cores {busy.value()} % busy; serve keeps pace"
-            f" only where it has close to a core of its own for the whole stream."
+            f" `mosquitto_sub` keep the machine's cores {busy.value()} % busy"
+            + (
+                f"; keeping the broker's pace takes {needs.value()} % of a core, and serve had"
+                f" {had.value()} % (its CPU seconds over its seconds, the same runs)."
+                if had and needs
+                else "; serve keeps pace only where it has close to a core of its own for the"
+                " whole stream."
+            )
         )
     whole, sql = g.get("per event, in process: Ingestor.write"), g.get("of which SQLite")
     store, js, checks = (

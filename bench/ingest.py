@@ -441,6 +441,22 @@ def run(ctx: Context) -> list[Figure]:
         ),
         Figure(
             SECTION,
+            "serve: share of a core it had",
+            "%",
+            [100 * r["serve_cpu"] / r["serve"] for r in results],
+            "its CPU seconds over its seconds, publish start to the last row",
+            0,
+        ),
+        Figure(
+            SECTION,
+            "serve: share of a core the broker's pace needs",
+            "%",
+            [100 * r["serve_cpu"] / r["sub"] for r in results],
+            "its CPU per event times mosquitto_sub's rate, same run",
+            0,
+        ),
+        Figure(
+            SECTION,
             "per event, in process: Ingestor.write",
             "µs",
             [x["all"] for x in split],
