@@ -309,15 +309,15 @@ def executemany(ctx: Context, files: dict[str, Path]) -> float:
 
 def parts(ctx: Context, files: dict[str, Path], secrets: dict) -> dict[str, float]:
     """µs per event of each part of serve's per-event work, in process, on the benchmark's own
-    messages, by the functions `Ingestor.write` runs: JSON (`ingest._load`), the checks of what
-    a firmware can send with the MAC (`ingest._check_usual`), the store (a fresh SQLite store,
+    messages, by the functions `Ingestor.write` runs: JSON (`payloads._load`), the checks of what
+    a firmware can send with the MAC (`payloads._check_usual`), the store (a fresh SQLite store,
     batches of 2,000 as a flood commits them) and, within it, SQLite's own calls (the store run
     again under cProfile, the time inside the `sqlite3` module's methods), and the whole
     `Ingestor.write`; the garbage collector set as in serve's ingest process
-    (`ingestlink.settle_gc`), then set back."""
+    (`ingest.settle_gc`), then set back."""
     import gc
 
-    from lockerctl.ingestlink import settle_gc
+    from lockerctl.ingest import settle_gc
 
     threshold = gc.get_threshold()
     settle_gc()
@@ -333,7 +333,8 @@ def _parts(ctx: Context, files: dict[str, Path], secrets: dict) -> dict[str, flo
     import pstats
 
     from lockerctl import keys
-    from lockerctl.ingest import Ingestor, _check_usual, _load
+    from lockerctl.ingest import Ingestor
+    from lockerctl.payloads import _check_usual, _load
     from lockerctl.store import Store
 
     msgs = []
@@ -468,7 +469,7 @@ def run(ctx: Context) -> list[Figure]:
             "  of which JSON",
             "µs",
             [x["JSON"] for x in split],
-            "json's C scanner (ingest._load)",
+            "json's C scanner (payloads._load)",
             1,
         ),
         Figure(
@@ -476,7 +477,7 @@ def run(ctx: Context) -> list[Figure]:
             "  of which checks and MAC",
             "µs",
             [x["checks"] for x in split],
-            "what a firmware can send; HMAC-SHA256, the key's blocks kept (ingest._check_usual)",
+            "what a firmware can send; HMAC-SHA256, the key's blocks kept (payloads._check_usual)",
             1,
         ),
         Figure(

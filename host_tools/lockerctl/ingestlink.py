@@ -17,7 +17,6 @@ calling process (tests, embedding).
 from __future__ import annotations
 
 import errno
-import gc
 import json
 import logging
 import os
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from . import mqttwire as wire
 from . import topics
-from .ingest import Ingestor, one_line
+from .ingest import Ingestor, one_line, settle_gc
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -549,26 +548,6 @@ class IngestProcess:
         self._end_child(timeout)
         self._thread.join(5)
         conn.close()
-
-
-# Tracked objects allocated (net) between two young-generation collections in the ingest
-# process; Python's default is 700.
-GC_YOUNG_THRESHOLD = 10_000
-
-
-def settle_gc() -> None:
-    """The ingest process's garbage collector, once it has started: what it has built so far
-    (modules, SQLAlchemy's tables and compiled statements, the store) frozen out of every
-    collection, and the young generation collected after `GC_YOUNG_THRESHOLD` new objects, not
-    700. A batch makes several containers per event (the parsed and the checked event, the
-    rows, the trail entries) that live until its commit, so with the defaults each batch of
-    2,000 set off a few dozen collections and now and then a full one that walked the whole
-    heap. Measured on the benchmark's batches: the collector took 3.6 µs an event, 0.8 µs
-    frozen alone, under 0.1 µs with both. A process of its own: nothing else shares these
-    settings."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def _child_main(conn, endpoint: Endpoint, site: str, db_url: str, settings: dict) -> None:

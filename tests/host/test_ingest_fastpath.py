@@ -1,5 +1,5 @@
 """Ingest's written-out fast paths give what the general code gives: the event check and its MAC
-(`ingest._check_usual` against `check_event`), the precomputed HMAC key, JSON through the
+(`payloads._check_usual` against `check_event`), the precomputed HMAC key, JSON through the
 scanner, the trail's batch of links, and the event ids SQLite is told (what it would give)."""
 
 import hashlib
@@ -9,8 +9,8 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lockerctl import ingest, keys, trail
-from lockerctl.ingest import BadPayload, Refused, check_event
+from lockerctl import keys, payloads, trail
+from lockerctl.payloads import BadPayload, Refused, check_event
 from lockerctl.store import Store
 
 SECRET = bytes(range(32))
@@ -73,7 +73,7 @@ def test_the_usual_check_agrees_with_check_event(changes, bays, mac):
     except (UnicodeEncodeError, TypeError):
         good = "0" * 32
     obj["mac"] = {"mac": good, "upper": good.upper(), "wrong": "f" * 32, "junk": " " * 32}[mac]
-    fast = ingest._check_usual(obj, keys.event_key(SECRET), bays)
+    fast = payloads._check_usual(obj, keys.event_key(SECRET), bays)
     if fast is not None:  # what it accepts, check_event accepts, giving the same
         assert fast == slow(obj, bays)
         assert list(fast) == list(slow(obj, bays))
@@ -81,10 +81,10 @@ def test_the_usual_check_agrees_with_check_event(changes, bays, mac):
 
 def test_the_usual_check_takes_what_lockers_send():
     for ev in (usual(), usual(ts=None, bay=None, person=None, reason=None), usual(by="T9")):
-        assert ingest._check_usual(ev, keys.event_key(SECRET), 8) == check_event(ev, SECRET, 8)
+        assert payloads._check_usual(ev, keys.event_key(SECRET), 8) == check_event(ev, SECRET, 8)
     del_ts = usual()
     del del_ts["ts"]  # no ts at all: check_event refuses it, so the fast path leaves it
-    assert ingest._check_usual(del_ts, keys.event_key(SECRET), 8) is None
+    assert payloads._check_usual(del_ts, keys.event_key(SECRET), 8) is None
 
 
 @pytest.mark.parametrize(
@@ -97,9 +97,9 @@ def test_json_through_the_scanner_is_json_loads(payload):
         want = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         with pytest.raises(BadPayload, match=e.__class__.__name__):
-            ingest._load(payload)
+            payloads._load(payload)
     else:
-        got = ingest._load(payload)
+        got = payloads._load(payload)
         assert got == want or (got != got and want != want)  # NaN
 
 

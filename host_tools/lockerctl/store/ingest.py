@@ -163,7 +163,7 @@ def _fresh_rows(conn, site, items, marks, legacy, dups, received, max_ahead, res
                 continue
             # `_int_or_none` and `_text` of each field, called only where a value is not
             # already what they would return (an int; None or a str within the limit): what
-            # `ingest.check_event` hands over never needs them. Measured: these rows take 0.8 µs
+            # `payloads.check_event` hands over never needs them. Measured: these rows take 0.8 µs
             # an event, 1.1 with a call per field.
             g = ev.get
             ts, etype, bay, person, by, reason, mac = (
