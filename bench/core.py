@@ -205,12 +205,39 @@ def headlines(figures: list[Figure]) -> list[str]:
             )
         )
     cpu, busy = g.get("serve: CPU per event"), g.get("cores busy meanwhile")
+    had, needs = (
+        g.get("serve: share of a core it had"),
+        g.get("serve: share of a core the broker's pace needs"),
+    )
     if ratio and cpu and busy:
         out.append(
             f"What bounds it: serve spends {cpu.value()} µs of CPU per event (its ingest process"
             f" and the store: the parts below) while the broker, the publishers and"
-            f" `mosquitto_sub` keep the machine's cores {busy.value()} % busy; serve keeps pace"
-            f" only where it has close to a core of its own for the whole stream."
+            f" `mosquitto_sub` keep the machine's cores {busy.value()} % busy"
+            + (
+                f"; keeping the broker's pace takes {needs.value()} % of a core, and serve had"
+                f" {had.value()} % (its CPU seconds over its seconds, the same runs)."
+                if had and needs
+                else "; serve keeps pace only where it has close to a core of its own for the"
+                " whole stream."
+            )
+        )
+    whole, sql = g.get("per event, in process: Ingestor.write"), g.get("of which SQLite")
+    store, js, checks = (
+        g.get("of which the store"),
+        g.get("of which JSON"),
+        g.get("of which checks and MAC"),
+    )
+    if whole and sql and store and js and checks:
+        rest = whole.median - store.median - js.median - checks.median
+        out.append(
+            f"Where an event's CPU goes (in process, `Ingestor.write` {whole.value()} µs):"
+            f" {sql.value()} µs inside SQLite (the event row and its trail entry with their"
+            f" indexes, the batch's synchronous commit), {store.median - sql.median:.1f} µs the"
+            f" store's Python (rows, the trail entry's canonical content and two SHA-256),"
+            f" {js.value()} µs JSON, {checks.value()} µs the checks and the MAC, {rest:.1f} µs"
+            " the rest (topics, grouping the batch); receiving from the broker adds the"
+            " difference to serve's CPU per event."
         )
     many = next((f for f in figures if f.name.endswith("workers / 1 worker (rate ratio)")), None)
     if many:

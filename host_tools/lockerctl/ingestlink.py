@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from . import mqttwire as wire
 from . import topics
-from .ingest import Ingestor, one_line
+from .ingest import Ingestor, one_line, settle_gc
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -584,5 +584,6 @@ def _child_main(conn, endpoint: Endpoint, site: str, db_url: str, settings: dict
 
     log.debug("ingest process %s (pid %d) started", endpoint.client_id, os.getpid())
     link = IngestLink(endpoint, site, ingestor, report, settings.get("subscriptions"))
+    settle_gc()
     link.run(conn.fileno())
     report("stats", ingestor.stats.as_dict())

@@ -103,6 +103,37 @@ def ack_mac(secret: bytes, seq: int, jid: str) -> str:
     return hmac_sha256(derive(secret, ACK), f"{seq}|{jid}".encode())[:MAC_BYTES].hex()
 
 
+class MacKey:
+    """HMAC-SHA256 under one key, its two padded key blocks hashed once (RFC 2104): each MAC
+    is then two copies of a SHA-256 state, two updates and two digests. Measured: 0.6 µs a MAC
+    of an event's fields, where `hmac.digest` takes 1.7 µs (OpenSSL's one-shot HMAC sets up the
+    key's blocks on every call) and a copy of an `hmac.new` object 1.2 µs; ingest checks one MAC
+    per event. The same bytes as `hmac_sha256(key, msg)` (tests/host/test_event_auth.py)."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes):
+        if len(key) > 64:  # a key longer than SHA-256's block is hashed first (RFC 2104)
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def digest(self, msg: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(msg)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+@functools.lru_cache(maxsize=4096)
+def event_key(secret: bytes) -> MacKey:
+    """The MacKey events of a locker with `secret` are MACed under (kept for the lockers seen
+    lately, as `derive` keeps their keys)."""
+    return MacKey(derive(secret, EVENT))
+
+
 def event_mac_ok(secret: bytes, ev: dict) -> bool:
     mac = ev.get("mac")
     if not isinstance(mac, str) or len(mac) != MAC_BYTES * 2:

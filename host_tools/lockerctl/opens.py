@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 
 from . import brokerclient, topics
 from .clibase import Site
-from .ingest import OPEN_ANSWERS
+from .payloads import OPEN_ANSWERS
 
 DEFAULT_EXPIRES = 60
 MAX_REASON = 200

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from lockerctl import ingest, keys
+from lockerctl import keys, payloads
 from lockerctl.ingest import Ingestor
 from lockerctl.store import Store
 
@@ -41,11 +41,11 @@ def test_the_seq_bound_is_the_firmware_journals_capacity():
     buf = bytearray(fw_events.MAX_ENCODED)
     smallest = fw_events.encode_into(fw_events.Event(1, None, fw_events.TYPES[0]), buf)
     record = fw_journal._HDR + 1 + smallest  # record header, kind, the event
-    assert ingest.SMALLEST_EVENT_RECORD == record
-    assert ingest.JOURNAL_BYTES == fw_journal.DEFAULT_CAPACITY
-    assert ingest.JOURNAL_MAX_EVENTS == fw_journal.DEFAULT_CAPACITY // record
-    assert ingest.MAX_TEXT_BYTES == fw_events.MAX_TEXT
-    assert set(fw_events.TYPES) <= ingest.KNOWN_TYPES  # a firmware type is never "unknown"
+    assert payloads.SMALLEST_EVENT_RECORD == record
+    assert payloads.JOURNAL_BYTES == fw_journal.DEFAULT_CAPACITY
+    assert payloads.JOURNAL_MAX_EVENTS == fw_journal.DEFAULT_CAPACITY // record
+    assert payloads.MAX_TEXT_BYTES == fw_events.MAX_TEXT
+    assert set(fw_events.TYPES) <= payloads.KNOWN_TYPES  # a firmware type is never "unknown"
 
 
 class Acks:
@@ -130,8 +130,8 @@ def test_two_versions_of_one_seq_in_a_batch(rig):
 
 def test_a_seq_beyond_the_journal_is_refused(rig):
     st, ing, acks = rig
-    feed(ing, event(ingest.JOURNAL_MAX_EVENTS), event(ingest.JOURNAL_MAX_EVENTS + 1))
-    assert [r.seq for r in st.events(SITE)] == [ingest.JOURNAL_MAX_EVENTS]
+    feed(ing, event(payloads.JOURNAL_MAX_EVENTS), event(payloads.JOURNAL_MAX_EVENTS + 1))
+    assert [r.seq for r in st.events(SITE)] == [payloads.JOURNAL_MAX_EVENTS]
     assert st.refusal_counts(SITE) == {("L1", "seq_ahead"): 1}
     assert acks.sent == []  # 1.. are not stored: nothing to acknowledge
 
@@ -219,7 +219,7 @@ def test_after_a_journal_of_before_ids_a_wiped_board_and_an_upgraded_one(rig):
 
     def journal(jid, seqs):
         batch = [("L1", {"seq": s, "ts": s, "type": "boot", "jid": jid}) for s in seqs]
-        return st.ingest_journals(SITE, batch, ingest.JOURNAL_MAX_EVENTS).acks[("L1", jid)]
+        return st.ingest_journals(SITE, batch, payloads.JOURNAL_MAX_EVENTS).acks[("L1", jid)]
 
     assert journal("aaaaaaaaaaaaaaaa", [2, 3]) == 0  # a wiped board's, its seq 1 not here yet
     assert journal("aaaaaaaaaaaaaaaa", [1]) == 3  # from 1, not from the old watermark

@@ -547,7 +547,7 @@ def test_config_republished_after_the_broker_restarts(site, db_url, broker, star
 
 
 def test_parse_event_fills_absent_optional_fields_and_ignores_extra_keys():
-    from lockerctl.ingest import parse_event
+    from lockerctl.payloads import parse_event
 
     ev = parse_event(
         b'{"seq": 7, "ts": null, "type": "boot", "fw": "1.0", "jid": "%s", "mac": "%s"}'

@@ -13,7 +13,7 @@ from harness import cmdauth, verify_as_locker
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from lockerctl import broker as brokerlib
-from lockerctl import bundle, commands, ingest, keys, roster, timetable
+from lockerctl import bundle, commands, keys, payloads, roster, timetable
 from lockerctl.clibase import UserError, parse_hostport
 
 FAST = settings(
@@ -268,8 +268,8 @@ JID, MAC = "0123456789abcdef", "ab" * 16
 )
 def test_any_event_payload_is_parsed_or_refused(payload):
     try:
-        ev = ingest.parse_event(payload)
-    except ingest.BadPayload as e:
+        ev = payloads.parse_event(payload)
+    except payloads.BadPayload as e:
         assert one_line(str(e))
         return
     assert list(ev) == PARSED
@@ -310,13 +310,13 @@ def events(draw):
 @given(events())
 def test_contract_events_round_trip(ev):
     ev = {**ev, "jid": JID, "mac": MAC}
-    assert ingest.parse_event(json.dumps(ev).encode()) == {**ev, "unknown_type": False}
+    assert payloads.parse_event(json.dumps(ev).encode()) == {**ev, "unknown_type": False}
 
 
 @FAST
 @given(st.text(max_size=40))
 def test_any_topic_is_classified(topic):
-    got = ingest.parse_topic(topic, "school")
+    got = payloads.parse_topic(topic, "school")
     if got is not None:
         locker, kind = got
         assert topic == f"lockers/school/{locker}/{kind}"

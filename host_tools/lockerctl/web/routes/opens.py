@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, RedirectResponse
 from ... import words
 from ...bounds import check_text
 from ...display import event_time
-from ...ingest import OPEN_ANSWERS
+from ...payloads import OPEN_ANSWERS
 from ...store import StoreError
 from ...store import live as store_live
 from ..deps import ANY_ROLE, FORM, Viewer, ctx
