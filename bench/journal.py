@@ -19,6 +19,7 @@ SIZES = {
         "capacity": None,
         "segment": 16384,
         "steady": 5000,
+        "warm": 15000,
         "outage": 10000,
         "runs": 3,
     },
@@ -28,6 +29,7 @@ SIZES = {
         "capacity": 8192,
         "segment": 4096,
         "steady": 100,
+        "warm": 200,
         "outage": 100,
         "runs": 1,
     },
@@ -54,8 +56,16 @@ else:
     dev = simflash.mount({img!r}, "/flash", block_count={blocks})
     j = Journal("/flash/journal", lambda: b"[]", {capacity}, {segment})
 j.open()
-p0, e0 = dev.bytes_programmed, dev.blocks_erased
 n = 0
+# In service the flash has been round the ring before: `warm` events first (acked, idle after
+# each, as below), uncounted, so that sectors ahead are no longer erased from new.
+for i in range({warm}):
+    j.append("deposit", 1795508400 + i, 1 + i % 24, "P{{:04d}}".format(i % 600), None, "pupil")
+    j.commit()
+    if i % 32 == 31:
+        j.ack(j.committed)
+    j.idle()
+p0, e0 = dev.bytes_programmed, dev.blocks_erased
 inline = 0
 t0 = time.ticks_ms()
 limit = {limit}
@@ -111,6 +121,7 @@ def wear(ctx: Context, blocks: int, limit: int, acks: bool, layout: str = "ring"
         blocks=blocks,
         limit=limit,
         acks=acks,
+        warm=ctx.sizes["warm"] if acks else 0,
         capacity=capacity,
         segment=segment,
     )
@@ -240,7 +251,7 @@ def run(ctx: Context) -> list[Figure]:
             "bytes programmed per event, filling",
             "B",
             [r["programmed"] / r["events"] for r in full],
-            "one commit per event",
+            "one commit per event, from a new (erased) partition",
             1,
         ),
         Figure(
@@ -256,7 +267,8 @@ def run(ctx: Context) -> list[Figure]:
             "bytes programmed per event, in service",
             "B",
             [r["programmed"] / r["events"] for r in steady],
-            f"{s0['events']:,} events, acked every 32, idle after each; goal 64 or fewer",
+            f"{s0['events']:,} events after {ctx.sizes['warm']:,} (the ring wrapped), acked"
+            " every 32, idle after each; goal 64 or fewer",
             1,
         ),
         Figure(
