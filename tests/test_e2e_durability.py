@@ -11,7 +11,7 @@ from harness import ROOT, lockerctl, wait_for
 pytestmark = pytest.mark.slow
 
 STAFF = [f"04B2{n:04X}" for n in range(8)]
-HEAP_KB = 168  # the compiled firmware's heap in the 600-card test (docs/memory.md)
+HEAP_KB = 176  # the compiled firmware's heap in the 600-card test (docs/memory.md)
 
 
 def roster(path, n_pupils=0):
@@ -174,7 +174,8 @@ def test_firmware_runs_in_an_esp32_sized_heap_with_600_cards(
     # Issue 17 (over-the-air updates) added the boot loader (bootloader.mpy, resident: ~5 KB of
     # bytecode, frozen on an ESP32) and the update, health and reset code: the qstr pool is now
     # allocated at boot, before the locker exists. Measured: code 104.6 KB, high-water ~146.5 KB,
-    # running ~42 KB; the test runs at 168k (docs/memory.md).
+    # running ~42 KB. Issue 19's journal ring (locker/ring.py) added its code: 109.1 KB, live
+    # high-water ~150.2 KB, running ~41 KB unchanged; the test runs at 176k (docs/memory.md).
     assert heap["max_used"] < 152 * 1024, "heap high-water grew: docs/memory.md"
     assert running < 60 * 1024
 
